@@ -1,0 +1,256 @@
+//! API keys: parsed and checksummed first (no store lookup for garbage), then looked up by key
+//! id, HMAC-SHA-256'd under the server pepper and compared in constant time.
+//!
+//! Lookups are cached for `key_cache_ttl` (default 5 s): a revoked key stops working within that
+//! bound, and a flood of requests with one key costs one store query per interval. Unknown key
+//! ids are cached too, so random valid-looking keys cannot hammer the store.
+
+use std::{
+    collections::HashMap,
+    path::Path,
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, Instant},
+};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use subtle::ConstantTimeEq;
+use zeroize::Zeroizing;
+
+use super::{AuthnError, Principal, PrincipalKind};
+use crate::store::{KeyRecord, Store};
+
+/// The server-wide secret that keys are hashed under. Never printed.
+#[derive(Clone)]
+pub struct Pepper(Arc<Zeroizing<Vec<u8>>>);
+
+impl std::fmt::Debug for Pepper {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pepper([redacted])")
+    }
+}
+
+/// The environment variable that overrides the pepper file (hex, at least 32 bytes).
+pub const PEPPER_ENV: &str = "PORTCULLIS_PEPPER";
+
+#[derive(Debug, thiserror::Error)]
+pub enum PepperError {
+    #[error("{PEPPER_ENV} must be at least 64 hexadecimal characters (32 bytes)")]
+    BadEnv,
+    #[error("pepper file {0}: {1}")]
+    File(String, String),
+}
+
+impl Pepper {
+    pub fn from_bytes(bytes: Vec<u8>) -> Pepper {
+        Pepper(Arc::new(Zeroizing::new(bytes)))
+    }
+
+    /// Reads the pepper from `PORTCULLIS_PEPPER` or from the file, creating the file (mode 0600,
+    /// 32 random bytes as hex) when `create` is set and it does not exist yet.
+    pub fn load(file: &Path, env: Option<&str>, create: bool) -> Result<Pepper, PepperError> {
+        if let Some(hex) = env {
+            return decode_hex(hex.trim())
+                .filter(|bytes| bytes.len() >= 32)
+                .map(Pepper::from_bytes)
+                .ok_or(PepperError::BadEnv);
+        }
+        let shown = file.display().to_string();
+        match std::fs::read_to_string(file) {
+            Ok(text) => {
+                let text = Zeroizing::new(text);
+                decode_hex(text.trim())
+                    .filter(|bytes| bytes.len() >= 32)
+                    .map(Pepper::from_bytes)
+                    .ok_or_else(|| {
+                        PepperError::File(
+                            shown,
+                            "must hold at least 64 hexadecimal characters".into(),
+                        )
+                    })
+            }
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound && create => {
+                let mut bytes = Zeroizing::new(vec![0u8; 32]);
+                getrandom::fill(&mut bytes)
+                    .map_err(|e| PepperError::File(shown.clone(), e.to_string()))?;
+                let hex = Zeroizing::new(
+                    bytes
+                        .iter()
+                        .map(|byte| format!("{byte:02x}"))
+                        .collect::<String>(),
+                );
+                write_private(file, hex.as_bytes())
+                    .map_err(|e| PepperError::File(shown, e.to_string()))?;
+                Ok(Pepper::from_bytes(bytes.to_vec()))
+            }
+            Err(error) => Err(PepperError::File(shown, error.to_string())),
+        }
+    }
+
+    /// HMAC-SHA-256 of the whole key.
+    pub fn hash(&self, key: &str) -> [u8; 32] {
+        // HMAC takes keys of any length; this cannot fail.
+        let mut mac =
+            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+        mac.update(key.as_bytes());
+        mac.finalize().into_bytes().into()
+    }
+}
+
+#[expect(
+    clippy::panic,
+    reason = "HMAC accepts keys of every length, so this is unreachable"
+)]
+fn unreachable_hmac() -> Hmac<Sha256> {
+    panic!("HMAC rejected its key")
+}
+
+/// Creates a file readable by its owner only, failing if it exists (never overwrites).
+fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let mut file = options.open(path)?;
+    file.write_all(contents)?;
+    file.sync_all()
+}
+
+fn decode_hex(text: &str) -> Option<Vec<u8>> {
+    if text.len() % 2 != 0 {
+        return None;
+    }
+    (0..text.len())
+        .step_by(2)
+        .map(|index| {
+            text.get(index..index + 2)
+                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
+        })
+        .collect()
+}
+
+struct CacheEntry {
+    record: Option<Arc<KeyRecord>>,
+    fetched: Instant,
+}
+
+/// Verifies API keys against the store, with a bounded, short-lived cache.
+pub struct KeyVerifier {
+    store: Arc<dyn Store>,
+    pepper: Pepper,
+    ttl: Duration,
+    cache: Mutex<HashMap<String, CacheEntry>>,
+}
+
+impl std::fmt::Debug for KeyVerifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KeyVerifier")
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Entries kept at most; past it the cache is cleared (each entry refetches once).
+const CACHE_CAPACITY: usize = 100_000;
+
+impl KeyVerifier {
+    pub fn new(store: Arc<dyn Store>, pepper: Pepper, ttl: Duration) -> KeyVerifier {
+        KeyVerifier {
+            store,
+            pepper,
+            ttl,
+            cache: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Verifies a presented key and returns its principal.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthnError> {
+        let key = apikey::parse(token).map_err(AuthnError::Malformed)?;
+        if key.kind() != apikey::KeyKind::Secret {
+            return Err(AuthnError::WrongKind);
+        }
+        let record = self.lookup(key.kid()).await?.ok_or(AuthnError::Unknown)?;
+        let presented = self.pepper.hash(key.expose());
+        if !bool::from(presented.ct_eq(&record.hash)) {
+            return Err(AuthnError::WrongSecret);
+        }
+        match record.usable_at(crate::time::now()) {
+            Err("revoked") => return Err(AuthnError::Revoked),
+            Err(_) => return Err(AuthnError::Expired),
+            Ok(()) => {}
+        }
+        Ok(Principal {
+            id: format!("key:{}", record.kid),
+            kind: PrincipalKind::ApiKey,
+            name: record.name.clone(),
+            models: record.models.clone(),
+            scopes: record.scopes,
+        })
+    }
+
+    async fn lookup(&self, kid: &str) -> Result<Option<Arc<KeyRecord>>, AuthnError> {
+        {
+            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = cache.get(kid)
+                && entry.fetched.elapsed() < self.ttl
+            {
+                return Ok(entry.record.clone());
+            }
+        }
+        let record = match self.store.find_key(kid).await {
+            Ok(record) => record.map(Arc::new),
+            Err(error) => {
+                tracing::error!(%error, "key lookup failed; refusing the request");
+                return Err(AuthnError::Unavailable);
+            }
+        };
+        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.len() >= CACHE_CAPACITY {
+            cache.clear();
+        }
+        cache.insert(
+            kid.to_owned(),
+            CacheEntry {
+                record: record.clone(),
+                fetched: Instant::now(),
+            },
+        );
+        Ok(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pepper_is_created_private_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pepper");
+        let created = Pepper::load(&path, None, true).unwrap();
+        let again = Pepper::load(&path, None, false).unwrap();
+        assert_eq!(created.hash("k"), again.hash("k"));
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+        assert!(!format!("{created:?}").contains(&std::fs::read_to_string(&path).unwrap()));
+        assert!(Pepper::load(&dir.path().join("missing"), None, false).is_err());
+        assert!(matches!(
+            Pepper::load(&path, Some("abcd"), false),
+            Err(PepperError::BadEnv)
+        ));
+    }
+}

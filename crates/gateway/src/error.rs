@@ -1,0 +1,221 @@
+//! The only place where an error becomes an HTTP body.
+//!
+//! Inside the gateway each module has its own small error enum. At the edge they all become an
+//! [`ApiError`]: a status, a stable snake_case `code` that is part of the API, and a message that
+//! is safe to show anyone. Internal detail (store errors, runtime errors, which credential check
+//! failed) is logged where it happens and never reaches the client.
+//!
+//! Handlers return `ApiError`; its `IntoResponse` leaves the body empty and attaches the error as
+//! a response extension. The outer [`render`] middleware, which knows the request id, writes the
+//! final `{"error", "code", "request_id"}` body, so every error, from any layer, has one shape.
+
+use axum::{
+    extract::Request,
+    middleware::Next,
+    response::{IntoResponse, Response},
+};
+use http::{HeaderValue, StatusCode, header};
+
+use crate::router::RequestId;
+
+/// A client-facing error: status, stable code, safe message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+    /// Extra response headers (`WWW-Authenticate`, `Retry-After`).
+    pub challenge: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            challenge: None,
+        }
+    }
+
+    /// 400: the request is malformed; the message says exactly what is wrong with it.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+    }
+
+    /// 400 for a well-formed request that does not fit the model's signature.
+    pub fn invalid_input(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::BAD_REQUEST, "invalid_input", message)
+    }
+
+    /// 401 without saying why: missing, malformed, unknown, revoked and expired look the same.
+    pub fn unauthenticated(presented: bool) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthenticated",
+            "a valid credential is required",
+        );
+        error.challenge = Some(if presented {
+            r#"Bearer realm="portcullis", error="invalid_token""#
+        } else {
+            r#"Bearer realm="portcullis""#
+        });
+        error
+    }
+
+    /// 403: the caller may see the model but not do this to it.
+    pub fn forbidden() -> ApiError {
+        ApiError::new(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "this credential may not do that",
+        )
+    }
+
+    /// 404 for a model that does not exist or that the caller may not see: the two are
+    /// indistinguishable on purpose, so model names cannot be enumerated.
+    pub fn model_not_found(name: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!("model '{name}' not found"),
+        )
+    }
+
+    pub fn version_not_found(name: &str, version: &str) -> ApiError {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "model_not_found",
+            format!("model '{name}' version '{version}' not found"),
+        )
+    }
+
+    /// 404 for an authenticated request to a path that does not exist.
+    pub fn route_not_found() -> ApiError {
+        ApiError::new(StatusCode::NOT_FOUND, "not_found", "no such endpoint")
+    }
+
+    pub fn method_not_allowed() -> ApiError {
+        ApiError::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            "method not allowed",
+        )
+    }
+
+    pub fn payload_too_large(limit: Option<usize>) -> ApiError {
+        let message = match limit {
+            Some(limit) => format!("the request body exceeds the limit of {limit} bytes"),
+            None => "the request body is too large".to_owned(),
+        };
+        ApiError::new(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large", message)
+    }
+
+    pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            message,
+        )
+    }
+
+    /// 503: overloaded or not ready; the client may retry.
+    pub fn unavailable(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
+    }
+
+    pub fn timeout() -> ApiError {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long",
+        )
+    }
+
+    /// 500 with nothing inside: the detail was logged where it happened.
+    pub fn internal() -> ApiError {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal error",
+        )
+    }
+
+    /// The JSON body, in the Open Inference Protocol's `{"error": ...}` shape plus our fields.
+    pub fn body(&self, request_id: &str) -> String {
+        serde_json::json!({
+            "error": self.message,
+            "code": self.code,
+            "request_id": request_id,
+        })
+        .to_string()
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = self.status.into_response();
+        response.extensions_mut().insert(self);
+        response
+    }
+}
+
+/// Middleware: writes the body of every error response, with the request id.
+///
+/// Errors made by layers we do not own (a panic caught, a body limit hit inside a framework
+/// extractor) arrive without an `ApiError` extension; they are mapped by status so that they too
+/// get the one shape and never a framework's own text.
+pub async fn render(request: Request, next: Next) -> Response {
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let error = match response.extensions().get::<ApiError>() {
+        Some(error) => error.clone(),
+        None => match status {
+            StatusCode::PAYLOAD_TOO_LARGE => ApiError::payload_too_large(None),
+            StatusCode::NOT_FOUND => ApiError::route_not_found(),
+            StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
+            StatusCode::REQUEST_TIMEOUT => ApiError::timeout(),
+            StatusCode::SERVICE_UNAVAILABLE => ApiError::unavailable("the server is busy"),
+            status if status.is_client_error() => ApiError {
+                status,
+                ..ApiError::bad_request("the request could not be processed")
+            },
+            _ => ApiError::internal(),
+        },
+    };
+    let (mut parts, _) = response.into_parts();
+    parts.headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    parts.headers.remove(header::CONTENT_LENGTH);
+    if let Some(challenge) = error.challenge {
+        parts.headers.insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static(challenge),
+        );
+    }
+    Response::from_parts(parts, error.body(&request_id).into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_body_has_the_protocol_shape_and_our_fields() {
+        let body: serde_json::Value =
+            serde_json::from_str(&ApiError::model_not_found("churn").body("req-1")).unwrap();
+        assert_eq!(body["error"], "model 'churn' not found");
+        assert_eq!(body["code"], "model_not_found");
+        assert_eq!(body["request_id"], "req-1");
+    }
+}

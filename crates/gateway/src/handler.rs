@@ -1,0 +1,320 @@
+//! The endpoints: each finds the model, asks `authz` for a grant, and only then touches it.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Extension, Json,
+    body::Body,
+    extract::{Path, Request, State},
+    response::{IntoResponse, Response},
+};
+use http::{HeaderMap, HeaderValue, StatusCode, header};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+
+use crate::{
+    authn::Principal,
+    authz::{self, Action},
+    backend::{BackendError, Model},
+    error::ApiError,
+    oip::{self, InferResponse, ServerMetadata},
+    router::RequestId,
+    serve::Gateway,
+};
+
+/// Triton's header for a JSON header followed by binary tensor data.
+pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
+pub async fn live() -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "live": true }))
+}
+
+pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
+    if gateway.is_ready().await {
+        Json(serde_json::json!({ "ready": true })).into_response()
+    } else {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({ "ready": false })),
+        )
+            .into_response()
+    }
+}
+
+pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        gateway.metrics.render(),
+    )
+        .into_response()
+}
+
+pub async fn server_metadata(State(gateway): State<Arc<Gateway>>) -> Json<ServerMetadata> {
+    Json(ServerMetadata {
+        name: gateway.config.name.clone(),
+        version: env!("CARGO_PKG_VERSION").to_owned(),
+        extensions: vec!["binary_tensor_data".to_owned()],
+    })
+}
+
+pub async fn not_found() -> ApiError {
+    ApiError::route_not_found()
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}
+
+/// Finds the model and checks the caller may do `action` to it (and that the version, if
+/// named, is the one served).
+fn grant(
+    gateway: &Gateway,
+    principal: &Principal,
+    name: &str,
+    version: Option<&str>,
+    action: Action,
+) -> Result<(Arc<Model>, authz::Grant), ApiError> {
+    let model = gateway
+        .registry
+        .get(name)
+        .ok_or_else(|| ApiError::model_not_found(name))?;
+    let grant = authz::authorize(principal, model, action)?;
+    if let Some(version) = version
+        && version != model.config.version
+    {
+        return Err(ApiError::version_not_found(name, version));
+    }
+    Ok((Arc::clone(model), grant))
+}
+
+pub async fn model_metadata(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Json<oip::ModelMetadata>, ApiError> {
+    let (model, _) = grant(&gateway, &principal, &name, None, Action::Metadata)?;
+    Ok(Json(model.metadata.clone()))
+}
+
+pub async fn model_version_metadata(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<oip::ModelMetadata>, ApiError> {
+    let (model, _) = grant(
+        &gateway,
+        &principal,
+        &name,
+        Some(&version),
+        Action::Metadata,
+    )?;
+    Ok(Json(model.metadata.clone()))
+}
+
+pub async fn model_ready(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    grant(&gateway, &principal, &name, None, Action::Metadata)?;
+    Ok(Json(serde_json::json!({ "name": name, "ready": true })))
+}
+
+pub async fn model_version_ready(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    Path((name, version)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    grant(
+        &gateway,
+        &principal,
+        &name,
+        Some(&version),
+        Action::Metadata,
+    )?;
+    Ok(Json(serde_json::json!({ "name": name, "ready": true })))
+}
+
+pub async fn infer(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    Path(name): Path<String>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    run_inference(&gateway, &principal, &name, None, request).await
+}
+
+pub async fn model_version_infer(
+    State(gateway): State<Arc<Gateway>>,
+    Extension(principal): Extension<Principal>,
+    Path((name, version)): Path<(String, String)>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    run_inference(&gateway, &principal, &name, Some(&version), request).await
+}
+
+async fn run_inference(
+    gateway: &Gateway,
+    principal: &Principal,
+    name: &str,
+    version: Option<&str>,
+    request: Request,
+) -> Result<Response, ApiError> {
+    // Authorise before reading a byte of the body.
+    let (model, grant) = grant(gateway, principal, name, version, Action::Infer)?;
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default();
+    let (parts, body) = request.into_parts();
+    let json_len = binary_header_length(&parts.headers)?;
+    check_content_type(&parts.headers, json_len.is_some())?;
+    let body = read_body(body, &parts.headers, gateway.config.max_body_bytes).await?;
+
+    let limits = &gateway.config.inference.limits;
+    let decoded =
+        oip::decode_request(&body, json_len, limits).map_err(|e| ApiError::bad_request(e.0))?;
+    drop(body);
+    model
+        .metadata
+        .validate(&decoded, model.input_policy(limits.max_batch))
+        .map_err(ApiError::invalid_input)?;
+
+    let id = decoded.id.clone();
+    let requested = decoded.outputs.clone();
+    let binary_default = decoded.binary_output_default;
+    let started = Instant::now();
+    let result = model.infer(&gateway.pool, grant, decoded).await;
+    gateway
+        .metrics
+        .inference(name, started.elapsed().as_secs_f64());
+    let outputs = match result {
+        Ok(outputs) => outputs,
+        Err(BackendError::Busy) => {
+            return Err(ApiError::unavailable(
+                "the model is busy; try again shortly",
+            ));
+        }
+        Err(error) => {
+            tracing::error!(request_id = %request_id, model = %name, %error, "inference failed");
+            return Err(ApiError::internal());
+        }
+    };
+
+    // The requested outputs, in the order asked for; all of them if none were named.
+    let outputs: Vec<(oip::Tensor, bool)> = if requested.is_empty() {
+        outputs
+            .into_iter()
+            .map(|tensor| (tensor, binary_default))
+            .collect()
+    } else {
+        let mut outputs = outputs;
+        requested
+            .iter()
+            .filter_map(|want| {
+                let position = outputs.iter().position(|tensor| tensor.name == want.name)?;
+                Some((outputs.swap_remove(position), want.binary))
+            })
+            .collect()
+    };
+    let response = InferResponse {
+        model_name: model.config.name.clone(),
+        model_version: model.config.version.clone(),
+        id,
+        outputs,
+    };
+    let encoded = oip::encode_response(&response).map_err(|error| {
+        tracing::error!(request_id = %request_id, %error, "encoding the response failed");
+        ApiError::internal()
+    })?;
+    let mut http_response = Response::new(Body::from(encoded.body));
+    let headers = http_response.headers_mut();
+    match encoded.json_len {
+        Some(json_len) => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/octet-stream"),
+            );
+            headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, HeaderValue::from(json_len));
+        }
+        None => {
+            headers.insert(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+    }
+    Ok(http_response)
+}
+
+fn binary_header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> {
+    let mut values = headers.get_all(INFERENCE_HEADER_CONTENT_LENGTH).iter();
+    let Some(value) = values.next() else {
+        return Ok(None);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request(
+            "Inference-Header-Content-Length is given twice",
+        ));
+    }
+    value
+        .to_str()
+        .ok()
+        .filter(|text| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
+        .and_then(|text| text.parse::<usize>().ok())
+        .map(Some)
+        .ok_or_else(|| {
+            ApiError::bad_request("Inference-Header-Content-Length must be a whole number of bytes")
+        })
+}
+
+fn check_content_type(headers: &HeaderMap, binary: bool) -> Result<(), ApiError> {
+    let Some(value) = headers.get(header::CONTENT_TYPE) else {
+        return Ok(());
+    };
+    let essence = value
+        .to_str()
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let json = essence == "application/json";
+    if json || (binary && essence == "application/octet-stream") {
+        Ok(())
+    } else if binary {
+        Err(ApiError::unsupported_media_type(
+            "with Inference-Header-Content-Length, send Content-Type: application/octet-stream (or none)",
+        ))
+    } else {
+        Err(ApiError::unsupported_media_type(format!(
+            "send inference requests as Content-Type: application/json, not '{essence}'"
+        )))
+    }
+}
+
+async fn read_body(
+    body: Body,
+    headers: &HeaderMap,
+    limit: usize,
+) -> Result<bytes::Bytes, ApiError> {
+    // Refuse a declared oversize at once, without reading it.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|text| text.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit as u64) {
+        return Err(ApiError::payload_too_large(Some(limit)));
+    }
+    match Limited::new(body, limit).collect().await {
+        Ok(collected) => Ok(collected.to_bytes()),
+        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
+            Err(ApiError::payload_too_large(Some(limit)))
+        }
+        Err(_) => Err(ApiError::bad_request("the request body could not be read")),
+    }
+}

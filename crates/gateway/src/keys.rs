@@ -1,0 +1,267 @@
+//! The API key lifecycle, as `portcullis keys ...` drives it: create, list, show, revoke, rotate.
+//! Secrets are generated here, returned once, and only their hashes are stored.
+
+use std::sync::Arc;
+
+use crate::{
+    authn::api_key::Pepper,
+    store::{KeyRecord, ModelScope, Scopes, Store, StoreError},
+};
+
+/// What a new key may do.
+#[derive(Debug, Clone)]
+pub struct NewKey {
+    pub name: String,
+    pub owner: Option<String>,
+    pub models: ModelScope,
+    pub scopes: Scopes,
+    /// Seconds from now; `None` for a key that never expires.
+    pub expires_in: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("no key with id {0}")]
+    NotFound(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Random(#[from] apikey::GenerateError),
+}
+
+/// Key management over a store.
+#[derive(Debug, Clone)]
+pub struct Keyring {
+    store: Arc<dyn Store>,
+    pepper: Pepper,
+}
+
+impl Keyring {
+    pub fn new(store: Arc<dyn Store>, pepper: Pepper) -> Keyring {
+        Keyring { store, pepper }
+    }
+
+    /// Creates a key. The returned secret is the only copy.
+    pub async fn create(&self, new: &NewKey) -> Result<(apikey::SecretKey, KeyRecord), KeyError> {
+        validate(new)?;
+        let now = crate::time::now();
+        let expires_at = match new.expires_in {
+            None => None,
+            Some(seconds) => Some(now.saturating_add(
+                i64::try_from(seconds).map_err(|_| KeyError::Invalid("expiry too far".into()))?,
+            )),
+        };
+        let secret = apikey::generate(apikey::KeyKind::Secret)?;
+        let record = KeyRecord {
+            kid: secret.kid().to_owned(),
+            kind: apikey::KeyKind::Secret,
+            name: new.name.clone(),
+            owner: new.owner.clone(),
+            hash: self.pepper.hash(secret.expose()),
+            models: new.models.clone(),
+            scopes: new.scopes,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            replaced_by: None,
+        };
+        self.store.insert_key(&record).await?;
+        Ok((secret, record))
+    }
+
+    pub async fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
+        Ok(self.store.list_keys().await?)
+    }
+
+    pub async fn show(&self, kid: &str) -> Result<KeyRecord, KeyError> {
+        self.store
+            .find_key(kid)
+            .await?
+            .ok_or_else(|| KeyError::NotFound(kid.to_owned()))
+    }
+
+    pub async fn revoke(&self, kid: &str) -> Result<(), KeyError> {
+        if self.store.revoke_key(kid, crate::time::now()).await? {
+            Ok(())
+        } else {
+            match self.store.find_key(kid).await? {
+                None => Err(KeyError::NotFound(kid.to_owned())),
+                Some(_) => Err(KeyError::Invalid(format!("key {kid} is revoked already"))),
+            }
+        }
+    }
+
+    /// Issues a successor with the same name, owner, models, scopes and lifetime, and lets the
+    /// old key live on for `overlap_seconds` so clients can switch without downtime.
+    pub async fn rotate(
+        &self,
+        kid: &str,
+        overlap_seconds: u64,
+    ) -> Result<(apikey::SecretKey, KeyRecord), KeyError> {
+        let old = self.show(kid).await?;
+        let now = crate::time::now();
+        if let Err(reason) = old.usable_at(now) {
+            return Err(KeyError::Invalid(format!(
+                "key {kid} is {reason}; create a new key instead"
+            )));
+        }
+        if old.replaced_by.is_some() {
+            return Err(KeyError::Invalid(format!("key {kid} was rotated already")));
+        }
+        let overlap = i64::try_from(overlap_seconds)
+            .map_err(|_| KeyError::Invalid("overlap too long".into()))?;
+        let secret = apikey::generate(apikey::KeyKind::Secret)?;
+        let lifetime = old
+            .expires_at
+            .map(|expires_at| expires_at.saturating_sub(old.created_at));
+        let record = KeyRecord {
+            kid: secret.kid().to_owned(),
+            hash: self.pepper.hash(secret.expose()),
+            created_at: now,
+            expires_at: lifetime.map(|lifetime| now.saturating_add(lifetime)),
+            revoked_at: None,
+            replaced_by: None,
+            ..old
+        };
+        self.store
+            .rotate_key(kid, &record, now.saturating_add(overlap))
+            .await?;
+        Ok((secret, record))
+    }
+}
+
+fn validate(new: &NewKey) -> Result<(), KeyError> {
+    if new.name.trim().is_empty() || new.name.len() > 128 || new.name.chars().any(char::is_control)
+    {
+        return Err(KeyError::Invalid(
+            "a key name is 1 to 128 printable characters".into(),
+        ));
+    }
+    if let Some(owner) = &new.owner
+        && (owner.len() > 128 || owner.chars().any(char::is_control))
+    {
+        return Err(KeyError::Invalid(
+            "an owner is at most 128 printable characters".into(),
+        ));
+    }
+    if let ModelScope::Only(models) = &new.models {
+        if models.is_empty() {
+            return Err(KeyError::Invalid(
+                "a key needs at least one model, or * for all".into(),
+            ));
+        }
+        if let Some(bad) = models
+            .iter()
+            .find(|model| !crate::config::valid_model_name(model))
+        {
+            return Err(KeyError::Invalid(format!(
+                "'{bad}' is not a valid model name"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{authn::AuthnError, authn::api_key::KeyVerifier, store::sqlite::SqliteStore};
+    use std::time::Duration;
+
+    async fn keyring() -> (tempfile::TempDir, Keyring, KeyVerifier) {
+        let dir = tempfile::tempdir().unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
+        let pepper = Pepper::from_bytes(vec![9; 32]);
+        let verifier = KeyVerifier::new(Arc::clone(&store), pepper.clone(), Duration::ZERO);
+        (dir, Keyring::new(store, pepper), verifier)
+    }
+
+    fn new_key() -> NewKey {
+        NewKey {
+            name: "checkout".into(),
+            owner: None,
+            models: ModelScope::Only(vec!["churn".into()]),
+            scopes: Scopes::ALL,
+            expires_in: Some(3600),
+        }
+    }
+
+    #[tokio::test]
+    async fn created_keys_verify_and_revoked_keys_do_not() {
+        let (_dir, keyring, verifier) = keyring().await;
+        let (secret, record) = keyring.create(&new_key()).await.unwrap();
+        let principal = verifier.verify(secret.expose()).await.unwrap();
+        assert_eq!(principal.id, format!("key:{}", record.kid));
+        assert!(principal.models.allows("churn") && !principal.models.allows("other"));
+
+        // Same kid and checksum, wrong secret.
+        let mut forged = apikey::generate(apikey::KeyKind::Secret)
+            .unwrap()
+            .expose()
+            .to_owned();
+        forged.replace_range(8..16, &record.kid);
+        let body = &forged[..48];
+        let forged = format!(
+            "{body}{}",
+            String::from_utf8(apikey::checksum(body.as_bytes()).to_vec()).unwrap()
+        );
+        assert_eq!(verifier.verify(&forged).await, Err(AuthnError::WrongSecret));
+
+        keyring.revoke(&record.kid).await.unwrap();
+        assert_eq!(
+            verifier.verify(secret.expose()).await,
+            Err(AuthnError::Revoked)
+        );
+        assert!(keyring.revoke(&record.kid).await.is_err());
+        assert!(matches!(
+            keyring.revoke("nokey123").await,
+            Err(KeyError::NotFound(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn rotation_keeps_the_old_key_for_the_overlap_only() {
+        let (_dir, keyring, verifier) = keyring().await;
+        let (old_secret, old) = keyring.create(&new_key()).await.unwrap();
+        let (new_secret, new) = keyring.rotate(&old.kid, 3600).await.unwrap();
+        assert_eq!(new.models, old.models);
+        assert!(verifier.verify(old_secret.expose()).await.is_ok());
+        assert!(verifier.verify(new_secret.expose()).await.is_ok());
+        assert!(keyring.rotate(&old.kid, 60).await.is_err());
+
+        // With no overlap the old key stops at once.
+        let (secret, record) = keyring.create(&new_key()).await.unwrap();
+        keyring.rotate(&record.kid, 0).await.unwrap();
+        assert_eq!(
+            verifier.verify(secret.expose()).await,
+            Err(AuthnError::Expired)
+        );
+    }
+
+    #[tokio::test]
+    async fn bad_key_requests_are_refused() {
+        let (_dir, keyring, _) = keyring().await;
+        for bad in [
+            NewKey {
+                name: " ".into(),
+                ..new_key()
+            },
+            NewKey {
+                models: ModelScope::Only(vec![]),
+                ..new_key()
+            },
+            NewKey {
+                models: ModelScope::Only(vec!["../etc".into()]),
+                ..new_key()
+            },
+        ] {
+            assert!(
+                matches!(keyring.create(&bad).await, Err(KeyError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! `portcullis serve`: a gateway that lets no one reach a model without a credential.
+//!
+//! A request travels through the modules in the order they are listed here:
+//!
+//! - [`serve`] accepts connections on the public and admin listeners and shuts down gracefully;
+//! - [`router`] builds the one layer stack every request passes, outermost first;
+//! - [`authn`] turns a credential into a [`authn::Principal`], or refuses with 401;
+//! - [`authz`] decides whether that principal may touch a model, minting the [`authz::Grant`]
+//!   that is the only way to reach a backend;
+//! - [`oip`] decodes and validates Open Inference Protocol requests and encodes responses;
+//! - [`backend`] runs the model (tract or ONNX Runtime) on a bounded blocking pool;
+//! - [`error`] is the one place where a failure becomes an HTTP body.
+//!
+//! [`config`] validates the TOML before anything starts; [`store`] keeps API keys (hashed) in
+//! SQLite; [`keys`] is the key lifecycle the CLI drives; [`metrics`] feeds `/metrics` on the
+//! admin listener.
+
+pub mod authn;
+pub mod authz;
+pub mod backend;
+pub mod config;
+pub mod error;
+pub mod handler;
+pub mod keys;
+pub mod metrics;
+pub mod oip;
+pub mod router;
+pub mod serve;
+pub mod store;
+pub mod time;
+
+pub use config::Config;
+pub use serve::{Gateway, Server, serve};

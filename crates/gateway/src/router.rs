@@ -1,0 +1,197 @@
+//! THE layer stack. Every request to the public listener passes these layers in this order,
+//! outermost first; each says why it sits where it does.
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, MatchedPath, Request, State},
+    middleware::{Next, from_fn, from_fn_with_state},
+    response::{IntoResponse, Response},
+    routing::{get, post},
+};
+use http::{HeaderName, HeaderValue, header};
+use tower::ServiceBuilder;
+use tower_http::{
+    catch_panic::CatchPanicLayer, sensitive_headers::SetSensitiveRequestHeadersLayer,
+};
+
+use crate::{authn, error, handler, serve::Gateway};
+
+/// The id of one request: in the response's `x-request-id`, every error body, and every log
+/// line about it. Always ours: a client-supplied id is ignored, so logs cannot be forged.
+#[derive(Debug, Clone)]
+pub struct RequestId(pub String);
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// The public listener's service.
+pub fn public(gateway: Arc<Gateway>) -> Router {
+    let body_limit = gateway.config.max_body_bytes;
+    Router::new()
+        .route("/v2/health/live", get(handler::live))
+        .route("/v2/health/ready", get(handler::ready))
+        .route("/v2", get(handler::server_metadata))
+        .route("/v2/models/{model}", get(handler::model_metadata))
+        .route(
+            "/v2/models/{model}/versions/{version}",
+            get(handler::model_version_metadata),
+        )
+        .route("/v2/models/{model}/ready", get(handler::model_ready))
+        .route(
+            "/v2/models/{model}/versions/{version}/ready",
+            get(handler::model_version_ready),
+        )
+        .route("/v2/models/{model}/infer", post(handler::infer))
+        .route(
+            "/v2/models/{model}/versions/{version}/infer",
+            post(handler::model_version_infer),
+        )
+        .fallback(handler::not_found)
+        .method_not_allowed_fallback(handler::method_not_allowed)
+        .with_state(Arc::clone(&gateway))
+        .layer(
+            ServiceBuilder::new()
+                // 1. Request id first, so that everything below, errors included, can name it.
+                .layer(from_fn(request_id))
+                // 2. Error bodies: every 4xx/5xx from any layer below gets the one JSON shape.
+                .layer(from_fn(error::render))
+                // 3. A panic anywhere below becomes a generic 500, never a dropped connection
+                //    or a stack trace; `render` above then gives it the standard body.
+                .layer(CatchPanicLayer::custom(|_| {
+                    error::ApiError::internal().into_response()
+                }))
+                // 4. Credentials are marked sensitive before anything could log headers.
+                .layer(SetSensitiveRequestHeadersLayer::new([
+                    header::AUTHORIZATION,
+                    header::PROXY_AUTHORIZATION,
+                    header::COOKIE,
+                    HeaderName::from_static(authn::API_KEY_HEADER),
+                ]))
+                // 5. One access-log line and the metrics per request, refused ones included
+                //    (method, route template, status, latency, principal; never bodies or keys).
+                .layer(from_fn_with_state(Arc::clone(&gateway), access_log))
+                // 6. Global concurrency cap with load shedding, and the request deadline: past
+                //    capacity we answer 503 at once instead of queueing without bound.
+                .layer(from_fn_with_state(Arc::clone(&gateway), admission))
+                // 7. Body limit for any extractor; handlers also read with the same explicit cap.
+                .layer(DefaultBodyLimit::max(body_limit))
+                // 9. Authentication wraps every route and the fallback: deny by default.
+                .layer(from_fn_with_state(gateway, authn::authenticate)),
+        )
+}
+
+/// The admin listener's service: metrics and health, loopback only (config enforces it).
+pub fn admin(gateway: Arc<Gateway>) -> Router {
+    Router::new()
+        .route("/metrics", get(handler::metrics))
+        .route("/health/live", get(handler::live))
+        .route("/health/ready", get(handler::ready))
+        .fallback(handler::not_found)
+        .with_state(gateway)
+        .layer(
+            ServiceBuilder::new()
+                .layer(from_fn(request_id))
+                .layer(from_fn(error::render))
+                .layer(CatchPanicLayer::custom(|_| {
+                    error::ApiError::internal().into_response()
+                })),
+        )
+}
+
+async fn request_id(mut request: Request, next: Next) -> Response {
+    let id = new_request_id();
+    request.extensions_mut().insert(RequestId(id.clone()));
+    let mut response = next.run(request).await;
+    if let Ok(value) = HeaderValue::from_str(&id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+fn new_request_id() -> String {
+    let mut bytes = [0u8; 12];
+    // If the OS generator fails, a zero id still lets the request be served.
+    let _ = getrandom::fill(&mut bytes);
+    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+}
+
+async fn access_log(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request.extensions().get::<MatchedPath>().map_or_else(
+        || unmatched_route(request.uri().path()),
+        |path| path.as_str().to_owned(),
+    );
+    let request_id = request
+        .extensions()
+        .get::<RequestId>()
+        .map(|id| id.0.clone())
+        .unwrap_or_default();
+    gateway.metrics.request_started();
+    let response = next.run(request).await;
+    let elapsed = started.elapsed();
+    let status = response.status().as_u16();
+    let principal = response
+        .extensions()
+        .get::<authn::PrincipalId>()
+        .map(|id| id.0.as_str())
+        .unwrap_or("-");
+    let code = response
+        .extensions()
+        .get::<error::ApiError>()
+        .map(|error| error.code)
+        .unwrap_or("");
+    gateway
+        .metrics
+        .request_finished(&route, status, elapsed.as_secs_f64());
+    tracing::info!(
+        target: "portcullis::access",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        status,
+        code,
+        principal,
+        duration_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX),
+        "request"
+    );
+    response
+}
+
+/// Route layers run before routing, so the template is not known yet; map the path to the
+/// template it will match, keeping the label set bounded.
+fn unmatched_route(path: &str) -> String {
+    let segments: Vec<&str> = path.trim_start_matches('/').split('/').collect();
+    let template = match segments.as_slice() {
+        ["v2"] => "/v2",
+        ["v2", "health", "live"] => "/v2/health/live",
+        ["v2", "health", "ready"] => "/v2/health/ready",
+        ["v2", "models", _] => "/v2/models/{model}",
+        ["v2", "models", _, "ready"] => "/v2/models/{model}/ready",
+        ["v2", "models", _, "infer"] => "/v2/models/{model}/infer",
+        ["v2", "models", _, "versions", _] => "/v2/models/{model}/versions/{version}",
+        ["v2", "models", _, "versions", _, "ready"] => {
+            "/v2/models/{model}/versions/{version}/ready"
+        }
+        ["v2", "models", _, "versions", _, "infer"] => {
+            "/v2/models/{model}/versions/{version}/infer"
+        }
+        _ => "other",
+    };
+    template.to_owned()
+}
+
+async fn admission(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let Ok(_permit) = gateway.in_flight.try_acquire() else {
+        return error::ApiError::unavailable("the server is at capacity; try again shortly")
+            .into_response();
+    };
+    match tokio::time::timeout(gateway.config.request_timeout, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::timeout().into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,725 @@
+//! The public router in process: deny by default, grants, and bad input, request by request.
+
+use std::{path::Path, sync::Arc};
+
+use axum::body::Body;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::{
+    authn::{PUBLIC_ROUTES, api_key::Pepper},
+    backend,
+    config::Config,
+    keys::{Keyring, NewKey},
+    serve::Gateway,
+    store::{ModelScope, Scopes, Store, sqlite::SqliteStore},
+};
+
+fn fixture(path: &str) -> String {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../models")
+        .join(path)
+        .display()
+        .to_string()
+}
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    gateway: Arc<Gateway>,
+    keyring: Keyring,
+}
+
+impl Harness {
+    async fn new() -> Harness {
+        Harness::with_body_limit(1 << 20).await
+    }
+
+    async fn with_body_limit(max_body_bytes: usize) -> Harness {
+        let dir = tempfile::tempdir().unwrap();
+        let mlp = fixture("fixtures/mlp/model.onnx");
+        let checks = fixture("fixtures/mlp/checks.json");
+        let toml = format!(
+            r#"
+[server]
+max_body_bytes = {max_body_bytes}
+[store]
+key_cache_ttl = "0s"
+[inference]
+threads = 1
+max_batch = 16
+[[models]]
+name = "mlp"
+path = "{mlp}"
+checks = "{checks}"
+[[models]]
+name = "secret-model"
+path = "{mlp}"
+[[models]]
+name = "open"
+version = "7"
+path = "{mlp}"
+public = true
+"#
+        );
+        let config = Config::from_toml(&toml, dir.path()).unwrap();
+        let store: Arc<dyn Store> =
+            Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
+        let pepper = Pepper::from_bytes(vec![1; 32]);
+        let registry = backend::load_models(&config).unwrap();
+        let gateway = Gateway::assemble(config, registry, Arc::clone(&store), pepper.clone());
+        Harness {
+            _dir: dir,
+            gateway,
+            keyring: Keyring::new(store, pepper),
+        }
+    }
+
+    async fn key(&self, models: &[&str], scopes: &str) -> String {
+        let (secret, _) = self
+            .keyring
+            .create(&NewKey {
+                name: "test".into(),
+                owner: None,
+                models: ModelScope::Only(models.iter().map(|model| (*model).to_owned()).collect()),
+                scopes: Scopes::parse(scopes).unwrap(),
+                expires_in: None,
+            })
+            .await
+            .unwrap();
+        secret.expose().to_owned()
+    }
+
+    async fn send(&self, request: Request<Body>) -> Reply {
+        let response = super::public(Arc::clone(&self.gateway))
+            .oneshot(request)
+            .await
+            .unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let body = response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec();
+        Reply {
+            status,
+            headers,
+            body,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: Vec<u8>,
+}
+
+impl Reply {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// An error reply: status, stable code, and the one body shape.
+    fn assert_error(&self, status: StatusCode, code: &str) {
+        assert_eq!(
+            self.status,
+            status,
+            "{}",
+            String::from_utf8_lossy(&self.body)
+        );
+        let body = self.json();
+        assert_eq!(body["code"], code, "{body}");
+        assert!(body["error"].is_string());
+        assert_eq!(
+            body["request_id"].as_str(),
+            self.headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok())
+        );
+    }
+}
+
+fn get(path: &str) -> http::request::Builder {
+    Request::builder().method(Method::GET).uri(path)
+}
+
+fn post_json(path: &str) -> http::request::Builder {
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::CONTENT_TYPE, "application/json")
+}
+
+const ROW: &str =
+    "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8,-0.9,-1.0]";
+
+fn infer_body(rows: usize) -> String {
+    let data = vec![ROW; rows].join(",");
+    format!(
+        r#"{{"id":"req-7","inputs":[{{"name":"features","shape":[{rows},20],"datatype":"FP32","data":[{data}]}}]}}"#
+    )
+}
+
+fn with_key(builder: http::request::Builder, key: &str) -> http::request::Builder {
+    builder.header(header::AUTHORIZATION, format!("Bearer {key}"))
+}
+
+#[tokio::test]
+async fn every_route_without_credentials_is_401() {
+    let harness = Harness::new().await;
+    let routes = [
+        (Method::GET, "/v2"),
+        (Method::GET, "/v2/models/mlp"),
+        (Method::GET, "/v2/models/mlp/ready"),
+        (Method::GET, "/v2/models/mlp/versions/1"),
+        (Method::GET, "/v2/models/mlp/versions/1/ready"),
+        (Method::POST, "/v2/models/mlp/infer"),
+        (Method::POST, "/v2/models/mlp/versions/1/infer"),
+        (Method::GET, "/v2/models/unknown"),
+        (Method::POST, "/v2/models/unknown/infer"),
+        (Method::POST, "/v2/repository/index"),
+        (Method::GET, "/metrics"),
+        (Method::GET, "/"),
+        (Method::GET, "/admin"),
+        (Method::DELETE, "/v2/models/mlp"),
+        (Method::GET, "/v2/models/mlp/infer"),
+    ];
+    for (method, path) in routes {
+        let reply = harness
+            .send(
+                Request::builder()
+                    .method(method.clone())
+                    .uri(path)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        assert_eq!(
+            reply.headers.get(header::WWW_AUTHENTICATE).unwrap(),
+            r#"Bearer realm="portcullis""#,
+            "{method} {path}"
+        );
+        assert!(reply.headers.get(header::SERVER).is_none());
+    }
+    for path in PUBLIC_ROUTES {
+        let reply = harness.send(get(path).body(Body::empty()).unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{path}");
+    }
+}
+
+#[tokio::test]
+async fn bad_keys_are_refused_without_saying_why() {
+    let harness = Harness::new().await;
+    let key = harness.key(&["mlp"], "infer,metadata").await;
+    let revoked = harness.key(&["mlp"], "infer,metadata").await;
+    harness
+        .keyring
+        .revoke(apikey::parse(&revoked).unwrap().kid())
+        .await
+        .unwrap();
+    let unknown = apikey::generate(apikey::KeyKind::Secret)
+        .unwrap()
+        .expose()
+        .to_owned();
+    let mut bad_checksum = key.clone();
+    bad_checksum.replace_range(53..54, if key.ends_with('0') { "1" } else { "0" });
+    let admin = apikey::generate(apikey::KeyKind::Admin)
+        .unwrap()
+        .expose()
+        .to_owned();
+    let mut bodies = Vec::new();
+    for presented in [
+        format!("Bearer {unknown}"),
+        format!("Bearer {revoked}"),
+        format!("Bearer {bad_checksum}"),
+        format!("Bearer {admin}"),
+        "Bearer ptcl_sk_short".to_owned(),
+        format!("Basic {key}"),
+        "Bearer ".to_owned(),
+    ] {
+        let reply = harness
+            .send(
+                get("/v2/models/mlp")
+                    .header(header::AUTHORIZATION, &presented)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+        assert_eq!(
+            reply.headers.get(header::WWW_AUTHENTICATE).unwrap(),
+            r#"Bearer realm="portcullis", error="invalid_token""#
+        );
+        let mut body = reply.json();
+        body["request_id"] = serde_json::Value::Null;
+        bodies.push(body);
+    }
+    assert!(
+        bodies.windows(2).all(|pair| pair[0] == pair[1]),
+        "refusals differ: {bodies:?}"
+    );
+
+    // The scheme is case-insensitive (RFC 9110); x-api-key works for clients that need it.
+    for (name, value) in [
+        ("authorization", format!("bearer {key}")),
+        ("authorization", format!("BEARER {key}")),
+        ("x-api-key", key.clone()),
+    ] {
+        let reply = harness
+            .send(
+                get("/v2/models/mlp")
+                    .header(name, value)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    // Two credentials: ambiguous, refused.
+    let reply = harness
+        .send(
+            with_key(get("/v2/models/mlp"), &key)
+                .header(header::AUTHORIZATION, format!("Bearer {key}"))
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let reply = harness
+        .send(
+            with_key(get("/v2/models/mlp"), &key)
+                .header("x-api-key", &key)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+}
+
+#[tokio::test]
+async fn a_key_reaches_only_its_models() {
+    let harness = Harness::new().await;
+    let key = harness.key(&["mlp"], "infer,metadata").await;
+    let reply = harness
+        .send(
+            with_key(get("/v2/models/mlp"), &key)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let metadata = reply.json();
+    assert_eq!(metadata["name"], "mlp");
+    assert_eq!(
+        metadata["inputs"][0],
+        serde_json::json!({"name": "features", "datatype": "FP32", "shape": [-1, 20]})
+    );
+
+    // A model the key may not use looks exactly like one that does not exist.
+    let hidden = harness
+        .send(
+            with_key(post_json("/v2/models/secret-model/infer"), &key)
+                .body(Body::from(infer_body(1)))
+                .unwrap(),
+        )
+        .await;
+    hidden.assert_error(StatusCode::NOT_FOUND, "model_not_found");
+    let missing = harness
+        .send(
+            with_key(post_json("/v2/models/nothing/infer"), &key)
+                .body(Body::from(infer_body(1)))
+                .unwrap(),
+        )
+        .await;
+    missing.assert_error(StatusCode::NOT_FOUND, "model_not_found");
+    assert_eq!(
+        hidden.json()["error"]
+            .as_str()
+            .unwrap()
+            .replace("secret-model", "X"),
+        missing.json()["error"]
+            .as_str()
+            .unwrap()
+            .replace("nothing", "X")
+    );
+
+    // A metadata-only key sees the model but may not run it.
+    let reader = harness.key(&["mlp"], "metadata").await;
+    let reply = harness
+        .send(
+            with_key(get("/v2/models/mlp/ready"), &reader)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        reply.json(),
+        serde_json::json!({"name": "mlp", "ready": true})
+    );
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/mlp/infer"), &reader)
+                .body(Body::from(infer_body(1)))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::FORBIDDEN, "forbidden");
+
+    // Versions: the served one works, another is not found.
+    let reply = harness
+        .send(
+            with_key(get("/v2/models/mlp/versions/1"), &key)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    let reply = harness
+        .send(
+            with_key(get("/v2/models/mlp/versions/2"), &key)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::NOT_FOUND, "model_not_found");
+
+    // Authenticated but unknown paths are 404, not 401.
+    let reply = harness
+        .send(
+            with_key(get("/v2/repository/index"), &key)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::NOT_FOUND, "not_found");
+}
+
+#[tokio::test]
+async fn public_models_need_no_key_and_others_stay_closed() {
+    let harness = Harness::new().await;
+    let reply = harness
+        .send(
+            post_json("/v2/models/open/versions/7/infer")
+                .body(Body::from(infer_body(2)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    assert_eq!(reply.json()["model_version"], "7");
+    let reply = harness
+        .send(
+            post_json("/v2/models/mlp/infer")
+                .body(Body::from(infer_body(1)))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let reply = harness.send(get("/v2").body(Body::empty()).unwrap()).await;
+    reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
+#[tokio::test]
+async fn inference_answers_in_json_and_binary() {
+    let harness = Harness::new().await;
+    let key = harness.key(&["mlp"], "infer").await;
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/mlp/infer"), &key)
+                .body(Body::from(infer_body(3)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let body = reply.json();
+    assert_eq!(body["id"], "req-7");
+    assert_eq!(body["model_name"], "mlp");
+    let probabilities = body["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|o| o["name"] == "probabilities")
+        .unwrap();
+    assert_eq!(probabilities["shape"], serde_json::json!([3, 2]));
+    let values: Vec<f64> = serde_json::from_value(probabilities["data"].clone()).unwrap();
+    assert!((values[0] + values[1] - 1.0).abs() < 1e-5, "{values:?}");
+
+    // Triton binary tensors: binary input, one output asked for in binary.
+    let header_json = r#"{"inputs":[{"name":"features","shape":[1,20],"datatype":"FP32","parameters":{"binary_data_size":80}}],"outputs":[{"name":"probabilities","parameters":{"binary_data":true}}]}"#;
+    let mut body = header_json.as_bytes().to_vec();
+    let row: Vec<f32> = serde_json::from_str(ROW).unwrap();
+    for value in &row {
+        body.extend_from_slice(&value.to_le_bytes());
+    }
+    let reply = harness
+        .send(
+            with_key(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri("/v2/models/mlp/infer"),
+                &key,
+            )
+            .header("inference-header-content-length", header_json.len())
+            .header(header::CONTENT_TYPE, "application/octet-stream")
+            .body(Body::from(body))
+            .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    let json_len: usize = reply.headers["inference-header-content-length"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let head: serde_json::Value = serde_json::from_slice(&reply.body[..json_len]).unwrap();
+    assert_eq!(head["outputs"].as_array().unwrap().len(), 1);
+    assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
+    let tail = &reply.body[json_len..];
+    let p0 = f32::from_le_bytes(tail[0..4].try_into().unwrap());
+    let p1 = f32::from_le_bytes(tail[4..8].try_into().unwrap());
+    assert!((p0 - values[0] as f32).abs() < 1e-6 && (p1 - values[1] as f32).abs() < 1e-6);
+}
+
+#[tokio::test]
+async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
+    let harness = Harness::with_body_limit(4096).await;
+    let key = harness.key(&["mlp"], "infer").await;
+    let features = |shape: &str, datatype: &str, data: &str| {
+        format!(
+            r#"{{"inputs":[{{"name":"features","shape":{shape},"datatype":"{datatype}","data":{data}}}]}}"#
+        )
+    };
+    let cases: Vec<(String, Option<&str>, StatusCode, &str, &str)> = vec![
+        (
+            "{not json".into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "invalid inference request JSON",
+        ),
+        (
+            infer_body(1),
+            Some("text/plain"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "application/json",
+        ),
+        (
+            infer_body(1),
+            Some("application/x-www-form-urlencoded"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "application/json",
+        ),
+        (
+            features("[1,20]", "FP32", "[1,2,3]"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "data has 3 elements",
+        ),
+        (
+            features("[1,3]", "FP32", "[1,2,3]"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "has shape [1, 3]",
+        ),
+        (
+            features("[1,20]", "FP64", ROW),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "must be FP32, not FP64",
+        ),
+        (
+            features(
+                "[17,20]",
+                "FP32",
+                &vec![ROW; 17]
+                    .join(",")
+                    .replace("],[", ",")
+                    .replace("][", ","),
+            ),
+            None,
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            "4096",
+        ),
+        (
+            features("[18446744073709551615,2]", "FP32", "[]"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "overflows",
+        ),
+        (
+            features("[9999999999]", "FP32", "[]"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "more than the limit",
+        ),
+        (
+            r#"{"inputs":[{"name":"other","shape":[1],"datatype":"FP32","data":[1]}]}"#.into(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "unknown input 'other'",
+        ),
+        (
+            format!(
+                r#"{{"inputs":[{0},{0}]}}"#,
+                format!(r#"{{"name":"features","shape":[1,20],"datatype":"FP32","data":{ROW}}}"#)
+            ),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "given twice",
+        ),
+        (
+            format!(
+                r#"{{"inputs":[{{"name":"features","shape":[1,20],"datatype":"FP32","data":{ROW}}}],"outputs":[{{"name":"nope"}}]}}"#
+            ),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_input",
+            "unknown output 'nope'",
+        ),
+        (
+            features(&format!("[{},20]", 17), "FP32", "[]"),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "data has 0 elements",
+        ),
+        (
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000))
+                .chars()
+                .take(4000)
+                .collect(),
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "JSON",
+        ),
+    ];
+    for (body, content_type, status, code, needle) in cases {
+        let mut builder = with_key(
+            Request::builder()
+                .method(Method::POST)
+                .uri("/v2/models/mlp/infer"),
+            &key,
+        );
+        if let Some(content_type) = content_type {
+            builder = builder.header(header::CONTENT_TYPE, content_type);
+        }
+        let reply = harness
+            .send(builder.body(Body::from(body.clone())).unwrap())
+            .await;
+        reply.assert_error(status, code);
+        let message = reply.json()["error"].as_str().unwrap().to_owned();
+        assert!(
+            message.contains(needle),
+            "'{message}' lacks '{needle}' for body {}",
+            &body[..body.len().min(80)]
+        );
+    }
+    // Batch beyond the model's limit (16), within the body limit.
+    let harness = Harness::new().await;
+    let key = harness.key(&["mlp"], "infer").await;
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/mlp/infer"), &key)
+                .body(Body::from(infer_body(17)))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
+    // NaN cannot be written in JSON, but it can in binary.
+    let header_json = r#"{"inputs":[{"name":"features","shape":[1,20],"datatype":"FP32","parameters":{"binary_data_size":80}}]}"#;
+    let mut body = header_json.as_bytes().to_vec();
+    body.extend((0..20).flat_map(|_| f32::NAN.to_le_bytes()));
+    let reply = harness
+        .send(
+            with_key(
+                Request::builder()
+                    .method(Method::POST)
+                    .uri("/v2/models/mlp/infer"),
+                &key,
+            )
+            .header("inference-header-content-length", header_json.len())
+            .body(Body::from(body))
+            .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/mlp/infer"), &key)
+                .header("inference-header-content-length", "abc")
+                .body(Body::from(infer_body(1)))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    // And still serving.
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/mlp/infer"), &key)
+                .body(Body::from(infer_body(1)))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn request_ids_are_ours_and_on_every_reply() {
+    let harness = Harness::new().await;
+    let reply = harness
+        .send(
+            get("/v2/health/live")
+                .header("x-request-id", "forged")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let id = reply.headers.get("x-request-id").unwrap().to_str().unwrap();
+    assert_ne!(id, "forged");
+    assert_eq!(id.len(), 24);
+}
+
+#[tokio::test]
+async fn server_metadata_names_the_binary_extension() {
+    let harness = Harness::new().await;
+    let key = harness.key(&["mlp"], "metadata").await;
+    let reply = harness
+        .send(with_key(get("/v2"), &key).body(Body::empty()).unwrap())
+        .await;
+    assert_eq!(
+        reply.json()["extensions"],
+        serde_json::json!(["binary_tensor_data"])
+    );
+}

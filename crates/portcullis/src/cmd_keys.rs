@@ -1,0 +1,230 @@
+//! `portcullis keys`: create, list, show, revoke and rotate API keys in the configured store.
+
+use std::{path::Path, process::ExitCode};
+
+use anyhow::Context;
+use gateway::{
+    keys::{Keyring, NewKey},
+    store::{KeyRecord, ModelScope, Scopes},
+    time::{format_timestamp, now, parse_duration},
+};
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Create a key; its secret is printed once and never stored.
+    Create {
+        /// A name that says who uses the key, e.g. checkout-backend.
+        #[arg(long)]
+        name: String,
+        /// The team or person responsible.
+        #[arg(long)]
+        owner: Option<String>,
+        /// Models the key may call: a comma-separated list, or * for all.
+        #[arg(long)]
+        models: String,
+        /// What the key may do: infer, metadata (comma-separated).
+        #[arg(long, default_value = "infer,metadata")]
+        scopes: String,
+        /// Lifetime, e.g. 90d or 12h, or "never".
+        #[arg(long, default_value = "90d")]
+        expires: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List keys (never their secrets).
+    List {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one key.
+    Show {
+        id: String,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke a key at once.
+    Revoke { id: String },
+    /// Issue a successor; the old key keeps working for the overlap, then stops.
+    Rotate {
+        id: String,
+        /// How long the old key stays valid, e.g. 24h; 0s stops it at once.
+        #[arg(long, default_value = "24h")]
+        overlap: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
+    let config = gateway::Config::load(config_path).context("invalid configuration")?;
+    let (store, pepper) = gateway::serve::open_keyring(&config).await?;
+    Ok(Keyring::new(store, pepper))
+}
+
+pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
+    let keyring = keyring(config_path).await?;
+    match command {
+        Command::Create {
+            name,
+            owner,
+            models,
+            scopes,
+            expires,
+            json,
+        } => {
+            let models = parse_models(&models);
+            let scopes = Scopes::parse(&scopes).map_err(anyhow::Error::msg)?;
+            let expires_in = match expires.as_str() {
+                "never" => None,
+                text => Some(parse_duration(text).map_err(anyhow::Error::msg)?.as_secs()),
+            };
+            let (secret, record) = keyring
+                .create(&NewKey {
+                    name,
+                    owner,
+                    models,
+                    scopes,
+                    expires_in,
+                })
+                .await?;
+            print_new_key(secret.expose(), &record, json, "created");
+        }
+        Command::List { json } => {
+            let keys = keyring.list().await?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::Value::Array(keys.iter().map(describe).collect())
+                );
+            } else {
+                print_table(&keys);
+            }
+        }
+        Command::Show { id, json } => {
+            let key = keyring.show(&id).await?;
+            if json {
+                println!("{}", describe(&key));
+            } else {
+                print_record(&key);
+            }
+        }
+        Command::Revoke { id } => {
+            keyring.revoke(&id).await?;
+            println!(
+                "Key {id} revoked. Servers refuse it within their key cache interval (5 s by default)."
+            );
+        }
+        Command::Rotate { id, overlap, json } => {
+            let overlap = parse_duration(&overlap).map_err(anyhow::Error::msg)?;
+            let (secret, record) = keyring.rotate(&id, overlap.as_secs()).await?;
+            print_new_key(secret.expose(), &record, json, "rotated");
+            if !json {
+                println!(
+                    "The old key {id} stays valid until {}.",
+                    format_timestamp(
+                        now().saturating_add(i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX))
+                    )
+                );
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn parse_models(text: &str) -> ModelScope {
+    if text.trim() == "*" {
+        ModelScope::All
+    } else {
+        ModelScope::Only(
+            text.split(',')
+                .map(str::trim)
+                .filter(|model| !model.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        )
+    }
+}
+
+fn print_new_key(secret: &str, record: &KeyRecord, json: bool, verb: &str) {
+    if json {
+        let mut description = describe(record);
+        description["key"] = serde_json::Value::String(secret.to_owned());
+        println!("{description}");
+        return;
+    }
+    println!("Key {verb}. Copy it now: it is shown only this once and stored only as a hash.\n");
+    println!("    {secret}\n");
+    print_record(record);
+}
+
+fn describe(record: &KeyRecord) -> serde_json::Value {
+    serde_json::json!({
+        "id": record.kid,
+        "name": record.name,
+        "owner": record.owner,
+        "models": record.models.to_string(),
+        "scopes": record.scopes.names(),
+        "status": record.status_at(now()),
+        "created_at": format_timestamp(record.created_at),
+        "expires_at": record.expires_at.map(format_timestamp),
+        "revoked_at": record.revoked_at.map(format_timestamp),
+        "replaced_by": record.replaced_by,
+    })
+}
+
+fn print_record(record: &KeyRecord) {
+    println!("id:          {}", record.kid);
+    println!("name:        {}", record.name);
+    println!("owner:       {}", record.owner.as_deref().unwrap_or("-"));
+    println!("models:      {}", record.models);
+    println!("scopes:      {}", record.scopes.names().join(","));
+    println!("status:      {}", record.status_at(now()));
+    println!("created:     {}", format_timestamp(record.created_at));
+    println!(
+        "expires:     {}",
+        record
+            .expires_at
+            .map_or_else(|| "never".to_owned(), format_timestamp)
+    );
+    if let Some(revoked_at) = record.revoked_at {
+        println!("revoked:     {}", format_timestamp(revoked_at));
+    }
+    if let Some(successor) = &record.replaced_by {
+        println!("replaced by: {successor}");
+    }
+}
+
+fn print_table(keys: &[KeyRecord]) {
+    if keys.is_empty() {
+        println!("No keys. Create one with: portcullis keys create --name NAME --models MODEL");
+        return;
+    }
+    println!(
+        "{:<8}  {:<24}  {:<9}  {:<24}  {:<20}  {:<20}",
+        "ID", "NAME", "STATUS", "MODELS", "CREATED", "EXPIRES"
+    );
+    let now = now();
+    for key in keys {
+        println!(
+            "{:<8}  {:<24}  {:<9}  {:<24}  {:<20}  {:<20}",
+            key.kid,
+            truncate(&key.name, 24),
+            key.status_at(now),
+            truncate(&key.models.to_string(), 24),
+            format_timestamp(key.created_at),
+            key.expires_at
+                .map_or_else(|| "never".to_owned(), format_timestamp)
+        );
+    }
+}
+
+fn truncate(text: &str, width: usize) -> String {
+    if text.chars().count() <= width {
+        text.to_owned()
+    } else {
+        let mut short: String = text.chars().take(width - 1).collect();
+        short.push('…');
+        short
+    }
+}

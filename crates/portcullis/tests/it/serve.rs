@@ -1,0 +1,193 @@
+//! `portcullis serve`: models served as scikit-learn computed them, and refusals at start.
+
+use crate::process::{Running, client, models, run, write_config};
+
+/// The ONNX Runtime library, from `ORT_DYLIB_PATH`. `scripts/test.sh` installs it and sets
+/// `PORTCULLIS_REQUIRE_ORT=1`, so in CI its absence fails the test instead of skipping it.
+fn onnxruntime_library() -> Option<String> {
+    match std::env::var("ORT_DYLIB_PATH") {
+        Ok(path) => Some(path),
+        Err(_) if std::env::var("PORTCULLIS_REQUIRE_ORT").is_ok() => {
+            panic!("PORTCULLIS_REQUIRE_ORT is set but ORT_DYLIB_PATH is not")
+        }
+        Err(_) => {
+            eprintln!(
+                "skipping the ONNX Runtime part: ORT_DYLIB_PATH is not set (scripts/test.sh sets it)"
+            );
+            None
+        }
+    }
+}
+
+/// Sends every case of a model's checks.json (computed by scikit-learn) over HTTP and compares.
+async fn assert_matches_scikit_learn(
+    server: &Running,
+    key: &str,
+    model: &str,
+    checks: &std::path::Path,
+) {
+    let checks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(checks).unwrap()).unwrap();
+    let tolerance = checks["tolerance"].as_f64().unwrap();
+    let http = client();
+    for case in checks["cases"].as_array().unwrap() {
+        let request = serde_json::json!({ "inputs": case["inputs"] });
+        let response = http
+            .post(server.url(&format!("/v2/models/{model}/infer")))
+            .bearer_auth(key)
+            .json(&request)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200);
+        let body: serde_json::Value = response.json().await.unwrap();
+        for want in case["outputs"].as_array().unwrap() {
+            let got = body["outputs"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|o| o["name"] == want["name"])
+                .unwrap();
+            assert_eq!(got["shape"], want["shape"]);
+            assert_eq!(got["datatype"], want["datatype"]);
+            let got: Vec<f64> = serde_json::from_value(got["data"].clone()).unwrap();
+            let want: Vec<f64> = serde_json::from_value(want["data"].clone()).unwrap();
+            for (g, w) in got.iter().zip(&want) {
+                assert!(
+                    (g - w).abs() <= tolerance,
+                    "{model}: {g} vs scikit-learn's {w}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn mlp_and_gradient_boosted_trees_serve_scikit_learns_probabilities() {
+    let dir = tempfile::tempdir().unwrap();
+    let library = onnxruntime_library();
+    let gbt = models().join("fixtures/gbt");
+    let extra = match &library {
+        Some(library) => format!(
+            "[inference]\nonnxruntime_library = \"{library}\"\n\n[[models]]\nname = \"gbt\"\npath = \"{0}/model.onnx\"\nchecks = \"{0}/checks.json\"\nruntime = \"onnxruntime\"\n",
+            gbt.display()
+        ),
+        None => String::new(),
+    };
+    let config = write_config(dir.path(), &extra);
+    let config = config.to_str().unwrap();
+    let output = run(&[
+        "keys", "create", "--config", config, "--name", "it", "--models", "*", "--json",
+    ]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let key: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let key = key["key"].as_str().unwrap();
+
+    let server = Running::start(&["serve", "--config", config], &[]);
+    assert_matches_scikit_learn(
+        &server,
+        key,
+        "mlp",
+        &models().join("fixtures/mlp/checks.json"),
+    )
+    .await;
+    if library.is_some() {
+        assert_matches_scikit_learn(&server, key, "gbt", &gbt.join("checks.json")).await;
+        let metadata: serde_json::Value = client()
+            .get(server.url("/v2/models/gbt"))
+            .bearer_auth(key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(metadata["inputs"][0]["shape"], serde_json::json!([-1, 10]));
+    }
+
+    // Access logs are JSON lines with request ids, and hold neither keys nor payloads.
+    let (status, lines) = server.terminate();
+    assert!(status.success());
+    let access: Vec<serde_json::Value> = lines
+        .iter()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|event| event["message"] == "request")
+        .collect();
+    assert!(!access.is_empty());
+    assert!(access.iter().all(|event| {
+        event["request_id"]
+            .as_str()
+            .is_some_and(|id| id.len() == 24)
+    }));
+    let log = lines.join("\n");
+    assert!(!log.contains(&key[16..48]));
+    assert!(!log.contains("52000") && !log.contains("features\""));
+    assert!(log.contains("stopped"), "{log}");
+}
+
+fn refused(config_text: &str, expected: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, config_text).unwrap();
+    let output = run(&["serve", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains(expected), "'{stderr}' lacks '{expected}'");
+}
+
+#[test]
+fn insecure_or_broken_setups_refuse_to_start() {
+    let models = models();
+    refused(
+        "[server]\nlisten = \"0.0.0.0:0\"\n",
+        "not a loopback address",
+    );
+    refused(
+        "[server]\nadmin_listen = \"192.0.2.1:9090\"\n",
+        "must never be public",
+    );
+    refused(
+        "[server]\nlisten = \"127.0.0.1:0\"\nbogus = 1\n",
+        "unknown field `bogus`",
+    );
+    // A tree ensemble on tract: the error names the model and the operator.
+    refused(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[[models]]\nname = \"trees\"\npath = \"{}\"\nruntime = \"tract\"\n",
+            models.join("fixtures/gbt/model.onnx").display()
+        ),
+        "model 'trees'",
+    );
+    refused(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[[models]]\nname = \"gone\"\npath = \"/nonexistent/model.onnx\"\n",
+        "model 'gone'",
+    );
+}
+
+#[test]
+fn a_model_that_disagrees_with_its_checks_stops_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let mlp = models().join("fixtures/mlp");
+    let mut checks: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(mlp.join("checks.json")).unwrap()).unwrap();
+    let first = &mut checks["cases"][0]["outputs"][1]["data"][0];
+    *first = serde_json::json!(first.as_f64().unwrap() + 0.01);
+    std::fs::write(dir.path().join("checks.json"), checks.to_string()).unwrap();
+    let config = format!(
+        "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[[models]]\nname = \"mlp\"\npath = \"{}\"\nchecks = \"checks.json\"\n",
+        mlp.join("model.onnx").display()
+    );
+    let path = dir.path().join("portcullis.toml");
+    std::fs::write(&path, config).unwrap();
+    let output = run(&["serve", "--config", path.to_str().unwrap()]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("model 'mlp'") && stderr.contains("differs from the known answer"),
+        "{stderr}"
+    );
+}
