@@ -15,7 +15,7 @@ fi
 if ! "$venv/bin/python" -c "import onnxruntime, sys; sys.exit(onnxruntime.__version__ != '$ORT_VERSION')" 2>/dev/null; then
   "$venv/bin/pip" install --quiet --disable-pip-version-check "onnxruntime==$ORT_VERSION"
 fi
-lib=$(ls "$venv"/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1)
+lib=$(ls "$PWD/$venv"/lib/python*/site-packages/onnxruntime/capi/libonnxruntime.so.* 2>/dev/null | head -n 1)
 if [ -z "$lib" ]; then
   echo "error: libonnxruntime.so not found in $venv after installing onnxruntime==$ORT_VERSION" >&2
   exit 2

@@ -25,16 +25,16 @@ use crate::{
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("store: {0}")]
+    #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("{0}")]
+    #[error(transparent)]
     Pepper(#[from] PepperError),
-    #[error("{0}")]
+    #[error(transparent)]
     Model(#[from] BackendError),
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}: {error}")]
     Bind {
         addr: SocketAddr,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("server error: {0}")]
     Serve(std::io::Error),
@@ -114,7 +114,7 @@ impl Server {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr)
                 .await
-                .map_err(|source| StartError::Bind { addr, source })
+                .map_err(|error| StartError::Bind { addr, error })
         };
         let public = bind(gateway.config.listen).await?;
         let admin = bind(gateway.config.admin_listen).await?;

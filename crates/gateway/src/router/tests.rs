@@ -554,14 +554,7 @@ async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
             "must be FP32, not FP64",
         ),
         (
-            features(
-                "[17,20]",
-                "FP32",
-                &vec![ROW; 17]
-                    .join(",")
-                    .replace("],[", ",")
-                    .replace("][", ","),
-            ),
+            features("[60,20]", "FP32", &format!("[{}]", vec![ROW; 60].join(","))),
             None,
             StatusCode::PAYLOAD_TOO_LARGE,
             "payload_too_large",
