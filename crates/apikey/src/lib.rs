@@ -304,7 +304,10 @@ mod tests {
         // Multi-byte characters must not break the byte-length arithmetic or slicing.
         check(&VECTOR.replace("xy", "é"), Err(ParseError::Alphabet));
         check(&VECTOR.replace("xy", "éé"), Err(ParseError::Length));
-        check(&VECTOR.replace("ptcl_sk_", "ptcl_s\u{e9}"), Err(ParseError::Prefix));
+        check(
+            &VECTOR.replace("ptcl_sk_", "ptcl_s\u{e9}"),
+            Err(ParseError::Prefix),
+        );
         check(&format!("{}é", &VECTOR[..52]), Err(ParseError::Alphabet));
         check(VECTOR, Ok(()));
     }

@@ -81,8 +81,8 @@ pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<usize, Backend
                 ));
             }
             if let Some(difference) = max_difference(&got.data, &want.data) {
-                // Written so that NaN fails too.
-                if !(difference <= file.tolerance) {
+                // NaN (a NaN output) fails too.
+                if difference.is_nan() || difference > file.tolerance {
                     return Err(load_error(
                         config,
                         format!(
