@@ -160,7 +160,14 @@ fn insecure_or_broken_setups_refuse_to_start() {
             "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[[models]]\nname = \"trees\"\npath = \"{}\"\nruntime = \"tract\"\n",
             models.join("fixtures/gbt/model.onnx").display()
         ),
-        "model 'trees'",
+        "model 'trees': tract cannot read",
+    );
+    refused(
+        &format!(
+            "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[[models]]\nname = \"trees\"\npath = \"{}\"\n",
+            models.join("fixtures/gbt/model.onnx").display()
+        ),
+        "TreeEnsembleClassifier",
     );
     refused(
         "[server]\nlisten = \"127.0.0.1:0\"\nadmin_listen = \"127.0.0.1:0\"\n[[models]]\nname = \"gone\"\npath = \"/nonexistent/model.onnx\"\n",
@@ -190,4 +197,46 @@ fn a_model_that_disagrees_with_its_checks_stops_the_server() {
         stderr.contains("model 'mlp'") && stderr.contains("differs from the known answer"),
         "{stderr}"
     );
+}
+
+/// SIGTERM stops new connections but lets a request already in flight finish.
+#[tokio::test]
+async fn sigterm_drains_requests_in_flight() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let config = config.to_str().unwrap();
+    let output = run(&["keys", "create", "--config", config, "--name", "it", "--models", "mlp", "--json"]);
+    let key: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let key = key["key"].as_str().unwrap().to_owned();
+    let server = Running::start(&["serve", "--config", config], &[]);
+
+    let row = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8,-0.9,-1.0]";
+    let body = format!(r#"{{"inputs":[{{"name":"features","shape":[1,20],"datatype":"FP32","data":{row}}}]}}"#);
+    let mut stream = tokio::net::TcpStream::connect(&server.public).await.unwrap();
+    let head = format!(
+        "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    stream.write_all(head.as_bytes()).await.unwrap();
+    let (first, second) = body.split_at(body.len() / 2);
+    stream.write_all(first.as_bytes()).await.unwrap();
+    stream.flush().await.unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+
+    // Ask the server to stop while the request is half sent.
+    let pid = server.child.id().to_string();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    // New connections are refused once it stops listening.
+    assert!(tokio::net::TcpStream::connect(&server.public).await.is_err());
+
+    stream.write_all(second.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.contains("probabilities"));
+    let (status, _) = server.terminate();
+    assert!(status.success(), "{status:?}");
 }
