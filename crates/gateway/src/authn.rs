@@ -46,6 +46,9 @@ pub struct Principal {
     pub name: String,
     pub models: ModelScope,
     pub scopes: Scopes,
+    /// The key's own output policy, if it has one.
+    pub output: Option<crate::minimise::OutputPolicy>,
+    pub widen_output: bool,
 }
 
 impl Principal {
@@ -58,6 +61,8 @@ impl Principal {
             // Anonymous callers reach public models only; authz enforces it.
             models: ModelScope::Only(Vec::new()),
             scopes: Scopes::ALL,
+            output: None,
+            widen_output: false,
         }
     }
 }

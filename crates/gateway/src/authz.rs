@@ -8,6 +8,7 @@ use crate::{
     authn::{Principal, PrincipalKind},
     backend::Model,
     error::ApiError,
+    minimise::OutputPolicy,
 };
 
 /// What the caller wants to do to a model.
@@ -25,6 +26,7 @@ pub struct Grant {
     model: String,
     principal: String,
     action: Action,
+    output: OutputPolicy,
 }
 
 impl Grant {
@@ -40,12 +42,18 @@ impl Grant {
         self.action
     }
 
+    /// What the caller may see of the outputs (and of the model's metadata).
+    pub fn output(&self) -> OutputPolicy {
+        self.output
+    }
+
     /// The grant the server gives itself to run a model's known-answer checks at load.
     pub(crate) fn for_load_check(model: &str) -> Grant {
         Grant {
             model: model.to_owned(),
             principal: "system:load-check".into(),
             action: Action::Infer,
+            output: OutputPolicy::Raw,
         }
     }
 }
@@ -68,9 +76,17 @@ pub fn authorize(principal: &Principal, model: &Model, action: Action) -> Result
     if !permitted {
         return Err(ApiError::forbidden());
     }
+    // A key's own policy narrows the model's default; only an admin's --widen-output lets it widen.
+    let default = model.config.output_policy;
+    let output = match principal.output {
+        None => default,
+        Some(policy) if principal.widen_output => policy,
+        Some(policy) => policy.narrowest(default),
+    };
     Ok(Grant {
         model: name.clone(),
         principal: principal.id.clone(),
         action,
+        output,
     })
 }

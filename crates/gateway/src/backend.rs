@@ -181,6 +181,12 @@ pub fn load_models(config: &Config) -> Result<Registry, BackendError> {
             )?),
         };
         let model = Model::new(model_config.clone(), backend);
+        if let Some(spec) = &model_config.output {
+            spec.check(&model.metadata)
+                .map_err(|message| load_error(model_config, message))?;
+        } else {
+            tracing::warn!(model = %model_config.name, "model has no [models.output] table: callers get its raw outputs");
+        }
         if let Some(path) = &model_config.checks {
             let cases = check::run(&model, path, &config.inference.limits)?;
             tracing::info!(model = %model_config.name, cases, "model agrees with its known answers");

@@ -201,6 +201,8 @@ pub struct RawModel {
     pub public: bool,
     #[serde(default)]
     pub allow_non_finite: bool,
+    /// Which outputs hold scores and labels, and the default output policy.
+    pub output: Option<crate::minimise::RawOutputSpec>,
 }
 
 fn default_version() -> String {
@@ -252,6 +254,10 @@ pub struct ModelConfig {
     pub checks: Option<PathBuf>,
     pub public: bool,
     pub allow_non_finite: bool,
+    /// How to minimise outputs; `None` means outputs are served raw.
+    pub output: Option<crate::minimise::OutputSpec>,
+    /// The policy for callers whose key does not set one.
+    pub output_policy: crate::minimise::OutputPolicy,
 }
 
 impl Config {
@@ -363,7 +369,23 @@ impl RawConfig {
                     model.name
                 )));
             }
+            let (output, output_policy) = match model.output {
+                None => (None, crate::minimise::OutputPolicy::Raw),
+                Some(raw) => {
+                    let policy = raw.policy.parse().map_err(|e| {
+                        invalid(format!("model '{}': output.policy: {e}", model.name))
+                    })?;
+                    let spec = crate::minimise::OutputSpec {
+                        scores: raw.scores,
+                        label: raw.label,
+                        classes: raw.classes,
+                    };
+                    (Some(spec), policy)
+                }
+            };
             models.push(ModelConfig {
+                output,
+                output_policy,
                 path: resolve(&model.path),
                 checks: model.checks.as_deref().map(resolve),
                 name: model.name,

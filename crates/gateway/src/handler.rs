@@ -16,6 +16,7 @@ use crate::{
     authz::{self, Action},
     backend::{BackendError, Model},
     error::ApiError,
+    minimise,
     oip::{self, InferResponse, ServerMetadata},
     router::RequestId,
     serve::Gateway,
@@ -89,13 +90,22 @@ fn grant(
     Ok((Arc::clone(model), grant))
 }
 
+/// The model's metadata as the grant's output policy lets the caller see it.
+fn visible_metadata(model: &Model, grant: &authz::Grant) -> oip::ModelMetadata {
+    minimise::metadata(
+        grant.output(),
+        model.config.output.as_ref(),
+        &model.metadata,
+    )
+}
+
 pub async fn model_metadata(
     State(gateway): State<Arc<Gateway>>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
 ) -> Result<Json<oip::ModelMetadata>, ApiError> {
-    let (model, _) = grant(&gateway, &principal, &name, None, Action::Metadata)?;
-    Ok(Json(model.metadata.clone()))
+    let (model, grant) = grant(&gateway, &principal, &name, None, Action::Metadata)?;
+    Ok(Json(visible_metadata(&model, &grant)))
 }
 
 pub async fn model_version_metadata(
@@ -178,10 +188,11 @@ async fn run_inference(
     let decoded =
         oip::decode_request(&body, json_len, limits).map_err(|e| ApiError::bad_request(e.0))?;
     drop(body);
-    model
-        .metadata
+    // Inputs are checked against the model; requested outputs against what the policy gives.
+    visible_metadata(&model, &grant)
         .validate(&decoded, model.input_policy(limits.max_batch))
         .map_err(ApiError::invalid_input)?;
+    let policy = grant.output();
 
     let id = decoded.id.clone();
     let requested = decoded.outputs.clone();
@@ -191,8 +202,14 @@ async fn run_inference(
     gateway
         .metrics
         .inference(name, started.elapsed().as_secs_f64());
-    let outputs = match result {
-        Ok(outputs) => outputs,
+    let outputs = match result
+        .map(|outputs| minimise::apply(policy, model.config.output.as_ref(), outputs))
+    {
+        Ok(Ok(outputs)) => outputs,
+        Ok(Err(message)) => {
+            tracing::error!(request_id = %request_id, model = %name, %message, "output minimisation failed");
+            return Err(ApiError::internal());
+        }
         Err(BackendError::Busy) => {
             return Err(ApiError::unavailable(
                 "the model is busy; try again shortly",

@@ -15,6 +15,10 @@ pub struct NewKey {
     pub owner: Option<String>,
     pub models: ModelScope,
     pub scopes: Scopes,
+    /// Output policy; `None` takes each model's default.
+    pub output: Option<crate::minimise::OutputPolicy>,
+    /// Let `output` be wider than a model's default (otherwise the narrower of the two applies).
+    pub widen_output: bool,
     /// Seconds from now; `None` for a key that never expires.
     pub expires_in: Option<u64>,
 }
@@ -62,6 +66,8 @@ impl Keyring {
             hash: self.pepper.hash(secret.expose()),
             models: new.models.clone(),
             scopes: new.scopes,
+            output: new.output,
+            widen_output: new.widen_output,
             created_at: now,
             expires_at,
             revoked_at: None,
@@ -185,6 +191,8 @@ mod tests {
             owner: None,
             models: ModelScope::Only(vec!["churn".into()]),
             scopes: Scopes::ALL,
+            output: None,
+            widen_output: false,
             expires_in: Some(3600),
         }
     }

@@ -9,6 +9,7 @@
 //!   that is the only way to reach a backend;
 //! - [`oip`] decodes and validates Open Inference Protocol requests and encodes responses;
 //! - [`backend`] runs the model (tract or ONNX Runtime) on a bounded blocking pool;
+//! - [`minimise`] cuts the outputs down to what the caller's output policy allows;
 //! - [`error`] is the one place where a failure becomes an HTTP body.
 //!
 //! [`config`] validates the TOML before anything starts; [`store`] keeps API keys (hashed) in
@@ -23,6 +24,7 @@ pub mod error;
 pub mod handler;
 pub mod keys;
 pub mod metrics;
+pub mod minimise;
 pub mod oip;
 pub mod router;
 pub mod serve;

@@ -99,7 +99,10 @@ pub struct TensorMeta {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ModelMetadata {
     pub name: String,
+    /// Omitted for callers whose output policy hides model internals.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub versions: Vec<String>,
+    #[serde(skip_serializing_if = "String::is_empty")]
     pub platform: String,
     pub inputs: Vec<TensorMeta>,
     pub outputs: Vec<TensorMeta>,

@@ -107,6 +107,10 @@ pub struct KeyRecord {
     pub hash: [u8; 32],
     pub models: ModelScope,
     pub scopes: Scopes,
+    /// The key's output policy; `None` takes the model's default.
+    pub output: Option<crate::minimise::OutputPolicy>,
+    /// May `output` be wider than the model's default (an admin's explicit choice).
+    pub widen_output: bool,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,

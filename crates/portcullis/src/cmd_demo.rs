@@ -54,12 +54,19 @@ admin_listen = "127.0.0.1:{admin_port}"
 sqlite = "portcullis.db"
 pepper_file = "pepper"
 
-# The demo key may call this model.
+# The demo key may call this model. Callers get the label and scores rounded to 2 decimals
+# unless their key says otherwise (label, top_k=N, scores, raw).
 [[models]]
 name = "credit-risk"
 path = "models/credit-risk/model.onnx"
 checks = "models/credit-risk/checks.json"
 runtime = "tract"
+
+[models.output]
+scores = "probabilities"
+label = "label"
+classes = ["repay", "default"]
+policy = "scores:round=2"
 
 # The same model under another name, which the demo key may not call.
 [[models]]
@@ -102,6 +109,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             owner: None,
             models: ModelScope::Only(vec!["credit-risk".into()]),
             scopes: Scopes::ALL,
+            output: None,
+            widen_output: false,
             expires_in: Some(24 * 3600),
         })
         .await?;

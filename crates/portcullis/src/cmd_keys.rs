@@ -28,6 +28,13 @@ pub enum Command {
         /// Lifetime, e.g. 90d or 12h, or "never".
         #[arg(long, default_value = "90d")]
         expires: String,
+        /// Output policy: label, top_k=N[:round=D], scores[:round=D] or raw. Without it, each
+        /// model's default applies; with it, the narrower of the two.
+        #[arg(long)]
+        output: Option<String>,
+        /// Let --output be wider than a model's default (an explicit admin decision).
+        #[arg(long, requires = "output")]
+        widen_output: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -71,8 +78,14 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
             models,
             scopes,
             expires,
+            output,
+            widen_output,
             json,
         } => {
+            let output = output
+                .map(|text| text.parse())
+                .transpose()
+                .map_err(anyhow::Error::msg)?;
             let models = parse_models(&models);
             let scopes = Scopes::parse(&scopes).map_err(anyhow::Error::msg)?;
             let expires_in = match expires.as_str() {
@@ -85,6 +98,8 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
                     owner,
                     models,
                     scopes,
+                    output,
+                    widen_output,
                     expires_in,
                 })
                 .await?;
@@ -165,6 +180,8 @@ fn describe(record: &KeyRecord) -> serde_json::Value {
         "owner": record.owner,
         "models": record.models.to_string(),
         "scopes": record.scopes.names(),
+        "output": record.output.map(|policy| policy.to_string()),
+        "widen_output": record.widen_output,
         "status": record.status_at(now()),
         "created_at": format_timestamp(record.created_at),
         "expires_at": record.expires_at.map(format_timestamp),
@@ -179,6 +196,17 @@ fn print_record(record: &KeyRecord) {
     println!("owner:       {}", record.owner.as_deref().unwrap_or("-"));
     println!("models:      {}", record.models);
     println!("scopes:      {}", record.scopes.names().join(","));
+    let output = record
+        .output
+        .map_or_else(|| "model default".to_owned(), |policy| policy.to_string());
+    println!(
+        "output:      {output}{}",
+        if record.widen_output {
+            " (may widen)"
+        } else {
+            ""
+        }
+    );
     println!("status:      {}", record.status_at(now()));
     println!("created:     {}", format_timestamp(record.created_at));
     println!(

@@ -193,6 +193,8 @@ impl KeyVerifier {
             name: record.name.clone(),
             models: record.models.clone(),
             scopes: record.scopes,
+            output: record.output,
+            widen_output: record.widen_output,
         })
     }
 

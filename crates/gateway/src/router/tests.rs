@@ -39,6 +39,7 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let mlp = fixture("fixtures/mlp/model.onnx");
         let checks = fixture("fixtures/mlp/checks.json");
+        let credit = fixture("credit-risk/model.onnx");
         let toml = format!(
             r#"
 [server]
@@ -55,6 +56,14 @@ checks = "{checks}"
 [[models]]
 name = "secret-model"
 path = "{mlp}"
+[[models]]
+name = "credit-risk"
+path = "{credit}"
+[models.output]
+scores = "probabilities"
+label = "label"
+classes = ["repay", "default"]
+policy = "scores:round=2"
 [[models]]
 name = "open"
 version = "7"
@@ -76,6 +85,16 @@ public = true
     }
 
     async fn key(&self, models: &[&str], scopes: &str) -> String {
+        self.key_with_output(models, scopes, None, false).await
+    }
+
+    async fn key_with_output(
+        &self,
+        models: &[&str],
+        scopes: &str,
+        output: Option<&str>,
+        widen_output: bool,
+    ) -> String {
         let (secret, _) = self
             .keyring
             .create(&NewKey {
@@ -83,6 +102,8 @@ public = true
                 owner: None,
                 models: ModelScope::Only(models.iter().map(|model| (*model).to_owned()).collect()),
                 scopes: Scopes::parse(scopes).unwrap(),
+                output: output.map(|text| text.parse().unwrap()),
+                widen_output,
                 expires_in: None,
             })
             .await
@@ -715,4 +736,159 @@ async fn server_metadata_names_the_binary_extension() {
         reply.json()["extensions"],
         serde_json::json!(["binary_tensor_data"])
     );
+}
+
+const APPLICANT: &str = r#"{"inputs":[{"name":"features","shape":[2,8],"datatype":"FP32","data":[[35,52000,0.3,4,0,15000,6,0.35],[21,31800,0.305,6,1,20540,3,0.455]]}]}"#;
+
+/// Runs the demo model with a key of the given output policy; returns the outputs by name.
+async fn outputs_for(
+    harness: &Harness,
+    output: Option<&str>,
+    widen: bool,
+) -> serde_json::Map<String, serde_json::Value> {
+    let key = harness
+        .key_with_output(&["credit-risk"], "infer,metadata", output, widen)
+        .await;
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/credit-risk/infer"), &key)
+                .body(Body::from(APPLICANT))
+                .unwrap(),
+        )
+        .await;
+    assert_eq!(
+        reply.status,
+        StatusCode::OK,
+        "{}",
+        String::from_utf8_lossy(&reply.body)
+    );
+    reply.json()["outputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| (o["name"].as_str().unwrap().to_owned(), o.clone()))
+        .collect()
+}
+
+fn decimals(value: &serde_json::Value) -> usize {
+    value.to_string().split('.').nth(1).map_or(0, str::len)
+}
+
+#[tokio::test]
+async fn output_policies_say_no_more_than_allowed() {
+    let harness = Harness::new().await;
+
+    // The model's default: labels by name and scores rounded to 2 decimals.
+    let default = outputs_for(&harness, None, false).await;
+    assert_eq!(
+        default.keys().collect::<Vec<_>>(),
+        ["label", "probabilities"]
+    );
+    assert_eq!(
+        default["label"]["data"],
+        serde_json::json!(["repay", "default"])
+    );
+    assert!(
+        default["probabilities"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| decimals(p) <= 2),
+        "{default:?}"
+    );
+
+    let label = outputs_for(&harness, Some("label"), false).await;
+    assert_eq!(label.keys().collect::<Vec<_>>(), ["label"]);
+
+    let top = outputs_for(&harness, Some("top_k=1:round=1"), false).await;
+    assert_eq!(
+        top.keys().collect::<Vec<_>>(),
+        ["label", "top_k_classes", "top_k_scores"]
+    );
+    assert_eq!(top["top_k_scores"]["shape"], serde_json::json!([2, 1]));
+    assert_eq!(
+        top["top_k_classes"]["data"],
+        serde_json::json!(["repay", "default"])
+    );
+    assert!(
+        top["top_k_scores"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| decimals(p) <= 1)
+    );
+
+    // Asking for raw without the right to widen gets the model's default, not raw.
+    let narrowed = outputs_for(&harness, Some("raw"), false).await;
+    assert_eq!(narrowed["label"]["datatype"], "BYTES");
+    assert!(
+        narrowed["probabilities"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| decimals(p) <= 2)
+    );
+
+    // Raw only for a key an admin allowed to widen: the model's own tensors, unrounded.
+    let raw = outputs_for(&harness, Some("raw"), true).await;
+    assert_eq!(raw["label"]["datatype"], "INT64");
+    assert!(
+        raw["probabilities"]["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|p| decimals(p) > 2)
+    );
+
+    // Requesting an output the policy does not give is an error, not a leak.
+    let key = harness
+        .key_with_output(&["credit-risk"], "infer", Some("label"), false)
+        .await;
+    let body = APPLICANT.replace("}]}", r#"}],"outputs":[{"name":"probabilities"}]}"#);
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/credit-risk/infer"), &key)
+                .body(Body::from(body))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
+}
+
+#[tokio::test]
+async fn metadata_is_stripped_for_restricted_keys() {
+    let harness = Harness::new().await;
+    let restricted = harness
+        .key_with_output(&["credit-risk"], "metadata", Some("label"), false)
+        .await;
+    let reply = harness
+        .send(
+            with_key(get("/v2/models/credit-risk"), &restricted)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let metadata = reply.json();
+    assert!(
+        metadata.get("platform").is_none() && metadata.get("versions").is_none(),
+        "{metadata}"
+    );
+    assert_eq!(
+        metadata["outputs"],
+        serde_json::json!([{"name": "label", "datatype": "BYTES", "shape": [-1]}])
+    );
+
+    let raw = harness
+        .key_with_output(&["credit-risk"], "metadata", Some("raw"), true)
+        .await;
+    let reply = harness
+        .send(
+            with_key(get("/v2/models/credit-risk"), &raw)
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await;
+    let metadata = reply.json();
+    assert_eq!(metadata["platform"], "onnx_onnxv1");
+    assert_eq!(metadata["outputs"].as_array().unwrap().len(), 2);
 }

@@ -74,11 +74,18 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         expires_at: row.try_get("expires_at").map_err(corrupt)?,
         revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
         replaced_by: row.try_get("replaced_by").map_err(corrupt)?,
+        output: row
+            .try_get::<Option<String>, _>("output")
+            .map_err(corrupt)?
+            .map(|text| text.parse().map_err(StoreError::Corrupt))
+            .transpose()?,
+        widen_output: row.try_get("widen_output").map_err(corrupt)?,
     })
 }
 
-const INSERT: &str = "INSERT INTO api_keys (kid, kind, name, owner, hash, models, scopes, created_at, expires_at) \
-                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)";
+const INSERT: &str = "INSERT INTO api_keys \
+                      (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output) \
+                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn insert_query(
     key: &KeyRecord,
@@ -93,6 +100,8 @@ fn insert_query(
         .bind(serde_json::json!(key.scopes.names()).to_string())
         .bind(key.created_at)
         .bind(key.expires_at)
+        .bind(key.output.map(|policy| policy.to_string()))
+        .bind(key.widen_output)
 }
 
 fn insert_error(error: sqlx::Error) -> StoreError {
@@ -193,6 +202,11 @@ mod tests {
             hash: [7; 32],
             models: ModelScope::Only(vec!["a".into(), "b".into()]),
             scopes: Scopes::ALL,
+            output: Some(crate::minimise::OutputPolicy::TopK {
+                k: 2,
+                round: Some(3),
+            }),
+            widen_output: false,
             created_at: 100,
             expires_at: Some(1_000),
             revoked_at: None,

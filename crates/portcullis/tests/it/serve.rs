@@ -207,14 +207,20 @@ async fn sigterm_drains_requests_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let config = config.to_str().unwrap();
-    let output = run(&["keys", "create", "--config", config, "--name", "it", "--models", "mlp", "--json"]);
+    let output = run(&[
+        "keys", "create", "--config", config, "--name", "it", "--models", "mlp", "--json",
+    ]);
     let key: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let key = key["key"].as_str().unwrap().to_owned();
     let server = Running::start(&["serve", "--config", config], &[]);
 
     let row = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8,-0.9,-1.0]";
-    let body = format!(r#"{{"inputs":[{{"name":"features","shape":[1,20],"datatype":"FP32","data":{row}}}]}}"#);
-    let mut stream = tokio::net::TcpStream::connect(&server.public).await.unwrap();
+    let body = format!(
+        r#"{{"inputs":[{{"name":"features","shape":[1,20],"datatype":"FP32","data":{row}}}]}}"#
+    );
+    let mut stream = tokio::net::TcpStream::connect(&server.public)
+        .await
+        .unwrap();
     let head = format!(
         "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
@@ -227,10 +233,17 @@ async fn sigterm_drains_requests_in_flight() {
 
     // Ask the server to stop while the request is half sent.
     let pid = server.child.id().to_string();
-    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    std::process::Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // New connections are refused once it stops listening.
-    assert!(tokio::net::TcpStream::connect(&server.public).await.is_err());
+    assert!(
+        tokio::net::TcpStream::connect(&server.public)
+            .await
+            .is_err()
+    );
 
     stream.write_all(second.as_bytes()).await.unwrap();
     let mut response = String::new();
