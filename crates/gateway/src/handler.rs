@@ -113,14 +113,14 @@ pub async fn model_version_metadata(
     Extension(principal): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<oip::ModelMetadata>, ApiError> {
-    let (model, _) = grant(
+    let (model, grant) = grant(
         &gateway,
         &principal,
         &name,
         Some(&version),
         Action::Metadata,
     )?;
-    Ok(Json(model.metadata.clone()))
+    Ok(Json(visible_metadata(&model, &grant)))
 }
 
 pub async fn model_ready(
@@ -289,6 +289,15 @@ fn binary_header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> 
 }
 
 fn check_content_type(headers: &HeaderMap, binary: bool) -> Result<(), ApiError> {
+    // A compressed body would reach the decoder as garbage; say what is wrong instead.
+    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
+        let encoding = encoding.to_str().unwrap_or("").trim().to_ascii_lowercase();
+        if encoding != "identity" {
+            return Err(ApiError::unsupported_media_type(format!(
+                "Content-Encoding '{encoding}' is not supported: send the body uncompressed"
+            )));
+        }
+    }
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };

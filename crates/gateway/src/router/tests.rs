@@ -660,6 +660,22 @@ async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
             &body[..body.len().min(80)]
         );
     }
+    // Compressed bodies are refused plainly rather than parsed as garbage.
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/mlp/infer"), &key)
+                .header(header::CONTENT_ENCODING, "gzip")
+                .body(Body::from(infer_body(1)))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
+    assert!(
+        reply.json()["error"]
+            .as_str()
+            .unwrap()
+            .contains("Content-Encoding 'gzip'")
+    );
     // Batch beyond the model's limit (16), within the body limit.
     let harness = Harness::new().await;
     let key = harness.key(&["mlp"], "infer").await;
