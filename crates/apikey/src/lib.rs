@@ -79,9 +79,7 @@ impl fmt::Display for ParseError {
         f.write_str(match self {
             ParseError::Length => "a key is 54 characters long",
             ParseError::Prefix => "a key starts with ptcl_sk_, ptcl_ak_ or ptcl_tk_",
-            ParseError::Alphabet => {
-                "a key holds only the characters 0-9, A-Z and a-z after its prefix"
-            }
+            ParseError::Alphabet => "a key holds only the characters 0-9, A-Z and a-z after its prefix",
             ParseError::Checksum => "the key's checksum does not match",
         })
     }
@@ -95,11 +93,7 @@ pub struct GenerateError(getrandom::Error);
 
 impl fmt::Display for GenerateError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "the operating system's random number generator failed: {}",
-            self.0
-        )
+        write!(f, "the operating system's random number generator failed: {}", self.0)
     }
 }
 
@@ -177,11 +171,7 @@ impl SecretKey {
 
 impl fmt::Debug for SecretKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "SecretKey({}…[redacted])",
-            &self.0[..PREFIX_LEN + KID_LEN]
-        )
+        write!(f, "SecretKey({}…[redacted])", &self.0[..PREFIX_LEN + KID_LEN])
     }
 }
 
@@ -283,31 +273,16 @@ mod tests {
         check("", Err(ParseError::Length));
         check(&VECTOR[..53], Err(ParseError::Length));
         check(&format!("{VECTOR}x"), Err(ParseError::Length));
-        check(
-            &VECTOR.replace("ptcl_sk_", "ptcl_xk_"),
-            Err(ParseError::Prefix),
-        );
-        check(
-            &VECTOR.replace("ptcl_sk_", "PTCL_sk_"),
-            Err(ParseError::Prefix),
-        );
-        check(
-            &VECTOR.replace("ptcl_sk_", "ptcl_sk-"),
-            Err(ParseError::Prefix),
-        );
+        check(&VECTOR.replace("ptcl_sk_", "ptcl_xk_"), Err(ParseError::Prefix));
+        check(&VECTOR.replace("ptcl_sk_", "PTCL_sk_"), Err(ParseError::Prefix));
+        check(&VECTOR.replace("ptcl_sk_", "ptcl_sk-"), Err(ParseError::Prefix));
         check(&VECTOR.replace("TEST", "TES-"), Err(ParseError::Alphabet));
         check(&VECTOR.replace("TEST", "TESU"), Err(ParseError::Checksum));
-        check(
-            &VECTOR.replace("35ki4W", "35ki4X"),
-            Err(ParseError::Checksum),
-        );
+        check(&VECTOR.replace("35ki4W", "35ki4X"), Err(ParseError::Checksum));
         // Multi-byte characters must not break the byte-length arithmetic or slicing.
         check(&VECTOR.replace("xy", "é"), Err(ParseError::Alphabet));
         check(&VECTOR.replace("xy", "éé"), Err(ParseError::Length));
-        check(
-            &VECTOR.replace("ptcl_sk_", "ptcl_s\u{e9}"),
-            Err(ParseError::Prefix),
-        );
+        check(&VECTOR.replace("ptcl_sk_", "ptcl_s\u{e9}"), Err(ParseError::Prefix));
         check(&format!("{}é", &VECTOR[..52]), Err(ParseError::Alphabet));
         check(VECTOR, Ok(()));
     }

@@ -8,9 +8,7 @@ use std::hint::black_box;
 use subtle::ConstantTimeEq;
 
 fn json_body(rows: usize, features: usize) -> Vec<u8> {
-    let data: Vec<String> = (0..rows * features)
-        .map(|i| format!("{:.6}", i as f32 * 0.37))
-        .collect();
+    let data: Vec<String> = (0..rows * features).map(|i| format!("{:.6}", i as f32 * 0.37)).collect();
     format!(
         r#"{{"id":"bench","inputs":[{{"name":"features","shape":[{rows},{features}],"datatype":"FP32","data":[{}]}}]}}"#,
         data.join(",")

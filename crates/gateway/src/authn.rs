@@ -88,6 +88,22 @@ pub enum AuthnError {
     Unavailable,
 }
 
+impl AuthnError {
+    /// A stable name for logs, metrics and the audit log.
+    pub fn code(self) -> &'static str {
+        match self {
+            AuthnError::Malformed(_) => "malformed",
+            AuthnError::WrongKind => "wrong_kind",
+            AuthnError::Unknown => "unknown_key",
+            AuthnError::WrongSecret => "wrong_secret",
+            AuthnError::Revoked => "revoked",
+            AuthnError::Expired => "expired",
+            AuthnError::Scheme => "unsupported_scheme",
+            AuthnError::Unavailable => "store_unavailable",
+        }
+    }
+}
+
 /// The credential a request presents, if any.
 #[derive(PartialEq, Eq)]
 enum Credential<'a> {
@@ -104,18 +120,14 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
     let mut api_key = headers.get_all(API_KEY_HEADER).iter();
     let (first_authorization, first_api_key) = (authorization.next(), api_key.next());
     if authorization.next().is_some() || api_key.next().is_some() {
-        return Err(ApiError::bad_request(
-            "more than one credential header: send exactly one",
-        ));
+        return Err(ApiError::bad_request("more than one credential header: send exactly one"));
     }
     match (first_authorization, first_api_key) {
         (None, None) => Ok(Credential::None),
-        (Some(_), Some(_)) => Err(ApiError::bad_request(
-            "both Authorization and x-api-key are set: send exactly one",
-        )),
-        (None, Some(value)) => Ok(value.to_str().map_or(Credential::UnknownScheme, |key| {
-            Credential::Bearer(key.trim())
-        })),
+        (Some(_), Some(_)) => Err(ApiError::bad_request("both Authorization and x-api-key are set: send exactly one")),
+        (None, Some(value)) => {
+            Ok(value.to_str().map_or(Credential::UnknownScheme, |key| Credential::Bearer(key.trim())))
+        }
         (Some(value), None) => {
             let Ok(text) = value.to_str() else {
                 return Ok(Credential::UnknownScheme);
@@ -133,27 +145,17 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
 
 /// The model a `/v2/models/{name}...` path names.
 pub fn model_in_path(path: &str) -> Option<&str> {
-    path.strip_prefix("/v2/models/")?
-        .split('/')
-        .next()
-        .filter(|name| !name.is_empty())
+    path.strip_prefix("/v2/models/")?.split('/').next().filter(|name| !name.is_empty())
 }
 
 /// Middleware: authenticates every request that is not on a public route, and puts the
 /// [`Principal`] in the request's extensions (and its id in the response's, for the access log).
-pub async fn authenticate(
-    State(gateway): State<Arc<Gateway>>,
-    mut request: Request,
-    next: Next,
-) -> Response {
+pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if PUBLIC_ROUTES.contains(&path) {
         return next.run(request).await;
     }
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0);
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let principal = match credential(request.headers()) {
         Err(error) => return error.into_response(),
         Ok(Credential::None) => {
@@ -162,29 +164,28 @@ pub async fn authenticate(
                 .is_some_and(|model| model.config.public);
             if !public {
                 tracing::info!(reason = "no credential", "request refused");
-                return ApiError::unauthenticated(false).into_response();
+                return ApiError::unauthenticated(false).with_audit_reason("no_credential").into_response();
             }
             Principal::anonymous(peer)
         }
         Ok(Credential::UnknownScheme) => {
             tracing::info!(reason = %AuthnError::Scheme, "request refused");
             gateway.metrics.authn_failure(AuthnError::Scheme);
-            return ApiError::unauthenticated(true).into_response();
+            return ApiError::unauthenticated(true).with_audit_reason(AuthnError::Scheme.code()).into_response();
         }
         Ok(Credential::Bearer(token)) => match gateway.verifier.verify(token).await {
             Ok(principal) => principal,
             Err(AuthnError::Unavailable) => {
                 return ApiError::unavailable("the credential store is unavailable; try again")
+                    .with_audit_reason(AuthnError::Unavailable.code())
                     .into_response();
             }
             Err(reason) => {
                 // The key id is public; log it when the key parsed, to trace abuse of one key.
-                let kid = apikey::parse(token)
-                    .map(|key| key.kid().to_owned())
-                    .unwrap_or_default();
+                let kid = apikey::parse(token).map(|key| key.kid().to_owned()).unwrap_or_default();
                 tracing::info!(reason = %reason, kid = %kid, "request refused");
                 gateway.metrics.authn_failure(reason);
-                return ApiError::unauthenticated(true).into_response();
+                return ApiError::unauthenticated(true).with_audit_reason(reason.code()).into_response();
             }
         },
     };
@@ -207,10 +208,7 @@ mod tests {
     fn headers(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for (name, value) in pairs {
-            map.append(
-                http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
-                HeaderValue::from_str(value).unwrap(),
-            );
+            map.append(http::HeaderName::from_bytes(name.as_bytes()).unwrap(), HeaderValue::from_str(value).unwrap());
         }
         map
     }
@@ -233,20 +231,11 @@ mod tests {
         check(&[("authorization", "bearer abc")], Ok(Some("abc")));
         check(&[("authorization", "BEARER   abc ")], Ok(Some("abc")));
         check(&[("x-api-key", "abc")], Ok(Some("abc")));
-        check(
-            &[("authorization", "Basic abc")],
-            Ok(Some("<unknown scheme>")),
-        );
+        check(&[("authorization", "Basic abc")], Ok(Some("<unknown scheme>")));
         check(&[("authorization", "Bearer")], Ok(Some("<unknown scheme>")));
-        check(
-            &[("authorization", "Bearer a"), ("authorization", "Bearer b")],
-            Err(()),
-        );
+        check(&[("authorization", "Bearer a"), ("authorization", "Bearer b")], Err(()));
         check(&[("x-api-key", "a"), ("x-api-key", "b")], Err(()));
-        check(
-            &[("authorization", "Bearer a"), ("x-api-key", "b")],
-            Err(()),
-        );
+        check(&[("authorization", "Bearer a"), ("x-api-key", "b")], Err(()));
     }
 
     #[test]

@@ -67,14 +67,14 @@ pub fn authorize(principal: &Principal, model: &Model, action: Action) -> Result
         PrincipalKind::ApiKey => model.config.public || principal.models.allows(name),
     };
     if !reachable {
-        return Err(ApiError::model_not_found(name));
+        return Err(ApiError::model_not_found(name).with_audit_reason("model_not_allowed"));
     }
     let permitted = match action {
         Action::Metadata => principal.scopes.metadata,
         Action::Infer => principal.scopes.infer,
     };
     if !permitted {
-        return Err(ApiError::forbidden());
+        return Err(ApiError::forbidden().with_audit_reason("scope_missing"));
     }
     // A key's own policy narrows the model's default; only an admin's --widen-output lets it widen.
     let default = model.config.output_policy;
@@ -83,10 +83,5 @@ pub fn authorize(principal: &Principal, model: &Model, action: Action) -> Result
         Some(policy) if principal.widen_output => policy,
         Some(policy) => policy.narrowest(default),
     };
-    Ok(Grant {
-        model: name.clone(),
-        principal: principal.id.clone(),
-        action,
-        output,
-    })
+    Ok(Grant { model: name.clone(), principal: principal.id.clone(), action, output })
 }

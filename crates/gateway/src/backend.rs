@@ -54,10 +54,7 @@ pub struct Pool {
 
 impl Pool {
     pub fn new(threads: usize, queue: usize) -> Pool {
-        Pool {
-            running: Arc::new(Semaphore::new(threads)),
-            admitted: Arc::new(Semaphore::new(threads + queue)),
-        }
+        Pool { running: Arc::new(Semaphore::new(threads)), admitted: Arc::new(Semaphore::new(threads + queue)) }
     }
 
     /// Runs `work` on a blocking thread once a slot is free; refuses at once when the queue is
@@ -69,25 +66,15 @@ impl Pool {
         &self,
         work: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
-        let admitted = Arc::clone(&self.admitted)
-            .try_acquire_owned()
-            .map_err(|_| BackendError::Busy)?;
-        let running = Arc::clone(&self.running)
-            .acquire_owned()
-            .await
-            .map_err(|_| BackendError::Busy)?;
-        #[expect(
-            clippy::disallowed_methods,
-            reason = "this is the bounded pool the lint points to"
-        )]
+        let admitted = Arc::clone(&self.admitted).try_acquire_owned().map_err(|_| BackendError::Busy)?;
+        let running = Arc::clone(&self.running).acquire_owned().await.map_err(|_| BackendError::Busy)?;
+        #[expect(clippy::disallowed_methods, reason = "this is the bounded pool the lint points to")]
         let handle = tokio::task::spawn_blocking(move || {
             let result = work();
             drop((running, admitted));
             result
         });
-        handle
-            .await
-            .map_err(|_| BackendError::Run("the inference task panicked".into()))?
+        handle.await.map_err(|_| BackendError::Run("the inference task panicked".into()))?
     }
 }
 
@@ -100,10 +87,7 @@ pub struct Model {
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model")
-            .field("name", &self.config.name)
-            .field("runtime", &self.config.runtime)
-            .finish()
+        f.debug_struct("Model").field("name", &self.config.name).field("runtime", &self.config.runtime).finish()
     }
 }
 
@@ -117,27 +101,15 @@ impl Model {
             inputs: inputs.to_vec(),
             outputs: outputs.to_vec(),
         };
-        Model {
-            config,
-            metadata,
-            backend,
-        }
+        Model { config, metadata, backend }
     }
 
     pub fn input_policy(&self, max_batch: u64) -> InputPolicy {
-        InputPolicy {
-            allow_non_finite: self.config.allow_non_finite,
-            max_batch,
-        }
+        InputPolicy { allow_non_finite: self.config.allow_non_finite, max_batch }
     }
 
     /// Runs the model on the pool. `request` must have been validated against the signature.
-    pub async fn infer(
-        &self,
-        pool: &Pool,
-        grant: Grant,
-        request: InferRequest,
-    ) -> Result<Vec<Tensor>, BackendError> {
+    pub async fn infer(&self, pool: &Pool, grant: Grant, request: InferRequest) -> Result<Vec<Tensor>, BackendError> {
         let backend = Arc::clone(&self.backend);
         pool.run(move || backend.run(&grant, request.inputs)).await
     }
@@ -182,8 +154,7 @@ pub fn load_models(config: &Config) -> Result<Registry, BackendError> {
         };
         let model = Model::new(model_config.clone(), backend);
         if let Some(spec) = &model_config.output {
-            spec.check(&model.metadata)
-                .map_err(|message| load_error(model_config, message))?;
+            spec.check(&model.metadata).map_err(|message| load_error(model_config, message))?;
         } else {
             tracing::warn!(model = %model_config.name, "model has no [models.output] table: callers get its raw outputs");
         }
@@ -199,8 +170,5 @@ pub fn load_models(config: &Config) -> Result<Registry, BackendError> {
 }
 
 fn load_error(model: &ModelConfig, message: impl Into<String>) -> BackendError {
-    BackendError::Load {
-        model: model.name.clone(),
-        message: message.into(),
-    }
+    BackendError::Load { model: model.name.clone(), message: message.into() }
 }

@@ -18,10 +18,7 @@ use crate::time::deserialize_duration;
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     #[error("cannot read {path}: {error}")]
-    Read {
-        path: PathBuf,
-        error: std::io::Error,
-    },
+    Read { path: PathBuf, error: std::io::Error },
     #[error("{path}: {message}")]
     Parse { path: PathBuf, message: String },
     #[error("{0}")]
@@ -42,7 +39,76 @@ pub struct RawConfig {
     #[serde(default)]
     pub inference: RawInference,
     #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
     pub models: Vec<RawModel>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    #[serde(default = "default_true")]
+    pub enabled: bool,
+    #[serde(default = "default_audit_path")]
+    pub path: String,
+    #[serde(default = "default_audit_key")]
+    pub signing_key: String,
+    #[serde(default = "default_checkpoint_every")]
+    pub checkpoint_every: u64,
+    #[serde(default = "default_checkpoint_interval", deserialize_with = "deserialize_duration")]
+    pub checkpoint_interval: Duration,
+    #[serde(default = "default_fsync")]
+    pub fsync: String,
+    #[serde(default = "default_max_file_bytes")]
+    pub max_file_bytes: u64,
+    #[serde(default)]
+    pub fail_open: bool,
+    #[serde(default)]
+    pub stdout: bool,
+    #[serde(default = "default_audit_queue")]
+    pub queue: usize,
+}
+
+impl Default for RawAudit {
+    fn default() -> Self {
+        RawAudit {
+            enabled: true,
+            path: default_audit_path(),
+            signing_key: default_audit_key(),
+            checkpoint_every: default_checkpoint_every(),
+            checkpoint_interval: default_checkpoint_interval(),
+            fsync: default_fsync(),
+            max_file_bytes: default_max_file_bytes(),
+            fail_open: false,
+            stdout: false,
+            queue: default_audit_queue(),
+        }
+    }
+}
+
+fn default_true() -> bool {
+    true
+}
+fn default_audit_path() -> String {
+    "audit.log".into()
+}
+fn default_audit_key() -> String {
+    "audit-signing.key".into()
+}
+fn default_checkpoint_every() -> u64 {
+    1000
+}
+fn default_checkpoint_interval() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_fsync() -> String {
+    "10ms".into()
+}
+fn default_max_file_bytes() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_audit_queue() -> usize {
+    8192
 }
 
 #[derive(Debug, Deserialize)]
@@ -56,17 +122,11 @@ pub struct RawServer {
     pub name: String,
     #[serde(default = "default_max_body_bytes")]
     pub max_body_bytes: usize,
-    #[serde(
-        default = "default_request_timeout",
-        deserialize_with = "deserialize_duration"
-    )]
+    #[serde(default = "default_request_timeout", deserialize_with = "deserialize_duration")]
     pub request_timeout: Duration,
     #[serde(default = "default_max_concurrency")]
     pub max_concurrency: usize,
-    #[serde(
-        default = "default_shutdown_grace",
-        deserialize_with = "deserialize_duration"
-    )]
+    #[serde(default = "default_shutdown_grace", deserialize_with = "deserialize_duration")]
     pub shutdown_grace: Duration,
 }
 
@@ -113,10 +173,7 @@ pub struct RawStore {
     pub sqlite: String,
     #[serde(default = "default_pepper_file")]
     pub pepper_file: String,
-    #[serde(
-        default = "default_key_cache_ttl",
-        deserialize_with = "deserialize_duration"
-    )]
+    #[serde(default = "default_key_cache_ttl", deserialize_with = "deserialize_duration")]
     pub key_cache_ttl: Duration,
 }
 
@@ -170,9 +227,7 @@ impl Default for RawInference {
 }
 
 fn default_threads() -> usize {
-    std::thread::available_parallelism()
-        .map(usize::from)
-        .unwrap_or(2)
+    std::thread::available_parallelism().map(usize::from).unwrap_or(2)
 }
 fn default_queue() -> usize {
     256
@@ -234,6 +289,8 @@ pub struct Config {
     pub pepper_file: PathBuf,
     pub key_cache_ttl: Duration,
     pub inference: InferenceConfig,
+    /// `None` when `audit.enabled = false`.
+    pub audit: Option<crate::audit::AuditConfig>,
     pub models: Vec<ModelConfig>,
 }
 
@@ -263,26 +320,18 @@ pub struct ModelConfig {
 impl Config {
     /// Reads and validates a config file. Relative paths inside it are taken from its folder.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
-            path: path.to_owned(),
-            error,
-        })?;
+        let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read { path: path.to_owned(), error })?;
         let base = path.parent().unwrap_or(Path::new("."));
         Config::from_toml(&text, base).map_err(|error| match error {
-            ConfigError::Parse { message, .. } => ConfigError::Parse {
-                path: path.to_owned(),
-                message,
-            },
+            ConfigError::Parse { message, .. } => ConfigError::Parse { path: path.to_owned(), message },
             other => other,
         })
     }
 
     /// Parses and validates TOML text; relative paths are resolved against `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Config, ConfigError> {
-        let raw: RawConfig = toml::from_str(text).map_err(|error| ConfigError::Parse {
-            path: PathBuf::from("config"),
-            message: error.to_string(),
-        })?;
+        let raw: RawConfig = toml::from_str(text)
+            .map_err(|error| ConfigError::Parse { path: PathBuf::from("config"), message: error.to_string() })?;
         raw.validate(base)
     }
 }
@@ -291,18 +340,11 @@ impl RawConfig {
     pub fn validate(self, base: &Path) -> Result<Config, ConfigError> {
         let resolve = |path: &str| -> PathBuf {
             let path = Path::new(path);
-            if path.is_absolute() {
-                path.to_owned()
-            } else {
-                base.join(path)
-            }
+            if path.is_absolute() { path.to_owned() } else { base.join(path) }
         };
         let server = self.server;
         let listen: SocketAddr = server.listen.parse().map_err(|_| {
-            invalid(format!(
-                "server.listen = '{}' is not an address such as 127.0.0.1:8080",
-                server.listen
-            ))
+            invalid(format!("server.listen = '{}' is not an address such as 127.0.0.1:8080", server.listen))
         })?;
         if !listen.ip().is_loopback() {
             return Err(invalid(format!(
@@ -312,10 +354,7 @@ impl RawConfig {
             )));
         }
         let admin_listen: SocketAddr = server.admin_listen.parse().map_err(|_| {
-            invalid(format!(
-                "server.admin_listen = '{}' is not an address such as 127.0.0.1:9090",
-                server.admin_listen
-            ))
+            invalid(format!("server.admin_listen = '{}' is not an address such as 127.0.0.1:9090", server.admin_listen))
         })?;
         if !admin_listen.ip().is_loopback() {
             return Err(invalid(format!(
@@ -324,14 +363,10 @@ impl RawConfig {
             )));
         }
         if admin_listen == listen && listen.port() != 0 {
-            return Err(invalid(
-                "server.admin_listen must differ from server.listen",
-            ));
+            return Err(invalid("server.admin_listen must differ from server.listen"));
         }
         if server.max_body_bytes < 1024 || server.max_body_bytes > 1 << 30 {
-            return Err(invalid(
-                "server.max_body_bytes must be between 1024 and 1073741824",
-            ));
+            return Err(invalid("server.max_body_bytes must be between 1024 and 1073741824"));
         }
         if server.max_concurrency == 0 {
             return Err(invalid("server.max_concurrency must be at least 1"));
@@ -344,9 +379,7 @@ impl RawConfig {
             return Err(invalid("inference.threads must be between 1 and 256"));
         }
         if inference.max_tensor_elements == 0 || inference.max_batch == 0 {
-            return Err(invalid(
-                "inference.max_tensor_elements and inference.max_batch must be at least 1",
-            ));
+            return Err(invalid("inference.max_tensor_elements and inference.max_batch must be at least 1"));
         }
         let mut names = HashSet::new();
         let mut models = Vec::with_capacity(self.models.len());
@@ -364,22 +397,17 @@ impl RawConfig {
                 )));
             }
             if !names.insert(model.name.clone()) {
-                return Err(invalid(format!(
-                    "model '{}' is configured twice",
-                    model.name
-                )));
+                return Err(invalid(format!("model '{}' is configured twice", model.name)));
             }
             let (output, output_policy) = match model.output {
                 None => (None, crate::minimise::OutputPolicy::Raw),
                 Some(raw) => {
-                    let policy = raw.policy.parse().map_err(|e| {
-                        invalid(format!("model '{}': output.policy: {e}", model.name))
-                    })?;
-                    let spec = crate::minimise::OutputSpec {
-                        scores: raw.scores,
-                        label: raw.label,
-                        classes: raw.classes,
-                    };
+                    let policy = raw
+                        .policy
+                        .parse()
+                        .map_err(|e| invalid(format!("model '{}': output.policy: {e}", model.name)))?;
+                    let spec =
+                        crate::minimise::OutputSpec { scores: raw.scores, label: raw.label, classes: raw.classes };
                     (Some(spec), policy)
                 }
             };
@@ -395,7 +423,30 @@ impl RawConfig {
                 allow_non_finite: model.allow_non_finite,
             });
         }
+        let raw_audit = self.audit;
+        let audit = if raw_audit.enabled {
+            if raw_audit.checkpoint_every == 0 || raw_audit.checkpoint_interval.is_zero() {
+                return Err(invalid("audit.checkpoint_every and audit.checkpoint_interval must be above zero"));
+            }
+            if raw_audit.max_file_bytes < 4096 {
+                return Err(invalid("audit.max_file_bytes must be at least 4096"));
+            }
+            Some(crate::audit::AuditConfig {
+                path: resolve(&raw_audit.path),
+                signing_key: resolve(&raw_audit.signing_key),
+                checkpoint_every: raw_audit.checkpoint_every,
+                checkpoint_interval: raw_audit.checkpoint_interval,
+                fsync: raw_audit.fsync.parse().map_err(invalid)?,
+                max_file_bytes: raw_audit.max_file_bytes,
+                fail_open: raw_audit.fail_open,
+                stdout: raw_audit.stdout,
+                queue: raw_audit.queue.max(1),
+            })
+        } else {
+            None
+        };
         Ok(Config {
+            audit,
             listen,
             admin_listen,
             name: server.name,
@@ -427,9 +478,7 @@ pub fn valid_model_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with(['.', '-'])
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
 
 #[cfg(test)]
@@ -442,10 +491,7 @@ mod tests {
             (Ok(_), None) => {}
             (Err(error), Some(expected)) => {
                 let text = error.to_string();
-                assert!(
-                    text.contains(expected),
-                    "error '{text}' does not mention '{expected}'"
-                );
+                assert!(text.contains(expected), "error '{text}' does not mention '{expected}'");
             }
             (Ok(config), Some(expected)) => {
                 panic!("accepted, expected error '{expected}': {config:?}")
@@ -464,42 +510,18 @@ mod tests {
 
     #[test]
     fn insecure_or_mistyped_configs_are_refused() {
-        check(
-            "[server]\nlisten = \"0.0.0.0:8080\"",
-            Some("not a loopback address"),
-        );
-        check(
-            "[server]\nadmin_listen = \"0.0.0.0:9090\"",
-            Some("must never be public"),
-        );
-        check(
-            "[server]\nlisten = \"localhost\"",
-            Some("is not an address"),
-        );
-        check(
-            "[server]\nlistne = \"127.0.0.1:1\"",
-            Some("unknown field `listne`"),
-        );
-        check(
-            "[server]\nrequest_timeout = \"30\"",
-            Some("is not a duration"),
-        );
-        check(
-            "[[models]]\nname = \"a/b\"\npath = \"m.onnx\"",
-            Some("is not allowed"),
-        );
+        check("[server]\nlisten = \"0.0.0.0:8080\"", Some("not a loopback address"));
+        check("[server]\nadmin_listen = \"0.0.0.0:9090\"", Some("must never be public"));
+        check("[server]\nlisten = \"localhost\"", Some("is not an address"));
+        check("[server]\nlistne = \"127.0.0.1:1\"", Some("unknown field `listne`"));
+        check("[server]\nrequest_timeout = \"30\"", Some("is not a duration"));
+        check("[[models]]\nname = \"a/b\"\npath = \"m.onnx\"", Some("is not allowed"));
         check(
             "[[models]]\nname = \"a\"\npath = \"m.onnx\"\n[[models]]\nname = \"a\"\npath = \"n.onnx\"",
             Some("configured twice"),
         );
-        check(
-            "[[models]]\nname = \"a\"\npath = \"m.onnx\"\nruntime = \"torch\"",
-            Some("unknown variant"),
-        );
-        check(
-            "[[models]]\nname = \"a\"\npath = \"m.onnx\"\nruntime = \"onnxruntime\"",
-            None,
-        );
+        check("[[models]]\nname = \"a\"\npath = \"m.onnx\"\nruntime = \"torch\"", Some("unknown variant"));
+        check("[[models]]\nname = \"a\"\npath = \"m.onnx\"\nruntime = \"onnxruntime\"", None);
     }
 
     #[test]
@@ -509,13 +531,7 @@ mod tests {
             Path::new("/etc/portcullis"),
         )
         .unwrap();
-        assert_eq!(
-            config.models[0].path,
-            Path::new("/etc/portcullis/models/a.onnx")
-        );
-        assert_eq!(
-            config.models[0].checks.as_deref(),
-            Some(Path::new("/abs/checks.json"))
-        );
+        assert_eq!(config.models[0].path, Path::new("/etc/portcullis/models/a.onnx"));
+        assert_eq!(config.models[0].checks.as_deref(), Some(Path::new("/abs/checks.json")));
     }
 }

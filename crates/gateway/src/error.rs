@@ -26,16 +26,13 @@ pub struct ApiError {
     pub message: String,
     /// Extra response headers (`WWW-Authenticate`, `Retry-After`).
     pub challenge: Option<&'static str>,
+    /// Why, for the audit log only (never sent): e.g. a 404 that hid a model the key may not use.
+    pub audit_reason: Option<&'static str>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError {
-            status,
-            code,
-            message: message.into(),
-            challenge: None,
-        }
+        ApiError { status, code, message: message.into(), challenge: None, audit_reason: None }
     }
 
     /// 400: the request is malformed; the message says exactly what is wrong with it.
@@ -50,11 +47,7 @@ impl ApiError {
 
     /// 401 without saying why: missing, malformed, unknown, revoked and expired look the same.
     pub fn unauthenticated(presented: bool) -> ApiError {
-        let mut error = ApiError::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthenticated",
-            "a valid credential is required",
-        );
+        let mut error = ApiError::new(StatusCode::UNAUTHORIZED, "unauthenticated", "a valid credential is required");
         error.challenge = Some(if presented {
             r#"Bearer realm="portcullis", error="invalid_token""#
         } else {
@@ -65,29 +58,17 @@ impl ApiError {
 
     /// 403: the caller may see the model but not do this to it.
     pub fn forbidden() -> ApiError {
-        ApiError::new(
-            StatusCode::FORBIDDEN,
-            "forbidden",
-            "this credential may not do that",
-        )
+        ApiError::new(StatusCode::FORBIDDEN, "forbidden", "this credential may not do that")
     }
 
     /// 404 for a model that does not exist or that the caller may not see: the two are
     /// indistinguishable on purpose, so model names cannot be enumerated.
     pub fn model_not_found(name: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "model_not_found",
-            format!("model '{name}' not found"),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "model_not_found", format!("model '{name}' not found"))
     }
 
     pub fn version_not_found(name: &str, version: &str) -> ApiError {
-        ApiError::new(
-            StatusCode::NOT_FOUND,
-            "model_not_found",
-            format!("model '{name}' version '{version}' not found"),
-        )
+        ApiError::new(StatusCode::NOT_FOUND, "model_not_found", format!("model '{name}' version '{version}' not found"))
     }
 
     /// 404 for an authenticated request to a path that does not exist.
@@ -96,11 +77,7 @@ impl ApiError {
     }
 
     pub fn method_not_allowed() -> ApiError {
-        ApiError::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
-            "method not allowed",
-        )
+        ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "method not allowed")
     }
 
     pub fn payload_too_large(limit: Option<usize>) -> ApiError {
@@ -112,11 +89,7 @@ impl ApiError {
     }
 
     pub fn unsupported_media_type(message: impl Into<String>) -> ApiError {
-        ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            message,
-        )
+        ApiError::new(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type", message)
     }
 
     /// 503: overloaded or not ready; the client may retry.
@@ -125,20 +98,27 @@ impl ApiError {
     }
 
     pub fn timeout() -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
+    }
+
+    /// 503 when the audit log cannot be written and serving unaudited is not allowed.
+    pub fn audit_unavailable() -> ApiError {
         ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long",
+            "audit_unavailable",
+            "the server cannot record requests right now; try again",
         )
+    }
+
+    /// Marks the reason the audit log records for this refusal.
+    pub fn with_audit_reason(mut self, reason: &'static str) -> ApiError {
+        self.audit_reason = Some(reason);
+        self
     }
 
     /// 500 with nothing inside: the detail was logged where it happened.
     pub fn internal() -> ApiError {
-        ApiError::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "internal error",
-        )
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", "internal error")
     }
 
     /// The JSON body, in the Open Inference Protocol's `{"error": ...}` shape plus our fields.
@@ -166,11 +146,7 @@ impl IntoResponse for ApiError {
 /// extractor) arrive without an `ApiError` extension; they are mapped by status so that they too
 /// get the one shape and never a framework's own text.
 pub async fn render(request: Request, next: Next) -> Response {
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone())
-        .unwrap_or_default();
+    let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -184,24 +160,17 @@ pub async fn render(request: Request, next: Next) -> Response {
             StatusCode::METHOD_NOT_ALLOWED => ApiError::method_not_allowed(),
             StatusCode::REQUEST_TIMEOUT => ApiError::timeout(),
             StatusCode::SERVICE_UNAVAILABLE => ApiError::unavailable("the server is busy"),
-            status if status.is_client_error() => ApiError {
-                status,
-                ..ApiError::bad_request("the request could not be processed")
-            },
+            status if status.is_client_error() => {
+                ApiError { status, ..ApiError::bad_request("the request could not be processed") }
+            }
             _ => ApiError::internal(),
         },
     };
     let (mut parts, _) = response.into_parts();
-    parts.headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("application/json"),
-    );
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     parts.headers.remove(header::CONTENT_LENGTH);
     if let Some(challenge) = error.challenge {
-        parts.headers.insert(
-            header::WWW_AUTHENTICATE,
-            HeaderValue::from_static(challenge),
-        );
+        parts.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
     }
     Response::from_parts(parts, error.body(&request_id).into())
 }
@@ -212,8 +181,7 @@ mod tests {
 
     #[test]
     fn error_body_has_the_protocol_shape_and_our_fields() {
-        let body: serde_json::Value =
-            serde_json::from_str(&ApiError::model_not_found("churn").body("req-1")).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&ApiError::model_not_found("churn").body("req-1")).unwrap();
         assert_eq!(body["error"], "model 'churn' not found");
         assert_eq!(body["code"], "model_not_found");
         assert_eq!(body["request_id"], "req-1");

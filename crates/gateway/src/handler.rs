@@ -33,22 +33,12 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
     if gateway.is_ready().await {
         Json(serde_json::json!({ "ready": true })).into_response()
     } else {
-        (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({ "ready": false })),
-        )
-            .into_response()
+        (StatusCode::SERVICE_UNAVAILABLE, Json(serde_json::json!({ "ready": false }))).into_response()
     }
 }
 
 pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        gateway.metrics.render(),
-    )
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], gateway.metrics.render())
         .into_response()
 }
 
@@ -77,10 +67,7 @@ fn grant(
     version: Option<&str>,
     action: Action,
 ) -> Result<(Arc<Model>, authz::Grant), ApiError> {
-    let model = gateway
-        .registry
-        .get(name)
-        .ok_or_else(|| ApiError::model_not_found(name))?;
+    let model = gateway.registry.get(name).ok_or_else(|| ApiError::model_not_found(name))?;
     let grant = authz::authorize(principal, model, action)?;
     if let Some(version) = version
         && version != model.config.version
@@ -92,11 +79,7 @@ fn grant(
 
 /// The model's metadata as the grant's output policy lets the caller see it.
 fn visible_metadata(model: &Model, grant: &authz::Grant) -> oip::ModelMetadata {
-    minimise::metadata(
-        grant.output(),
-        model.config.output.as_ref(),
-        &model.metadata,
-    )
+    minimise::metadata(grant.output(), model.config.output.as_ref(), &model.metadata)
 }
 
 pub async fn model_metadata(
@@ -113,13 +96,7 @@ pub async fn model_version_metadata(
     Extension(principal): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<oip::ModelMetadata>, ApiError> {
-    let (model, grant) = grant(
-        &gateway,
-        &principal,
-        &name,
-        Some(&version),
-        Action::Metadata,
-    )?;
+    let (model, grant) = grant(&gateway, &principal, &name, Some(&version), Action::Metadata)?;
     Ok(Json(visible_metadata(&model, &grant)))
 }
 
@@ -137,13 +114,7 @@ pub async fn model_version_ready(
     Extension(principal): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
-    grant(
-        &gateway,
-        &principal,
-        &name,
-        Some(&version),
-        Action::Metadata,
-    )?;
+    grant(&gateway, &principal, &name, Some(&version), Action::Metadata)?;
     Ok(Json(serde_json::json!({ "name": name, "ready": true })))
 }
 
@@ -174,19 +145,14 @@ async fn run_inference(
 ) -> Result<Response, ApiError> {
     // Authorise before reading a byte of the body.
     let (model, grant) = grant(gateway, principal, name, version, Action::Infer)?;
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone())
-        .unwrap_or_default();
+    let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
     let (parts, body) = request.into_parts();
     let json_len = binary_header_length(&parts.headers)?;
     check_content_type(&parts.headers, json_len.is_some())?;
     let body = read_body(body, &parts.headers, gateway.config.max_body_bytes).await?;
 
     let limits = &gateway.config.inference.limits;
-    let decoded =
-        oip::decode_request(&body, json_len, limits).map_err(|e| ApiError::bad_request(e.0))?;
+    let decoded = oip::decode_request(&body, json_len, limits).map_err(|e| ApiError::bad_request(e.0))?;
     drop(body);
     // Inputs are checked against the model; requested outputs against what the policy gives.
     visible_metadata(&model, &grant)
@@ -194,26 +160,21 @@ async fn run_inference(
         .map_err(ApiError::invalid_input)?;
     let policy = grant.output();
 
+    let rows = decoded.inputs.first().and_then(|input| input.shape.first()).copied();
     let id = decoded.id.clone();
     let requested = decoded.outputs.clone();
     let binary_default = decoded.binary_output_default;
     let started = Instant::now();
     let result = model.infer(&gateway.pool, grant, decoded).await;
-    gateway
-        .metrics
-        .inference(name, started.elapsed().as_secs_f64());
-    let outputs = match result
-        .map(|outputs| minimise::apply(policy, model.config.output.as_ref(), outputs))
-    {
+    gateway.metrics.inference(name, started.elapsed().as_secs_f64());
+    let outputs = match result.map(|outputs| minimise::apply(policy, model.config.output.as_ref(), outputs)) {
         Ok(Ok(outputs)) => outputs,
         Ok(Err(message)) => {
             tracing::error!(request_id = %request_id, model = %name, %message, "output minimisation failed");
             return Err(ApiError::internal());
         }
         Err(BackendError::Busy) => {
-            return Err(ApiError::unavailable(
-                "the model is busy; try again shortly",
-            ));
+            return Err(ApiError::unavailable("the model is busy; try again shortly"));
         }
         Err(error) => {
             tracing::error!(request_id = %request_id, model = %name, %error, "inference failed");
@@ -223,10 +184,7 @@ async fn run_inference(
 
     // The requested outputs, in the order asked for; all of them if none were named.
     let outputs: Vec<(oip::Tensor, bool)> = if requested.is_empty() {
-        outputs
-            .into_iter()
-            .map(|tensor| (tensor, binary_default))
-            .collect()
+        outputs.into_iter().map(|tensor| (tensor, binary_default)).collect()
     } else {
         let mut outputs = outputs;
         requested
@@ -248,20 +206,17 @@ async fn run_inference(
         ApiError::internal()
     })?;
     let mut http_response = Response::new(Body::from(encoded.body));
+    if let Some(rows) = rows {
+        http_response.extensions_mut().insert(crate::router::InputRows(rows));
+    }
     let headers = http_response.headers_mut();
     match encoded.json_len {
         Some(json_len) => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/octet-stream"),
-            );
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
             headers.insert(INFERENCE_HEADER_CONTENT_LENGTH, HeaderValue::from(json_len));
         }
         None => {
-            headers.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
+            headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         }
     }
     Ok(http_response)
@@ -273,9 +228,7 @@ fn binary_header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> 
         return Ok(None);
     };
     if values.next().is_some() {
-        return Err(ApiError::bad_request(
-            "Inference-Header-Content-Length is given twice",
-        ));
+        return Err(ApiError::bad_request("Inference-Header-Content-Length is given twice"));
     }
     value
         .to_str()
@@ -283,9 +236,7 @@ fn binary_header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> 
         .filter(|text| !text.is_empty() && text.bytes().all(|byte| byte.is_ascii_digit()))
         .and_then(|text| text.parse::<usize>().ok())
         .map(Some)
-        .ok_or_else(|| {
-            ApiError::bad_request("Inference-Header-Content-Length must be a whole number of bytes")
-        })
+        .ok_or_else(|| ApiError::bad_request("Inference-Header-Content-Length must be a whole number of bytes"))
 }
 
 fn check_content_type(headers: &HeaderMap, binary: bool) -> Result<(), ApiError> {
@@ -301,14 +252,7 @@ fn check_content_type(headers: &HeaderMap, binary: bool) -> Result<(), ApiError>
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };
-    let essence = value
-        .to_str()
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let essence = value.to_str().unwrap_or("").split(';').next().unwrap_or("").trim().to_ascii_lowercase();
     let json = essence == "application/json";
     if json || (binary && essence == "application/octet-stream") {
         Ok(())
@@ -323,11 +267,7 @@ fn check_content_type(headers: &HeaderMap, binary: bool) -> Result<(), ApiError>
     }
 }
 
-async fn read_body(
-    body: Body,
-    headers: &HeaderMap,
-    limit: usize,
-) -> Result<bytes::Bytes, ApiError> {
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
     // Refuse a declared oversize at once, without reading it.
     let declared = headers
         .get(header::CONTENT_LENGTH)

@@ -53,9 +53,9 @@ impl Keyring {
         let now = crate::time::now();
         let expires_at = match new.expires_in {
             None => None,
-            Some(seconds) => Some(now.saturating_add(
-                i64::try_from(seconds).map_err(|_| KeyError::Invalid("expiry too far".into()))?,
-            )),
+            Some(seconds) => Some(
+                now.saturating_add(i64::try_from(seconds).map_err(|_| KeyError::Invalid("expiry too far".into()))?),
+            ),
         };
         let secret = apikey::generate(apikey::KeyKind::Secret)?;
         let record = KeyRecord {
@@ -82,10 +82,7 @@ impl Keyring {
     }
 
     pub async fn show(&self, kid: &str) -> Result<KeyRecord, KeyError> {
-        self.store
-            .find_key(kid)
-            .await?
-            .ok_or_else(|| KeyError::NotFound(kid.to_owned()))
+        self.store.find_key(kid).await?.ok_or_else(|| KeyError::NotFound(kid.to_owned()))
     }
 
     pub async fn revoke(&self, kid: &str) -> Result<(), KeyError> {
@@ -101,27 +98,18 @@ impl Keyring {
 
     /// Issues a successor with the same name, owner, models, scopes and lifetime, and lets the
     /// old key live on for `overlap_seconds` so clients can switch without downtime.
-    pub async fn rotate(
-        &self,
-        kid: &str,
-        overlap_seconds: u64,
-    ) -> Result<(apikey::SecretKey, KeyRecord), KeyError> {
+    pub async fn rotate(&self, kid: &str, overlap_seconds: u64) -> Result<(apikey::SecretKey, KeyRecord), KeyError> {
         let old = self.show(kid).await?;
         let now = crate::time::now();
         if let Err(reason) = old.usable_at(now) {
-            return Err(KeyError::Invalid(format!(
-                "key {kid} is {reason}; create a new key instead"
-            )));
+            return Err(KeyError::Invalid(format!("key {kid} is {reason}; create a new key instead")));
         }
         if old.replaced_by.is_some() {
             return Err(KeyError::Invalid(format!("key {kid} was rotated already")));
         }
-        let overlap = i64::try_from(overlap_seconds)
-            .map_err(|_| KeyError::Invalid("overlap too long".into()))?;
+        let overlap = i64::try_from(overlap_seconds).map_err(|_| KeyError::Invalid("overlap too long".into()))?;
         let secret = apikey::generate(apikey::KeyKind::Secret)?;
-        let lifetime = old
-            .expires_at
-            .map(|expires_at| expires_at.saturating_sub(old.created_at));
+        let lifetime = old.expires_at.map(|expires_at| expires_at.saturating_sub(old.created_at));
         let record = KeyRecord {
             kid: secret.kid().to_owned(),
             hash: self.pepper.hash(secret.expose()),
@@ -131,40 +119,26 @@ impl Keyring {
             replaced_by: None,
             ..old
         };
-        self.store
-            .rotate_key(kid, &record, now.saturating_add(overlap))
-            .await?;
+        self.store.rotate_key(kid, &record, now.saturating_add(overlap)).await?;
         Ok((secret, record))
     }
 }
 
 fn validate(new: &NewKey) -> Result<(), KeyError> {
-    if new.name.trim().is_empty() || new.name.len() > 128 || new.name.chars().any(char::is_control)
-    {
-        return Err(KeyError::Invalid(
-            "a key name is 1 to 128 printable characters".into(),
-        ));
+    if new.name.trim().is_empty() || new.name.len() > 128 || new.name.chars().any(char::is_control) {
+        return Err(KeyError::Invalid("a key name is 1 to 128 printable characters".into()));
     }
     if let Some(owner) = &new.owner
         && (owner.len() > 128 || owner.chars().any(char::is_control))
     {
-        return Err(KeyError::Invalid(
-            "an owner is at most 128 printable characters".into(),
-        ));
+        return Err(KeyError::Invalid("an owner is at most 128 printable characters".into()));
     }
     if let ModelScope::Only(models) = &new.models {
         if models.is_empty() {
-            return Err(KeyError::Invalid(
-                "a key needs at least one model, or * for all".into(),
-            ));
+            return Err(KeyError::Invalid("a key needs at least one model, or * for all".into()));
         }
-        if let Some(bad) = models
-            .iter()
-            .find(|model| !crate::config::valid_model_name(model))
-        {
-            return Err(KeyError::Invalid(format!(
-                "'{bad}' is not a valid model name"
-            )));
+        if let Some(bad) = models.iter().find(|model| !crate::config::valid_model_name(model)) {
+            return Err(KeyError::Invalid(format!("'{bad}' is not a valid model name")));
         }
     }
     Ok(())
@@ -178,8 +152,7 @@ mod tests {
 
     async fn keyring() -> (tempfile::TempDir, Keyring, KeyVerifier) {
         let dir = tempfile::tempdir().unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
         let pepper = Pepper::from_bytes(vec![9; 32]);
         let verifier = KeyVerifier::new(Arc::clone(&store), pepper.clone(), Duration::ZERO);
         (dir, Keyring::new(store, pepper), verifier)
@@ -206,28 +179,16 @@ mod tests {
         assert!(principal.models.allows("churn") && !principal.models.allows("other"));
 
         // Same kid and checksum, wrong secret.
-        let mut forged = apikey::generate(apikey::KeyKind::Secret)
-            .unwrap()
-            .expose()
-            .to_owned();
+        let mut forged = apikey::generate(apikey::KeyKind::Secret).unwrap().expose().to_owned();
         forged.replace_range(8..16, &record.kid);
         let body = &forged[..48];
-        let forged = format!(
-            "{body}{}",
-            String::from_utf8(apikey::checksum(body.as_bytes()).to_vec()).unwrap()
-        );
+        let forged = format!("{body}{}", String::from_utf8(apikey::checksum(body.as_bytes()).to_vec()).unwrap());
         assert_eq!(verifier.verify(&forged).await, Err(AuthnError::WrongSecret));
 
         keyring.revoke(&record.kid).await.unwrap();
-        assert_eq!(
-            verifier.verify(secret.expose()).await,
-            Err(AuthnError::Revoked)
-        );
+        assert_eq!(verifier.verify(secret.expose()).await, Err(AuthnError::Revoked));
         assert!(keyring.revoke(&record.kid).await.is_err());
-        assert!(matches!(
-            keyring.revoke("nokey123").await,
-            Err(KeyError::NotFound(_))
-        ));
+        assert!(matches!(keyring.revoke("nokey123").await, Err(KeyError::NotFound(_))));
     }
 
     #[tokio::test]
@@ -243,33 +204,18 @@ mod tests {
         // With no overlap the old key stops at once.
         let (secret, record) = keyring.create(&new_key()).await.unwrap();
         keyring.rotate(&record.kid, 0).await.unwrap();
-        assert_eq!(
-            verifier.verify(secret.expose()).await,
-            Err(AuthnError::Expired)
-        );
+        assert_eq!(verifier.verify(secret.expose()).await, Err(AuthnError::Expired));
     }
 
     #[tokio::test]
     async fn bad_key_requests_are_refused() {
         let (_dir, keyring, _) = keyring().await;
         for bad in [
-            NewKey {
-                name: " ".into(),
-                ..new_key()
-            },
-            NewKey {
-                models: ModelScope::Only(vec![]),
-                ..new_key()
-            },
-            NewKey {
-                models: ModelScope::Only(vec!["../etc".into()]),
-                ..new_key()
-            },
+            NewKey { name: " ".into(), ..new_key() },
+            NewKey { models: ModelScope::Only(vec![]), ..new_key() },
+            NewKey { models: ModelScope::Only(vec!["../etc".into()]), ..new_key() },
         ] {
-            assert!(
-                matches!(keyring.create(&bad).await, Err(KeyError::Invalid(_))),
-                "{bad:?}"
-            );
+            assert!(matches!(keyring.create(&bad).await, Err(KeyError::Invalid(_))), "{bad:?}");
         }
     }
 }

@@ -10,12 +10,14 @@
 //! - [`oip`] decodes and validates Open Inference Protocol requests and encodes responses;
 //! - [`backend`] runs the model (tract or ONNX Runtime) on a bounded blocking pool;
 //! - [`minimise`] cuts the outputs down to what the caller's output policy allows;
-//! - [`error`] is the one place where a failure becomes an HTTP body.
+//! - [`error`] is the one place where a failure becomes an HTTP body;
+//! - [`audit`] leaves exactly one tamper-evident record per request.
 //!
 //! [`config`] validates the TOML before anything starts; [`store`] keeps API keys (hashed) in
 //! SQLite; [`keys`] is the key lifecycle the CLI drives; [`metrics`] feeds `/metrics` on the
 //! admin listener.
 
+pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod backend;

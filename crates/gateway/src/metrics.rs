@@ -31,10 +31,7 @@ struct ReasonLabels {
 }
 
 fn latency_buckets() -> impl Iterator<Item = f64> {
-    [
-        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
-    ]
-    .into_iter()
+    [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter()
 }
 
 #[derive(Debug)]
@@ -58,50 +55,24 @@ impl Metrics {
     pub fn new() -> Metrics {
         let mut registry = Registry::with_prefix("portcullis");
         let requests = Family::<RequestLabels, Counter>::default();
-        registry.register(
-            "http_requests",
-            "HTTP requests by route template and status code",
-            requests.clone(),
-        );
-        let request_duration = Family::<RouteLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(latency_buckets())
-        });
-        registry.register(
-            "http_request_duration_seconds",
-            "Time to answer a request",
-            request_duration.clone(),
-        );
-        let inference_duration = Family::<ModelLabels, Histogram>::new_with_constructor(|| {
-            Histogram::new(latency_buckets())
-        });
+        registry.register("http_requests", "HTTP requests by route template and status code", requests.clone());
+        let request_duration =
+            Family::<RouteLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
+        registry.register("http_request_duration_seconds", "Time to answer a request", request_duration.clone());
+        let inference_duration =
+            Family::<ModelLabels, Histogram>::new_with_constructor(|| Histogram::new(latency_buckets()));
         registry.register(
             "inference_duration_seconds",
             "Time a model took to run, queueing included",
             inference_duration.clone(),
         );
         let authn_failures = Family::<ReasonLabels, Counter>::default();
-        registry.register(
-            "authn_failures",
-            "Refused credentials by reason",
-            authn_failures.clone(),
-        );
+        registry.register("authn_failures", "Refused credentials by reason", authn_failures.clone());
         let in_flight = Gauge::default();
-        registry.register(
-            "http_requests_in_flight",
-            "Requests being served now",
-            in_flight.clone(),
-        );
+        registry.register("http_requests_in_flight", "Requests being served now", in_flight.clone());
         let models = Gauge::default();
         registry.register("models_loaded", "Models loaded and checked", models.clone());
-        Metrics {
-            registry,
-            requests,
-            request_duration,
-            inference_duration,
-            authn_failures,
-            in_flight,
-            models,
-        }
+        Metrics { registry, requests, request_duration, inference_duration, authn_failures, in_flight, models }
     }
 
     pub fn request_started(&self) {
@@ -110,41 +81,16 @@ impl Metrics {
 
     pub fn request_finished(&self, route: &str, code: u16, seconds: f64) {
         self.in_flight.dec();
-        self.requests
-            .get_or_create(&RequestLabels {
-                route: route.to_owned(),
-                code,
-            })
-            .inc();
-        self.request_duration
-            .get_or_create(&RouteLabels {
-                route: route.to_owned(),
-            })
-            .observe(seconds);
+        self.requests.get_or_create(&RequestLabels { route: route.to_owned(), code }).inc();
+        self.request_duration.get_or_create(&RouteLabels { route: route.to_owned() }).observe(seconds);
     }
 
     pub fn inference(&self, model: &str, seconds: f64) {
-        self.inference_duration
-            .get_or_create(&ModelLabels {
-                model: model.to_owned(),
-            })
-            .observe(seconds);
+        self.inference_duration.get_or_create(&ModelLabels { model: model.to_owned() }).observe(seconds);
     }
 
     pub fn authn_failure(&self, reason: AuthnError) {
-        let reason = match reason {
-            AuthnError::Malformed(_) => "malformed",
-            AuthnError::WrongKind => "wrong_kind",
-            AuthnError::Unknown => "unknown",
-            AuthnError::WrongSecret => "wrong_secret",
-            AuthnError::Revoked => "revoked",
-            AuthnError::Expired => "expired",
-            AuthnError::Scheme => "scheme",
-            AuthnError::Unavailable => "unavailable",
-        };
-        self.authn_failures
-            .get_or_create(&ReasonLabels { reason })
-            .inc();
+        self.authn_failures.get_or_create(&ReasonLabels { reason: reason.code() }).inc();
     }
 
     pub fn set_models(&self, count: usize) {

@@ -60,12 +60,8 @@ impl OutputPolicy {
             (OutputPolicy::TopK { k: a, round: ra }, OutputPolicy::TopK { k: b, round: rb }) => {
                 a <= b && round_ok(ra, rb)
             }
-            (OutputPolicy::Scores { round: ra }, OutputPolicy::Scores { round: rb }) => {
-                round_ok(ra, rb)
-            }
-            (OutputPolicy::TopK { round: ra, .. }, OutputPolicy::Scores { round: rb }) => {
-                round_ok(ra, rb)
-            }
+            (OutputPolicy::Scores { round: ra }, OutputPolicy::Scores { round: rb }) => round_ok(ra, rb),
+            (OutputPolicy::TopK { round: ra, .. }, OutputPolicy::Scores { round: rb }) => round_ok(ra, rb),
             _ => self.rank() <= other.rank(),
         }
     }
@@ -102,10 +98,7 @@ impl fmt::Display for OutputPolicy {
         match self {
             OutputPolicy::Label => f.write_str("label"),
             OutputPolicy::TopK { k, round: None } => write!(f, "top_k={k}"),
-            OutputPolicy::TopK {
-                k,
-                round: Some(round),
-            } => write!(f, "top_k={k}:round={round}"),
+            OutputPolicy::TopK { k, round: Some(round) } => write!(f, "top_k={k}:round={round}"),
             OutputPolicy::Scores { round: None } => f.write_str("scores"),
             OutputPolicy::Scores { round: Some(round) } => write!(f, "scores:round={round}"),
             OutputPolicy::Raw => f.write_str("raw"),
@@ -118,11 +111,7 @@ impl FromStr for OutputPolicy {
 
     /// `label`, `top_k=3`, `top_k=3:round=2`, `scores`, `scores:round=2`, `raw`.
     fn from_str(text: &str) -> Result<OutputPolicy, String> {
-        let bad = || {
-            format!(
-                "'{text}' is not an output policy: use label, top_k=N[:round=D], scores[:round=D] or raw"
-            )
-        };
+        let bad = || format!("'{text}' is not an output policy: use label, top_k=N[:round=D], scores[:round=D] or raw");
         let mut parts = text.trim().split(':');
         let head = parts.next().unwrap_or_default();
         let mut round = None;
@@ -139,11 +128,7 @@ impl FromStr for OutputPolicy {
             "raw" if round.is_none() => Ok(OutputPolicy::Raw),
             "scores" => Ok(OutputPolicy::Scores { round }),
             _ => {
-                let k: u32 = head
-                    .strip_prefix("top_k=")
-                    .ok_or_else(bad)?
-                    .parse()
-                    .map_err(|_| bad())?;
+                let k: u32 = head.strip_prefix("top_k=").ok_or_else(bad)?.parse().map_err(|_| bad())?;
                 if k == 0 {
                     return Err("top_k must be at least 1".into());
                 }
@@ -183,17 +168,9 @@ impl OutputSpec {
             .outputs
             .iter()
             .find(|meta| meta.name == self.scores)
-            .ok_or_else(|| {
-                format!(
-                    "output.scores names '{}', which the model does not give",
-                    self.scores
-                )
-            })?;
+            .ok_or_else(|| format!("output.scores names '{}', which the model does not give", self.scores))?;
         if !matches!(scores.datatype, DataType::Fp32 | DataType::Fp64) || scores.shape.len() != 2 {
-            return Err(format!(
-                "output.scores '{}' must be FP32 or FP64 of shape [batch, classes]",
-                self.scores
-            ));
+            return Err(format!("output.scores '{}' must be FP32 or FP64 of shape [batch, classes]", self.scores));
         }
         if !self.classes.is_empty()
             && let Some(&classes) = scores.shape.get(1)
@@ -209,9 +186,7 @@ impl OutputSpec {
         if let Some(label) = &self.label
             && !metadata.outputs.iter().any(|meta| &meta.name == label)
         {
-            return Err(format!(
-                "output.label names '{label}', which the model does not give"
-            ));
+            return Err(format!("output.label names '{label}', which the model does not give"));
         }
         Ok(())
     }
@@ -225,20 +200,12 @@ impl OutputSpec {
         } else {
             DataType::Bytes
         };
-        TensorMeta {
-            name: LABEL.into(),
-            datatype,
-            shape: vec![-1],
-        }
+        TensorMeta { name: LABEL.into(), datatype, shape: vec![-1] }
     }
 }
 
 /// The metadata a caller under `policy` may see.
-pub fn metadata(
-    policy: OutputPolicy,
-    spec: Option<&OutputSpec>,
-    metadata: &ModelMetadata,
-) -> ModelMetadata {
+pub fn metadata(policy: OutputPolicy, spec: Option<&OutputSpec>, metadata: &ModelMetadata) -> ModelMetadata {
     let Some(spec) = spec.filter(|_| policy != OutputPolicy::Raw) else {
         return metadata.clone();
     };
@@ -246,26 +213,12 @@ pub fn metadata(
         OutputPolicy::Label => vec![spec.label_meta(metadata)],
         OutputPolicy::TopK { k, .. } => vec![
             spec.label_meta(metadata),
-            TensorMeta {
-                name: TOP_K_CLASSES.into(),
-                datatype: DataType::Bytes,
-                shape: vec![-1, i64::from(k)],
-            },
-            TensorMeta {
-                name: TOP_K_SCORES.into(),
-                datatype: DataType::Fp32,
-                shape: vec![-1, i64::from(k)],
-            },
+            TensorMeta { name: TOP_K_CLASSES.into(), datatype: DataType::Bytes, shape: vec![-1, i64::from(k)] },
+            TensorMeta { name: TOP_K_SCORES.into(), datatype: DataType::Fp32, shape: vec![-1, i64::from(k)] },
         ],
         OutputPolicy::Scores { .. } => {
-            let scores = metadata
-                .outputs
-                .iter()
-                .filter(|meta| meta.name == spec.scores)
-                .cloned();
-            std::iter::once(spec.label_meta(metadata))
-                .chain(scores)
-                .collect()
+            let scores = metadata.outputs.iter().filter(|meta| meta.name == spec.scores).cloned();
+            std::iter::once(spec.label_meta(metadata)).chain(scores).collect()
         }
         OutputPolicy::Raw => metadata.outputs.clone(),
     };
@@ -293,18 +246,12 @@ fn score_rows(tensor: &Tensor) -> Result<(usize, usize, Vec<f64>), String> {
         }
     };
     let [rows, classes] = tensor.shape[..] else {
-        return Err(format!(
-            "scores output '{}' has shape {:?}, not [batch, classes]",
-            tensor.name, tensor.shape
-        ));
+        return Err(format!("scores output '{}' has shape {:?}, not [batch, classes]", tensor.name, tensor.shape));
     };
     let rows = usize::try_from(rows).map_err(|_| "too many rows".to_owned())?;
     let classes = usize::try_from(classes).map_err(|_| "too many classes".to_owned())?;
     if rows.checked_mul(classes) != Some(values.len()) || classes == 0 {
-        return Err(format!(
-            "scores output '{}' does not match its shape",
-            tensor.name
-        ));
+        return Err(format!("scores output '{}' does not match its shape", tensor.name));
     }
     Ok((rows, classes, values))
 }
@@ -320,10 +267,7 @@ fn round_to(value: f64, decimals: Option<u32>) -> f64 {
 }
 
 fn class_name(spec: &OutputSpec, index: usize) -> Vec<u8> {
-    spec.classes.get(index).map_or_else(
-        || index.to_string().into_bytes(),
-        |name| name.clone().into_bytes(),
-    )
+    spec.classes.get(index).map_or_else(|| index.to_string().into_bytes(), |name| name.clone().into_bytes())
 }
 
 /// Index of the highest score in a row (the first one on ties, NaN never wins).
@@ -338,11 +282,7 @@ fn argmax(row: &[f64]) -> usize {
 }
 
 /// Applies `policy` to a model's outputs. Under `raw` (or without a spec) they pass unchanged.
-pub fn apply(
-    policy: OutputPolicy,
-    spec: Option<&OutputSpec>,
-    mut outputs: Vec<Tensor>,
-) -> Result<Vec<Tensor>, String> {
+pub fn apply(policy: OutputPolicy, spec: Option<&OutputSpec>, mut outputs: Vec<Tensor>) -> Result<Vec<Tensor>, String> {
     let Some(spec) = spec.filter(|_| policy != OutputPolicy::Raw) else {
         return Ok(outputs);
     };
@@ -368,27 +308,17 @@ pub fn apply(
         // Class names, from the model's label indices if it gives them, else from the scores.
         (model_label, _) => {
             let indices: Vec<usize> = match model_label.map(|label| label.data) {
-                Some(TensorData::Int64(values)) => values
-                    .iter()
-                    .map(|&v| usize::try_from(v).unwrap_or(usize::MAX))
-                    .collect(),
+                Some(TensorData::Int64(values)) => {
+                    values.iter().map(|&v| usize::try_from(v).unwrap_or(usize::MAX)).collect()
+                }
                 _ => top.clone(),
             };
             let data = if spec.classes.is_empty() {
-                TensorData::Int64(
-                    indices
-                        .iter()
-                        .map(|&i| i64::try_from(i).unwrap_or(-1))
-                        .collect(),
-                )
+                TensorData::Int64(indices.iter().map(|&i| i64::try_from(i).unwrap_or(-1)).collect())
             } else {
                 TensorData::Bytes(indices.iter().map(|&i| class_name(spec, i)).collect())
             };
-            Tensor {
-                name: LABEL.into(),
-                shape: vec![rows as u64],
-                data,
-            }
+            Tensor { name: LABEL.into(), shape: vec![rows as u64], data }
         }
     };
 
@@ -403,26 +333,15 @@ pub fn apply(
                 order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
                 for &index in order.iter().take(k) {
                     names.push(class_name(spec, index));
-                    #[expect(
-                        clippy::cast_possible_truncation,
-                        reason = "scores are probabilities"
-                    )]
+                    #[expect(clippy::cast_possible_truncation, reason = "scores are probabilities")]
                     best.push(round_to(row[index], round) as f32);
                 }
             }
             let shape = vec![rows as u64, k as u64];
             vec![
                 label,
-                Tensor {
-                    name: TOP_K_CLASSES.into(),
-                    shape: shape.clone(),
-                    data: TensorData::Bytes(names),
-                },
-                Tensor {
-                    name: TOP_K_SCORES.into(),
-                    shape,
-                    data: TensorData::Fp32(best),
-                },
+                Tensor { name: TOP_K_CLASSES.into(), shape: shape.clone(), data: TensorData::Bytes(names) },
+                Tensor { name: TOP_K_SCORES.into(), shape, data: TensorData::Fp32(best) },
             ]
         }
         // Raw returned unchanged above; were it to reach here it would get unrounded scores.
@@ -432,15 +351,10 @@ pub fn apply(
                 _ => None,
             };
             let data = match scores.data {
-                #[expect(
-                    clippy::cast_possible_truncation,
-                    reason = "rounding an f32 through f64"
-                )]
-                TensorData::Fp32(v) => TensorData::Fp32(
-                    v.iter()
-                        .map(|&x| round_to(f64::from(x), round) as f32)
-                        .collect(),
-                ),
+                #[expect(clippy::cast_possible_truncation, reason = "rounding an f32 through f64")]
+                TensorData::Fp32(v) => {
+                    TensorData::Fp32(v.iter().map(|&x| round_to(f64::from(x), round) as f32).collect())
+                }
                 _ => TensorData::Fp64(values.iter().map(|&x| round_to(x, round)).collect()),
             };
             vec![label, Tensor { data, ..scores }]
@@ -462,11 +376,7 @@ mod tests {
 
     fn outputs() -> Vec<Tensor> {
         vec![
-            Tensor {
-                name: "label".into(),
-                shape: vec![2],
-                data: TensorData::Int64(vec![1, 0]),
-            },
+            Tensor { name: "label".into(), shape: vec![2], data: TensorData::Int64(vec![1, 0]) },
             Tensor {
                 name: "probabilities".into(),
                 shape: vec![2, 3],
@@ -481,25 +391,10 @@ mod tests {
 
     #[test]
     fn policies_parse_and_print() {
-        for text in [
-            "label",
-            "top_k=3",
-            "top_k=2:round=1",
-            "scores",
-            "scores:round=2",
-            "raw",
-        ] {
+        for text in ["label", "top_k=3", "top_k=2:round=1", "scores", "scores:round=2", "raw"] {
             assert_eq!(text.parse::<OutputPolicy>().unwrap().to_string(), text);
         }
-        for bad in [
-            "",
-            "labels",
-            "top_k=0",
-            "top_k=x",
-            "scores:round=99",
-            "raw:round=1",
-            "scores:digits=2",
-        ] {
+        for bad in ["", "labels", "top_k=0", "top_k=x", "scores:round=99", "raw:round=1", "scores:digits=2"] {
             assert!(bad.parse::<OutputPolicy>().is_err(), "{bad}");
         }
     }
@@ -514,89 +409,39 @@ mod tests {
         assert!(!p("scores").is_narrower_or_equal(p("scores:round=2")));
         assert!(!p("raw").is_narrower_or_equal(p("scores")));
         assert_eq!(p("raw").narrowest(p("label")), p("label"));
-        assert_eq!(
-            p("top_k=2").narrowest(p("scores:round=1")),
-            p("top_k=2:round=1")
-        );
+        assert_eq!(p("top_k=2").narrowest(p("scores:round=1")), p("top_k=2:round=1"));
     }
 
     #[test]
     fn label_policy_gives_class_names_only() {
-        let out = apply(
-            OutputPolicy::Label,
-            Some(&spec(&["a", "b", "c"])),
-            outputs(),
-        )
-        .unwrap();
+        let out = apply(OutputPolicy::Label, Some(&spec(&["a", "b", "c"])), outputs()).unwrap();
         assert_eq!(out.len(), 1);
-        assert_eq!(
-            find(&out, "label"),
-            &TensorData::Bytes(vec![b"b".to_vec(), b"a".to_vec()])
-        );
+        assert_eq!(find(&out, "label"), &TensorData::Bytes(vec![b"b".to_vec(), b"a".to_vec()]));
         let out = apply(OutputPolicy::Label, Some(&spec(&[])), outputs()).unwrap();
         assert_eq!(find(&out, "label"), &TensorData::Int64(vec![1, 0]));
     }
 
     #[test]
     fn top_k_sorts_and_rounds() {
-        let out = apply(
-            OutputPolicy::TopK {
-                k: 2,
-                round: Some(1),
-            },
-            Some(&spec(&["a", "b", "c"])),
-            outputs(),
-        )
-        .unwrap();
+        let out = apply(OutputPolicy::TopK { k: 2, round: Some(1) }, Some(&spec(&["a", "b", "c"])), outputs()).unwrap();
         assert_eq!(
             find(&out, TOP_K_CLASSES),
-            &TensorData::Bytes(vec![
-                b"b".to_vec(),
-                b"c".to_vec(),
-                b"a".to_vec(),
-                b"b".to_vec()
-            ])
+            &TensorData::Bytes(vec![b"b".to_vec(), b"c".to_vec(), b"a".to_vec(), b"b".to_vec()])
         );
-        assert_eq!(
-            find(&out, TOP_K_SCORES),
-            &TensorData::Fp32(vec![0.6, 0.3, 0.7, 0.2])
-        );
+        assert_eq!(find(&out, TOP_K_SCORES), &TensorData::Fp32(vec![0.6, 0.3, 0.7, 0.2]));
         // k beyond the class count is capped.
-        let out = apply(
-            OutputPolicy::TopK { k: 9, round: None },
-            Some(&spec(&[])),
-            outputs(),
-        )
-        .unwrap();
-        assert_eq!(
-            out.iter().find(|t| t.name == TOP_K_SCORES).unwrap().shape,
-            vec![2, 3]
-        );
+        let out = apply(OutputPolicy::TopK { k: 9, round: None }, Some(&spec(&[])), outputs()).unwrap();
+        assert_eq!(out.iter().find(|t| t.name == TOP_K_SCORES).unwrap().shape, vec![2, 3]);
     }
 
     #[test]
     fn scores_are_rounded_and_other_outputs_dropped() {
         let mut all = outputs();
-        all.push(Tensor {
-            name: "embedding".into(),
-            shape: vec![2, 1],
-            data: TensorData::Fp32(vec![9.0, 9.0]),
-        });
-        let out = apply(
-            OutputPolicy::Scores { round: Some(2) },
-            Some(&spec(&[])),
-            all.clone(),
-        )
-        .unwrap();
+        all.push(Tensor { name: "embedding".into(), shape: vec![2, 1], data: TensorData::Fp32(vec![9.0, 9.0]) });
+        let out = apply(OutputPolicy::Scores { round: Some(2) }, Some(&spec(&[])), all.clone()).unwrap();
         assert_eq!(out.len(), 2);
-        assert_eq!(
-            find(&out, "probabilities"),
-            &TensorData::Fp32(vec![0.12, 0.57, 0.31, 0.7, 0.2, 0.1])
-        );
-        assert_eq!(
-            apply(OutputPolicy::Raw, Some(&spec(&[])), all.clone()).unwrap(),
-            all
-        );
+        assert_eq!(find(&out, "probabilities"), &TensorData::Fp32(vec![0.12, 0.57, 0.31, 0.7, 0.2, 0.1]));
+        assert_eq!(apply(OutputPolicy::Raw, Some(&spec(&[])), all.clone()).unwrap(), all);
     }
 
     #[test]
@@ -607,27 +452,15 @@ mod tests {
             platform: "onnx_onnxv1".into(),
             inputs: vec![],
             outputs: vec![
-                TensorMeta {
-                    name: "label".into(),
-                    datatype: DataType::Int64,
-                    shape: vec![-1],
-                },
-                TensorMeta {
-                    name: "probabilities".into(),
-                    datatype: DataType::Fp32,
-                    shape: vec![-1, 3],
-                },
+                TensorMeta { name: "label".into(), datatype: DataType::Int64, shape: vec![-1] },
+                TensorMeta { name: "probabilities".into(), datatype: DataType::Fp32, shape: vec![-1, 3] },
             ],
         };
         let shown = metadata(OutputPolicy::Label, Some(&spec(&["a", "b", "c"])), &model);
         assert!(shown.platform.is_empty() && shown.versions.is_empty());
         assert_eq!(
             shown.outputs,
-            vec![TensorMeta {
-                name: "label".into(),
-                datatype: DataType::Bytes,
-                shape: vec![-1]
-            }]
+            vec![TensorMeta { name: "label".into(), datatype: DataType::Bytes, shape: vec![-1] }]
         );
         assert_eq!(metadata(OutputPolicy::Raw, Some(&spec(&[])), &model), model);
         assert!(spec(&["a", "b"]).check(&model).is_err());

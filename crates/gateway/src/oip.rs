@@ -130,18 +130,11 @@ impl ModelMetadata {
     /// input and what was expected, so clients can fix their request.
     pub fn validate(&self, request: &InferRequest, policy: InputPolicy) -> Result<(), String> {
         for (index, input) in request.inputs.iter().enumerate() {
-            if request.inputs[..index]
-                .iter()
-                .any(|earlier| earlier.name == input.name)
-            {
+            if request.inputs[..index].iter().any(|earlier| earlier.name == input.name) {
                 return Err(format!("input '{}' is given twice", input.name));
             }
             let Some(meta) = self.inputs.iter().find(|meta| meta.name == input.name) else {
-                return Err(format!(
-                    "unknown input '{}': the model takes {}",
-                    input.name,
-                    name_list(&self.inputs)
-                ));
+                return Err(format!("unknown input '{}': the model takes {}", input.name, name_list(&self.inputs)));
             };
             if input.data.datatype() != meta.datatype {
                 return Err(format!(
@@ -152,9 +145,11 @@ impl ModelMetadata {
                 ));
             }
             let fits = input.shape.len() == meta.shape.len()
-                && input.shape.iter().zip(&meta.shape).all(|(&got, &want)| {
-                    want < 0 || u64::try_from(want).is_ok_and(|want| want == got)
-                });
+                && input
+                    .shape
+                    .iter()
+                    .zip(&meta.shape)
+                    .all(|(&got, &want)| want < 0 || u64::try_from(want).is_ok_and(|want| want == got));
             if !fits {
                 return Err(format!(
                     "input '{}' has shape {:?}, the model takes {:?} (-1 is any size)",
@@ -162,10 +157,7 @@ impl ModelMetadata {
                 ));
             }
             if meta.shape.first().is_some_and(|&dim| dim < 0)
-                && input
-                    .shape
-                    .first()
-                    .is_some_and(|&batch| batch > policy.max_batch)
+                && input.shape.first().is_some_and(|&batch| batch > policy.max_batch)
             {
                 return Err(format!(
                     "input '{}' has a batch of {}, more than the limit of {}",
@@ -173,32 +165,20 @@ impl ModelMetadata {
                 ));
             }
             if !policy.allow_non_finite && !input.data.all_finite() {
-                return Err(format!(
-                    "input '{}' holds NaN or infinite values",
-                    input.name
-                ));
+                return Err(format!("input '{}' holds NaN or infinite values", input.name));
             }
         }
-        if let Some(missing) = self
-            .inputs
-            .iter()
-            .find(|meta| !request.inputs.iter().any(|input| input.name == meta.name))
+        if let Some(missing) =
+            self.inputs.iter().find(|meta| !request.inputs.iter().any(|input| input.name == meta.name))
         {
             return Err(format!("input '{}' is missing", missing.name));
         }
         for (index, output) in request.outputs.iter().enumerate() {
-            if request.outputs[..index]
-                .iter()
-                .any(|earlier| earlier.name == output.name)
-            {
+            if request.outputs[..index].iter().any(|earlier| earlier.name == output.name) {
                 return Err(format!("output '{}' is requested twice", output.name));
             }
             if !self.outputs.iter().any(|meta| meta.name == output.name) {
-                return Err(format!(
-                    "unknown output '{}': the model gives {}",
-                    output.name,
-                    name_list(&self.outputs)
-                ));
+                return Err(format!("unknown output '{}': the model gives {}", output.name, name_list(&self.outputs)));
             }
         }
         Ok(())
@@ -206,11 +186,7 @@ impl ModelMetadata {
 }
 
 fn name_list(metas: &[TensorMeta]) -> String {
-    metas
-        .iter()
-        .map(|meta| format!("'{}'", meta.name))
-        .collect::<Vec<_>>()
-        .join(", ")
+    metas.iter().map(|meta| format!("'{}'", meta.name)).collect::<Vec<_>>().join(", ")
 }
 
 #[cfg(test)]
@@ -222,16 +198,8 @@ mod tests {
             name: "m".into(),
             versions: vec!["1".into()],
             platform: "onnx_onnxv1".into(),
-            inputs: vec![TensorMeta {
-                name: "x".into(),
-                datatype: DataType::Fp32,
-                shape: vec![-1, 2],
-            }],
-            outputs: vec![TensorMeta {
-                name: "y".into(),
-                datatype: DataType::Fp32,
-                shape: vec![-1],
-            }],
+            inputs: vec![TensorMeta { name: "x".into(), datatype: DataType::Fp32, shape: vec![-1, 2] }],
+            outputs: vec![TensorMeta { name: "y".into(), datatype: DataType::Fp32, shape: vec![-1] }],
         }
     }
 
@@ -239,29 +207,16 @@ mod tests {
         InferRequest {
             id: None,
             inputs,
-            outputs: outputs
-                .iter()
-                .map(|name| RequestedOutput {
-                    name: (*name).into(),
-                    binary: false,
-                })
-                .collect(),
+            outputs: outputs.iter().map(|name| RequestedOutput { name: (*name).into(), binary: false }).collect(),
             binary_output_default: false,
         }
     }
 
     fn x(shape: Vec<u64>, data: Vec<f32>) -> Tensor {
-        Tensor {
-            name: "x".into(),
-            shape,
-            data: TensorData::Fp32(data),
-        }
+        Tensor { name: "x".into(), shape, data: TensorData::Fp32(data) }
     }
 
-    const POLICY: InputPolicy = InputPolicy {
-        allow_non_finite: false,
-        max_batch: 4,
-    };
+    const POLICY: InputPolicy = InputPolicy { allow_non_finite: false, max_batch: 4 };
 
     fn check(request: InferRequest, expected: Result<(), &str>) {
         let result = model().validate(&request, POLICY);
@@ -278,53 +233,19 @@ mod tests {
     fn requests_are_checked_against_the_signature() {
         check(request(vec![x(vec![1, 2], vec![1.0, 2.0])], &["y"]), Ok(()));
         check(request(vec![x(vec![2, 2], vec![0.0; 4])], &[]), Ok(()));
-        check(
-            request(vec![x(vec![1, 3], vec![0.0; 3])], &[]),
-            Err("has shape [1, 3]"),
-        );
-        check(
-            request(vec![x(vec![2], vec![0.0; 2])], &[]),
-            Err("has shape [2]"),
-        );
-        check(
-            request(vec![x(vec![5, 2], vec![0.0; 10])], &[]),
-            Err("batch of 5"),
-        );
+        check(request(vec![x(vec![1, 3], vec![0.0; 3])], &[]), Err("has shape [1, 3]"));
+        check(request(vec![x(vec![2], vec![0.0; 2])], &[]), Err("has shape [2]"));
+        check(request(vec![x(vec![5, 2], vec![0.0; 10])], &[]), Err("batch of 5"));
         check(request(vec![], &[]), Err("input 'x' is missing"));
-        check(
-            request(
-                vec![x(vec![1, 2], vec![0.0; 2]), x(vec![1, 2], vec![0.0; 2])],
-                &[],
-            ),
-            Err("given twice"),
-        );
+        check(request(vec![x(vec![1, 2], vec![0.0; 2]), x(vec![1, 2], vec![0.0; 2])], &[]), Err("given twice"));
         let mut other = x(vec![1, 2], vec![0.0; 2]);
         other.name = "z".into();
-        check(
-            request(vec![other], &[]),
-            Err("unknown input 'z': the model takes 'x'"),
-        );
-        let int = Tensor {
-            name: "x".into(),
-            shape: vec![1, 2],
-            data: TensorData::Int64(vec![1, 2]),
-        };
+        check(request(vec![other], &[]), Err("unknown input 'z': the model takes 'x'"));
+        let int = Tensor { name: "x".into(), shape: vec![1, 2], data: TensorData::Int64(vec![1, 2]) };
         check(request(vec![int], &[]), Err("must be FP32, not INT64"));
-        check(
-            request(vec![x(vec![1, 2], vec![f32::NAN, 0.0])], &[]),
-            Err("NaN"),
-        );
-        check(
-            request(vec![x(vec![1, 2], vec![f32::INFINITY, 0.0])], &[]),
-            Err("NaN or infinite"),
-        );
-        check(
-            request(vec![x(vec![1, 2], vec![0.0; 2])], &["p"]),
-            Err("unknown output 'p'"),
-        );
-        check(
-            request(vec![x(vec![1, 2], vec![0.0; 2])], &["y", "y"]),
-            Err("requested twice"),
-        );
+        check(request(vec![x(vec![1, 2], vec![f32::NAN, 0.0])], &[]), Err("NaN"));
+        check(request(vec![x(vec![1, 2], vec![f32::INFINITY, 0.0])], &[]), Err("NaN or infinite"));
+        check(request(vec![x(vec![1, 2], vec![0.0; 2])], &["p"]), Err("unknown output 'p'"));
+        check(request(vec![x(vec![1, 2], vec![0.0; 2])], &["y", "y"]), Err("requested twice"));
     }
 }

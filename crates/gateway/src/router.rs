@@ -12,9 +12,7 @@ use axum::{
 };
 use http::{HeaderName, HeaderValue, header};
 use tower::ServiceBuilder;
-use tower_http::{
-    catch_panic::CatchPanicLayer, sensitive_headers::SetSensitiveRequestHeadersLayer,
-};
+use tower_http::{catch_panic::CatchPanicLayer, sensitive_headers::SetSensitiveRequestHeadersLayer};
 
 use crate::{authn, error, handler, serve::Gateway};
 
@@ -33,20 +31,11 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
         .route("/v2/health/ready", get(handler::ready))
         .route("/v2", get(handler::server_metadata))
         .route("/v2/models/{model}", get(handler::model_metadata))
-        .route(
-            "/v2/models/{model}/versions/{version}",
-            get(handler::model_version_metadata),
-        )
+        .route("/v2/models/{model}/versions/{version}", get(handler::model_version_metadata))
         .route("/v2/models/{model}/ready", get(handler::model_ready))
-        .route(
-            "/v2/models/{model}/versions/{version}/ready",
-            get(handler::model_version_ready),
-        )
+        .route("/v2/models/{model}/versions/{version}/ready", get(handler::model_version_ready))
         .route("/v2/models/{model}/infer", post(handler::infer))
-        .route(
-            "/v2/models/{model}/versions/{version}/infer",
-            post(handler::model_version_infer),
-        )
+        .route("/v2/models/{model}/versions/{version}/infer", post(handler::model_version_infer))
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed)
         .with_state(Arc::clone(&gateway))
@@ -58,9 +47,7 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
                 .layer(from_fn(error::render))
                 // 3. A panic anywhere below becomes a generic 500, never a dropped connection
                 //    or a stack trace; `render` above then gives it the standard body.
-                .layer(CatchPanicLayer::custom(|_| {
-                    error::ApiError::internal().into_response()
-                }))
+                .layer(CatchPanicLayer::custom(|_| error::ApiError::internal().into_response()))
                 // 4. Credentials are marked sensitive before anything could log headers.
                 .layer(SetSensitiveRequestHeadersLayer::new([
                     header::AUTHORIZATION,
@@ -71,6 +58,10 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
                 // 5. One access-log line and the metrics per request, refused ones included
                 //    (method, route template, status, latency, principal; never bodies or keys).
                 .layer(from_fn_with_state(Arc::clone(&gateway), access_log))
+                // 5b. Exactly one audit record per request, denials included. Outside everything
+                //    that can refuse, so refusals are recorded; if the record cannot be written
+                //    the answer becomes 503 (fail closed) unless the config fails open.
+                .layer(from_fn_with_state(Arc::clone(&gateway), audit))
                 // 6. Global concurrency cap with load shedding, and the request deadline: past
                 //    capacity we answer 503 at once instead of queueing without bound.
                 .layer(from_fn_with_state(Arc::clone(&gateway), admission))
@@ -93,9 +84,7 @@ pub fn admin(gateway: Arc<Gateway>) -> Router {
             ServiceBuilder::new()
                 .layer(from_fn(request_id))
                 .layer(from_fn(error::render))
-                .layer(CatchPanicLayer::custom(|_| {
-                    error::ApiError::internal().into_response()
-                })),
+                .layer(CatchPanicLayer::custom(|_| error::ApiError::internal().into_response())),
         )
 }
 
@@ -116,35 +105,102 @@ fn new_request_id() -> String {
     bytes.iter().map(|byte| format!("{byte:02x}")).collect()
 }
 
+/// The number of input rows of an inference, set by the handler for the audit record.
+#[derive(Debug, Clone, Copy)]
+pub struct InputRows(pub u64);
+
+/// The route template a request matches (bounded, safe to log and label with).
+fn route_of(request: &Request) -> String {
+    request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| unmatched_route(request.uri().path()), |path| path.as_str().to_owned())
+}
+
+fn action_of(route: &str) -> &'static str {
+    if route.ends_with("/infer") {
+        "infer"
+    } else if route.starts_with("/v2/models/") {
+        "metadata"
+    } else if route == "/v2" {
+        "server_metadata"
+    } else if route.starts_with("/v2/health/") {
+        "health"
+    } else {
+        "other"
+    }
+}
+
+async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let Some(log) = &gateway.audit else {
+        return next.run(request).await;
+    };
+    if !log.accepting() {
+        tracing::error!("refusing a request: the audit log cannot be written");
+        return error::ApiError::audit_unavailable().into_response();
+    }
+    let started = Instant::now();
+    let route = route_of(&request);
+    let method = request.method().to_string();
+    let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+    let model = authn::model_in_path(request.uri().path())
+        .filter(|name| crate::config::valid_model_name(name))
+        .map(str::to_owned);
+    let client = request
+        .extensions()
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map_or_else(|| "-".to_owned(), |info| info.0.ip().to_string());
+    let response = next.run(request).await;
+    let status = response.status();
+    let error = response.extensions().get::<error::ApiError>();
+    let reason = error.map_or("ok", |error| error.audit_reason.unwrap_or(error.code)).to_owned();
+    let decision = if status.is_success() {
+        "allow"
+    } else if matches!(status.as_u16(), 401 | 403 | 429) || reason == "model_not_allowed" {
+        "deny"
+    } else {
+        "error"
+    };
+    let principal = response.extensions().get::<authn::PrincipalId>().map_or_else(|| "-".to_owned(), |id| id.0.clone());
+    let record = crate::audit::RequestRecord {
+        request_id,
+        principal,
+        client,
+        method,
+        action: action_of(&route),
+        route,
+        model,
+        decision,
+        reason,
+        status: status.as_u16(),
+        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+        rows: response.extensions().get::<InputRows>().map(|rows| rows.0),
+    };
+    match log.record(crate::audit::AuditEvent::Request(record)).await {
+        Ok(()) => response,
+        Err(error) if log.fails_open() => {
+            tracing::warn!(%error, "serving without an audit record (audit.fail_open = true)");
+            response
+        }
+        Err(error) => {
+            tracing::error!(%error, "refusing a request: its audit record could not be written");
+            error::ApiError::audit_unavailable().into_response()
+        }
+    }
+}
+
 async fn access_log(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let started = Instant::now();
     let method = request.method().clone();
-    let route = request.extensions().get::<MatchedPath>().map_or_else(
-        || unmatched_route(request.uri().path()),
-        |path| path.as_str().to_owned(),
-    );
-    let request_id = request
-        .extensions()
-        .get::<RequestId>()
-        .map(|id| id.0.clone())
-        .unwrap_or_default();
+    let route = route_of(&request);
+    let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
     gateway.metrics.request_started();
     let response = next.run(request).await;
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let principal = response
-        .extensions()
-        .get::<authn::PrincipalId>()
-        .map(|id| id.0.as_str())
-        .unwrap_or("-");
-    let code = response
-        .extensions()
-        .get::<error::ApiError>()
-        .map(|error| error.code)
-        .unwrap_or("");
-    gateway
-        .metrics
-        .request_finished(&route, status, elapsed.as_secs_f64());
+    let principal = response.extensions().get::<authn::PrincipalId>().map(|id| id.0.as_str()).unwrap_or("-");
+    let code = response.extensions().get::<error::ApiError>().map(|error| error.code).unwrap_or("");
+    gateway.metrics.request_finished(&route, status, elapsed.as_secs_f64());
     tracing::info!(
         target: "portcullis::access",
         request_id = %request_id,
@@ -171,12 +227,8 @@ fn unmatched_route(path: &str) -> String {
         ["v2", "models", _, "ready"] => "/v2/models/{model}/ready",
         ["v2", "models", _, "infer"] => "/v2/models/{model}/infer",
         ["v2", "models", _, "versions", _] => "/v2/models/{model}/versions/{version}",
-        ["v2", "models", _, "versions", _, "ready"] => {
-            "/v2/models/{model}/versions/{version}/ready"
-        }
-        ["v2", "models", _, "versions", _, "infer"] => {
-            "/v2/models/{model}/versions/{version}/infer"
-        }
+        ["v2", "models", _, "versions", _, "ready"] => "/v2/models/{model}/versions/{version}/ready",
+        ["v2", "models", _, "versions", _, "infer"] => "/v2/models/{model}/versions/{version}/infer",
         _ => "other",
     };
     template.to_owned()
@@ -184,8 +236,7 @@ fn unmatched_route(path: &str) -> String {
 
 async fn admission(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let Ok(_permit) = gateway.in_flight.try_acquire() else {
-        return error::ApiError::unavailable("the server is at capacity; try again shortly")
-            .into_response();
+        return error::ApiError::unavailable("the server is at capacity; try again shortly").into_response();
     };
     match tokio::time::timeout(gateway.config.request_timeout, next.run(request)).await {
         Ok(response) => response,

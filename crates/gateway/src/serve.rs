@@ -13,6 +13,7 @@ use std::{
 use tokio::{net::TcpListener, sync::Semaphore};
 
 use crate::{
+    audit::{AuditError, AuditLog},
     authn::api_key::{KeyVerifier, PEPPER_ENV, Pepper, PepperError},
     backend::{self, BackendError, Pool, Registry},
     config::Config,
@@ -32,10 +33,9 @@ pub enum StartError {
     #[error(transparent)]
     Model(#[from] BackendError),
     #[error("cannot listen on {addr}: {error}")]
-    Bind {
-        addr: SocketAddr,
-        error: std::io::Error,
-    },
+    Bind { addr: SocketAddr, error: std::io::Error },
+    #[error(transparent)]
+    Audit(#[from] AuditError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
 }
@@ -48,6 +48,8 @@ pub struct Gateway {
     pub pool: Pool,
     pub verifier: KeyVerifier,
     pub metrics: Metrics,
+    /// The audit log; `None` only when the config disables it.
+    pub audit: Option<AuditLog>,
     /// Global cap on requests in flight (load shedding beyond it).
     pub in_flight: Semaphore,
     draining: AtomicBool,
@@ -67,27 +69,36 @@ impl Gateway {
     pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         let (store, pepper) = open_keyring(&config).await?;
         let registry = backend::load_models(&config)?;
-        Ok(Gateway::assemble(config, registry, store, pepper))
+        Gateway::assemble(config, registry, store, pepper)
     }
 
-    /// Puts a gateway together from parts already loaded (tests use this with their own store).
+    /// Puts a gateway together from parts already loaded (tests use this with their own store),
+    /// opening the audit log. Must run inside the async runtime.
     pub fn assemble(
         config: Config,
         registry: Registry,
         store: Arc<dyn Store>,
         pepper: Pepper,
-    ) -> Arc<Gateway> {
+    ) -> Result<Arc<Gateway>, StartError> {
         let metrics = Metrics::new();
         metrics.set_models(registry.len());
-        Arc::new(Gateway {
+        let audit = match &config.audit {
+            Some(audit) => Some(AuditLog::open(audit)?),
+            None => {
+                tracing::warn!("the audit log is disabled (audit.enabled = false): requests leave no record");
+                None
+            }
+        };
+        Ok(Arc::new(Gateway {
             pool: Pool::new(config.inference.threads, config.inference.queue),
             verifier: KeyVerifier::new(store, pepper, config.key_cache_ttl),
             in_flight: Semaphore::new(config.max_concurrency),
             metrics,
+            audit,
             registry,
             config,
             draining: AtomicBool::new(false),
-        })
+        }))
     }
 
     pub fn keyring(&self, pepper: Pepper) -> Keyring {
@@ -97,7 +108,9 @@ impl Gateway {
     /// Ready when not draining and the store answers: a node that cannot check keys must not
     /// receive traffic.
     pub async fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed) && self.verifier.store().ping().await.is_ok()
+        !self.draining.load(Ordering::Relaxed)
+            && self.audit.as_ref().is_none_or(AuditLog::accepting)
+            && self.verifier.store().ping().await.is_ok()
     }
 }
 
@@ -112,17 +125,11 @@ pub struct Server {
 impl Server {
     pub async fn bind(gateway: Arc<Gateway>) -> Result<Server, StartError> {
         let bind = |addr: SocketAddr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|error| StartError::Bind { addr, error })
+            TcpListener::bind(addr).await.map_err(|error| StartError::Bind { addr, error })
         };
         let public = bind(gateway.config.listen).await?;
         let admin = bind(gateway.config.admin_listen).await?;
-        Ok(Server {
-            gateway,
-            public,
-            admin,
-        })
+        Ok(Server { gateway, public, admin })
     }
 
     pub fn public_addr(&self) -> Option<SocketAddr> {
@@ -135,10 +142,7 @@ impl Server {
 
     /// Serves until `shutdown` completes, then stops accepting, marks the node not ready, and
     /// waits up to the grace period for requests in flight.
-    pub async fn run(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> Result<(), StartError> {
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let gateway = self.gateway;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
@@ -146,15 +150,11 @@ impl Server {
         };
         let public = axum::serve(
             self.public,
-            router::public(Arc::clone(&gateway))
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            router::public(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let admin = axum::serve(
-            self.admin,
-            router::admin(Arc::clone(&gateway)).into_make_service(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx));
+        let admin = axum::serve(self.admin, router::admin(Arc::clone(&gateway)).into_make_service())
+            .with_graceful_shutdown(stopped(stop_rx));
         let mut public = tokio::spawn(async move { public.await });
         let mut admin = tokio::spawn(async move { admin.await });
 
@@ -173,16 +173,17 @@ impl Server {
             flatten(public).and(flatten(admin))
         })
         .await;
+        // Requests are done: seal the log with a final checkpoint.
+        if let Some(audit) = &gateway.audit {
+            audit.close().await;
+        }
         match drained {
             Ok(result) => {
                 tracing::info!("stopped");
                 result
             }
             Err(_) => {
-                tracing::warn!(
-                    grace_seconds = grace.as_secs(),
-                    "grace period over; closing remaining connections"
-                );
+                tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections");
                 public.abort();
                 admin.abort();
                 Ok(())
@@ -200,10 +201,7 @@ fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Resul
 }
 
 /// Builds, binds and serves; logs the bound addresses. The `serve` command's whole job.
-pub async fn serve(
-    config: Config,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<(), StartError> {
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
     let gateway = Gateway::build(config).await?;
     let server = Server::bind(gateway).await?;
     tracing::info!(

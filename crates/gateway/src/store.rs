@@ -24,9 +24,7 @@ impl ModelScope {
     pub fn to_stored(&self) -> String {
         match self {
             ModelScope::All => "\"*\"".to_owned(),
-            ModelScope::Only(models) => {
-                serde_json::to_string(models).unwrap_or_else(|_| "[]".to_owned())
-            }
+            ModelScope::Only(models) => serde_json::to_string(models).unwrap_or_else(|_| "[]".to_owned()),
         }
     }
 
@@ -34,9 +32,7 @@ impl ModelScope {
         if text == "\"*\"" {
             return Ok(ModelScope::All);
         }
-        serde_json::from_str(text)
-            .map(ModelScope::Only)
-            .map_err(|e| StoreError::Corrupt(format!("models column: {e}")))
+        serde_json::from_str(text).map(ModelScope::Only).map_err(|e| StoreError::Corrupt(format!("models column: {e}")))
     }
 }
 
@@ -57,21 +53,11 @@ pub struct Scopes {
 }
 
 impl Scopes {
-    pub const ALL: Scopes = Scopes {
-        infer: true,
-        metadata: true,
-    };
+    pub const ALL: Scopes = Scopes { infer: true, metadata: true };
 
     pub fn parse(text: &str) -> Result<Scopes, String> {
-        let mut scopes = Scopes {
-            infer: false,
-            metadata: false,
-        };
-        for scope in text
-            .split(',')
-            .map(str::trim)
-            .filter(|scope| !scope.is_empty())
-        {
+        let mut scopes = Scopes { infer: false, metadata: false };
+        for scope in text.split(',').map(str::trim).filter(|scope| !scope.is_empty()) {
             match scope {
                 "infer" => scopes.infer = true,
                 "metadata" => scopes.metadata = true,
@@ -171,10 +157,5 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn revoke_key(&self, kid: &str, at: i64) -> Result<bool, StoreError>;
     /// Inserts `new` and, in the same transaction, shortens the old key's life to `old_expires_at`
     /// and records its successor.
-    async fn rotate_key(
-        &self,
-        old_kid: &str,
-        new: &KeyRecord,
-        old_expires_at: i64,
-    ) -> Result<(), StoreError>;
+    async fn rotate_key(&self, old_kid: &str, new: &KeyRecord, old_expires_at: i64) -> Result<(), StoreError>;
 }

@@ -13,15 +13,10 @@ pub fn now() -> i64 {
 /// Parses `<n><unit>` with unit `ms`, `s`, `m`, `h` or `d`.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
+    let split = text.find(|c: char| !c.is_ascii_digit()).unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let bad = || {
-        format!(
-            "'{text}' is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. 30s or 90d"
-        )
-    };
+    let bad =
+        || format!("'{text}' is not a duration: write a whole number and a unit (ms, s, m, h, d), e.g. 30s or 90d");
     let number: u64 = number.parse().map_err(|_| bad())?;
     let millis_per_unit: u64 = match unit {
         "ms" => 1,
@@ -31,14 +26,10 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         "d" => 86_400_000,
         _ => return Err(bad()),
     };
-    let millis = number
-        .checked_mul(millis_per_unit)
-        .ok_or_else(|| format!("'{text}' is too long a duration"))?;
+    let millis = number.checked_mul(millis_per_unit).ok_or_else(|| format!("'{text}' is too long a duration"))?;
     // Beyond about a hundred years the number is a mistake, and it would overflow timestamps.
     if millis > 100 * 365 * 86_400_000 {
-        return Err(format!(
-            "'{text}' is too long a duration (at most 100 years)"
-        ));
+        return Err(format!("'{text}' is too long a duration (at most 100 years)"));
     }
     Ok(Duration::from_millis(millis))
 }
@@ -50,6 +41,14 @@ where
 {
     let text: String = serde::Deserialize::deserialize(deserializer)?;
     parse_duration(&text).map_err(serde::de::Error::custom)
+}
+
+/// Now as RFC 3339 UTC with milliseconds (`2026-11-25T22:29:27.123Z`), for audit records.
+pub fn now_rfc3339_millis() -> String {
+    let elapsed = SystemTime::now().duration_since(UNIX_EPOCH).unwrap_or_default();
+    let seconds = i64::try_from(elapsed.as_secs()).unwrap_or(i64::MAX);
+    let text = format_timestamp(seconds);
+    format!("{}.{:03}Z", text.trim_end_matches('Z'), elapsed.subsec_millis())
 }
 
 /// Formats a Unix timestamp as RFC 3339 UTC (`2026-11-25T22:29:27Z`).
@@ -66,12 +65,7 @@ pub fn format_timestamp(seconds: i64) -> String {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rest / 3_600,
-        rest % 3_600 / 60,
-        rest % 60
-    )
+    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3_600, rest % 3_600 / 60, rest % 60)
 }
 
 #[cfg(test)]

@@ -22,7 +22,8 @@ const CHECKS: &[u8] = include_bytes!("../../../models/credit-risk/checks.json");
 
 /// The demo's example applicant: age, income, debt ratio, credit lines, late payments (90 d),
 /// loan amount, years employed, utilisation.
-const EXAMPLE: &str = r#"{"inputs":[{"name":"features","shape":[1,8],"datatype":"FP32","data":[[35,52000,0.3,4,0,15000,6,0.35]]}]}"#;
+const EXAMPLE: &str =
+    r#"{"inputs":[{"name":"features","shape":[1,8],"datatype":"FP32","data":[[35,52000,0.3,4,0,15000,6,0.35]]}]}"#;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -39,8 +40,7 @@ pub struct Args {
 
 fn write_files(dir: &Path, port: u16, admin_port: u16) -> anyhow::Result<PathBuf> {
     let model_dir = dir.join("models").join("credit-risk");
-    std::fs::create_dir_all(&model_dir)
-        .with_context(|| format!("cannot create {}", model_dir.display()))?;
+    std::fs::create_dir_all(&model_dir).with_context(|| format!("cannot create {}", model_dir.display()))?;
     std::fs::write(model_dir.join("model.onnx"), MODEL)?;
     std::fs::write(model_dir.join("checks.json"), CHECKS)?;
     let config = format!(
@@ -86,14 +86,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     // A temporary folder lives until the demo stops, then is removed with everything in it.
     let (dir, _temporary) = match &args.data_dir {
         Some(dir) => {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("cannot create {}", dir.display()))?;
+            std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
             (std::fs::canonicalize(dir)?, None)
         }
         None => {
-            let temporary = tempfile::Builder::new()
-                .prefix("portcullis-demo-")
-                .tempdir()?;
+            let temporary = tempfile::Builder::new().prefix("portcullis-demo-").tempdir()?;
             (temporary.path().to_owned(), Some(temporary))
         }
     };
@@ -114,15 +111,11 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             expires_in: Some(24 * 3600),
         })
         .await?;
-    let server = Server::bind(gateway).await.context(
-        "is another server on that port? choose others with --port and --admin-port (0 picks a free one)",
-    )?;
-    let public = server
-        .public_addr()
-        .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)));
-    let admin = server
-        .admin_addr()
-        .unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, args.admin_port)));
+    let server = Server::bind(gateway)
+        .await
+        .context("is another server on that port? choose others with --port and --admin-port (0 picks a free one)")?;
+    let public = server.public_addr().unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)));
+    let admin = server.admin_addr().unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, args.admin_port)));
     let base = format!("http://{public}/v2/models");
     println!(
         r#"

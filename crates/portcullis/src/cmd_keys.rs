@@ -72,46 +72,22 @@ async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let keyring = keyring(config_path).await?;
     match command {
-        Command::Create {
-            name,
-            owner,
-            models,
-            scopes,
-            expires,
-            output,
-            widen_output,
-            json,
-        } => {
-            let output = output
-                .map(|text| text.parse())
-                .transpose()
-                .map_err(anyhow::Error::msg)?;
+        Command::Create { name, owner, models, scopes, expires, output, widen_output, json } => {
+            let output = output.map(|text| text.parse()).transpose().map_err(anyhow::Error::msg)?;
             let models = parse_models(&models);
             let scopes = Scopes::parse(&scopes).map_err(anyhow::Error::msg)?;
             let expires_in = match expires.as_str() {
                 "never" => None,
                 text => Some(parse_duration(text).map_err(anyhow::Error::msg)?.as_secs()),
             };
-            let (secret, record) = keyring
-                .create(&NewKey {
-                    name,
-                    owner,
-                    models,
-                    scopes,
-                    output,
-                    widen_output,
-                    expires_in,
-                })
-                .await?;
+            let (secret, record) =
+                keyring.create(&NewKey { name, owner, models, scopes, output, widen_output, expires_in }).await?;
             print_new_key(secret.expose(), &record, json, "created");
         }
         Command::List { json } => {
             let keys = keyring.list().await?;
             if json {
-                println!(
-                    "{}",
-                    serde_json::Value::Array(keys.iter().map(describe).collect())
-                );
+                println!("{}", serde_json::Value::Array(keys.iter().map(describe).collect()));
             } else {
                 print_table(&keys);
             }
@@ -126,9 +102,7 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
         }
         Command::Revoke { id } => {
             keyring.revoke(&id).await?;
-            println!(
-                "Key {id} revoked. Servers refuse it within their key cache interval (5 s by default)."
-            );
+            println!("Key {id} revoked. Servers refuse it within their key cache interval (5 s by default).");
         }
         Command::Rotate { id, overlap, json } => {
             let overlap = parse_duration(&overlap).map_err(anyhow::Error::msg)?;
@@ -137,9 +111,7 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
             if !json {
                 println!(
                     "The old key {id} stays valid until {}.",
-                    format_timestamp(
-                        now().saturating_add(i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX))
-                    )
+                    format_timestamp(now().saturating_add(i64::try_from(overlap.as_secs()).unwrap_or(i64::MAX)))
                 );
             }
         }
@@ -151,13 +123,7 @@ fn parse_models(text: &str) -> ModelScope {
     if text.trim() == "*" {
         ModelScope::All
     } else {
-        ModelScope::Only(
-            text.split(',')
-                .map(str::trim)
-                .filter(|model| !model.is_empty())
-                .map(str::to_owned)
-                .collect(),
-        )
+        ModelScope::Only(text.split(',').map(str::trim).filter(|model| !model.is_empty()).map(str::to_owned).collect())
     }
 }
 
@@ -196,25 +162,11 @@ fn print_record(record: &KeyRecord) {
     println!("owner:       {}", record.owner.as_deref().unwrap_or("-"));
     println!("models:      {}", record.models);
     println!("scopes:      {}", record.scopes.names().join(","));
-    let output = record
-        .output
-        .map_or_else(|| "model default".to_owned(), |policy| policy.to_string());
-    println!(
-        "output:      {output}{}",
-        if record.widen_output {
-            " (may widen)"
-        } else {
-            ""
-        }
-    );
+    let output = record.output.map_or_else(|| "model default".to_owned(), |policy| policy.to_string());
+    println!("output:      {output}{}", if record.widen_output { " (may widen)" } else { "" });
     println!("status:      {}", record.status_at(now()));
     println!("created:     {}", format_timestamp(record.created_at));
-    println!(
-        "expires:     {}",
-        record
-            .expires_at
-            .map_or_else(|| "never".to_owned(), format_timestamp)
-    );
+    println!("expires:     {}", record.expires_at.map_or_else(|| "never".to_owned(), format_timestamp));
     if let Some(revoked_at) = record.revoked_at {
         println!("revoked:     {}", format_timestamp(revoked_at));
     }
@@ -228,10 +180,7 @@ fn print_table(keys: &[KeyRecord]) {
         println!("No keys. Create one with: portcullis keys create --name NAME --models MODEL");
         return;
     }
-    println!(
-        "{:<8}  {:<24}  {:<9}  {:<24}  {:<20}  {:<20}",
-        "ID", "NAME", "STATUS", "MODELS", "CREATED", "EXPIRES"
-    );
+    println!("{:<8}  {:<24}  {:<9}  {:<24}  {:<20}  {:<20}", "ID", "NAME", "STATUS", "MODELS", "CREATED", "EXPIRES");
     let now = now();
     for key in keys {
         println!(
@@ -241,8 +190,7 @@ fn print_table(keys: &[KeyRecord]) {
             key.status_at(now),
             truncate(&key.models.to_string(), 24),
             format_timestamp(key.created_at),
-            key.expires_at
-                .map_or_else(|| "never".to_owned(), format_timestamp)
+            key.expires_at.map_or_else(|| "never".to_owned(), format_timestamp)
         );
     }
 }

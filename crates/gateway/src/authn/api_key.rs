@@ -62,25 +62,13 @@ impl Pepper {
                 decode_hex(text.trim())
                     .filter(|bytes| bytes.len() >= 32)
                     .map(Pepper::from_bytes)
-                    .ok_or_else(|| {
-                        PepperError::File(
-                            shown,
-                            "must hold at least 64 hexadecimal characters".into(),
-                        )
-                    })
+                    .ok_or_else(|| PepperError::File(shown, "must hold at least 64 hexadecimal characters".into()))
             }
             Err(error) if error.kind() == std::io::ErrorKind::NotFound && create => {
                 let mut bytes = Zeroizing::new(vec![0u8; 32]);
-                getrandom::fill(&mut bytes)
-                    .map_err(|e| PepperError::File(shown.clone(), e.to_string()))?;
-                let hex = Zeroizing::new(
-                    bytes
-                        .iter()
-                        .map(|byte| format!("{byte:02x}"))
-                        .collect::<String>(),
-                );
-                write_private(file, hex.as_bytes())
-                    .map_err(|e| PepperError::File(shown, e.to_string()))?;
+                getrandom::fill(&mut bytes).map_err(|e| PepperError::File(shown.clone(), e.to_string()))?;
+                let hex = Zeroizing::new(bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>());
+                write_private(file, hex.as_bytes()).map_err(|e| PepperError::File(shown, e.to_string()))?;
                 Ok(Pepper::from_bytes(bytes.to_vec()))
             }
             Err(error) => Err(PepperError::File(shown, error.to_string())),
@@ -90,17 +78,13 @@ impl Pepper {
     /// HMAC-SHA-256 of the whole key.
     pub fn hash(&self, key: &str) -> [u8; 32] {
         // HMAC takes keys of any length; this cannot fail.
-        let mut mac =
-            <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
         mac.update(key.as_bytes());
         mac.finalize().into_bytes().into()
     }
 }
 
-#[expect(
-    clippy::panic,
-    reason = "HMAC accepts keys of every length, so this is unreachable"
-)]
+#[expect(clippy::panic, reason = "HMAC accepts keys of every length, so this is unreachable")]
 fn unreachable_hmac() -> Hmac<Sha256> {
     panic!("HMAC rejected its key")
 }
@@ -126,10 +110,7 @@ fn decode_hex(text: &str) -> Option<Vec<u8>> {
     }
     (0..text.len())
         .step_by(2)
-        .map(|index| {
-            text.get(index..index + 2)
-                .and_then(|pair| u8::from_str_radix(pair, 16).ok())
-        })
+        .map(|index| text.get(index..index + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
         .collect()
 }
 
@@ -148,9 +129,7 @@ pub struct KeyVerifier {
 
 impl std::fmt::Debug for KeyVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("KeyVerifier")
-            .field("ttl", &self.ttl)
-            .finish_non_exhaustive()
+        f.debug_struct("KeyVerifier").field("ttl", &self.ttl).finish_non_exhaustive()
     }
 }
 
@@ -159,12 +138,7 @@ const CACHE_CAPACITY: usize = 100_000;
 
 impl KeyVerifier {
     pub fn new(store: Arc<dyn Store>, pepper: Pepper, ttl: Duration) -> KeyVerifier {
-        KeyVerifier {
-            store,
-            pepper,
-            ttl,
-            cache: Mutex::new(HashMap::new()),
-        }
+        KeyVerifier { store, pepper, ttl, cache: Mutex::new(HashMap::new()) }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -218,13 +192,7 @@ impl KeyVerifier {
         if cache.len() >= CACHE_CAPACITY {
             cache.clear();
         }
-        cache.insert(
-            kid.to_owned(),
-            CacheEntry {
-                record: record.clone(),
-                fetched: Instant::now(),
-            },
-        );
+        cache.insert(kid.to_owned(), CacheEntry { record: record.clone(), fetched: Instant::now() });
         Ok(record)
     }
 }
@@ -243,16 +211,10 @@ mod tests {
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-                0o600
-            );
+            assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         }
         assert!(!format!("{created:?}").contains(&std::fs::read_to_string(&path).unwrap()));
         assert!(Pepper::load(&dir.path().join("missing"), None, false).is_err());
-        assert!(matches!(
-            Pepper::load(&path, Some("abcd"), false),
-            Err(PepperError::BadEnv)
-        ));
+        assert!(matches!(Pepper::load(&path, Some("abcd"), false), Err(PepperError::BadEnv)));
     }
 }

@@ -30,46 +30,27 @@ struct Case<'a> {
 /// Runs every case; returns how many passed, or the first disagreement.
 pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<usize, BackendError> {
     let config = &model.config;
-    let text = std::fs::read_to_string(path).map_err(|e| {
-        load_error(
-            config,
-            format!("cannot read checks file {}: {e}", path.display()),
-        )
-    })?;
-    let file: ChecksFile<'_> = serde_json::from_str(&text).map_err(|e| {
-        load_error(
-            config,
-            format!("checks file {} is not valid: {e}", path.display()),
-        )
-    })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| load_error(config, format!("cannot read checks file {}: {e}", path.display())))?;
+    let file: ChecksFile<'_> = serde_json::from_str(&text)
+        .map_err(|e| load_error(config, format!("checks file {} is not valid: {e}", path.display())))?;
     if file.cases.is_empty() {
-        return Err(load_error(
-            config,
-            format!("checks file {} has no cases", path.display()),
-        ));
+        return Err(load_error(config, format!("checks file {} has no cases", path.display())));
     }
     let policy = model.input_policy(u64::MAX);
     for (index, case) in file.cases.iter().enumerate() {
         // Both sides are written as protocol tensors, so the request decoder reads them.
-        let request = decode(case.inputs, limits)
-            .map_err(|e| load_error(config, format!("check {index}: inputs: {e}")))?;
-        let expected = decode(case.outputs, limits)
-            .map_err(|e| load_error(config, format!("check {index}: outputs: {e}")))?;
-        model
-            .metadata
-            .validate(&request, policy)
-            .map_err(|e| load_error(config, format!("check {index}: {e}")))?;
+        let request =
+            decode(case.inputs, limits).map_err(|e| load_error(config, format!("check {index}: inputs: {e}")))?;
+        let expected =
+            decode(case.outputs, limits).map_err(|e| load_error(config, format!("check {index}: outputs: {e}")))?;
+        model.metadata.validate(&request, policy).map_err(|e| load_error(config, format!("check {index}: {e}")))?;
         let grant = authz::Grant::for_load_check(&config.name);
-        let outputs = model
-            .backend
-            .run(&grant, request.inputs)
-            .map_err(|e| load_error(config, format!("check {index}: {e}")))?;
+        let outputs =
+            model.backend.run(&grant, request.inputs).map_err(|e| load_error(config, format!("check {index}: {e}")))?;
         for want in &expected.inputs {
             let Some(got) = outputs.iter().find(|tensor| tensor.name == want.name) else {
-                return Err(load_error(
-                    config,
-                    format!("check {index}: the model gives no output '{}'", want.name),
-                ));
+                return Err(load_error(config, format!("check {index}: the model gives no output '{}'", want.name)));
             };
             if got.shape != want.shape {
                 return Err(load_error(
@@ -126,18 +107,13 @@ fn max_difference(got: &TensorData, want: &TensorData) -> Option<f64> {
         }
         worst
     }
-    #[expect(
-        clippy::cast_precision_loss,
-        reason = "comparing values, not storing them"
-    )]
+    #[expect(clippy::cast_precision_loss, reason = "comparing values, not storing them")]
     let difference = match (got, want) {
         (TensorData::Fp32(a), TensorData::Fp32(b)) => {
             worst(a.iter().zip(b).map(|(&x, &y)| (f64::from(x), f64::from(y))))
         }
         (TensorData::Fp64(a), TensorData::Fp64(b)) => worst(a.iter().zip(b).map(|(&x, &y)| (x, y))),
-        (TensorData::Int64(a), TensorData::Int64(b)) => {
-            worst(a.iter().zip(b).map(|(&x, &y)| (x as f64, y as f64)))
-        }
+        (TensorData::Int64(a), TensorData::Int64(b)) => worst(a.iter().zip(b).map(|(&x, &y)| (x as f64, y as f64))),
         (TensorData::Int32(a), TensorData::Int32(b)) => {
             worst(a.iter().zip(b).map(|(&x, &y)| (f64::from(x), f64::from(y))))
         }
@@ -162,20 +138,10 @@ mod tests {
         let a = TensorData::Fp32(vec![0.5, 0.25]);
         let b = TensorData::Fp32(vec![0.5, 0.2500001]);
         assert!(max_difference(&a, &b).unwrap() < 1e-6);
+        assert_eq!(max_difference(&TensorData::Int64(vec![1]), &TensorData::Int64(vec![2])), Some(1.0));
+        assert_eq!(max_difference(&TensorData::Int64(vec![1]), &TensorData::Fp32(vec![1.0])), None);
         assert_eq!(
-            max_difference(&TensorData::Int64(vec![1]), &TensorData::Int64(vec![2])),
-            Some(1.0)
-        );
-        assert_eq!(
-            max_difference(&TensorData::Int64(vec![1]), &TensorData::Fp32(vec![1.0])),
-            None
-        );
-        assert_eq!(
-            max_difference(
-                &TensorData::Fp32(vec![f32::NAN]),
-                &TensorData::Fp32(vec![0.0])
-            )
-            .map(f64::is_nan),
+            max_difference(&TensorData::Fp32(vec![f32::NAN]), &TensorData::Fp32(vec![0.0])).map(f64::is_nan),
             Some(true)
         );
     }

@@ -30,12 +30,7 @@ static ENVIRONMENT: OnceLock<Result<(PathBuf, Environment), String>> = OnceLock:
 fn environment(library: &Path) -> Result<&'static Environment, String> {
     let loaded = ENVIRONMENT.get_or_init(|| {
         let environment = ort::init_from(library)
-            .map_err(|e| {
-                format!(
-                    "cannot load the ONNX Runtime library {}: {e}",
-                    library.display()
-                )
-            })?
+            .map_err(|e| format!("cannot load the ONNX Runtime library {}: {e}", library.display()))?
             .with_name("portcullis")
             .with_telemetry(false)
             .build()
@@ -44,10 +39,9 @@ fn environment(library: &Path) -> Result<&'static Environment, String> {
     });
     match loaded {
         Ok((path, environment)) if path == library => Ok(environment),
-        Ok((path, _)) => Err(format!(
-            "ONNX Runtime is already loaded from {}; one process loads one library",
-            path.display()
-        )),
+        Ok((path, _)) => {
+            Err(format!("ONNX Runtime is already loaded from {}; one process loads one library", path.display()))
+        }
         Err(message) => Err(message.clone()),
     }
 }
@@ -59,11 +53,7 @@ pub struct OrtBackend {
 }
 
 impl OrtBackend {
-    pub fn load(
-        config: &ModelConfig,
-        library: Option<&Path>,
-        threads: usize,
-    ) -> Result<OrtBackend, BackendError> {
+    pub fn load(config: &ModelConfig, library: Option<&Path>, threads: usize) -> Result<OrtBackend, BackendError> {
         let library = match library {
             Some(path) => path.to_owned(),
             None => std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or_else(|| {
@@ -75,19 +65,13 @@ impl OrtBackend {
             })?,
         };
         let environment = environment(&library).map_err(|m| load_error(config, m))?;
-        let fail = |e: ort::Error| {
-            load_error(
-                config,
-                format!("ONNX Runtime cannot load {}: {e}", config.path.display()),
-            )
-        };
+        let fail =
+            |e: ort::Error| load_error(config, format!("ONNX Runtime cannot load {}: {e}", config.path.display()));
         let mut sessions = Vec::with_capacity(threads);
         for _ in 0..threads.max(1) {
             let session = Session::builder(environment)
                 .and_then(|builder| {
-                    builder
-                        .with_optimization_level(GraphOptimizationLevel::All)
-                        .map_err(ort::Error::from)
+                    builder.with_optimization_level(GraphOptimizationLevel::All).map_err(ort::Error::from)
                 })
                 .and_then(|builder| builder.with_intra_threads(1).map_err(ort::Error::from))
                 .and_then(|builder| builder.with_inter_threads(1).map_err(ort::Error::from))
@@ -95,20 +79,12 @@ impl OrtBackend {
                 .map_err(fail)?;
             sessions.push(Mutex::new(session));
         }
-        let first = sessions
-            .first()
-            .ok_or_else(|| load_error(config, "no session"))?;
+        let first = sessions.first().ok_or_else(|| load_error(config, "no session"))?;
         let session = first.lock().unwrap_or_else(PoisonError::into_inner);
-        let inputs = session
-            .inputs()
-            .iter()
-            .map(|outlet| meta(outlet.name(), outlet.dtype()))
-            .collect::<Result<Vec<_>, _>>();
-        let outputs = session
-            .outputs()
-            .iter()
-            .map(|outlet| meta(outlet.name(), outlet.dtype()))
-            .collect::<Result<Vec<_>, _>>();
+        let inputs =
+            session.inputs().iter().map(|outlet| meta(outlet.name(), outlet.dtype())).collect::<Result<Vec<_>, _>>();
+        let outputs =
+            session.outputs().iter().map(|outlet| meta(outlet.name(), outlet.dtype())).collect::<Result<Vec<_>, _>>();
         drop(session);
         Ok(OrtBackend {
             inputs: inputs.map_err(|m| load_error(config, m))?,
@@ -120,17 +96,11 @@ impl OrtBackend {
 
 fn meta(name: &str, value_type: &ValueType) -> Result<TensorMeta, String> {
     let ValueType::Tensor { ty, shape, .. } = value_type else {
-        return Err(format!(
-            "'{name}' is not a tensor (a ZipMap output? export the model with zipmap disabled)"
-        ));
+        return Err(format!("'{name}' is not a tensor (a ZipMap output? export the model with zipmap disabled)"));
     };
-    let datatype = protocol_type(*ty)
-        .ok_or_else(|| format!("'{name}' has element type {ty:?}, which is not supported"))?;
-    Ok(TensorMeta {
-        name: name.to_owned(),
-        datatype,
-        shape: shape.iter().map(|&dim| dim.max(-1)).collect(),
-    })
+    let datatype =
+        protocol_type(*ty).ok_or_else(|| format!("'{name}' has element type {ty:?}, which is not supported"))?;
+    Ok(TensorMeta { name: name.to_owned(), datatype, shape: shape.iter().map(|&dim| dim.max(-1)).collect() })
 }
 
 fn protocol_type(ty: TensorElementType) -> Option<DataType> {
@@ -161,28 +131,14 @@ fn to_ort(tensor: Tensor) -> Result<DynValue, BackendError> {
     let fail = |e: ort::Error| BackendError::Run(format!("building input '{}': {e}", tensor.name));
     let value = match tensor.data {
         TensorData::Bool(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
-        TensorData::Uint8(values) => {
-            OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn)
-        }
-        TensorData::Uint16(values) => {
-            OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn)
-        }
-        TensorData::Uint32(values) => {
-            OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn)
-        }
-        TensorData::Uint64(values) => {
-            OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn)
-        }
+        TensorData::Uint8(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
+        TensorData::Uint16(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
+        TensorData::Uint32(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
+        TensorData::Uint64(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
         TensorData::Int8(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
-        TensorData::Int16(values) => {
-            OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn)
-        }
-        TensorData::Int32(values) => {
-            OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn)
-        }
-        TensorData::Int64(values) => {
-            OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn)
-        }
+        TensorData::Int16(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
+        TensorData::Int32(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
+        TensorData::Int64(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
         TensorData::Fp32(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
         TensorData::Fp64(values) => OrtTensor::from_array((shape, values)).map(OrtTensor::into_dyn),
         TensorData::Bytes(values) => {
@@ -194,9 +150,7 @@ fn to_ort(tensor: Tensor) -> Result<DynValue, BackendError> {
             OrtTensor::from_string_array((shape, strings.as_slice())).map(OrtTensor::into_dyn)
         }
         TensorData::Fp16(_) | TensorData::Bf16(_) => {
-            return Err(BackendError::Run(
-                "FP16 and BF16 inputs are not supported by this runtime".into(),
-            ));
+            return Err(BackendError::Run("FP16 and BF16 inputs are not supported by this runtime".into()));
         }
     };
     value.map_err(fail)
@@ -208,10 +162,7 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
         ($ty:ty, $variant:ident) => {{
             let (shape, values) = value.try_extract_tensor::<$ty>().map_err(fail)?;
             (
-                shape
-                    .iter()
-                    .map(|&dim| u64::try_from(dim).unwrap_or(0))
-                    .collect::<Vec<u64>>(),
+                shape.iter().map(|&dim| u64::try_from(dim).unwrap_or(0)).collect::<Vec<u64>>(),
                 TensorData::$variant(values.to_vec()),
             )
         }};
@@ -219,9 +170,7 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
     let element = match value.dtype() {
         ValueType::Tensor { ty, .. } => *ty,
         _ => {
-            return Err(BackendError::Run(format!(
-                "output '{name}' is not a tensor"
-            )));
+            return Err(BackendError::Run(format!("output '{name}' is not a tensor")));
         }
     };
     let (shape, data) = match element {
@@ -239,24 +188,15 @@ fn from_ort(name: &str, value: &DynValue) -> Result<Tensor, BackendError> {
         TensorElementType::String => {
             let (shape, strings) = value.try_extract_strings().map_err(fail)?;
             (
-                shape
-                    .iter()
-                    .map(|&dim| u64::try_from(dim).unwrap_or(0))
-                    .collect(),
+                shape.iter().map(|&dim| u64::try_from(dim).unwrap_or(0)).collect(),
                 TensorData::Bytes(strings.into_iter().map(String::into_bytes).collect()),
             )
         }
         other => {
-            return Err(BackendError::Run(format!(
-                "output '{name}' has unsupported type {other:?}"
-            )));
+            return Err(BackendError::Run(format!("output '{name}' has unsupported type {other:?}")));
         }
     };
-    Ok(Tensor {
-        name: name.to_owned(),
-        shape,
-        data,
-    })
+    Ok(Tensor { name: name.to_owned(), shape, data })
 }
 
 impl std::fmt::Debug for OrtBackend {
@@ -285,21 +225,15 @@ impl Backend for OrtBackend {
             .sessions
             .iter()
             .find_map(|slot| slot.try_lock().ok())
-            .or_else(|| {
-                self.sessions
-                    .first()
-                    .map(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner))
-            })
+            .or_else(|| self.sessions.first().map(|slot| slot.lock().unwrap_or_else(PoisonError::into_inner)))
             .ok_or_else(|| BackendError::Run("no session".into()))?;
-        let outputs = session
-            .run(named)
-            .map_err(|e| BackendError::Run(e.to_string()))?;
+        let outputs = session.run(named).map_err(|e| BackendError::Run(e.to_string()))?;
         self.outputs
             .iter()
             .map(|meta| {
-                let value = outputs.get(&meta.name).ok_or_else(|| {
-                    BackendError::Run(format!("output '{}' is missing", meta.name))
-                })?;
+                let value = outputs
+                    .get(&meta.name)
+                    .ok_or_else(|| BackendError::Run(format!("output '{}' is missing", meta.name)))?;
                 from_ort(&meta.name, value)
             })
             .collect()

@@ -3,8 +3,8 @@
 use std::sync::Arc;
 
 use tract_onnx::prelude::{
-    DatumType, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue,
-    Tensor as TractTensor, TypedModel, TypedRunnableModel,
+    DatumType, Framework, InferenceModelExt, IntoRunnable, IntoTValue, TValue, Tensor as TractTensor, TypedModel,
+    TypedRunnableModel,
     tract_ndarray::{ArrayD, IxDyn},
     tvec,
 };
@@ -35,9 +35,7 @@ impl TractBackend {
                 ),
             )
         };
-        let model = tract_onnx::onnx()
-            .model_for_path(&config.path)
-            .map_err(|e| fail("read", e))?;
+        let model = tract_onnx::onnx().model_for_path(&config.path).map_err(|e| fail("read", e))?;
         let typed: TypedModel = model.into_typed().map_err(|e| fail("type", e))?;
         let inputs = signature(&typed, true).map_err(|m| load_error(config, m))?;
         let outputs = signature(&typed, false).map_err(|m| load_error(config, m))?;
@@ -46,44 +44,22 @@ impl TractBackend {
             .and_then(|model| model.into_optimized())
             .and_then(|model| model.into_runnable())
             .map_err(|e| fail("optimise", e))?;
-        Ok(TractBackend {
-            plan,
-            inputs,
-            outputs,
-        })
+        Ok(TractBackend { plan, inputs, outputs })
     }
 }
 
 /// The model's inputs (or outputs) as protocol tensor descriptions.
 fn signature(model: &TypedModel, inputs: bool) -> Result<Vec<TensorMeta>, String> {
-    let outlets = if inputs {
-        model.input_outlets()
-    } else {
-        model.output_outlets()
-    }
-    .map_err(|e| e.to_string())?;
+    let outlets = if inputs { model.input_outlets() } else { model.output_outlets() }.map_err(|e| e.to_string())?;
     let mut metas = Vec::with_capacity(outlets.len());
     for &outlet in outlets {
         let fact = model.outlet_fact(outlet).map_err(|e| e.to_string())?;
-        let name = model
-            .outlet_label(outlet)
-            .map_or_else(|| model.node(outlet.node).name.clone(), str::to_owned);
+        let name = model.outlet_label(outlet).map_or_else(|| model.node(outlet.node).name.clone(), str::to_owned);
         let datatype = protocol_type(fact.datum_type).ok_or_else(|| {
-            format!(
-                "tensor '{name}' has datatype {:?}, which the protocol cannot carry",
-                fact.datum_type
-            )
+            format!("tensor '{name}' has datatype {:?}, which the protocol cannot carry", fact.datum_type)
         })?;
-        let shape = fact
-            .shape
-            .iter()
-            .map(|dim| dim.to_i64().unwrap_or(-1))
-            .collect();
-        metas.push(TensorMeta {
-            name,
-            datatype,
-            shape,
-        });
+        let shape = fact.shape.iter().map(|dim| dim.to_i64().unwrap_or(-1)).collect();
+        metas.push(TensorMeta { name, datatype, shape });
     }
     Ok(metas)
 }
@@ -114,10 +90,7 @@ fn to_tract(tensor: Tensor) -> Result<TValue, BackendError> {
         .map(|&dim| usize::try_from(dim))
         .collect::<Result<_, _>>()
         .map_err(|_| BackendError::Run("shape does not fit in memory".into()))?;
-    fn array<T: tract_onnx::prelude::Datum>(
-        shape: Vec<usize>,
-        values: Vec<T>,
-    ) -> Result<TractTensor, BackendError> {
+    fn array<T: tract_onnx::prelude::Datum>(shape: Vec<usize>, values: Vec<T>) -> Result<TractTensor, BackendError> {
         ArrayD::from_shape_vec(IxDyn(&shape), values)
             .map(TractTensor::from)
             .map_err(|e| BackendError::Run(format!("tensor shape: {e}")))
@@ -136,9 +109,7 @@ fn to_tract(tensor: Tensor) -> Result<TValue, BackendError> {
         TensorData::Fp32(values) => array(shape, values)?,
         TensorData::Fp64(values) => array(shape, values)?,
         TensorData::Bf16(_) => {
-            return Err(BackendError::Run(
-                "BF16 inputs are not supported by tract".into(),
-            ));
+            return Err(BackendError::Run("BF16 inputs are not supported by tract".into()));
         }
         TensorData::Bytes(values) => {
             let strings = values
@@ -154,9 +125,7 @@ fn to_tract(tensor: Tensor) -> Result<TValue, BackendError> {
 
 fn from_tract(name: String, value: &TractTensor) -> Result<Tensor, BackendError> {
     let shape = value.shape().iter().map(|&dim| dim as u64).collect();
-    fn values<T: tract_onnx::prelude::Datum + Clone>(
-        value: &TractTensor,
-    ) -> Result<Vec<T>, BackendError> {
+    fn values<T: tract_onnx::prelude::Datum + Clone>(value: &TractTensor) -> Result<Vec<T>, BackendError> {
         value
             .to_plain_array_view::<T>()
             .map(|view| view.iter().cloned().collect())
@@ -175,16 +144,9 @@ fn from_tract(name: String, value: &TractTensor) -> Result<Tensor, BackendError>
         DatumType::F16 => TensorData::Fp16(values(value)?),
         DatumType::F32 => TensorData::Fp32(values(value)?),
         DatumType::F64 => TensorData::Fp64(values(value)?),
-        DatumType::String => TensorData::Bytes(
-            values::<String>(value)?
-                .into_iter()
-                .map(String::into_bytes)
-                .collect(),
-        ),
+        DatumType::String => TensorData::Bytes(values::<String>(value)?.into_iter().map(String::into_bytes).collect()),
         other => {
-            return Err(BackendError::Run(format!(
-                "output '{name}' has unsupported datatype {other:?}"
-            )));
+            return Err(BackendError::Run(format!("output '{name}' has unsupported datatype {other:?}")));
         }
     };
     Ok(Tensor { name, shape, data })
@@ -213,14 +175,7 @@ impl Backend for TractBackend {
                 .ok_or_else(|| BackendError::Run(format!("input '{}' is missing", meta.name)))?;
             ordered.push(to_tract(inputs.swap_remove(position))?);
         }
-        let results = self
-            .plan
-            .run(ordered)
-            .map_err(|e| BackendError::Run(format!("{e:#}")))?;
-        self.outputs
-            .iter()
-            .zip(results.iter())
-            .map(|(meta, value)| from_tract(meta.name.clone(), value))
-            .collect()
+        let results = self.plan.run(ordered).map_err(|e| BackendError::Run(format!("{e:#}")))?;
+        self.outputs.iter().zip(results.iter()).map(|(meta, value)| from_tract(meta.name.clone(), value)).collect()
     }
 }

@@ -71,9 +71,7 @@ impl<'de> Deserialize<'de> for Parameter {
                 Ok(Parameter::Int(value))
             }
             fn visit_u64<E: de::Error>(self, value: u64) -> Result<Parameter, E> {
-                i64::try_from(value)
-                    .map(Parameter::Int)
-                    .map_err(|_| E::custom("parameter value is out of range"))
+                i64::try_from(value).map(Parameter::Int).map_err(|_| E::custom("parameter value is out of range"))
             }
             fn visit_f64<E: de::Error>(self, value: f64) -> Result<Parameter, E> {
                 Ok(Parameter::Float(value))
@@ -88,11 +86,7 @@ impl<'de> Deserialize<'de> for Parameter {
 
 /// Decodes an inference request. `json_len` is the `Inference-Header-Content-Length` header:
 /// when present, the body is that many bytes of JSON followed by binary tensor data.
-pub fn decode_request(
-    body: &[u8],
-    json_len: Option<usize>,
-    limits: &Limits,
-) -> Result<InferRequest, DecodeError> {
+pub fn decode_request(body: &[u8], json_len: Option<usize>, limits: &Limits) -> Result<InferRequest, DecodeError> {
     let (json, mut binary) = match json_len {
         None => (body, &[][..]),
         Some(len) if len <= body.len() => body.split_at(len),
@@ -103,31 +97,23 @@ pub fn decode_request(
             )));
         }
     };
-    let wire: WireRequest<'_> = serde_json::from_slice(json)
-        .map_err(|e| error(format!("invalid inference request JSON: {e}")))?;
+    let wire: WireRequest<'_> =
+        serde_json::from_slice(json).map_err(|e| error(format!("invalid inference request JSON: {e}")))?;
 
     if let Some(id) = &wire.id
         && id.len() > limits.max_name_len
     {
-        return Err(error(format!(
-            "id is longer than {} bytes",
-            limits.max_name_len
-        )));
+        return Err(error(format!("id is longer than {} bytes", limits.max_name_len)));
     }
     if wire.inputs.is_empty() {
         return Err(error("inputs is empty: a request needs at least one input"));
     }
     if wire.inputs.len() > limits.max_tensors {
-        return Err(error(format!(
-            "{} inputs, more than the limit of {}",
-            wire.inputs.len(),
-            limits.max_tensors
-        )));
+        return Err(error(format!("{} inputs, more than the limit of {}", wire.inputs.len(), limits.max_tensors)));
     }
     let request_parameters = wire.parameters.unwrap_or_default();
     check_parameter_count(&request_parameters, "the request", limits)?;
-    let binary_output_default =
-        bool_parameter(&request_parameters, "binary_data_output", "the request")?;
+    let binary_output_default = bool_parameter(&request_parameters, "binary_data_output", "the request")?;
 
     let mut inputs = Vec::with_capacity(wire.inputs.len());
     for input in wire.inputs {
@@ -135,10 +121,7 @@ pub fn decode_request(
         check_parameter_count(&parameters, &input.name, limits)?;
         let name = input.name;
         if name.is_empty() || name.len() > limits.max_name_len {
-            return Err(error(format!(
-                "input names must be 1 to {} bytes long",
-                limits.max_name_len
-            )));
+            return Err(error(format!("input names must be 1 to {} bytes long", limits.max_name_len)));
         }
         let datatype = DataType::parse(&input.datatype).ok_or_else(|| {
             error(format!(
@@ -150,9 +133,7 @@ pub fn decode_request(
         let elements = element_count(&name, &input.shape, limits)?;
         let data = match (binary_size(&parameters, &name)?, input.data) {
             (Some(_), Some(_)) => {
-                return Err(error(format!(
-                    "input '{name}' has both data and binary_data_size; give one"
-                )));
+                return Err(error(format!("input '{name}' has both data and binary_data_size; give one")));
             }
             (None, None) => return Err(error(format!("input '{name}' has no data"))),
             (None, Some(raw)) => decode_json_data(&name, datatype, elements, raw, limits)?,
@@ -168,17 +149,10 @@ pub fn decode_request(
                 decode_binary_data(&name, datatype, elements, bytes, limits)?
             }
         };
-        inputs.push(Tensor {
-            name,
-            shape: input.shape,
-            data,
-        });
+        inputs.push(Tensor { name, shape: input.shape, data });
     }
     if !binary.is_empty() {
-        return Err(error(format!(
-            "{} bytes of binary data are not claimed by any input",
-            binary.len()
-        )));
+        return Err(error(format!("{} bytes of binary data are not claimed by any input", binary.len())));
     }
 
     let wire_outputs = wire.outputs.unwrap_or_default();
@@ -194,26 +168,15 @@ pub fn decode_request(
         let parameters = output.parameters.unwrap_or_default();
         check_parameter_count(&parameters, &output.name, limits)?;
         if parameters.contains_key("classification") {
-            return Err(error(format!(
-                "output '{}': the classification extension is not supported",
-                output.name
-            )));
+            return Err(error(format!("output '{}': the classification extension is not supported", output.name)));
         }
         let binary = match parameters.get("binary_data") {
             None => binary_output_default,
             Some(_) => bool_parameter(&parameters, "binary_data", &output.name)?,
         };
-        outputs.push(RequestedOutput {
-            name: output.name,
-            binary,
-        });
+        outputs.push(RequestedOutput { name: output.name, binary });
     }
-    Ok(InferRequest {
-        id: wire.id,
-        inputs,
-        outputs,
-        binary_output_default,
-    })
+    Ok(InferRequest { id: wire.id, inputs, outputs, binary_output_default })
 }
 
 fn check_parameter_count(
@@ -222,42 +185,26 @@ fn check_parameter_count(
     limits: &Limits,
 ) -> Result<(), DecodeError> {
     if parameters.len() > limits.max_parameters {
-        return Err(error(format!(
-            "{owner} has more than {} parameters",
-            limits.max_parameters
-        )));
+        return Err(error(format!("{owner} has more than {} parameters", limits.max_parameters)));
     }
     Ok(())
 }
 
-fn bool_parameter(
-    parameters: &BTreeMap<String, Parameter>,
-    key: &str,
-    owner: &str,
-) -> Result<bool, DecodeError> {
+fn bool_parameter(parameters: &BTreeMap<String, Parameter>, key: &str, owner: &str) -> Result<bool, DecodeError> {
     match parameters.get(key) {
         None => Ok(false),
         Some(Parameter::Bool(value)) => Ok(*value),
-        Some(_) => Err(error(format!(
-            "{owner}: parameter {key} must be true or false"
-        ))),
+        Some(_) => Err(error(format!("{owner}: parameter {key} must be true or false"))),
     }
 }
 
-fn binary_size(
-    parameters: &BTreeMap<String, Parameter>,
-    name: &str,
-) -> Result<Option<usize>, DecodeError> {
+fn binary_size(parameters: &BTreeMap<String, Parameter>, name: &str) -> Result<Option<usize>, DecodeError> {
     match parameters.get("binary_data_size") {
         None => Ok(None),
-        Some(Parameter::Int(size)) => usize::try_from(*size).map(Some).map_err(|_| {
-            error(format!(
-                "input '{name}': binary_data_size must not be negative"
-            ))
-        }),
-        Some(_) => Err(error(format!(
-            "input '{name}': binary_data_size must be an integer"
-        ))),
+        Some(Parameter::Int(size)) => usize::try_from(*size)
+            .map(Some)
+            .map_err(|_| error(format!("input '{name}': binary_data_size must not be negative"))),
+        Some(_) => Err(error(format!("input '{name}': binary_data_size must be an integer"))),
     }
 }
 
@@ -270,21 +217,15 @@ fn element_count(name: &str, shape: &[u64], limits: &Limits) -> Result<usize, De
             limits.max_rank
         )));
     }
-    let product = shape
-        .iter()
-        .try_fold(1u64, |product, &dim| product.checked_mul(dim));
+    let product = shape.iter().try_fold(1u64, |product, &dim| product.checked_mul(dim));
     match product {
-        None => Err(error(format!(
-            "input '{name}': the product of shape {shape:?} overflows"
-        ))),
+        None => Err(error(format!("input '{name}': the product of shape {shape:?} overflows"))),
         Some(count) if count > limits.max_tensor_elements => Err(error(format!(
             "input '{name}' has {count} elements, more than the limit of {}",
             limits.max_tensor_elements
         ))),
         // The cap is far below usize::MAX on every supported platform.
-        Some(count) => {
-            usize::try_from(count).map_err(|_| error(format!("input '{name}' is too large")))
-        }
+        Some(count) => usize::try_from(count).map_err(|_| error(format!("input '{name}' is too large"))),
     }
 }
 
@@ -319,11 +260,7 @@ trait Element: Sized {
 }
 
 fn mismatch(datatype: DataType, scalar: &Scalar<'_>) -> String {
-    format!(
-        "expected a {} value, found {}",
-        datatype.as_str(),
-        scalar.describe()
-    )
+    format!("expected a {} value, found {}", datatype.as_str(), scalar.describe())
 }
 
 impl Element for bool {
@@ -373,10 +310,7 @@ fn narrow<T>(
 ) -> Result<T, String> {
     let narrowed = convert(value);
     if value.is_finite() && !finite(&narrowed) {
-        return Err(format!(
-            "value {value} is out of range for {}",
-            datatype.as_str()
-        ));
+        return Err(format!("value {value} is out of range for {}", datatype.as_str()));
     }
     Ok(narrowed)
 }
@@ -384,16 +318,8 @@ fn narrow<T>(
 impl Element for f32 {
     const DATATYPE: DataType = DataType::Fp32;
     fn from_scalar(scalar: Scalar<'_>, _: &Limits) -> Result<Self, String> {
-        #[expect(
-            clippy::cast_possible_truncation,
-            reason = "range is checked by narrow"
-        )]
-        narrow(
-            Self::DATATYPE,
-            number(Self::DATATYPE, scalar)?,
-            |value| value as f32,
-            |value| value.is_finite(),
-        )
+        #[expect(clippy::cast_possible_truncation, reason = "range is checked by narrow")]
+        narrow(Self::DATATYPE, number(Self::DATATYPE, scalar)?, |value| value as f32, |value| value.is_finite())
     }
 }
 
@@ -407,24 +333,14 @@ impl Element for f64 {
 impl Element for f16 {
     const DATATYPE: DataType = DataType::Fp16;
     fn from_scalar(scalar: Scalar<'_>, _: &Limits) -> Result<Self, String> {
-        narrow(
-            Self::DATATYPE,
-            number(Self::DATATYPE, scalar)?,
-            f16::from_f64,
-            |value| value.is_finite(),
-        )
+        narrow(Self::DATATYPE, number(Self::DATATYPE, scalar)?, f16::from_f64, |value| value.is_finite())
     }
 }
 
 impl Element for bf16 {
     const DATATYPE: DataType = DataType::Bf16;
     fn from_scalar(scalar: Scalar<'_>, _: &Limits) -> Result<Self, String> {
-        narrow(
-            Self::DATATYPE,
-            number(Self::DATATYPE, scalar)?,
-            bf16::from_f64,
-            |value| value.is_finite(),
-        )
+        narrow(Self::DATATYPE, number(Self::DATATYPE, scalar)?, bf16::from_f64, |value| value.is_finite())
     }
 }
 
@@ -432,14 +348,10 @@ impl Element for Vec<u8> {
     const DATATYPE: DataType = DataType::Bytes;
     fn from_scalar(scalar: Scalar<'_>, limits: &Limits) -> Result<Self, String> {
         match scalar {
-            Scalar::Str(text) if text.len() <= limits.max_bytes_element => {
-                Ok(text.as_bytes().to_vec())
+            Scalar::Str(text) if text.len() <= limits.max_bytes_element => Ok(text.as_bytes().to_vec()),
+            Scalar::Str(text) => {
+                Err(format!("element of {} bytes is longer than the limit of {}", text.len(), limits.max_bytes_element))
             }
-            Scalar::Str(text) => Err(format!(
-                "element of {} bytes is longer than the limit of {}",
-                text.len(),
-                limits.max_bytes_element
-            )),
             other => Err(mismatch(Self::DATATYPE, &other)),
         }
     }
@@ -471,10 +383,7 @@ impl<T: Element> FlattenSeed<'_, '_, T> {
         }
         let index = self.state.out.len();
         if index >= self.state.expected {
-            return Err(E::custom(format!(
-                "data has more elements than the shape's {}",
-                self.state.expected
-            )));
+            return Err(E::custom(format!("data has more elements than the shape's {}", self.state.expected)));
         }
         let value = T::from_scalar(scalar, self.state.limits)
             .map_err(|message| E::custom(format!("element {index}: {message}")))?;
@@ -492,18 +401,9 @@ impl<'de, T: Element> Visitor<'de> for FlattenSeed<'_, '_, T> {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
         if self.depth >= self.state.limits.max_rank {
-            return Err(de::Error::custom(format!(
-                "data is nested deeper than {} levels",
-                self.state.limits.max_rank
-            )));
+            return Err(de::Error::custom(format!("data is nested deeper than {} levels", self.state.limits.max_rank)));
         }
-        while seq
-            .next_element_seed(FlattenSeed {
-                state: &mut *self.state,
-                depth: self.depth + 1,
-            })?
-            .is_some()
-        {}
+        while seq.next_element_seed(FlattenSeed { state: &mut *self.state, depth: self.depth + 1 })?.is_some() {}
         Ok(())
     }
 
@@ -524,24 +424,12 @@ impl<'de, T: Element> Visitor<'de> for FlattenSeed<'_, '_, T> {
     }
 }
 
-fn flatten<T: Element>(
-    name: &str,
-    expected: usize,
-    raw: &RawValue,
-    limits: &Limits,
-) -> Result<Vec<T>, DecodeError> {
-    let mut state = Flatten {
-        out: Vec::with_capacity(expected),
-        expected,
-        limits,
-    };
+fn flatten<T: Element>(name: &str, expected: usize, raw: &RawValue, limits: &Limits) -> Result<Vec<T>, DecodeError> {
+    let mut state = Flatten { out: Vec::with_capacity(expected), expected, limits };
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
-    FlattenSeed {
-        state: &mut state,
-        depth: 0,
-    }
-    .deserialize(&mut deserializer)
-    .map_err(|e| error(format!("input '{name}': {}", strip_position(&e))))?;
+    FlattenSeed { state: &mut state, depth: 0 }
+        .deserialize(&mut deserializer)
+        .map_err(|e| error(format!("input '{name}': {}", strip_position(&e))))?;
     if state.out.len() != expected {
         return Err(error(format!(
             "input '{name}': data has {} elements, but its shape holds {expected}",
@@ -621,9 +509,7 @@ fn decode_binary_data(
     Ok(match datatype {
         DataType::Bool => {
             if let Some(position) = bytes.iter().position(|&byte| byte > 1) {
-                return Err(error(format!(
-                    "input '{name}': element {position} is not a boolean (0 or 1)"
-                )));
+                return Err(error(format!("input '{name}': element {position} is not a boolean (0 or 1)")));
             }
             TensorData::Bool(bytes.iter().map(|&byte| byte == 1).collect())
         }
@@ -654,14 +540,10 @@ fn decode_binary_bytes(
     while !bytes.is_empty() {
         let index = out.len();
         if index >= expected {
-            return Err(error(format!(
-                "input '{name}': binary data holds more than the shape's {expected} elements"
-            )));
+            return Err(error(format!("input '{name}': binary data holds more than the shape's {expected} elements")));
         }
         let Some((prefix, rest)) = bytes.split_first_chunk::<4>() else {
-            return Err(error(format!(
-                "input '{name}': element {index} has a truncated length prefix"
-            )));
+            return Err(error(format!("input '{name}': element {index} has a truncated length prefix")));
         };
         let len = usize::try_from(u32::from_le_bytes(*prefix)).unwrap_or(usize::MAX);
         if len > limits.max_bytes_element {
@@ -695,11 +577,7 @@ mod tests {
     use proptest::prelude::*;
 
     fn limits() -> Limits {
-        Limits {
-            max_tensor_elements: 1000,
-            max_bytes_element: 8,
-            ..Limits::default()
-        }
+        Limits { max_tensor_elements: 1000, max_bytes_element: 8, ..Limits::default() }
     }
 
     fn decode(body: &str) -> Result<InferRequest, String> {
@@ -707,15 +585,12 @@ mod tests {
     }
 
     fn input(datatype: &str, shape: &str, data: &str) -> String {
-        format!(
-            r#"{{"inputs":[{{"name":"x","datatype":"{datatype}","shape":{shape},"data":{data}}}]}}"#
-        )
+        format!(r#"{{"inputs":[{{"name":"x","datatype":"{datatype}","shape":{shape},"data":{data}}}]}}"#)
     }
 
     /// Decodes one input and compares its data, or checks the error mentions `expected`.
     fn check(datatype: &str, shape: &str, data: &str, expected: Result<TensorData, &str>) {
-        let result =
-            decode(&input(datatype, shape, data)).map(|request| request.inputs[0].data.clone());
+        let result = decode(&input(datatype, shape, data)).map(|request| request.inputs[0].data.clone());
         match expected {
             Ok(want) => assert_eq!(result, Ok(want), "{datatype} {shape} {data}"),
             Err(needle) => {
@@ -727,80 +602,20 @@ mod tests {
 
     #[test]
     fn every_datatype_decodes_from_json() {
-        check(
-            "BOOL",
-            "[2]",
-            "[true,false]",
-            Ok(TensorData::Bool(vec![true, false])),
-        );
-        check(
-            "UINT8",
-            "[2]",
-            "[0,255]",
-            Ok(TensorData::Uint8(vec![0, 255])),
-        );
-        check(
-            "UINT16",
-            "[1]",
-            "[65535]",
-            Ok(TensorData::Uint16(vec![65535])),
-        );
-        check(
-            "UINT32",
-            "[1]",
-            "[4294967295]",
-            Ok(TensorData::Uint32(vec![u32::MAX])),
-        );
-        check(
-            "UINT64",
-            "[1]",
-            "[18446744073709551615]",
-            Ok(TensorData::Uint64(vec![u64::MAX])),
-        );
-        check(
-            "INT8",
-            "[2]",
-            "[-128,127]",
-            Ok(TensorData::Int8(vec![-128, 127])),
-        );
-        check(
-            "INT16",
-            "[1]",
-            "[-32768]",
-            Ok(TensorData::Int16(vec![i16::MIN])),
-        );
+        check("BOOL", "[2]", "[true,false]", Ok(TensorData::Bool(vec![true, false])));
+        check("UINT8", "[2]", "[0,255]", Ok(TensorData::Uint8(vec![0, 255])));
+        check("UINT16", "[1]", "[65535]", Ok(TensorData::Uint16(vec![65535])));
+        check("UINT32", "[1]", "[4294967295]", Ok(TensorData::Uint32(vec![u32::MAX])));
+        check("UINT64", "[1]", "[18446744073709551615]", Ok(TensorData::Uint64(vec![u64::MAX])));
+        check("INT8", "[2]", "[-128,127]", Ok(TensorData::Int8(vec![-128, 127])));
+        check("INT16", "[1]", "[-32768]", Ok(TensorData::Int16(vec![i16::MIN])));
         check("INT32", "[1]", "[-5]", Ok(TensorData::Int32(vec![-5])));
-        check(
-            "INT64",
-            "[1]",
-            "[-9223372036854775808]",
-            Ok(TensorData::Int64(vec![i64::MIN])),
-        );
-        check(
-            "FP16",
-            "[1]",
-            "[1.5]",
-            Ok(TensorData::Fp16(vec![f16::from_f32(1.5)])),
-        );
-        check(
-            "BF16",
-            "[1]",
-            "[2]",
-            Ok(TensorData::Bf16(vec![bf16::from_f32(2.0)])),
-        );
-        check(
-            "FP32",
-            "[2]",
-            "[1, 2.5]",
-            Ok(TensorData::Fp32(vec![1.0, 2.5])),
-        );
+        check("INT64", "[1]", "[-9223372036854775808]", Ok(TensorData::Int64(vec![i64::MIN])));
+        check("FP16", "[1]", "[1.5]", Ok(TensorData::Fp16(vec![f16::from_f32(1.5)])));
+        check("BF16", "[1]", "[2]", Ok(TensorData::Bf16(vec![bf16::from_f32(2.0)])));
+        check("FP32", "[2]", "[1, 2.5]", Ok(TensorData::Fp32(vec![1.0, 2.5])));
         check("FP64", "[1]", "[0.1]", Ok(TensorData::Fp64(vec![0.1])));
-        check(
-            "BYTES",
-            "[2]",
-            r#"["ab",""]"#,
-            Ok(TensorData::Bytes(vec![b"ab".to_vec(), vec![]])),
-        );
+        check("BYTES", "[2]", r#"["ab",""]"#, Ok(TensorData::Bytes(vec![b"ab".to_vec(), vec![]])));
     }
 
     #[test]
@@ -812,68 +627,23 @@ mod tests {
 
     #[test]
     fn mismatched_or_hostile_data_is_refused_precisely() {
-        check(
-            "BOOL",
-            "[3]",
-            "[true]",
-            Err("data has 1 elements, but its shape holds 3"),
-        );
-        check(
-            "INT32",
-            "[1]",
-            "[1,2]",
-            Err("more elements than the shape's 1"),
-        );
-        check(
-            "UINT8",
-            "[1]",
-            "[256]",
-            Err("element 0: value out of range for UINT8"),
-        );
-        check(
-            "INT8",
-            "[1]",
-            "[-1.5]",
-            Err("expected a INT8 value, found the number -1.5"),
-        );
+        check("BOOL", "[3]", "[true]", Err("data has 1 elements, but its shape holds 3"));
+        check("INT32", "[1]", "[1,2]", Err("more elements than the shape's 1"));
+        check("UINT8", "[1]", "[256]", Err("element 0: value out of range for UINT8"));
+        check("INT8", "[1]", "[-1.5]", Err("expected a INT8 value, found the number -1.5"));
         check("BOOL", "[1]", "[1]", Err("expected a BOOL value"));
-        check(
-            "FP32",
-            "[1]",
-            r#"["1"]"#,
-            Err("expected a FP32 value, found a string"),
-        );
+        check("FP32", "[1]", r#"["1"]"#, Err("expected a FP32 value, found a string"));
         check("FP32", "[1]", "[1e300]", Err("out of range for FP32"));
         check("FP32", "[1]", "[null]", Err("input 'x'"));
         check("FP32", "[1]", "5", Err("data must be an array"));
         check("FP32", "[1]", r#"{"a":1}"#, Err("input 'x'"));
-        check(
-            "BYTES",
-            "[1]",
-            r#"["123456789"]"#,
-            Err("longer than the limit of 8"),
-        );
+        check("BYTES", "[1]", r#"["123456789"]"#, Err("longer than the limit of 8"));
         check("FLOAT", "[1]", "[1]", Err("unknown datatype 'FLOAT'"));
         check("fp32", "[1]", "[1]", Err("unknown datatype 'fp32'"));
-        check(
-            "FP32",
-            "[1001]",
-            "[]",
-            Err("1001 elements, more than the limit of 1000"),
-        );
-        check(
-            "FP32",
-            "[4294967296,4294967296,4294967296]",
-            "[]",
-            Err("overflows"),
-        );
+        check("FP32", "[1001]", "[]", Err("1001 elements, more than the limit of 1000"));
+        check("FP32", "[4294967296,4294967296,4294967296]", "[]", Err("overflows"));
         check("FP32", "[-1]", "[]", Err("invalid value"));
-        check(
-            "FP32",
-            "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]",
-            "[1]",
-            Err("17 dimensions"),
-        );
+        check("FP32", "[1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1,1]", "[1]", Err("17 dimensions"));
         let deep = format!("{}1{}", "[".repeat(40), "]".repeat(40));
         check("FP32", "[1]", &deep, Err("nested deeper than 16"));
         let very_deep = format!("{}1{}", "[".repeat(100_000), "]".repeat(100_000));
@@ -890,14 +660,8 @@ mod tests {
         refused("{", "invalid inference request JSON");
         refused("[]", "invalid inference request JSON");
         refused(r#"{"inputs":[]}"#, "at least one input");
-        refused(
-            r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]}"#,
-            "has no data",
-        );
-        refused(
-            r#"{"inputs":[{"name":"","datatype":"FP32","shape":[1],"data":[1]}]}"#,
-            "input names",
-        );
+        refused(r#"{"inputs":[{"name":"x","datatype":"FP32","shape":[1]}]}"#, "has no data");
+        refused(r#"{"inputs":[{"name":"","datatype":"FP32","shape":[1],"data":[1]}]}"#, "input names");
         refused(
             r#"{"parameters":{"p":[1]},"inputs":[{"name":"x","datatype":"FP32","shape":[1],"data":[1]}]}"#,
             "string, a number or a boolean",
@@ -923,14 +687,8 @@ mod tests {
         assert_eq!(
             request.outputs,
             vec![
-                RequestedOutput {
-                    name: "a".into(),
-                    binary: true
-                },
-                RequestedOutput {
-                    name: "b".into(),
-                    binary: false
-                }
+                RequestedOutput { name: "a".into(), binary: true },
+                RequestedOutput { name: "b".into(), binary: false }
             ]
         );
     }
@@ -954,69 +712,29 @@ mod tests {
         tail.extend_from_slice(&1.5f32.to_le_bytes());
         tail.extend_from_slice(&(-2.0f32).to_le_bytes());
         tail.extend_from_slice(&[2, 0, 0, 0, b'h', b'i']);
-        let (body, json_len) =
-            binary_request(&[("a", "FP32", "[2]", 8), ("b", "BYTES", "[1]", 6)], &tail);
+        let (body, json_len) = binary_request(&[("a", "FP32", "[2]", 8), ("b", "BYTES", "[1]", 6)], &tail);
         let request = decode_request(&body, Some(json_len), &limits()).unwrap();
         assert_eq!(request.inputs[0].data, TensorData::Fp32(vec![1.5, -2.0]));
-        assert_eq!(
-            request.inputs[1].data,
-            TensorData::Bytes(vec![b"hi".to_vec()])
-        );
+        assert_eq!(request.inputs[1].data, TensorData::Bytes(vec![b"hi".to_vec()]));
     }
 
     #[test]
     fn malformed_binary_data_is_refused_precisely() {
         let refused = |inputs: &[(&str, &str, &str, usize)], tail: &[u8], needle: &str| {
             let (body, json_len) = binary_request(inputs, tail);
-            let message = decode_request(&body, Some(json_len), &limits())
-                .expect_err("accepted")
-                .0;
+            let message = decode_request(&body, Some(json_len), &limits()).expect_err("accepted").0;
             assert!(message.contains(needle), "'{message}' lacks '{needle}'");
         };
-        refused(
-            &[("a", "FP32", "[2]", 4)],
-            &[0; 4],
-            "but 2 FP32 elements take 8",
-        );
-        refused(
-            &[("a", "FP32", "[1]", 8)],
-            &[0; 4],
-            "only 4 bytes of binary data remain",
-        );
-        refused(
-            &[("a", "FP32", "[1]", 4)],
-            &[0; 6],
-            "2 bytes of binary data are not claimed",
-        );
+        refused(&[("a", "FP32", "[2]", 4)], &[0; 4], "but 2 FP32 elements take 8");
+        refused(&[("a", "FP32", "[1]", 8)], &[0; 4], "only 4 bytes of binary data remain");
+        refused(&[("a", "FP32", "[1]", 4)], &[0; 6], "2 bytes of binary data are not claimed");
         refused(&[("a", "BOOL", "[1]", 1)], &[7], "not a boolean");
-        refused(
-            &[("a", "BYTES", "[1]", 3)],
-            &[1, 0, 0],
-            "truncated length prefix",
-        );
-        refused(
-            &[("a", "BYTES", "[1]", 5)],
-            &[9, 0, 0, 0, 1],
-            "element 0 of 9 bytes is longer than the limit",
-        );
-        refused(
-            &[("a", "BYTES", "[1]", 5)],
-            &[2, 0, 0, 0, 1],
-            "claims 2 bytes, but only 1 remain",
-        );
-        refused(
-            &[("a", "BYTES", "[2]", 5)],
-            &[1, 0, 0, 0, 1],
-            "holds 1 elements, but its shape holds 2",
-        );
-        refused(
-            &[("a", "BYTES", "[1]", 10)],
-            &[1, 0, 0, 0, 1, 1, 0, 0, 0, 1],
-            "more than the shape's 1",
-        );
-        let message = decode_request(b"{}", Some(10), &limits())
-            .expect_err("accepted")
-            .0;
+        refused(&[("a", "BYTES", "[1]", 3)], &[1, 0, 0], "truncated length prefix");
+        refused(&[("a", "BYTES", "[1]", 5)], &[9, 0, 0, 0, 1], "element 0 of 9 bytes is longer than the limit");
+        refused(&[("a", "BYTES", "[1]", 5)], &[2, 0, 0, 0, 1], "claims 2 bytes, but only 1 remain");
+        refused(&[("a", "BYTES", "[2]", 5)], &[1, 0, 0, 0, 1], "holds 1 elements, but its shape holds 2");
+        refused(&[("a", "BYTES", "[1]", 10)], &[1, 0, 0, 0, 1, 1, 0, 0, 0, 1], "more than the shape's 1");
+        let message = decode_request(b"{}", Some(10), &limits()).expect_err("accepted").0;
         assert!(message.contains("the body has only 2 bytes"));
     }
 

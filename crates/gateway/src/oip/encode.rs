@@ -47,12 +47,7 @@ pub fn encode_response(response: &InferResponse) -> Result<Encoded, serde_json::
             let bytes = tensor.data.to_le_bytes();
             let size = Parameter::Int(i64::try_from(bytes.len()).unwrap_or(i64::MAX));
             binary.extend_from_slice(&bytes);
-            (
-                Some(BinaryParameters {
-                    binary_data_size: size,
-                }),
-                None,
-            )
+            (Some(BinaryParameters { binary_data_size: size }), None)
         } else {
             (None, Some(JsonData(&tensor.data)))
         };
@@ -74,14 +69,8 @@ pub fn encode_response(response: &InferResponse) -> Result<Encoded, serde_json::
     if response.outputs.iter().any(|(_, as_binary)| *as_binary) {
         let json_len = body.len();
         body.extend_from_slice(&binary);
-        Ok(Encoded {
-            body,
-            json_len: Some(json_len),
-        })
+        Ok(Encoded { body, json_len: Some(json_len) })
     } else {
-        Ok(Encoded {
-            body,
-            json_len: None,
-        })
+        Ok(Encoded { body, json_len: None })
     }
 }

@@ -62,9 +62,7 @@ impl DataType {
 
     /// Parses a protocol name; names are case-sensitive.
     pub fn parse(name: &str) -> Option<DataType> {
-        DataType::ALL
-            .into_iter()
-            .find(|datatype| datatype.as_str() == name)
+        DataType::ALL.into_iter().find(|datatype| datatype.as_str() == name)
     }
 
     /// Bytes per element in binary form; `None` for BYTES, whose elements vary.

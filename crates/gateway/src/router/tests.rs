@@ -17,11 +17,7 @@ use crate::{
 };
 
 fn fixture(path: &str) -> String {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models")
-        .join(path)
-        .display()
-        .to_string()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").join(path).display().to_string()
 }
 
 struct Harness {
@@ -72,29 +68,18 @@ public = true
 "#
         );
         let config = Config::from_toml(&toml, dir.path()).unwrap();
-        let store: Arc<dyn Store> =
-            Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
+        let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
         let pepper = Pepper::from_bytes(vec![1; 32]);
         let registry = backend::load_models(&config).unwrap();
-        let gateway = Gateway::assemble(config, registry, Arc::clone(&store), pepper.clone());
-        Harness {
-            _dir: dir,
-            gateway,
-            keyring: Keyring::new(store, pepper),
-        }
+        let gateway = Gateway::assemble(config, registry, Arc::clone(&store), pepper.clone()).unwrap();
+        Harness { _dir: dir, gateway, keyring: Keyring::new(store, pepper) }
     }
 
     async fn key(&self, models: &[&str], scopes: &str) -> String {
         self.key_with_output(models, scopes, None, false).await
     }
 
-    async fn key_with_output(
-        &self,
-        models: &[&str],
-        scopes: &str,
-        output: Option<&str>,
-        widen_output: bool,
-    ) -> String {
+    async fn key_with_output(&self, models: &[&str], scopes: &str, output: Option<&str>, widen_output: bool) -> String {
         let (secret, _) = self
             .keyring
             .create(&NewKey {
@@ -112,24 +97,11 @@ public = true
     }
 
     async fn send(&self, request: Request<Body>) -> Reply {
-        let response = super::public(Arc::clone(&self.gateway))
-            .oneshot(request)
-            .await
-            .unwrap();
+        let response = super::public(Arc::clone(&self.gateway)).oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .unwrap()
-            .to_bytes()
-            .to_vec();
-        Reply {
-            status,
-            headers,
-            body,
-        }
+        let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+        Reply { status, headers, body }
     }
 }
 
@@ -148,21 +120,11 @@ impl Reply {
 
     /// An error reply: status, stable code, and the one body shape.
     fn assert_error(&self, status: StatusCode, code: &str) {
-        assert_eq!(
-            self.status,
-            status,
-            "{}",
-            String::from_utf8_lossy(&self.body)
-        );
+        assert_eq!(self.status, status, "{}", String::from_utf8_lossy(&self.body));
         let body = self.json();
         assert_eq!(body["code"], code, "{body}");
         assert!(body["error"].is_string());
-        assert_eq!(
-            body["request_id"].as_str(),
-            self.headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok())
-        );
+        assert_eq!(body["request_id"].as_str(), self.headers.get("x-request-id").and_then(|v| v.to_str().ok()));
     }
 }
 
@@ -171,14 +133,10 @@ fn get(path: &str) -> http::request::Builder {
 }
 
 fn post_json(path: &str) -> http::request::Builder {
-    Request::builder()
-        .method(Method::POST)
-        .uri(path)
-        .header(header::CONTENT_TYPE, "application/json")
+    Request::builder().method(Method::POST).uri(path).header(header::CONTENT_TYPE, "application/json")
 }
 
-const ROW: &str =
-    "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8,-0.9,-1.0]";
+const ROW: &str = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8,-0.9,-1.0]";
 
 fn infer_body(rows: usize) -> String {
     let data = vec![ROW; rows].join(",");
@@ -212,15 +170,8 @@ async fn every_route_without_credentials_is_401() {
         (Method::GET, "/v2/models/mlp/infer"),
     ];
     for (method, path) in routes {
-        let reply = harness
-            .send(
-                Request::builder()
-                    .method(method.clone())
-                    .uri(path)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let reply =
+            harness.send(Request::builder().method(method.clone()).uri(path).body(Body::empty()).unwrap()).await;
         reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
         assert_eq!(
             reply.headers.get(header::WWW_AUTHENTICATE).unwrap(),
@@ -240,21 +191,11 @@ async fn bad_keys_are_refused_without_saying_why() {
     let harness = Harness::new().await;
     let key = harness.key(&["mlp"], "infer,metadata").await;
     let revoked = harness.key(&["mlp"], "infer,metadata").await;
-    harness
-        .keyring
-        .revoke(apikey::parse(&revoked).unwrap().kid())
-        .await
-        .unwrap();
-    let unknown = apikey::generate(apikey::KeyKind::Secret)
-        .unwrap()
-        .expose()
-        .to_owned();
+    harness.keyring.revoke(apikey::parse(&revoked).unwrap().kid()).await.unwrap();
+    let unknown = apikey::generate(apikey::KeyKind::Secret).unwrap().expose().to_owned();
     let mut bad_checksum = key.clone();
     bad_checksum.replace_range(53..54, if key.ends_with('0') { "1" } else { "0" });
-    let admin = apikey::generate(apikey::KeyKind::Admin)
-        .unwrap()
-        .expose()
-        .to_owned();
+    let admin = apikey::generate(apikey::KeyKind::Admin).unwrap().expose().to_owned();
     let mut bodies = Vec::new();
     for presented in [
         format!("Bearer {unknown}"),
@@ -266,12 +207,7 @@ async fn bad_keys_are_refused_without_saying_why() {
         "Bearer ".to_owned(),
     ] {
         let reply = harness
-            .send(
-                get("/v2/models/mlp")
-                    .header(header::AUTHORIZATION, &presented)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
+            .send(get("/v2/models/mlp").header(header::AUTHORIZATION, &presented).body(Body::empty()).unwrap())
             .await;
         reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
         assert_eq!(
@@ -282,10 +218,7 @@ async fn bad_keys_are_refused_without_saying_why() {
         body["request_id"] = serde_json::Value::Null;
         bodies.push(body);
     }
-    assert!(
-        bodies.windows(2).all(|pair| pair[0] == pair[1]),
-        "refusals differ: {bodies:?}"
-    );
+    assert!(bodies.windows(2).all(|pair| pair[0] == pair[1]), "refusals differ: {bodies:?}");
 
     // The scheme is case-insensitive (RFC 9110); x-api-key works for clients that need it.
     for (name, value) in [
@@ -293,14 +226,7 @@ async fn bad_keys_are_refused_without_saying_why() {
         ("authorization", format!("BEARER {key}")),
         ("x-api-key", key.clone()),
     ] {
-        let reply = harness
-            .send(
-                get("/v2/models/mlp")
-                    .header(name, value)
-                    .body(Body::empty())
-                    .unwrap(),
-            )
-            .await;
+        let reply = harness.send(get("/v2/models/mlp").header(name, value).body(Body::empty()).unwrap()).await;
         assert_eq!(reply.status, StatusCode::OK);
     }
     // Two credentials: ambiguous, refused.
@@ -314,12 +240,7 @@ async fn bad_keys_are_refused_without_saying_why() {
         .await;
     reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     let reply = harness
-        .send(
-            with_key(get("/v2/models/mlp"), &key)
-                .header("x-api-key", &key)
-                .body(Body::empty())
-                .unwrap(),
-        )
+        .send(with_key(get("/v2/models/mlp"), &key).header("x-api-key", &key).body(Body::empty()).unwrap())
         .await;
     reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
 }
@@ -328,124 +249,54 @@ async fn bad_keys_are_refused_without_saying_why() {
 async fn a_key_reaches_only_its_models() {
     let harness = Harness::new().await;
     let key = harness.key(&["mlp"], "infer,metadata").await;
-    let reply = harness
-        .send(
-            with_key(get("/v2/models/mlp"), &key)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let reply = harness.send(with_key(get("/v2/models/mlp"), &key).body(Body::empty()).unwrap()).await;
     assert_eq!(reply.status, StatusCode::OK);
     let metadata = reply.json();
     assert_eq!(metadata["name"], "mlp");
-    assert_eq!(
-        metadata["inputs"][0],
-        serde_json::json!({"name": "features", "datatype": "FP32", "shape": [-1, 20]})
-    );
+    assert_eq!(metadata["inputs"][0], serde_json::json!({"name": "features", "datatype": "FP32", "shape": [-1, 20]}));
 
     // A model the key may not use looks exactly like one that does not exist.
     let hidden = harness
-        .send(
-            with_key(post_json("/v2/models/secret-model/infer"), &key)
-                .body(Body::from(infer_body(1)))
-                .unwrap(),
-        )
+        .send(with_key(post_json("/v2/models/secret-model/infer"), &key).body(Body::from(infer_body(1))).unwrap())
         .await;
     hidden.assert_error(StatusCode::NOT_FOUND, "model_not_found");
     let missing = harness
-        .send(
-            with_key(post_json("/v2/models/nothing/infer"), &key)
-                .body(Body::from(infer_body(1)))
-                .unwrap(),
-        )
+        .send(with_key(post_json("/v2/models/nothing/infer"), &key).body(Body::from(infer_body(1))).unwrap())
         .await;
     missing.assert_error(StatusCode::NOT_FOUND, "model_not_found");
     assert_eq!(
-        hidden.json()["error"]
-            .as_str()
-            .unwrap()
-            .replace("secret-model", "X"),
-        missing.json()["error"]
-            .as_str()
-            .unwrap()
-            .replace("nothing", "X")
+        hidden.json()["error"].as_str().unwrap().replace("secret-model", "X"),
+        missing.json()["error"].as_str().unwrap().replace("nothing", "X")
     );
 
     // A metadata-only key sees the model but may not run it.
     let reader = harness.key(&["mlp"], "metadata").await;
+    let reply = harness.send(with_key(get("/v2/models/mlp/ready"), &reader).body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.json(), serde_json::json!({"name": "mlp", "ready": true}));
     let reply = harness
-        .send(
-            with_key(get("/v2/models/mlp/ready"), &reader)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(
-        reply.json(),
-        serde_json::json!({"name": "mlp", "ready": true})
-    );
-    let reply = harness
-        .send(
-            with_key(post_json("/v2/models/mlp/infer"), &reader)
-                .body(Body::from(infer_body(1)))
-                .unwrap(),
-        )
+        .send(with_key(post_json("/v2/models/mlp/infer"), &reader).body(Body::from(infer_body(1))).unwrap())
         .await;
     reply.assert_error(StatusCode::FORBIDDEN, "forbidden");
 
     // Versions: the served one works, another is not found.
-    let reply = harness
-        .send(
-            with_key(get("/v2/models/mlp/versions/1"), &key)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let reply = harness.send(with_key(get("/v2/models/mlp/versions/1"), &key).body(Body::empty()).unwrap()).await;
     assert_eq!(reply.status, StatusCode::OK);
-    let reply = harness
-        .send(
-            with_key(get("/v2/models/mlp/versions/2"), &key)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let reply = harness.send(with_key(get("/v2/models/mlp/versions/2"), &key).body(Body::empty()).unwrap()).await;
     reply.assert_error(StatusCode::NOT_FOUND, "model_not_found");
 
     // Authenticated but unknown paths are 404, not 401.
-    let reply = harness
-        .send(
-            with_key(get("/v2/repository/index"), &key)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let reply = harness.send(with_key(get("/v2/repository/index"), &key).body(Body::empty()).unwrap()).await;
     reply.assert_error(StatusCode::NOT_FOUND, "not_found");
 }
 
 #[tokio::test]
 async fn public_models_need_no_key_and_others_stay_closed() {
     let harness = Harness::new().await;
-    let reply = harness
-        .send(
-            post_json("/v2/models/open/versions/7/infer")
-                .body(Body::from(infer_body(2)))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    let reply =
+        harness.send(post_json("/v2/models/open/versions/7/infer").body(Body::from(infer_body(2))).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
     assert_eq!(reply.json()["model_version"], "7");
-    let reply = harness
-        .send(
-            post_json("/v2/models/mlp/infer")
-                .body(Body::from(infer_body(1)))
-                .unwrap(),
-        )
-        .await;
+    let reply = harness.send(post_json("/v2/models/mlp/infer").body(Body::from(infer_body(1))).unwrap()).await;
     reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
     let reply = harness.send(get("/v2").body(Body::empty()).unwrap()).await;
     reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
@@ -455,28 +306,13 @@ async fn public_models_need_no_key_and_others_stay_closed() {
 async fn inference_answers_in_json_and_binary() {
     let harness = Harness::new().await;
     let key = harness.key(&["mlp"], "infer").await;
-    let reply = harness
-        .send(
-            with_key(post_json("/v2/models/mlp/infer"), &key)
-                .body(Body::from(infer_body(3)))
-                .unwrap(),
-        )
-        .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    let reply =
+        harness.send(with_key(post_json("/v2/models/mlp/infer"), &key).body(Body::from(infer_body(3))).unwrap()).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
     let body = reply.json();
     assert_eq!(body["id"], "req-7");
     assert_eq!(body["model_name"], "mlp");
-    let probabilities = body["outputs"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|o| o["name"] == "probabilities")
-        .unwrap();
+    let probabilities = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == "probabilities").unwrap();
     assert_eq!(probabilities["shape"], serde_json::json!([3, 2]));
     let values: Vec<f64> = serde_json::from_value(probabilities["data"].clone()).unwrap();
     assert!((values[0] + values[1] - 1.0).abs() < 1e-5, "{values:?}");
@@ -490,29 +326,15 @@ async fn inference_answers_in_json_and_binary() {
     }
     let reply = harness
         .send(
-            with_key(
-                Request::builder()
-                    .method(Method::POST)
-                    .uri("/v2/models/mlp/infer"),
-                &key,
-            )
-            .header("inference-header-content-length", header_json.len())
-            .header(header::CONTENT_TYPE, "application/octet-stream")
-            .body(Body::from(body))
-            .unwrap(),
+            with_key(Request::builder().method(Method::POST).uri("/v2/models/mlp/infer"), &key)
+                .header("inference-header-content-length", header_json.len())
+                .header(header::CONTENT_TYPE, "application/octet-stream")
+                .body(Body::from(body))
+                .unwrap(),
         )
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
-    let json_len: usize = reply.headers["inference-header-content-length"]
-        .to_str()
-        .unwrap()
-        .parse()
-        .unwrap();
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    let json_len: usize = reply.headers["inference-header-content-length"].to_str().unwrap().parse().unwrap();
     let head: serde_json::Value = serde_json::from_slice(&reply.body[..json_len]).unwrap();
     assert_eq!(head["outputs"].as_array().unwrap().len(), 1);
     assert_eq!(head["outputs"][0]["parameters"]["binary_data_size"], 8);
@@ -527,18 +349,10 @@ async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
     let harness = Harness::with_body_limit(4096).await;
     let key = harness.key(&["mlp"], "infer").await;
     let features = |shape: &str, datatype: &str, data: &str| {
-        format!(
-            r#"{{"inputs":[{{"name":"features","shape":{shape},"datatype":"{datatype}","data":{data}}}]}}"#
-        )
+        format!(r#"{{"inputs":[{{"name":"features","shape":{shape},"datatype":"{datatype}","data":{data}}}]}}"#)
     };
     let cases: Vec<(String, Option<&str>, StatusCode, &str, &str)> = vec![
-        (
-            "{not json".into(),
-            None,
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "invalid inference request JSON",
-        ),
+        ("{not json".into(), None, StatusCode::BAD_REQUEST, "invalid_request", "invalid inference request JSON"),
         (
             infer_body(1),
             Some("text/plain"),
@@ -560,20 +374,8 @@ async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
             "invalid_request",
             "data has 3 elements",
         ),
-        (
-            features("[1,3]", "FP32", "[1,2,3]"),
-            None,
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            "has shape [1, 3]",
-        ),
-        (
-            features("[1,20]", "FP64", ROW),
-            None,
-            StatusCode::BAD_REQUEST,
-            "invalid_input",
-            "must be FP32, not FP64",
-        ),
+        (features("[1,3]", "FP32", "[1,2,3]"), None, StatusCode::BAD_REQUEST, "invalid_input", "has shape [1, 3]"),
+        (features("[1,20]", "FP64", ROW), None, StatusCode::BAD_REQUEST, "invalid_input", "must be FP32, not FP64"),
         (
             features("[60,20]", "FP32", &format!("[{}]", vec![ROW; 60].join(","))),
             None,
@@ -629,10 +431,7 @@ async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
             "data has 0 elements",
         ),
         (
-            format!("{}{}", "[".repeat(5000), "]".repeat(5000))
-                .chars()
-                .take(4000)
-                .collect(),
+            format!("{}{}", "[".repeat(5000), "]".repeat(5000)).chars().take(4000).collect(),
             None,
             StatusCode::BAD_REQUEST,
             "invalid_request",
@@ -640,25 +439,14 @@ async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
         ),
     ];
     for (body, content_type, status, code, needle) in cases {
-        let mut builder = with_key(
-            Request::builder()
-                .method(Method::POST)
-                .uri("/v2/models/mlp/infer"),
-            &key,
-        );
+        let mut builder = with_key(Request::builder().method(Method::POST).uri("/v2/models/mlp/infer"), &key);
         if let Some(content_type) = content_type {
             builder = builder.header(header::CONTENT_TYPE, content_type);
         }
-        let reply = harness
-            .send(builder.body(Body::from(body.clone())).unwrap())
-            .await;
+        let reply = harness.send(builder.body(Body::from(body.clone())).unwrap()).await;
         reply.assert_error(status, code);
         let message = reply.json()["error"].as_str().unwrap().to_owned();
-        assert!(
-            message.contains(needle),
-            "'{message}' lacks '{needle}' for body {}",
-            &body[..body.len().min(80)]
-        );
+        assert!(message.contains(needle), "'{message}' lacks '{needle}' for body {}", &body[..body.len().min(80)]);
     }
     // Compressed bodies are refused plainly rather than parsed as garbage.
     let reply = harness
@@ -670,38 +458,24 @@ async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
         )
         .await;
     reply.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
-    assert!(
-        reply.json()["error"]
-            .as_str()
-            .unwrap()
-            .contains("Content-Encoding 'gzip'")
-    );
+    assert!(reply.json()["error"].as_str().unwrap().contains("Content-Encoding 'gzip'"));
     // Batch beyond the model's limit (16), within the body limit.
     let harness = Harness::new().await;
     let key = harness.key(&["mlp"], "infer").await;
-    let reply = harness
-        .send(
-            with_key(post_json("/v2/models/mlp/infer"), &key)
-                .body(Body::from(infer_body(17)))
-                .unwrap(),
-        )
-        .await;
+    let reply =
+        harness.send(with_key(post_json("/v2/models/mlp/infer"), &key).body(Body::from(infer_body(17))).unwrap()).await;
     reply.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
     // NaN cannot be written in JSON, but it can in binary.
-    let header_json = r#"{"inputs":[{"name":"features","shape":[1,20],"datatype":"FP32","parameters":{"binary_data_size":80}}]}"#;
+    let header_json =
+        r#"{"inputs":[{"name":"features","shape":[1,20],"datatype":"FP32","parameters":{"binary_data_size":80}}]}"#;
     let mut body = header_json.as_bytes().to_vec();
     body.extend((0..20).flat_map(|_| f32::NAN.to_le_bytes()));
     let reply = harness
         .send(
-            with_key(
-                Request::builder()
-                    .method(Method::POST)
-                    .uri("/v2/models/mlp/infer"),
-                &key,
-            )
-            .header("inference-header-content-length", header_json.len())
-            .body(Body::from(body))
-            .unwrap(),
+            with_key(Request::builder().method(Method::POST).uri("/v2/models/mlp/infer"), &key)
+                .header("inference-header-content-length", header_json.len())
+                .body(Body::from(body))
+                .unwrap(),
         )
         .await;
     reply.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
@@ -715,27 +489,16 @@ async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
         .await;
     reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
     // And still serving.
-    let reply = harness
-        .send(
-            with_key(post_json("/v2/models/mlp/infer"), &key)
-                .body(Body::from(infer_body(1)))
-                .unwrap(),
-        )
-        .await;
+    let reply =
+        harness.send(with_key(post_json("/v2/models/mlp/infer"), &key).body(Body::from(infer_body(1))).unwrap()).await;
     assert_eq!(reply.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn request_ids_are_ours_and_on_every_reply() {
     let harness = Harness::new().await;
-    let reply = harness
-        .send(
-            get("/v2/health/live")
-                .header("x-request-id", "forged")
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let reply =
+        harness.send(get("/v2/health/live").header("x-request-id", "forged").body(Body::empty()).unwrap()).await;
     let id = reply.headers.get("x-request-id").unwrap().to_str().unwrap();
     assert_ne!(id, "forged");
     assert_eq!(id.len(), 24);
@@ -745,13 +508,8 @@ async fn request_ids_are_ours_and_on_every_reply() {
 async fn server_metadata_names_the_binary_extension() {
     let harness = Harness::new().await;
     let key = harness.key(&["mlp"], "metadata").await;
-    let reply = harness
-        .send(with_key(get("/v2"), &key).body(Body::empty()).unwrap())
-        .await;
-    assert_eq!(
-        reply.json()["extensions"],
-        serde_json::json!(["binary_tensor_data"])
-    );
+    let reply = harness.send(with_key(get("/v2"), &key).body(Body::empty()).unwrap()).await;
+    assert_eq!(reply.json()["extensions"], serde_json::json!(["binary_tensor_data"]));
 }
 
 const APPLICANT: &str = r#"{"inputs":[{"name":"features","shape":[2,8],"datatype":"FP32","data":[[35,52000,0.3,4,0,15000,6,0.35],[21,31800,0.305,6,1,20540,3,0.455]]}]}"#;
@@ -762,22 +520,11 @@ async fn outputs_for(
     output: Option<&str>,
     widen: bool,
 ) -> serde_json::Map<String, serde_json::Value> {
-    let key = harness
-        .key_with_output(&["credit-risk"], "infer,metadata", output, widen)
-        .await;
+    let key = harness.key_with_output(&["credit-risk"], "infer,metadata", output, widen).await;
     let reply = harness
-        .send(
-            with_key(post_json("/v2/models/credit-risk/infer"), &key)
-                .body(Body::from(APPLICANT))
-                .unwrap(),
-        )
+        .send(with_key(post_json("/v2/models/credit-risk/infer"), &key).body(Body::from(APPLICANT)).unwrap())
         .await;
-    assert_eq!(
-        reply.status,
-        StatusCode::OK,
-        "{}",
-        String::from_utf8_lossy(&reply.body)
-    );
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
     reply.json()["outputs"]
         .as_array()
         .unwrap()
@@ -796,114 +543,48 @@ async fn output_policies_say_no_more_than_allowed() {
 
     // The model's default: labels by name and scores rounded to 2 decimals.
     let default = outputs_for(&harness, None, false).await;
-    assert_eq!(
-        default.keys().collect::<Vec<_>>(),
-        ["label", "probabilities"]
-    );
-    assert_eq!(
-        default["label"]["data"],
-        serde_json::json!(["repay", "default"])
-    );
-    assert!(
-        default["probabilities"]["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| decimals(p) <= 2),
-        "{default:?}"
-    );
+    assert_eq!(default.keys().collect::<Vec<_>>(), ["label", "probabilities"]);
+    assert_eq!(default["label"]["data"], serde_json::json!(["repay", "default"]));
+    assert!(default["probabilities"]["data"].as_array().unwrap().iter().all(|p| decimals(p) <= 2), "{default:?}");
 
     let label = outputs_for(&harness, Some("label"), false).await;
     assert_eq!(label.keys().collect::<Vec<_>>(), ["label"]);
 
     let top = outputs_for(&harness, Some("top_k=1:round=1"), false).await;
-    assert_eq!(
-        top.keys().collect::<Vec<_>>(),
-        ["label", "top_k_classes", "top_k_scores"]
-    );
+    assert_eq!(top.keys().collect::<Vec<_>>(), ["label", "top_k_classes", "top_k_scores"]);
     assert_eq!(top["top_k_scores"]["shape"], serde_json::json!([2, 1]));
-    assert_eq!(
-        top["top_k_classes"]["data"],
-        serde_json::json!(["repay", "default"])
-    );
-    assert!(
-        top["top_k_scores"]["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| decimals(p) <= 1)
-    );
+    assert_eq!(top["top_k_classes"]["data"], serde_json::json!(["repay", "default"]));
+    assert!(top["top_k_scores"]["data"].as_array().unwrap().iter().all(|p| decimals(p) <= 1));
 
     // Asking for raw without the right to widen gets the model's default, not raw.
     let narrowed = outputs_for(&harness, Some("raw"), false).await;
     assert_eq!(narrowed["label"]["datatype"], "BYTES");
-    assert!(
-        narrowed["probabilities"]["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .all(|p| decimals(p) <= 2)
-    );
+    assert!(narrowed["probabilities"]["data"].as_array().unwrap().iter().all(|p| decimals(p) <= 2));
 
     // Raw only for a key an admin allowed to widen: the model's own tensors, unrounded.
     let raw = outputs_for(&harness, Some("raw"), true).await;
     assert_eq!(raw["label"]["datatype"], "INT64");
-    assert!(
-        raw["probabilities"]["data"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|p| decimals(p) > 2)
-    );
+    assert!(raw["probabilities"]["data"].as_array().unwrap().iter().any(|p| decimals(p) > 2));
 
     // Requesting an output the policy does not give is an error, not a leak.
-    let key = harness
-        .key_with_output(&["credit-risk"], "infer", Some("label"), false)
-        .await;
+    let key = harness.key_with_output(&["credit-risk"], "infer", Some("label"), false).await;
     let body = APPLICANT.replace("}]}", r#"}],"outputs":[{"name":"probabilities"}]}"#);
-    let reply = harness
-        .send(
-            with_key(post_json("/v2/models/credit-risk/infer"), &key)
-                .body(Body::from(body))
-                .unwrap(),
-        )
-        .await;
+    let reply =
+        harness.send(with_key(post_json("/v2/models/credit-risk/infer"), &key).body(Body::from(body)).unwrap()).await;
     reply.assert_error(StatusCode::BAD_REQUEST, "invalid_input");
 }
 
 #[tokio::test]
 async fn metadata_is_stripped_for_restricted_keys() {
     let harness = Harness::new().await;
-    let restricted = harness
-        .key_with_output(&["credit-risk"], "metadata", Some("label"), false)
-        .await;
-    let reply = harness
-        .send(
-            with_key(get("/v2/models/credit-risk"), &restricted)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let restricted = harness.key_with_output(&["credit-risk"], "metadata", Some("label"), false).await;
+    let reply = harness.send(with_key(get("/v2/models/credit-risk"), &restricted).body(Body::empty()).unwrap()).await;
     let metadata = reply.json();
-    assert!(
-        metadata.get("platform").is_none() && metadata.get("versions").is_none(),
-        "{metadata}"
-    );
-    assert_eq!(
-        metadata["outputs"],
-        serde_json::json!([{"name": "label", "datatype": "BYTES", "shape": [-1]}])
-    );
+    assert!(metadata.get("platform").is_none() && metadata.get("versions").is_none(), "{metadata}");
+    assert_eq!(metadata["outputs"], serde_json::json!([{"name": "label", "datatype": "BYTES", "shape": [-1]}]));
 
-    let raw = harness
-        .key_with_output(&["credit-risk"], "metadata", Some("raw"), true)
-        .await;
-    let reply = harness
-        .send(
-            with_key(get("/v2/models/credit-risk"), &raw)
-                .body(Body::empty())
-                .unwrap(),
-        )
-        .await;
+    let raw = harness.key_with_output(&["credit-risk"], "metadata", Some("raw"), true).await;
+    let reply = harness.send(with_key(get("/v2/models/credit-risk"), &raw).body(Body::empty()).unwrap()).await;
     let metadata = reply.json();
     assert_eq!(metadata["platform"], "onnx_onnxv1");
     assert_eq!(metadata["outputs"].as_array().unwrap().len(), 2);

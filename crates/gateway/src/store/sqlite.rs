@@ -5,10 +5,7 @@ use std::{path::Path, str::FromStr, time::Duration};
 use async_trait::async_trait;
 use sqlx::{
     Row,
-    sqlite::{
-        SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow,
-        SqliteSynchronous,
-    },
+    sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
 };
 
 use super::{KeyRecord, ModelScope, Scopes, Store, StoreError};
@@ -41,9 +38,10 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        MIGRATOR.run(&pool).await.map_err(|e| {
-            StoreError::Unavailable(format!("cannot migrate {}: {e}", path.display()))
-        })?;
+        MIGRATOR
+            .run(&pool)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot migrate {}: {e}", path.display())))?;
         Ok(SqliteStore { pool })
     }
 }
@@ -56,12 +54,9 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
         other => return Err(StoreError::Corrupt(format!("unknown key kind '{other}'"))),
     };
     let hash: Vec<u8> = row.try_get("hash").map_err(corrupt)?;
-    let hash: [u8; 32] = hash
-        .try_into()
-        .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))?;
-    let scopes: Vec<String> =
-        serde_json::from_str(&row.try_get::<String, _>("scopes").map_err(corrupt)?)
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))?;
+    let scopes: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("scopes").map_err(corrupt)?)
+        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
     Ok(KeyRecord {
         kid: row.try_get("kid").map_err(corrupt)?,
         kind,
@@ -87,9 +82,7 @@ const INSERT: &str = "INSERT INTO api_keys \
                       (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output) \
                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
-fn insert_query(
-    key: &KeyRecord,
-) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
+fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     sqlx::query(INSERT)
         .bind(&key.kid)
         .bind(key.kind.code())
@@ -116,19 +109,11 @@ fn insert_error(error: sqlx::Error) -> StoreError {
 #[async_trait]
 impl Store for SqliteStore {
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(unavailable)
     }
 
     async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
-        insert_query(key)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(insert_error)
+        insert_query(key).execute(&self.pool).await.map(|_| ()).map_err(insert_error)
     }
 
     async fn find_key(&self, kid: &str) -> Result<Option<KeyRecord>, StoreError> {
@@ -149,27 +134,18 @@ impl Store for SqliteStore {
     }
 
     async fn revoke_key(&self, kid: &str, at: i64) -> Result<bool, StoreError> {
-        let result =
-            sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE kid = ? AND revoked_at IS NULL")
-                .bind(at)
-                .bind(kid)
-                .execute(&self.pool)
-                .await
-                .map_err(unavailable)?;
+        let result = sqlx::query("UPDATE api_keys SET revoked_at = ? WHERE kid = ? AND revoked_at IS NULL")
+            .bind(at)
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
         Ok(result.rows_affected() == 1)
     }
 
-    async fn rotate_key(
-        &self,
-        old_kid: &str,
-        new: &KeyRecord,
-        old_expires_at: i64,
-    ) -> Result<(), StoreError> {
+    async fn rotate_key(&self, old_kid: &str, new: &KeyRecord, old_expires_at: i64) -> Result<(), StoreError> {
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
-        insert_query(new)
-            .execute(&mut *transaction)
-            .await
-            .map_err(insert_error)?;
+        insert_query(new).execute(&mut *transaction).await.map_err(insert_error)?;
         let result = sqlx::query(
             "UPDATE api_keys SET expires_at = MIN(COALESCE(expires_at, ?1), ?1), replaced_by = ?2 \
              WHERE kid = ?3 AND revoked_at IS NULL AND replaced_by IS NULL",
@@ -181,9 +157,7 @@ impl Store for SqliteStore {
         .await
         .map_err(unavailable)?;
         if result.rows_affected() != 1 {
-            return Err(StoreError::Conflict(format!(
-                "key {old_kid} is not live, or was rotated already"
-            )));
+            return Err(StoreError::Conflict(format!("key {old_kid} is not live, or was rotated already")));
         }
         transaction.commit().await.map_err(unavailable)
     }
@@ -202,10 +176,7 @@ mod tests {
             hash: [7; 32],
             models: ModelScope::Only(vec!["a".into(), "b".into()]),
             scopes: Scopes::ALL,
-            output: Some(crate::minimise::OutputPolicy::TopK {
-                k: 2,
-                round: Some(3),
-            }),
+            output: Some(crate::minimise::OutputPolicy::TopK { k: 2, round: Some(3) }),
             widen_output: false,
             created_at: 100,
             expires_at: Some(1_000),
@@ -219,30 +190,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("k.db")).await.unwrap();
         store.insert_key(&key("AAAA0001")).await.unwrap();
-        assert_eq!(
-            store.find_key("AAAA0001").await.unwrap(),
-            Some(key("AAAA0001"))
-        );
-        assert!(matches!(
-            store.insert_key(&key("AAAA0001")).await,
-            Err(StoreError::Conflict(_))
-        ));
+        assert_eq!(store.find_key("AAAA0001").await.unwrap(), Some(key("AAAA0001")));
+        assert!(matches!(store.insert_key(&key("AAAA0001")).await, Err(StoreError::Conflict(_))));
         assert_eq!(store.find_key("nope").await.unwrap(), None);
 
-        store
-            .rotate_key("AAAA0001", &key("AAAA0002"), 500)
-            .await
-            .unwrap();
+        store.rotate_key("AAAA0001", &key("AAAA0002"), 500).await.unwrap();
         let old = store.find_key("AAAA0001").await.unwrap().unwrap();
         assert_eq!(old.expires_at, Some(500));
         assert_eq!(old.replaced_by.as_deref(), Some("AAAA0002"));
         // A second rotation of the same key is refused and leaves nothing half-done.
-        assert!(
-            store
-                .rotate_key("AAAA0001", &key("AAAA0003"), 400)
-                .await
-                .is_err()
-        );
+        assert!(store.rotate_key("AAAA0001", &key("AAAA0003"), 400).await.is_err());
         assert_eq!(store.find_key("AAAA0003").await.unwrap(), None);
 
         assert!(store.revoke_key("AAAA0002", 200).await.unwrap());

@@ -13,19 +13,12 @@ pub fn binary() -> &'static str {
 }
 
 pub fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../../models")
-        .canonicalize()
-        .unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models").canonicalize().unwrap()
 }
 
 /// Runs `portcullis ARGS` to completion.
 pub fn run(args: &[&str]) -> Output {
-    Command::new(binary())
-        .args(args)
-        .env_remove("PORTCULLIS_PEPPER")
-        .output()
-        .unwrap()
+    Command::new(binary()).args(args).env_remove("PORTCULLIS_PEPPER").output().unwrap()
 }
 
 /// A running server process; killed when dropped.
@@ -44,11 +37,7 @@ impl Running {
     /// banner). Fails the test with the process's output if it exits or takes over 60 s.
     pub fn start(args: &[&str], extra_env: &[(&str, &str)]) -> Running {
         let mut command = Command::new(binary());
-        command
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .env_remove("PORTCULLIS_PEPPER");
+        command.args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).env_remove("PORTCULLIS_PEPPER");
         for (name, value) in extra_env {
             command.env(name, value);
         }
@@ -79,13 +68,7 @@ impl Running {
                     {
                         let public = event["public"].as_str().unwrap().to_owned();
                         let admin = event["admin"].as_str().unwrap().to_owned();
-                        return Running {
-                            child,
-                            public,
-                            admin,
-                            lines,
-                            banner,
-                        };
+                        return Running { child, public, admin, lines, banner };
                     }
                     if line.contains("Press Ctrl-C to stop.") {
                         let public = banner
@@ -108,13 +91,7 @@ impl Running {
                             })
                             .unwrap();
                         banner.push(line);
-                        return Running {
-                            child,
-                            public,
-                            admin,
-                            lines,
-                            banner,
-                        };
+                        return Running { child, public, admin, lines, banner };
                     }
                     banner.push(line);
                 }
@@ -152,11 +129,7 @@ impl Drop for Running {
 }
 
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(30))
-        .build()
-        .unwrap()
+    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
 }
 
 /// Writes a config in `dir` serving the fixture models, with ephemeral ports.

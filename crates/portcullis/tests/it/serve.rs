@@ -11,23 +11,15 @@ fn onnxruntime_library() -> Option<String> {
             panic!("PORTCULLIS_REQUIRE_ORT is set but ORT_DYLIB_PATH is not")
         }
         Err(_) => {
-            eprintln!(
-                "skipping the ONNX Runtime part: ORT_DYLIB_PATH is not set (scripts/test.sh sets it)"
-            );
+            eprintln!("skipping the ONNX Runtime part: ORT_DYLIB_PATH is not set (scripts/test.sh sets it)");
             None
         }
     }
 }
 
 /// Sends every case of a model's checks.json (computed by scikit-learn) over HTTP and compares.
-async fn assert_matches_scikit_learn(
-    server: &Running,
-    key: &str,
-    model: &str,
-    checks: &std::path::Path,
-) {
-    let checks: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(checks).unwrap()).unwrap();
+async fn assert_matches_scikit_learn(server: &Running, key: &str, model: &str, checks: &std::path::Path) {
+    let checks: serde_json::Value = serde_json::from_slice(&std::fs::read(checks).unwrap()).unwrap();
     let tolerance = checks["tolerance"].as_f64().unwrap();
     let http = client();
     for case in checks["cases"].as_array().unwrap() {
@@ -42,21 +34,13 @@ async fn assert_matches_scikit_learn(
         assert_eq!(response.status(), 200);
         let body: serde_json::Value = response.json().await.unwrap();
         for want in case["outputs"].as_array().unwrap() {
-            let got = body["outputs"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|o| o["name"] == want["name"])
-                .unwrap();
+            let got = body["outputs"].as_array().unwrap().iter().find(|o| o["name"] == want["name"]).unwrap();
             assert_eq!(got["shape"], want["shape"]);
             assert_eq!(got["datatype"], want["datatype"]);
             let got: Vec<f64> = serde_json::from_value(got["data"].clone()).unwrap();
             let want: Vec<f64> = serde_json::from_value(want["data"].clone()).unwrap();
             for (g, w) in got.iter().zip(&want) {
-                assert!(
-                    (g - w).abs() <= tolerance,
-                    "{model}: {g} vs scikit-learn's {w}"
-                );
+                assert!((g - w).abs() <= tolerance, "{model}: {g} vs scikit-learn's {w}");
             }
         }
     }
@@ -76,36 +60,17 @@ async fn mlp_and_gradient_boosted_trees_serve_scikit_learns_probabilities() {
     };
     let config = write_config(dir.path(), &extra);
     let config = config.to_str().unwrap();
-    let output = run(&[
-        "keys", "create", "--config", config, "--name", "it", "--models", "*", "--json",
-    ]);
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let output = run(&["keys", "create", "--config", config, "--name", "it", "--models", "*", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
     let key: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let key = key["key"].as_str().unwrap();
 
     let server = Running::start(&["serve", "--config", config], &[]);
-    assert_matches_scikit_learn(
-        &server,
-        key,
-        "mlp",
-        &models().join("fixtures/mlp/checks.json"),
-    )
-    .await;
+    assert_matches_scikit_learn(&server, key, "mlp", &models().join("fixtures/mlp/checks.json")).await;
     if library.is_some() {
         assert_matches_scikit_learn(&server, key, "gbt", &gbt.join("checks.json")).await;
-        let metadata: serde_json::Value = client()
-            .get(server.url("/v2/models/gbt"))
-            .bearer_auth(key)
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let metadata: serde_json::Value =
+            client().get(server.url("/v2/models/gbt")).bearer_auth(key).send().await.unwrap().json().await.unwrap();
         assert_eq!(metadata["inputs"][0]["shape"], serde_json::json!([-1, 10]));
     }
 
@@ -118,11 +83,7 @@ async fn mlp_and_gradient_boosted_trees_serve_scikit_learns_probabilities() {
         .filter(|event| event["message"] == "request")
         .collect();
     assert!(!access.is_empty());
-    assert!(access.iter().all(|event| {
-        event["request_id"]
-            .as_str()
-            .is_some_and(|id| id.len() == 24)
-    }));
+    assert!(access.iter().all(|event| { event["request_id"].as_str().is_some_and(|id| id.len() == 24) }));
     let log = lines.join("\n");
     assert!(!log.contains(&key[16..48]));
     assert!(!log.contains("52000") && !log.contains("features\""));
@@ -142,18 +103,9 @@ fn refused(config_text: &str, expected: &str) {
 #[test]
 fn insecure_or_broken_setups_refuse_to_start() {
     let models = models();
-    refused(
-        "[server]\nlisten = \"0.0.0.0:0\"\n",
-        "not a loopback address",
-    );
-    refused(
-        "[server]\nadmin_listen = \"192.0.2.1:9090\"\n",
-        "must never be public",
-    );
-    refused(
-        "[server]\nlisten = \"127.0.0.1:0\"\nbogus = 1\n",
-        "unknown field `bogus`",
-    );
+    refused("[server]\nlisten = \"0.0.0.0:0\"\n", "not a loopback address");
+    refused("[server]\nadmin_listen = \"192.0.2.1:9090\"\n", "must never be public");
+    refused("[server]\nlisten = \"127.0.0.1:0\"\nbogus = 1\n", "unknown field `bogus`");
     // A tree ensemble on tract: the error names the model and the operator.
     refused(
         &format!(
@@ -193,10 +145,7 @@ fn a_model_that_disagrees_with_its_checks_stops_the_server() {
     let output = run(&["serve", "--config", path.to_str().unwrap()]);
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert_eq!(output.status.code(), Some(2), "{stderr}");
-    assert!(
-        stderr.contains("model 'mlp'") && stderr.contains("differs from the known answer"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("model 'mlp'") && stderr.contains("differs from the known answer"), "{stderr}");
 }
 
 /// SIGTERM stops new connections but lets a request already in flight finish.
@@ -207,20 +156,14 @@ async fn sigterm_drains_requests_in_flight() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let config = config.to_str().unwrap();
-    let output = run(&[
-        "keys", "create", "--config", config, "--name", "it", "--models", "mlp", "--json",
-    ]);
+    let output = run(&["keys", "create", "--config", config, "--name", "it", "--models", "mlp", "--json"]);
     let key: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
     let key = key["key"].as_str().unwrap().to_owned();
     let server = Running::start(&["serve", "--config", config], &[]);
 
     let row = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8,-0.9,-1.0]";
-    let body = format!(
-        r#"{{"inputs":[{{"name":"features","shape":[1,20],"datatype":"FP32","data":{row}}}]}}"#
-    );
-    let mut stream = tokio::net::TcpStream::connect(&server.public)
-        .await
-        .unwrap();
+    let body = format!(r#"{{"inputs":[{{"name":"features","shape":[1,20],"datatype":"FP32","data":{row}}}]}}"#);
+    let mut stream = tokio::net::TcpStream::connect(&server.public).await.unwrap();
     let head = format!(
         "POST /v2/models/mlp/infer HTTP/1.1\r\nhost: localhost\r\nauthorization: Bearer {key}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
         body.len()
@@ -233,17 +176,10 @@ async fn sigterm_drains_requests_in_flight() {
 
     // Ask the server to stop while the request is half sent.
     let pid = server.child.id().to_string();
-    std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
+    std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     // New connections are refused once it stops listening.
-    assert!(
-        tokio::net::TcpStream::connect(&server.public)
-            .await
-            .is_err()
-    );
+    assert!(tokio::net::TcpStream::connect(&server.public).await.is_err());
 
     stream.write_all(second.as_bytes()).await.unwrap();
     let mut response = String::new();

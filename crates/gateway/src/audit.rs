@@ -1,0 +1,242 @@
+//! The tamper-evident audit log: exactly one record per request, denials included, and one per
+//! admin action, as JSON lines in a hash chain with signed checkpoints.
+//!
+//! - [`chain`] is the record format: each line carries the SHA-256 of the line before it, and
+//!   every so often a checkpoint line signed with an Ed25519 key kept apart from the log.
+//! - [`writer`] is the one thread that appends: records arrive through a bounded channel, are
+//!   written in batches under an exclusive file lock (so the CLI can append admin records to the
+//!   same chain), synced to disk by the configured policy, and the file rotates by size without
+//!   breaking the chain.
+//! - [`verify`] reads a log back and names the first modified, inserted, deleted or reordered
+//!   record, a torn tail, and truncation (against the signed head file).
+//!
+//! If the log cannot be written the gateway refuses requests (503 `audit_unavailable`) rather
+//! than serve unaudited, unless the config says `fail_open = true`.
+
+pub mod chain;
+pub mod verify;
+mod writer;
+
+use std::{
+    path::PathBuf,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, Ordering},
+    },
+    time::Duration,
+};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+pub use chain::SigningKeyFile;
+
+/// How the log is written.
+#[derive(Debug, Clone)]
+pub struct AuditConfig {
+    pub path: PathBuf,
+    pub signing_key: PathBuf,
+    /// A checkpoint after this many records...
+    pub checkpoint_every: u64,
+    /// ...or this long after the last one, whichever comes first.
+    pub checkpoint_interval: Duration,
+    pub fsync: Fsync,
+    /// Rotate when the file reaches this size.
+    pub max_file_bytes: u64,
+    /// Keep serving when the log cannot be written (the weaker choice).
+    pub fail_open: bool,
+    /// Copy every record to standard output, for log shippers.
+    pub stdout: bool,
+    /// Records waiting for the writer.
+    pub queue: usize,
+}
+
+/// When records reach the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fsync {
+    /// Each request waits until its record is synced.
+    Always,
+    /// Synced at least this often; requests do not wait.
+    Every(Duration),
+}
+
+impl std::str::FromStr for Fsync {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Fsync, String> {
+        if text == "always" {
+            return Ok(Fsync::Always);
+        }
+        crate::time::parse_duration(text)
+            .ok()
+            .filter(|interval| !interval.is_zero())
+            .map(Fsync::Every)
+            .ok_or_else(|| format!("audit.fsync = '{text}': use \"always\" or an interval such as \"10ms\""))
+    }
+}
+
+/// What happened, without secrets or payloads.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "event", rename_all = "snake_case")]
+pub enum AuditEvent {
+    Request(RequestRecord),
+    KeyCreated {
+        kid: String,
+        name: String,
+        models: String,
+        scopes: String,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        output: Option<String>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        expires_at: Option<i64>,
+    },
+    KeyRevoked {
+        kid: String,
+    },
+    KeyRotated {
+        kid: String,
+        successor: String,
+        old_key_expires_at: i64,
+    },
+    /// Written by the chain itself; see [`chain`].
+    Checkpoint {
+        key_id: String,
+        signature: String,
+    },
+}
+
+/// One HTTP request and what was decided about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RequestRecord {
+    pub request_id: String,
+    /// `key:<kid>`, `anonymous:<ip>` or `-` when no credential was accepted.
+    pub principal: String,
+    pub client: String,
+    pub method: String,
+    /// The route template, e.g. `/v2/models/{model}/infer`.
+    pub route: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    pub action: &'static str,
+    /// `allow`, `deny` (authentication, authorisation, limits) or `error` (bad input, failure).
+    pub decision: &'static str,
+    /// `ok`, the error code, or the authentication failure (`revoked`, `unknown`, ...).
+    pub reason: String,
+    pub status: u16,
+    pub latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rows: Option<u64>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error("audit log {path}: {message}")]
+    Io { path: String, message: String },
+    #[error(
+        "audit log {0} ends with an incomplete record (a crash during a write?); check it with \
+         `portcullis audit verify {0}` and cut the torn line with `portcullis audit repair {0}`"
+    )]
+    Torn(String),
+    #[error("audit log {path}: {message}")]
+    Corrupt { path: String, message: String },
+    #[error("the audit log is not being written")]
+    Unavailable,
+    #[error("audit signing key {path}: {message}")]
+    Key { path: String, message: String },
+}
+
+enum Message {
+    Event(AuditEvent, Option<oneshot::Sender<bool>>),
+    Tick,
+    Shutdown(oneshot::Sender<()>),
+}
+
+/// The gateway's handle on the log.
+#[derive(Debug)]
+pub struct AuditLog {
+    sender: mpsc::Sender<Message>,
+    healthy: Arc<AtomicBool>,
+    fail_open: bool,
+    wait_for_sync: bool,
+}
+
+impl std::fmt::Debug for Message {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Message::Event(..) => "Event",
+            Message::Tick => "Tick",
+            Message::Shutdown(_) => "Shutdown",
+        })
+    }
+}
+
+impl AuditLog {
+    /// Opens the log (refusing a torn tail), loads or creates the signing key, and starts the
+    /// writer thread and its ticker. Must be called inside the async runtime.
+    pub fn open(config: &AuditConfig) -> Result<AuditLog, AuditError> {
+        let writer = writer::Writer::open(config)?;
+        let healthy = Arc::new(AtomicBool::new(true));
+        let (sender, receiver) = mpsc::channel(config.queue.max(1));
+        let thread_healthy = Arc::clone(&healthy);
+        std::thread::Builder::new()
+            .name("audit-writer".into())
+            .spawn(move || writer.run(receiver, &thread_healthy))
+            .map_err(|e| AuditError::Io { path: config.path.display().to_string(), message: e.to_string() })?;
+        let tick = match config.fsync {
+            Fsync::Always => config.checkpoint_interval,
+            Fsync::Every(interval) => interval.min(config.checkpoint_interval),
+        }
+        .max(Duration::from_millis(1));
+        let ticker = sender.clone();
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(tick);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                // A full queue already wakes the writer; a closed one means it stopped.
+                if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Message::Tick) {
+                    break;
+                }
+            }
+        });
+        Ok(AuditLog { sender, healthy, fail_open: config.fail_open, wait_for_sync: config.fsync == Fsync::Always })
+    }
+
+    /// False when the log cannot be written and the config does not allow serving unaudited.
+    pub fn accepting(&self) -> bool {
+        self.fail_open || self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Whether the config allows serving when a record cannot be written.
+    pub fn fails_open(&self) -> bool {
+        self.fail_open
+    }
+
+    /// Queues a record (waiting for room, so records are never dropped) and, with
+    /// `fsync = "always"`, waits until it is on disk.
+    pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
+        if !self.wait_for_sync {
+            return self.sender.send(Message::Event(event, None)).await.map_err(|_| AuditError::Unavailable);
+        }
+        let (ack, synced) = oneshot::channel();
+        self.sender.send(Message::Event(event, Some(ack))).await.map_err(|_| AuditError::Unavailable)?;
+        match synced.await {
+            Ok(true) => Ok(()),
+            _ => Err(AuditError::Unavailable),
+        }
+    }
+
+    /// Writes a final checkpoint and syncs; called on shutdown after requests have drained.
+    pub async fn close(&self) {
+        let (done, finished) = oneshot::channel();
+        if self.sender.send(Message::Shutdown(done)).await.is_ok() {
+            let _ = finished.await;
+        }
+    }
+}
+
+/// Appends one admin record from a process that is not the server (the `keys` commands),
+/// under the same file lock, continuing the same chain, synced before returning.
+pub fn append_admin(config: &AuditConfig, event: AuditEvent) -> Result<(), AuditError> {
+    let mut writer = writer::Writer::open(config)?;
+    writer.write_batch(vec![event], false, true)
+}
