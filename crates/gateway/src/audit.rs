@@ -240,3 +240,6 @@ pub fn append_admin(config: &AuditConfig, event: AuditEvent) -> Result<(), Audit
     let mut writer = writer::Writer::open(config)?;
     writer.write_batch(vec![event], false, true)
 }
+
+#[cfg(test)]
+mod tests;

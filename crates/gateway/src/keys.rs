@@ -4,6 +4,7 @@
 use std::sync::Arc;
 
 use crate::{
+    audit::{AuditConfig, AuditEvent},
     authn::api_key::Pepper,
     store::{KeyRecord, ModelScope, Scopes, Store, StoreError},
 };
@@ -33,18 +34,29 @@ pub enum KeyError {
     Store(#[from] StoreError),
     #[error("{0}")]
     Random(#[from] apikey::GenerateError),
+    #[error("the change was made, but its audit record could not be written: {0}")]
+    Audit(#[from] crate::audit::AuditError),
 }
 
-/// Key management over a store.
+/// Key management over a store. Every change leaves an admin record in the audit log.
 #[derive(Debug, Clone)]
 pub struct Keyring {
     store: Arc<dyn Store>,
     pepper: Pepper,
+    audit: Option<AuditConfig>,
 }
 
 impl Keyring {
-    pub fn new(store: Arc<dyn Store>, pepper: Pepper) -> Keyring {
-        Keyring { store, pepper }
+    /// `audit`: the log that records each change (`None` only when auditing is disabled).
+    pub fn new(store: Arc<dyn Store>, pepper: Pepper, audit: Option<AuditConfig>) -> Keyring {
+        Keyring { store, pepper, audit }
+    }
+
+    fn record(&self, event: AuditEvent) -> Result<(), KeyError> {
+        match &self.audit {
+            Some(config) => Ok(crate::audit::append_admin(config, event)?),
+            None => Ok(()),
+        }
     }
 
     /// Creates a key. The returned secret is the only copy.
@@ -74,6 +86,14 @@ impl Keyring {
             replaced_by: None,
         };
         self.store.insert_key(&record).await?;
+        self.record(AuditEvent::KeyCreated {
+            kid: record.kid.clone(),
+            name: record.name.clone(),
+            models: record.models.to_string(),
+            scopes: record.scopes.names().join(","),
+            output: record.output.map(|policy| policy.to_string()),
+            expires_at: record.expires_at,
+        })?;
         Ok((secret, record))
     }
 
@@ -87,7 +107,7 @@ impl Keyring {
 
     pub async fn revoke(&self, kid: &str) -> Result<(), KeyError> {
         if self.store.revoke_key(kid, crate::time::now()).await? {
-            Ok(())
+            self.record(AuditEvent::KeyRevoked { kid: kid.to_owned() })
         } else {
             match self.store.find_key(kid).await? {
                 None => Err(KeyError::NotFound(kid.to_owned())),
@@ -119,7 +139,9 @@ impl Keyring {
             replaced_by: None,
             ..old
         };
-        self.store.rotate_key(kid, &record, now.saturating_add(overlap)).await?;
+        let old_key_expires_at = now.saturating_add(overlap);
+        self.store.rotate_key(kid, &record, old_key_expires_at).await?;
+        self.record(AuditEvent::KeyRotated { kid: kid.to_owned(), successor: record.kid.clone(), old_key_expires_at })?;
         Ok((secret, record))
     }
 }
@@ -155,7 +177,7 @@ mod tests {
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
         let pepper = Pepper::from_bytes(vec![9; 32]);
         let verifier = KeyVerifier::new(Arc::clone(&store), pepper.clone(), Duration::ZERO);
-        (dir, Keyring::new(store, pepper), verifier)
+        (dir, Keyring::new(store, pepper, None), verifier)
     }
 
     fn new_key() -> NewKey {

@@ -102,7 +102,7 @@ impl Gateway {
     }
 
     pub fn keyring(&self, pepper: Pepper) -> Keyring {
-        Keyring::new(Arc::clone(self.verifier.store()), pepper)
+        Keyring::new(Arc::clone(self.verifier.store()), pepper, self.config.audit.clone())
     }
 
     /// Ready when not draining and the store answers: a node that cannot check keys must not

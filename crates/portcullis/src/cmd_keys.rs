@@ -66,7 +66,7 @@ pub enum Command {
 async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
     let config = gateway::Config::load(config_path).context("invalid configuration")?;
     let (store, pepper) = gateway::serve::open_keyring(&config).await?;
-    Ok(Keyring::new(store, pepper))
+    Ok(Keyring::new(store, pepper, config.audit))
 }
 
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {

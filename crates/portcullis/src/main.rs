@@ -3,6 +3,7 @@
 //! Each subcommand lives in its own `cmd_<name>.rs`. Exit codes: 0 success, 1 findings (for the
 //! scanning commands), 2 error.
 
+mod cmd_audit;
 mod cmd_demo;
 mod cmd_keys;
 mod cmd_serve;
@@ -35,6 +36,9 @@ enum Command {
     /// Manage API keys: create, list, show, revoke, rotate.
     #[command(subcommand)]
     Keys(cmd_keys::Command),
+    /// Check the audit log's tamper evidence, or repair a torn tail.
+    #[command(subcommand)]
+    Audit(cmd_audit::Command),
 }
 
 /// How log lines are written: JSON for servers (machines read them), compact text for people.
@@ -72,6 +76,10 @@ fn main() -> ExitCode {
             Command::Demo(args) => {
                 init_logging(cli.log.as_deref().unwrap_or("info"), LogFormat::Text);
                 cmd_demo::run(args).await
+            }
+            Command::Audit(command) => {
+                init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
+                cmd_audit::run(&cli.config, command)
             }
             Command::Keys(command) => {
                 init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);

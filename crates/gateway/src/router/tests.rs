@@ -72,7 +72,8 @@ public = true
         let pepper = Pepper::from_bytes(vec![1; 32]);
         let registry = backend::load_models(&config).unwrap();
         let gateway = Gateway::assemble(config, registry, Arc::clone(&store), pepper.clone()).unwrap();
-        Harness { _dir: dir, gateway, keyring: Keyring::new(store, pepper) }
+        let keyring = gateway.keyring(pepper);
+        Harness { _dir: dir, gateway, keyring }
     }
 
     async fn key(&self, models: &[&str], scopes: &str) -> String {
