@@ -92,7 +92,7 @@ impl std::fmt::Debug for Model {
 }
 
 impl Model {
-    fn new(config: ModelConfig, backend: Arc<dyn Backend>) -> Model {
+    pub(crate) fn new(config: ModelConfig, backend: Arc<dyn Backend>) -> Model {
         let (inputs, outputs) = backend.signature();
         let metadata = ModelMetadata {
             name: config.name.clone(),
@@ -122,6 +122,11 @@ pub struct Registry {
 }
 
 impl Registry {
+    /// A registry of models already loaded (tests build their own backends with it).
+    pub(crate) fn from_models(models: Vec<Model>) -> Registry {
+        Registry { models: models.into_iter().map(|model| (model.config.name.clone(), Arc::new(model))).collect() }
+    }
+
     pub fn get(&self, name: &str) -> Option<&Arc<Model>> {
         self.models.get(name)
     }

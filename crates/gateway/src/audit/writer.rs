@@ -111,6 +111,14 @@ impl Writer {
                     Err(_) => break,
                 }
             }
+            if messages.iter().any(|message| matches!(message, Message::Shutdown(_))) {
+                // Refuse new records at once, and write every record already queued.
+                healthy.store(false, Ordering::Relaxed);
+                receiver.close();
+                while let Ok(message) = receiver.try_recv() {
+                    messages.push(message);
+                }
+            }
             let mut events = Vec::new();
             let mut acks = Vec::new();
             let mut shutdown = None;
@@ -129,7 +137,9 @@ impl Writer {
             if let Err(error) = &result {
                 tracing::error!(%error, "audit log write failed");
             }
-            healthy.store(result.is_ok(), Ordering::Relaxed);
+            if shutdown.is_none() {
+                healthy.store(result.is_ok(), Ordering::Relaxed);
+            }
             for ack in acks {
                 let _ = ack.send(result.is_ok());
             }

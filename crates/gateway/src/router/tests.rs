@@ -590,3 +590,156 @@ async fn metadata_is_stripped_for_restricted_keys() {
     assert_eq!(metadata["platform"], "onnx_onnxv1");
     assert_eq!(metadata["outputs"].as_array().unwrap().len(), 2);
 }
+
+/// A backend that fails the way a runtime can: an error with internals in it, or a panic.
+#[derive(Debug)]
+struct Broken {
+    panics: bool,
+    signature: Vec<crate::oip::TensorMeta>,
+}
+
+impl crate::backend::Backend for Broken {
+    fn signature(&self) -> (&[crate::oip::TensorMeta], &[crate::oip::TensorMeta]) {
+        (&self.signature, &[])
+    }
+
+    fn run(
+        &self,
+        _: &crate::authz::Grant,
+        _: Vec<crate::oip::Tensor>,
+    ) -> Result<Vec<crate::oip::Tensor>, crate::backend::BackendError> {
+        if self.panics {
+            panic!("index out of bounds at /src/secret/path.rs:12");
+        }
+        Err(crate::backend::BackendError::Run("tract: /opt/models/x.onnx: node Gemm_3 failed: SELECT * FROM".into()))
+    }
+}
+
+/// A store that is down.
+#[derive(Debug)]
+struct DownStore;
+
+#[async_trait::async_trait]
+impl Store for DownStore {
+    async fn ping(&self) -> Result<(), crate::store::StoreError> {
+        Err(crate::store::StoreError::Unavailable("connection refused to /var/lib/db".into()))
+    }
+    async fn insert_key(&self, _: &crate::store::KeyRecord) -> Result<(), crate::store::StoreError> {
+        self.ping().await
+    }
+    async fn find_key(&self, _: &str) -> Result<Option<crate::store::KeyRecord>, crate::store::StoreError> {
+        self.ping().await.map(|()| None)
+    }
+    async fn list_keys(&self) -> Result<Vec<crate::store::KeyRecord>, crate::store::StoreError> {
+        self.ping().await.map(|()| Vec::new())
+    }
+    async fn revoke_key(&self, _: &str, _: i64) -> Result<bool, crate::store::StoreError> {
+        self.ping().await.map(|()| false)
+    }
+    async fn rotate_key(&self, _: &str, _: &crate::store::KeyRecord, _: i64) -> Result<(), crate::store::StoreError> {
+        self.ping().await
+    }
+}
+
+fn assert_no_internals(reply: &Reply) {
+    let body = String::from_utf8_lossy(&reply.body);
+    for leak in ["/src", "/opt", "/var", "tract", "SELECT", "Gemm", "panicked", "refused"] {
+        assert!(!body.contains(leak), "'{leak}' leaked: {body}");
+    }
+}
+
+#[tokio::test]
+async fn internal_failures_never_reach_the_client() {
+    let dir = tempfile::tempdir().unwrap();
+    let toml = "[[models]]\nname = \"broken\"\npath = \"x\"\n[[models]]\nname = \"panics\"\npath = \"y\"\n";
+    let config = Config::from_toml(toml, dir.path()).unwrap();
+    let signature =
+        vec![crate::oip::TensorMeta { name: "x".into(), datatype: crate::oip::DataType::Fp32, shape: vec![-1] }];
+    let models = config
+        .models
+        .iter()
+        .map(|model| {
+            let backend = Broken { panics: model.name == "panics", signature: signature.clone() };
+            crate::backend::Model::new(model.clone(), Arc::new(backend))
+        })
+        .collect();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
+    let pepper = Pepper::from_bytes(vec![1; 32]);
+    let gateway =
+        Gateway::assemble(config.clone(), crate::backend::Registry::from_models(models), store, pepper.clone())
+            .unwrap();
+    let harness = Harness { _dir: dir, keyring: gateway.keyring(pepper.clone()), gateway };
+    let key = harness.key(&["broken", "panics"], "infer").await;
+    let body = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#;
+    for model in ["broken", "panics"] {
+        let reply = harness
+            .send(with_key(post_json(&format!("/v2/models/{model}/infer")), &key).body(Body::from(body)).unwrap())
+            .await;
+        reply.assert_error(StatusCode::INTERNAL_SERVER_ERROR, "internal");
+        assert_no_internals(&reply);
+    }
+
+    // The key store is down: fail closed with a generic 503, and readiness says so.
+    let down = Gateway::assemble(config, crate::backend::Registry::default(), Arc::new(DownStore), pepper).unwrap();
+    let reply = Harness {
+        _dir: tempfile::tempdir().unwrap(),
+        keyring: down.keyring(Pepper::from_bytes(vec![1; 32])),
+        gateway: down,
+    }
+    .send(with_key(get("/v2"), &key).body(Body::empty()).unwrap())
+    .await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "unavailable");
+    assert_no_internals(&reply);
+}
+
+#[tokio::test]
+async fn every_request_leaves_one_audit_record_and_none_is_served_unaudited() {
+    let harness = Harness::new().await;
+    let key = harness.key(&["mlp"], "infer").await;
+    let mut ids = Vec::new();
+    for request in [
+        get("/v2/health/live").body(Body::empty()).unwrap(),
+        get("/v2/models/mlp").body(Body::empty()).unwrap(),
+        with_key(post_json("/v2/models/mlp/infer"), &key).body(Body::from(infer_body(3))).unwrap(),
+        with_key(post_json("/v2/models/secret-model/infer"), &key).body(Body::from(infer_body(1))).unwrap(),
+        with_key(post_json("/v2/models/mlp/infer"), &key).body(Body::from("{")).unwrap(),
+    ] {
+        let reply = harness.send(request).await;
+        ids.push(reply.headers["x-request-id"].to_str().unwrap().to_owned());
+    }
+    let log = harness.gateway.audit.as_ref().unwrap();
+    log.close().await;
+    let path = harness.gateway.config.audit.as_ref().unwrap().path.clone();
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .filter(|record: &serde_json::Value| record["event"] == "request")
+        .collect();
+    let recorded: Vec<&str> = records.iter().map(|record| record["request_id"].as_str().unwrap()).collect();
+    assert_eq!(recorded, ids, "exactly one record per request, in order");
+    let summary: Vec<(&str, &str, u64)> = records
+        .iter()
+        .map(|r| (r["decision"].as_str().unwrap(), r["reason"].as_str().unwrap(), r["status"].as_u64().unwrap()))
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("allow", "ok", 200),
+            ("deny", "no_credential", 401),
+            ("allow", "ok", 200),
+            ("deny", "model_not_allowed", 404),
+            ("error", "invalid_request", 400)
+        ]
+    );
+    assert_eq!(records[2]["rows"], 3);
+    assert_eq!(records[2]["model"], "mlp");
+    assert_eq!(records[2]["action"], "infer");
+    assert!(records[2]["principal"].as_str().unwrap().starts_with("key:"));
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(!text.contains(&key[16..48]) && !text.contains("0.1,0.2"), "no secrets or payloads in the log");
+
+    // The writer is gone now: requests are refused rather than served unaudited.
+    let reply = harness.send(get("/v2/health/live").body(Body::empty()).unwrap()).await;
+    reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable");
+}
