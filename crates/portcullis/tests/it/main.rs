@@ -7,6 +7,7 @@
     reason = "test code: a broken assumption must fail the test loudly; Running::drop reaps children"
 )]
 
+mod audit;
 mod demo;
 mod keys;
 mod process;
