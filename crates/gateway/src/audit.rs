@@ -145,7 +145,7 @@ pub enum AuditError {
 }
 
 enum Message {
-    Event(AuditEvent, Option<oneshot::Sender<bool>>),
+    Event(Box<AuditEvent>, Option<oneshot::Sender<bool>>),
     Tick,
     Shutdown(oneshot::Sender<()>),
 }
@@ -215,10 +215,10 @@ impl AuditLog {
     /// `fsync = "always"`, waits until it is on disk.
     pub async fn record(&self, event: AuditEvent) -> Result<(), AuditError> {
         if !self.wait_for_sync {
-            return self.sender.send(Message::Event(event, None)).await.map_err(|_| AuditError::Unavailable);
+            return self.sender.send(Message::Event(Box::new(event), None)).await.map_err(|_| AuditError::Unavailable);
         }
         let (ack, synced) = oneshot::channel();
-        self.sender.send(Message::Event(event, Some(ack))).await.map_err(|_| AuditError::Unavailable)?;
+        self.sender.send(Message::Event(Box::new(event), Some(ack))).await.map_err(|_| AuditError::Unavailable)?;
         match synced.await {
             Ok(true) => Ok(()),
             _ => Err(AuditError::Unavailable),

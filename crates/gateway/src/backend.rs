@@ -123,6 +123,7 @@ pub struct Registry {
 
 impl Registry {
     /// A registry of models already loaded (tests build their own backends with it).
+    #[cfg(test)]
     pub(crate) fn from_models(models: Vec<Model>) -> Registry {
         Registry { models: models.into_iter().map(|model| (model.config.name.clone(), Arc::new(model))).collect() }
     }

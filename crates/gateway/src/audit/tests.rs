@@ -184,7 +184,7 @@ fn unreadable_logs_and_foreign_keys_are_errors_not_findings() {
         (dir.path().join("missing.log"), "cannot read"),
     ];
     for (path, needle) in cases {
-        let error = verify::verify(&[path.clone()], Some(&key), None).unwrap_err().to_string();
+        let error = verify::verify(std::slice::from_ref(&path), Some(&key), None).unwrap_err().to_string();
         assert!(error.contains(needle), "{}: '{error}' lacks '{needle}'", path.display());
     }
     // Another chain's key.

@@ -125,7 +125,7 @@ impl Writer {
             for message in messages {
                 match message {
                     Message::Event(event, ack) => {
-                        events.push(event);
+                        events.push(*event);
                         acks.extend(ack);
                     }
                     Message::Tick => {}

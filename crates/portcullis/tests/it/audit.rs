@@ -26,6 +26,9 @@ fn verify(dir: &Path, file: &Path) -> (i32, String) {
     (output.status.code().unwrap_or(-1), text)
 }
 
+/// An edit made to a copy of the log's lines.
+type Edit = dyn FnOnce(&mut Vec<String>);
+
 fn tampered(dir: &Path, name: &str, edit: impl FnOnce(&mut Vec<String>)) -> std::path::PathBuf {
     let mut lines: Vec<String> =
         std::fs::read_to_string(dir.join("audit.log")).unwrap().lines().map(str::to_owned).collect();
@@ -68,7 +71,7 @@ async fn the_servers_log_verifies_and_every_tampering_is_caught() {
     assert_eq!(events.last(), Some(&"key_revoked"));
     assert_eq!(records.iter().filter(|r| r["decision"] == "deny").count(), 4);
 
-    let cases: Vec<(&str, Box<dyn FnOnce(&mut Vec<String>)>, &str)> = vec![
+    let cases: Vec<(&str, Box<Edit>, &str)> = vec![
         (
             "modified.log",
             Box::new(|l: &mut Vec<String>| l[3] = l[3].replace("\"status\":200", "\"status\":201")),
