@@ -69,10 +69,23 @@ class DemoServer:
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         try:
-            self.address, self.key = self._read_banner()
+            self.address, self.demo_key = self._read_banner()
+            self.key = self._create_raw_key(binary, data_dir)
         except RuntimeError as error:
             self.stop()
             raise RuntimeError(f"{error}; its stderr ends with:\n{self.stderr_tail()}") from None
+
+    @staticmethod
+    def _create_raw_key(binary: Path, data_dir: Path) -> str:
+        """A key for credit-risk that sees raw outputs, so answers compare exactly with
+        scikit-learn's; the demo's own key gets the model's minimised default."""
+        config = data_dir / "portcullis.toml"
+        command = [binary, "keys", "create", "--config", config, "--name", "tritonclient",
+                   "--models", "credit-risk", "--output", "raw", "--widen-output", "--json"]
+        created = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        if created.returncode != 0:
+            raise RuntimeError(f"keys create failed: {created.stderr.strip()}")
+        return json.loads(created.stdout)["key"]
 
     def _read_stdout(self) -> None:
         for line in self.process.stdout:

@@ -19,7 +19,9 @@ use super::{
 };
 
 /// Records taken from the queue per write.
-const BATCH: usize = 512;
+const BATCH: usize = 4096;
+/// How often the writer collects the queue when requests do not wait for their records.
+const POLL: std::time::Duration = std::time::Duration::from_millis(1);
 /// The longest record the writer expects to find at the end of the file.
 const TAIL_WINDOW: u64 = 1 << 20;
 
@@ -102,9 +104,29 @@ impl Writer {
     }
 
     /// Serves the queue until it closes or a shutdown arrives.
+    ///
+    /// With `fsync = "always"` each request waits for its record, so the thread wakes for every
+    /// message. Otherwise nobody waits, and it collects the queue every millisecond instead:
+    /// senders then never have to wake it, which is most of what a record would cost.
     pub fn run(mut self, mut receiver: mpsc::Receiver<Message>, healthy: &Arc<AtomicBool>) {
-        while let Some(first) = receiver.blocking_recv() {
-            let mut messages = vec![first];
+        let poll = match self.config.fsync {
+            Fsync::Always => None,
+            Fsync::Every(interval) => Some(interval.min(POLL)),
+        };
+        loop {
+            let mut messages = Vec::new();
+            match poll {
+                None => match receiver.blocking_recv() {
+                    Some(message) => messages.push(message),
+                    None => return,
+                },
+                Some(interval) => {
+                    std::thread::sleep(interval);
+                    if receiver.is_closed() && receiver.is_empty() {
+                        return;
+                    }
+                }
+            }
             while messages.len() < BATCH {
                 match receiver.try_recv() {
                     Ok(message) => messages.push(message),
