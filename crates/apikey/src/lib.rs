@@ -229,18 +229,32 @@ pub fn checksum(body: &[u8]) -> [u8; CRC_LEN] {
     out
 }
 
-/// CRC-32/IEEE (reflected, polynomial 0xEDB88320), bit by bit: keys are 48 bytes, so a table
-/// would cost more to build than it saves.
+/// CRC-32/IEEE (reflected, polynomial 0xEDB88320), one table lookup per byte. The table is
+/// computed at compile time.
 fn crc32(bytes: &[u8]) -> u32 {
     let mut crc = 0xFFFF_FFFFu32;
     for &byte in bytes {
-        crc ^= u32::from(byte);
-        for _ in 0..8 {
-            let mask = (crc & 1).wrapping_neg();
-            crc = (crc >> 1) ^ (0xEDB8_8320 & mask);
-        }
+        crc = CRC_TABLE[((crc ^ u32::from(byte)) & 0xFF) as usize] ^ (crc >> 8);
     }
     !crc
+}
+
+const CRC_TABLE: [u32; 256] = crc_table();
+
+const fn crc_table() -> [u32; 256] {
+    let mut table = [0u32; 256];
+    let mut index = 0;
+    while index < 256 {
+        let mut crc = index as u32;
+        let mut bit = 0;
+        while bit < 8 {
+            crc = if crc & 1 == 1 { (crc >> 1) ^ 0xEDB8_8320 } else { crc >> 1 };
+            bit += 1;
+        }
+        table[index] = crc;
+        index += 1;
+    }
+    table
 }
 
 #[cfg(test)]

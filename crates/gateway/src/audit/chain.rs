@@ -17,7 +17,10 @@
 //! checkpoint's seq and line hash, signed over `portcullis-audit-head-v1\n<seq>\n<hash>`, which
 //! lets a verifier notice records cut from the end.
 
-use std::path::{Path, PathBuf};
+use std::{
+    borrow::Cow,
+    path::{Path, PathBuf},
+};
 
 use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
 use serde::{Deserialize, Serialize};
@@ -38,7 +41,13 @@ struct Line<'a> {
 }
 
 pub fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &byte in bytes {
+        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
+        out.push(char::from(DIGITS[usize::from(byte & 0x0F)]));
+    }
+    out
 }
 
 pub fn unhex(text: &str) -> Option<Vec<u8>> {
@@ -94,17 +103,20 @@ impl Position {
     }
 }
 
-/// The fields every record has, for reading.
+/// The fields every record has, for reading (borrowed from the line where it can be).
 #[derive(Debug, Deserialize)]
-pub struct RecordHead {
+pub struct RecordHead<'a> {
     pub seq: u64,
-    pub time: String,
-    pub prev: String,
-    pub event: String,
-    #[serde(default)]
-    pub key_id: Option<String>,
-    #[serde(default)]
-    pub signature: Option<String>,
+    #[serde(borrow)]
+    pub time: Cow<'a, str>,
+    #[serde(borrow)]
+    pub prev: Cow<'a, str>,
+    #[serde(borrow)]
+    pub event: Cow<'a, str>,
+    #[serde(default, borrow)]
+    pub key_id: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub signature: Option<Cow<'a, str>>,
 }
 
 /// The signed head file: the last checkpoint written.

@@ -254,7 +254,7 @@ fn check_checkpoint(chain: &mut Chain<'_>, record: &RecordHead, name: &str, numb
         chain.finding(FindingKind::BadSignature, name, number, "checkpoint without key_id or signature".into());
         return Ok(());
     };
-    if Some(record_key) != chain.key_id.as_ref() {
+    if Some(record_key.as_ref()) != chain.key_id.as_deref() {
         return Err(VerifyError::OtherChain(format!(
             "{name}: line {number}: checkpoints are signed by key {record_key}, but the public key given is {}: \
              this log belongs to another chain, or the wrong key was given",

@@ -43,7 +43,7 @@ fn tampered(dir: &Path, name: &str, edit: impl FnOnce(&mut Vec<String>)) -> std:
 #[tokio::test]
 async fn the_servers_log_verifies_and_every_tampering_is_caught() {
     let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), "[audit]\ncheckpoint_every = 5\n");
+    let config = write_config(dir.path(), "[audit]\ncheckpoint_every = 5\nstdout = true\n");
     let config = config.to_str().unwrap();
     let key = create_key(config);
     let server = Running::start(&["serve", "--config", config], &[]);
@@ -54,8 +54,14 @@ async fn the_servers_log_verifies_and_every_tampering_is_caught() {
         let request = if i % 3 == 0 { request } else { request.bearer_auth(&key) };
         request.send().await.unwrap();
     }
-    let (status, _) = server.terminate();
+    let (status, output) = server.terminate();
     assert!(status.success());
+    // With `stdout = true` the server printed each record it wrote, byte for byte.
+    let printed: Vec<&String> = output.iter().filter(|line| line.starts_with("{\"seq\":")).collect();
+    let written = std::fs::read_to_string(dir.path().join("audit.log")).unwrap();
+    let written: Vec<&str> = written.lines().skip(1).collect();
+    assert_eq!(printed.len(), written.len(), "{printed:?}");
+    assert!(printed.iter().zip(&written).all(|(printed, written)| printed.as_str() == *written));
     let revoke = run(&["keys", "revoke", &key[8..16], "--config", config]);
     assert!(revoke.status.success());
 
