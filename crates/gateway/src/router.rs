@@ -102,7 +102,7 @@ fn new_request_id() -> String {
     let mut bytes = [0u8; 12];
     // If the OS generator fails, a zero id still lets the request be served.
     let _ = getrandom::fill(&mut bytes);
-    bytes.iter().map(|byte| format!("{byte:02x}")).collect()
+    crate::hex::encode(&bytes)
 }
 
 /// The number of input rows of an inference, set by the handler for the audit record.

@@ -40,22 +40,7 @@ struct Line<'a> {
     event: &'a AuditEvent,
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &byte in bytes {
-        out.push(char::from(DIGITS[usize::from(byte >> 4)]));
-        out.push(char::from(DIGITS[usize::from(byte & 0x0F)]));
-    }
-    out
-}
-
-pub fn unhex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
-}
+pub use crate::hex::{decode as unhex, encode as hex};
 
 /// SHA-256 of a line's bytes, as hex.
 pub fn line_hash(line: &[u8]) -> String {
@@ -179,7 +164,8 @@ impl SigningKeyFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut seed = Zeroizing::new([0u8; 32]);
                 getrandom::fill(seed.as_mut()).map_err(|e| error(e.to_string()))?;
-                write_private(path, hex(seed.as_ref()).as_bytes()).map_err(|e| error(e.to_string()))?;
+                crate::secret_file::write_private(path, hex(seed.as_ref()).as_bytes())
+                    .map_err(|e| error(e.to_string()))?;
                 seed
             }
             Err(e) => return Err(error(e.to_string())),
@@ -213,18 +199,4 @@ pub fn load_public_key(path: &Path) -> Result<VerifyingKey, String> {
     let bytes: [u8; 32] =
         bytes.try_into().map_err(|_| format!("public key {} must be 64 hexadecimal characters", path.display()))?;
     VerifyingKey::from_bytes(&bytes).map_err(|_| format!("public key {} is not a valid Ed25519 key", path.display()))
-}
-
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
 }

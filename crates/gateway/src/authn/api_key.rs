@@ -50,7 +50,7 @@ impl Pepper {
     /// 32 random bytes as hex) when `create` is set and it does not exist yet.
     pub fn load(file: &Path, env: Option<&str>, create: bool) -> Result<Pepper, PepperError> {
         if let Some(hex) = env {
-            return decode_hex(hex.trim())
+            return crate::hex::decode(hex.trim())
                 .filter(|bytes| bytes.len() >= 32)
                 .map(Pepper::from_bytes)
                 .ok_or(PepperError::BadEnv);
@@ -59,7 +59,7 @@ impl Pepper {
         match std::fs::read_to_string(file) {
             Ok(text) => {
                 let text = Zeroizing::new(text);
-                decode_hex(text.trim())
+                crate::hex::decode(text.trim())
                     .filter(|bytes| bytes.len() >= 32)
                     .map(Pepper::from_bytes)
                     .ok_or_else(|| PepperError::File(shown, "must hold at least 64 hexadecimal characters".into()))
@@ -67,8 +67,9 @@ impl Pepper {
             Err(error) if error.kind() == std::io::ErrorKind::NotFound && create => {
                 let mut bytes = Zeroizing::new(vec![0u8; 32]);
                 getrandom::fill(&mut bytes).map_err(|e| PepperError::File(shown.clone(), e.to_string()))?;
-                let hex = Zeroizing::new(bytes.iter().map(|byte| format!("{byte:02x}")).collect::<String>());
-                write_private(file, hex.as_bytes()).map_err(|e| PepperError::File(shown, e.to_string()))?;
+                let hex = Zeroizing::new(crate::hex::encode(&bytes));
+                crate::secret_file::write_private(file, hex.as_bytes())
+                    .map_err(|e| PepperError::File(shown, e.to_string()))?;
                 Ok(Pepper::from_bytes(bytes.to_vec()))
             }
             Err(error) => Err(PepperError::File(shown, error.to_string())),
@@ -87,31 +88,6 @@ impl Pepper {
 #[expect(clippy::panic, reason = "HMAC accepts keys of every length, so this is unreachable")]
 fn unreachable_hmac() -> Hmac<Sha256> {
     panic!("HMAC rejected its key")
-}
-
-/// Creates a file readable by its owner only, failing if it exists (never overwrites).
-fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut options = std::fs::OpenOptions::new();
-    options.write(true).create_new(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    let mut file = options.open(path)?;
-    file.write_all(contents)?;
-    file.sync_all()
-}
-
-fn decode_hex(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..text.len())
-        .step_by(2)
-        .map(|index| text.get(index..index + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok()))
-        .collect()
 }
 
 struct CacheEntry {
