@@ -13,7 +13,8 @@ pub fn encode(bytes: &[u8]) -> String {
 
 /// Decodes hexadecimal (either case); `None` if the text is not an even run of hex digits.
 pub fn decode(text: &str) -> Option<Vec<u8>> {
-    if !text.len().is_multiple_of(2) {
+    // from_str_radix alone would accept a sign ("+1"), so check the digits first.
+    if !text.len().is_multiple_of(2) || !text.bytes().all(|byte| byte.is_ascii_hexdigit()) {
         return None;
     }
     (0..text.len()).step_by(2).map(|i| text.get(i..i + 2).and_then(|pair| u8::from_str_radix(pair, 16).ok())).collect()
