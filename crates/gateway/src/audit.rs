@@ -237,7 +237,9 @@ impl AuditLog {
 /// Appends one admin record from a process that is not the server (the `keys` commands),
 /// under the same file lock, continuing the same chain, synced before returning.
 pub fn append_admin(config: &AuditConfig, event: AuditEvent) -> Result<(), AuditError> {
-    let mut writer = writer::Writer::open(config)?;
+    // The stdout copy is the server's, for its log shipper; a command's output stays its own.
+    let config = AuditConfig { stdout: false, ..config.clone() };
+    let mut writer = writer::Writer::open(&config)?;
     writer.write_batch(vec![event], false, true)
 }
 

@@ -94,6 +94,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             (temporary.path().to_owned(), Some(temporary))
         }
     };
+    // Listen for signals before anything starts, so none is missed.
+    let shutdown = gateway::serve::shutdown_signal();
     let config_path = write_files(&dir, args.port, args.admin_port)?;
     let config = gateway::Config::load(&config_path)?;
     let gateway = gateway::Gateway::build(config).await?;
@@ -149,6 +151,6 @@ Press Ctrl-C to stop.
         key = secret.expose(),
     );
     drop(secret);
-    server.run(gateway::serve::shutdown_signal()).await?;
+    server.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -18,6 +18,8 @@ pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
         println!("{config:#?}");
         return Ok(ExitCode::SUCCESS);
     }
-    gateway::serve(config, gateway::serve::shutdown_signal()).await?;
+    // Listen for signals before anything starts, so none is missed.
+    let shutdown = gateway::serve::shutdown_signal();
+    gateway::serve(config, shutdown).await?;
     Ok(ExitCode::SUCCESS)
 }
