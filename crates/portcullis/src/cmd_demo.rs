@@ -74,6 +74,12 @@ name = "credit-risk-shadow"
 path = "models/credit-risk/model.onnx"
 checks = "models/credit-risk/checks.json"
 runtime = "tract"
+
+[models.output]
+scores = "probabilities"
+label = "label"
+classes = ["repay", "default"]
+policy = "label"
 "#,
         config = dir.join("portcullis.toml").display(),
     );
@@ -143,6 +149,7 @@ API key, shown once (the server stores only a hash of it), valid for 24 hours:
 Model metadata:  curl -s {base}/credit-risk -H 'authorization: Bearer {key}'
 Metrics:         curl -s http://{admin}/metrics
 More keys:       portcullis keys create --config {config} --name NAME --models credit-risk
+Audit log:       portcullis audit verify {dir}/audit.log --config {config}
 
 Press Ctrl-C to stop.
 "#,
