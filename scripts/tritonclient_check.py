@@ -166,7 +166,7 @@ def features_input(tensor: dict, binary: bool) -> httpclient.InferInput:
 
 
 def infer_case(client, headers: dict, case: dict, tolerance: float, binary: bool | None,
-               request_id: str, model_version: str = "") -> None:
+               request_id: str, model_version: str = "", compression: str | None = None) -> None:
     """Sends one checks.json case and compares the answer with the expected outputs.
 
     binary=True sends the inputs and asks for the outputs with the binary tensor extension,
@@ -181,7 +181,8 @@ def infer_case(client, headers: dict, case: dict, tolerance: float, binary: bool
             for tensor in case["outputs"]
         ]
     result = client.infer(MODEL, inputs, model_version=model_version, outputs=outputs,
-                          request_id=request_id, headers=headers)
+                          request_id=request_id, headers=headers,
+                          request_compression_algorithm=compression)
 
     response = result.get_response()
     assert response.get("id") == request_id, f"id {response.get('id')!r}, expected {request_id!r}"
@@ -264,6 +265,15 @@ def run_checks(client, key: str, report: Report) -> None:
                     client, auth(), case, tolerance, binary, request_id
                 ),
             )
+
+    case = checks["cases"][1]
+    for compression in ("gzip", "deflate"):
+        report.check(
+            f"infer {MODEL} case 1 (binary, request compressed with {compression})",
+            lambda compression=compression: infer_case(
+                client, auth(), case, tolerance, True, f"case-1-{compression}", compression=compression
+            ),
+        )
 
     case = checks["cases"][0]
     report.check(

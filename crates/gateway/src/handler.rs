@@ -149,7 +149,9 @@ async fn run_inference(
     let (parts, body) = request.into_parts();
     let json_len = binary_header_length(&parts.headers)?;
     check_content_type(&parts.headers, json_len.is_some())?;
+    let encoding = content_encoding(&parts.headers)?;
     let body = read_body(body, &parts.headers, gateway.config.max_body_bytes).await?;
+    let body = decompress(body, encoding, gateway.config.max_body_bytes)?;
 
     let limits = &gateway.config.inference.limits;
     let decoded = oip::decode_request(&body, json_len, limits).map_err(|e| ApiError::bad_request(e.0))?;
@@ -239,16 +241,54 @@ fn binary_header_length(headers: &HeaderMap) -> Result<Option<usize>, ApiError> 
         .ok_or_else(|| ApiError::bad_request("Inference-Header-Content-Length must be a whole number of bytes"))
 }
 
-fn check_content_type(headers: &HeaderMap, binary: bool) -> Result<(), ApiError> {
-    // A compressed body would reach the decoder as garbage; say what is wrong instead.
-    if let Some(encoding) = headers.get(header::CONTENT_ENCODING) {
-        let encoding = encoding.to_str().unwrap_or("").trim().to_ascii_lowercase();
-        if encoding != "identity" {
-            return Err(ApiError::unsupported_media_type(format!(
-                "Content-Encoding '{encoding}' is not supported: send the body uncompressed"
-            )));
-        }
+/// How the request body is compressed (tritonclient's `request_compression_algorithm`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Encoding {
+    Identity,
+    Gzip,
+    /// HTTP's "deflate" is the zlib format (RFC 9110), which is what clients send.
+    Deflate,
+}
+
+fn content_encoding(headers: &HeaderMap) -> Result<Encoding, ApiError> {
+    let mut values = headers.get_all(header::CONTENT_ENCODING).iter();
+    let Some(value) = values.next() else {
+        return Ok(Encoding::Identity);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::unsupported_media_type("Content-Encoding is given twice: send one coding"));
     }
+    match value.to_str().unwrap_or("").trim().to_ascii_lowercase().as_str() {
+        "identity" => Ok(Encoding::Identity),
+        "gzip" | "x-gzip" => Ok(Encoding::Gzip),
+        "deflate" => Ok(Encoding::Deflate),
+        other => Err(ApiError::unsupported_media_type(format!(
+            "Content-Encoding '{other}' is not supported: send gzip, deflate or an uncompressed body"
+        ))),
+    }
+}
+
+/// Decompresses under the same cap as an uncompressed body, so a small bomb cannot expand
+/// past it; corrupt data is a 400.
+fn decompress(body: bytes::Bytes, encoding: Encoding, limit: usize) -> Result<bytes::Bytes, ApiError> {
+    use std::io::Read;
+    let reader: Box<dyn Read + '_> = match encoding {
+        Encoding::Identity => return Ok(body),
+        Encoding::Gzip => Box::new(flate2::read::GzDecoder::new(&body[..])),
+        Encoding::Deflate => Box::new(flate2::read::ZlibDecoder::new(&body[..])),
+    };
+    let mut out = Vec::with_capacity(body.len().saturating_mul(4).min(limit));
+    reader
+        .take(limit as u64 + 1)
+        .read_to_end(&mut out)
+        .map_err(|_| ApiError::bad_request("the compressed body is corrupt"))?;
+    if out.len() > limit {
+        return Err(ApiError::payload_too_large(Some(limit)));
+    }
+    Ok(out.into())
+}
+
+fn check_content_type(headers: &HeaderMap, binary: bool) -> Result<(), ApiError> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {
         return Ok(());
     };

@@ -449,17 +449,66 @@ async fn bad_inference_requests_get_precise_4xx_and_the_server_keeps_serving() {
         let message = reply.json()["error"].as_str().unwrap().to_owned();
         assert!(message.contains(needle), "'{message}' lacks '{needle}' for body {}", &body[..body.len().min(80)]);
     }
-    // Compressed bodies are refused plainly rather than parsed as garbage.
+    // Compressed bodies: gzip and deflate (zlib) are read, under the same cap once expanded;
+    // other codings and corrupt data are refused plainly.
+    let compress = |encoding: &str, data: &[u8]| -> Vec<u8> {
+        use std::io::Write;
+        match encoding {
+            "gzip" => {
+                let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder.write_all(data).unwrap();
+                encoder.finish().unwrap()
+            }
+            _ => {
+                let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+                encoder.write_all(data).unwrap();
+                encoder.finish().unwrap()
+            }
+        }
+    };
+    let small = infer_body(1);
+    for encoding in ["gzip", "deflate"] {
+        let reply = harness
+            .send(
+                with_key(post_json("/v2/models/mlp/infer"), &key)
+                    .header(header::CONTENT_ENCODING, encoding)
+                    .body(Body::from(compress(encoding, small.as_bytes())))
+                    .unwrap(),
+            )
+            .await;
+        assert_eq!(reply.status, StatusCode::OK, "{encoding}: {}", String::from_utf8_lossy(&reply.body));
+    }
+    // A bomb: tiny compressed, far beyond the 4096-byte cap expanded.
+    let bomb = compress("gzip", &vec![b' '; 1 << 20]);
+    assert!(bomb.len() < 4096);
     let reply = harness
         .send(
             with_key(post_json("/v2/models/mlp/infer"), &key)
                 .header(header::CONTENT_ENCODING, "gzip")
-                .body(Body::from(infer_body(1)))
+                .body(Body::from(bomb))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large");
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/mlp/infer"), &key)
+                .header(header::CONTENT_ENCODING, "gzip")
+                .body(Body::from(small.clone()))
+                .unwrap(),
+        )
+        .await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let reply = harness
+        .send(
+            with_key(post_json("/v2/models/mlp/infer"), &key)
+                .header(header::CONTENT_ENCODING, "br")
+                .body(Body::from(small))
                 .unwrap(),
         )
         .await;
     reply.assert_error(StatusCode::UNSUPPORTED_MEDIA_TYPE, "unsupported_media_type");
-    assert!(reply.json()["error"].as_str().unwrap().contains("Content-Encoding 'gzip'"));
+    assert!(reply.json()["error"].as_str().unwrap().contains("Content-Encoding 'br'"));
     // Batch beyond the model's limit (16), within the body limit.
     let harness = Harness::new().await;
     let key = harness.key(&["mlp"], "infer").await;
