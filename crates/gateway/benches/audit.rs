@@ -49,7 +49,7 @@ fn bench(c: &mut Criterion) {
     group.throughput(Throughput::Elements(RECORDS));
     group.bench_function("records_with_signatures", |b| {
         b.iter(|| {
-            let report = verify::verify(&files, Some(&public), None).unwrap();
+            let report = verify::verify(&files, Some(&public), None, 1).unwrap();
             assert!(report.findings.is_empty());
         })
     });

@@ -240,7 +240,7 @@ pub fn append_admin(config: &AuditConfig, event: AuditEvent) -> Result<(), Audit
     // The stdout copy is the server's, for its log shipper; a command's output stays its own.
     let config = AuditConfig { stdout: false, ..config.clone() };
     let mut writer = writer::Writer::open(&config)?;
-    writer.write_batch(vec![event], false, true)
+    writer.write_batch(&[event], false, true)
 }
 
 #[cfg(test)]

@@ -83,5 +83,10 @@ pub fn authorize(principal: &Principal, model: &Model, action: Action) -> Result
         Some(policy) if principal.widen_output => policy,
         Some(policy) => policy.narrowest(default),
     };
+    // A policy below raw needs the model's output table to be applied; without one the model's
+    // outputs would go out raw, so a key restricted to less is refused instead.
+    if output != OutputPolicy::Raw && model.config.output.is_none() {
+        return Err(ApiError::forbidden().with_audit_reason("output_policy_unenforceable"));
+    }
     Ok(Grant { model: name.clone(), principal: principal.id.clone(), action, output })
 }

@@ -66,29 +66,31 @@ impl OutputPolicy {
         }
     }
 
-    /// The narrower of two policies (for a key without the right to widen).
+    /// The narrower of two policies (for a key without the right to widen): the narrower kind,
+    /// the fewer classes, and the fewer decimals, each taken on its own.
     pub fn narrowest(self, other: OutputPolicy) -> OutputPolicy {
         if self.is_narrower_or_equal(other) {
-            self
-        } else if other.is_narrower_or_equal(self) {
-            other
-        } else {
-            // Incomparable (e.g. top_k with finer rounding than scores): take the narrower kind
-            // with the coarser rounding of the two.
-            let round = |policy: OutputPolicy| match policy {
-                OutputPolicy::TopK { round, .. } | OutputPolicy::Scores { round } => round,
-                _ => None,
-            };
-            let coarser = match (round(self), round(other)) {
-                (Some(a), Some(b)) => Some(a.min(b)),
-                (a, b) => a.or(b),
-            };
-            match (self, other) {
-                (OutputPolicy::TopK { k, .. }, _) | (_, OutputPolicy::TopK { k, .. }) => {
-                    OutputPolicy::TopK { k, round: coarser }
-                }
-                _ => OutputPolicy::Scores { round: coarser },
+            return self;
+        }
+        if other.is_narrower_or_equal(self) {
+            return other;
+        }
+        let round = |policy: OutputPolicy| match policy {
+            OutputPolicy::TopK { round, .. } | OutputPolicy::Scores { round } => round,
+            _ => None,
+        };
+        let fewer_decimals = match (round(self), round(other)) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        match (self, other) {
+            (OutputPolicy::TopK { k: a, .. }, OutputPolicy::TopK { k: b, .. }) => {
+                OutputPolicy::TopK { k: a.min(b), round: fewer_decimals }
             }
+            (OutputPolicy::TopK { k, .. }, _) | (_, OutputPolicy::TopK { k, .. }) => {
+                OutputPolicy::TopK { k, round: fewer_decimals }
+            }
+            _ => OutputPolicy::Scores { round: fewer_decimals },
         }
     }
 }
@@ -410,6 +412,9 @@ mod tests {
         assert!(!p("raw").is_narrower_or_equal(p("scores")));
         assert_eq!(p("raw").narrowest(p("label")), p("label"));
         assert_eq!(p("top_k=2").narrowest(p("scores:round=1")), p("top_k=2:round=1"));
+        // Incomparable top_k policies: fewer classes and fewer decimals, whichever side has them.
+        assert_eq!(p("top_k=10:round=2").narrowest(p("top_k=3:round=4")), p("top_k=3:round=2"));
+        assert_eq!(p("top_k=3:round=4").narrowest(p("top_k=10:round=2")), p("top_k=3:round=2"));
     }
 
     #[test]

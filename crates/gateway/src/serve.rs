@@ -173,22 +173,21 @@ impl Server {
             flatten(public).and(flatten(admin))
         })
         .await;
-        // Requests are done: seal the log with a final checkpoint.
-        if let Some(audit) = &gateway.audit {
-            audit.close().await;
-        }
-        match drained {
-            Ok(result) => {
-                tracing::info!("stopped");
-                result
-            }
+        let result = match drained {
+            Ok(result) => result,
             Err(_) => {
                 tracing::warn!(grace_seconds = grace.as_secs(), "grace period over; closing remaining connections");
                 public.abort();
                 admin.abort();
                 Ok(())
             }
+        };
+        // Requests are done (or cut off): seal the log with a final checkpoint.
+        if let Some(audit) = &gateway.audit {
+            audit.close().await;
         }
+        tracing::info!("stopped");
+        result
     }
 }
 

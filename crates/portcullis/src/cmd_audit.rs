@@ -26,6 +26,9 @@ pub enum Command {
         /// The signed head file. Default: `<last file>.head` if it exists.
         #[arg(long)]
         head: Option<PathBuf>,
+        /// The seq the first file starts at, when older rotated files were archived.
+        #[arg(long, default_value_t = 1)]
+        from_seq: u64,
         #[arg(long)]
         json: bool,
     },
@@ -35,7 +38,17 @@ pub enum Command {
 
 pub fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     match command {
-        Command::Verify { files, public_key, head, json } => {
+        Command::Verify { files, public_key, head, from_seq, json } => {
+            // `audit.log.*` also matches the head file (and its temporary): they are not logs.
+            let files: Vec<PathBuf> = files
+                .into_iter()
+                .filter(|file| {
+                    !file.to_string_lossy().ends_with(".head") && !file.to_string_lossy().ends_with(".head.tmp")
+                })
+                .collect();
+            if files.is_empty() {
+                anyhow::bail!("no log files to verify (head files are read with --head)");
+            }
             let public_key = match public_key {
                 Some(path) => Some(path),
                 None => configured_public_key(config_path),
@@ -44,7 +57,7 @@ pub fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
             let head = head.or_else(|| files.last().map(|file| head_path(file)).filter(|path| path.exists()));
             // A log that cannot be checked at all (unreadable, empty, not a log, another chain's
             // key) is an error, exit 2; tampering found in a readable log is a finding, exit 1.
-            let report = verify::verify(&files, key.as_ref(), head.as_deref())?;
+            let report = verify::verify(&files, key.as_ref(), head.as_deref(), from_seq)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {

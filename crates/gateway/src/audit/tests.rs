@@ -35,9 +35,9 @@ fn write_log(dir: &Path, records: usize, every: u64) -> AuditConfig {
     let config = config(dir, every, 1 << 30);
     let mut writer = Writer::open(&config).unwrap();
     for i in 0..records {
-        writer.write_batch(vec![revoked(i)], false, true).unwrap();
+        writer.write_batch(&[revoked(i)], false, true).unwrap();
     }
-    writer.write_batch(Vec::new(), true, true).unwrap();
+    writer.write_batch(&[], true, true).unwrap();
     config
 }
 
@@ -51,7 +51,7 @@ fn rewrite(path: &Path, lines: &[String]) {
 
 fn check(config: &AuditConfig, files: &[PathBuf]) -> Result<verify::Report, VerifyError> {
     let key = load_public_key(&public_key_path(&config.signing_key)).unwrap();
-    verify::verify(files, Some(&key), Some(&head_path(&config.path)))
+    verify::verify(files, Some(&key), Some(&head_path(&config.path)), 1)
 }
 
 /// Verifies and returns the findings as (kind, line).
@@ -102,6 +102,16 @@ fn a_modified_record_with_a_recomputed_chain_breaks_the_checkpoint() {
     rewrite(&config.path, &log);
     let found = findings(&config);
     assert!(found.contains(&(FindingKind::BadSignature, 4)), "{found:?}");
+}
+
+#[test]
+fn records_cut_from_the_start_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_log(dir.path(), 10, 4);
+    let mut log = lines(&config.path);
+    log.drain(..3);
+    rewrite(&config.path, &log);
+    assert_eq!(findings(&config), vec![(FindingKind::Deleted, 1)]);
 }
 
 #[test]
@@ -162,7 +172,7 @@ fn a_torn_tail_is_reported_and_repaired() {
     assert_eq!(verify::repair(&config.path).unwrap(), 0);
     // And appending continues the same chain.
     let mut writer = Writer::open(&config).unwrap();
-    writer.write_batch(vec![revoked(99)], true, true).unwrap();
+    writer.write_batch(&[revoked(99)], true, true).unwrap();
     assert!(findings(&config).is_empty());
 }
 
@@ -184,14 +194,14 @@ fn unreadable_logs_and_foreign_keys_are_errors_not_findings() {
         (dir.path().join("missing.log"), "cannot read"),
     ];
     for (path, needle) in cases {
-        let error = verify::verify(std::slice::from_ref(&path), Some(&key), None).unwrap_err().to_string();
+        let error = verify::verify(std::slice::from_ref(&path), Some(&key), None, 1).unwrap_err().to_string();
         assert!(error.contains(needle), "{}: '{error}' lacks '{needle}'", path.display());
     }
     // Another chain's key.
     let other = tempfile::tempdir().unwrap();
     let other_config = write_log(other.path(), 3, 2);
     let other_key = load_public_key(&public_key_path(&other_config.signing_key)).unwrap();
-    let error = verify::verify(std::slice::from_ref(&config.path), Some(&other_key), None).unwrap_err().to_string();
+    let error = verify::verify(std::slice::from_ref(&config.path), Some(&other_key), None, 1).unwrap_err().to_string();
     assert!(error.contains("another chain"), "{error}");
     assert!(load_public_key(&dir.path().join("nokey.pub")).is_err());
 }
@@ -202,9 +212,9 @@ fn rotation_keeps_one_chain_across_files() {
     let config = config(dir.path(), 1000, 4096);
     let mut writer = Writer::open(&config).unwrap();
     for i in 0..60 {
-        writer.write_batch(vec![revoked(i)], false, true).unwrap();
+        writer.write_batch(&[revoked(i)], false, true).unwrap();
     }
-    writer.write_batch(Vec::new(), true, true).unwrap();
+    writer.write_batch(&[], true, true).unwrap();
     let mut files: Vec<PathBuf> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|entry| entry.unwrap().path())
@@ -218,8 +228,20 @@ fn rotation_keeps_one_chain_across_files() {
     assert!(report.findings.is_empty(), "{:?}", report.findings);
     assert_eq!(report.first_seq, Some(1));
     // Files out of order break the chain.
-    files.swap(0, 1);
-    assert!(!check(&config, &files).unwrap().findings.is_empty());
+    let mut swapped = files.clone();
+    swapped.swap(0, 1);
+    assert!(!check(&config, &swapped).unwrap().findings.is_empty());
+    // The active file alone starts mid-chain: missing records, unless told where it starts.
+    let last = std::slice::from_ref(&config.path);
+    let key = load_public_key(&public_key_path(&config.signing_key)).unwrap();
+    let alone = verify::verify(last, Some(&key), None, 1).unwrap();
+    assert_eq!(alone.findings.iter().map(|f| f.kind).collect::<Vec<_>>(), [FindingKind::Deleted]);
+    let start = alone.first_seq.unwrap();
+    assert!(verify::verify(last, Some(&key), None, start).unwrap().findings.is_empty());
+    // And a writer opening the fresh active file after a rotation continues the chain.
+    let mut writer = Writer::open(&config).unwrap();
+    writer.write_batch(&[revoked(1000)], true, true).unwrap();
+    assert!(check(&config, &files).unwrap().findings.is_empty());
 }
 
 #[tokio::test]

@@ -80,6 +80,7 @@ struct Chain<'k> {
     report: Report,
     last_checkpoint: Option<(String, u64)>,
     head: Option<Head>,
+    from_seq: u64,
 }
 
 impl Chain<'_> {
@@ -104,7 +105,13 @@ fn read_line(reader: &mut impl BufRead, buffer: &mut Vec<u8>) -> std::io::Result
 
 /// Verifies `files`, in chain order. `key`: the checkpoint public key (signatures are not
 /// checked without it). `head`: the head file, if any.
-pub fn verify(files: &[PathBuf], key: Option<&VerifyingKey>, head: Option<&Path>) -> Result<Report, VerifyError> {
+/// `from_seq`: the seq the first file starts at, when older files were archived (default 1).
+pub fn verify(
+    files: &[PathBuf],
+    key: Option<&VerifyingKey>,
+    head: Option<&Path>,
+    from_seq: u64,
+) -> Result<Report, VerifyError> {
     let mut chain = Chain {
         key,
         key_id: key.map(key_id),
@@ -112,6 +119,7 @@ pub fn verify(files: &[PathBuf], key: Option<&VerifyingKey>, head: Option<&Path>
         report: Report::default(),
         last_checkpoint: None,
         head: None,
+        from_seq,
     };
     chain.report.signatures_checked = key.is_some();
     chain.report.files = files.len();
@@ -205,6 +213,13 @@ fn check_link(chain: &mut Chain<'_>, record: &RecordHead, name: &str, number: u6
                 number,
                 "the first record of the chain must have prev = 64 zeros".into(),
             );
+        } else if record.seq != chain.from_seq {
+            let message = format!(
+                "the files start at seq {}, not {}: earlier records are missing (give the older rotated files \
+                 first, or --from-seq {} if they were archived)",
+                record.seq, chain.from_seq, record.seq
+            );
+            chain.finding(FindingKind::Deleted, name, number, message);
         }
         return;
     };

@@ -15,7 +15,7 @@ use tokio::sync::mpsc;
 
 use super::{
     AuditConfig, AuditError, AuditEvent, Fsync, Message,
-    chain::{Position, RecordHead, SigningKeyFile, head_path, line_hash},
+    chain::{Head, Position, RecordHead, SigningKeyFile, head_path, line_hash},
 };
 
 /// Records taken from the queue per write.
@@ -51,7 +51,19 @@ fn open_append(path: &Path) -> Result<File, AuditError> {
 fn read_tail(file: &mut File, path: &Path) -> Result<(Position, u64), AuditError> {
     let len = file.seek(SeekFrom::End(0)).map_err(|e| io_error(path, e))?;
     if len == 0 {
-        return Ok((Position::start(), 0));
+        // A fresh file after a rotation continues the chain: the head names the rotated file's
+        // closing checkpoint. Without a head this is the start of a chain.
+        return match std::fs::read_to_string(head_path(path)) {
+            Ok(text) => {
+                let head: Head = serde_json::from_str(&text).map_err(|e| AuditError::Corrupt {
+                    path: head_path(path).display().to_string(),
+                    message: format!("not a head file ({e})"),
+                })?;
+                Ok((Position { seq: head.seq, hash: head.hash }, 0))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok((Position::start(), 0)),
+            Err(e) => Err(io_error(&head_path(path), e)),
+        };
     }
     let start = len.saturating_sub(TAIL_WINDOW);
     file.seek(SeekFrom::Start(start)).map_err(|e| io_error(path, e))?;
@@ -113,6 +125,8 @@ impl Writer {
             Fsync::Always => None,
             Fsync::Every(interval) => Some(interval.min(POLL)),
         };
+        // Records not yet written: retried on every pass while the log cannot be written.
+        let mut pending: Vec<AuditEvent> = Vec::new();
         loop {
             let mut messages = Vec::new();
             match poll {
@@ -141,13 +155,12 @@ impl Writer {
                     messages.push(message);
                 }
             }
-            let mut events = Vec::new();
             let mut acks = Vec::new();
             let mut shutdown = None;
             for message in messages {
                 match message {
                     Message::Event(event, ack) => {
-                        events.push(*event);
+                        pending.push(*event);
                         acks.extend(ack);
                     }
                     Message::Tick => {}
@@ -155,9 +168,22 @@ impl Writer {
                 }
             }
             let sync_now = !acks.is_empty() || shutdown.is_some();
-            let result = self.write_batch(events, shutdown.is_some(), sync_now);
-            if let Err(error) = &result {
-                tracing::error!(%error, "audit log write failed");
+            let result = self.write_batch(&pending, shutdown.is_some(), sync_now);
+            match &result {
+                Ok(()) => pending.clear(),
+                Err(error) => {
+                    tracing::error!(%error, records = pending.len(), "audit log write failed; requests are refused until it recovers");
+                    if !acks.is_empty() {
+                        // Their requests are answered 503: those records describe answers never given.
+                        pending.clear();
+                    } else if pending.len() > self.config.queue {
+                        // Served already (nobody waits in this mode): kept for the next attempt, up
+                        // to a bound; beyond it the oldest are lost, and said to be.
+                        let lost = pending.len() - self.config.queue;
+                        pending.drain(..lost);
+                        tracing::error!(lost, "audit records lost while the log could not be written");
+                    }
+                }
             }
             if shutdown.is_none() {
                 healthy.store(result.is_ok(), Ordering::Relaxed);
@@ -175,7 +201,7 @@ impl Writer {
     /// Appends `events` (and any checkpoint that falls due) under the file lock.
     pub fn write_batch(
         &mut self,
-        events: Vec<AuditEvent>,
+        events: &[AuditEvent],
         force_checkpoint: bool,
         force_sync: bool,
     ) -> Result<(), AuditError> {
@@ -198,7 +224,7 @@ impl Writer {
         result
     }
 
-    fn write_locked(&mut self, events: Vec<AuditEvent>, checkpoint: bool, sync: bool) -> Result<(), AuditError> {
+    fn write_locked(&mut self, events: &[AuditEvent], checkpoint: bool, sync: bool) -> Result<(), AuditError> {
         let path = self.config.path.clone();
         if self.rotated_elsewhere() {
             // Another process rotated the file under us: follow the path to the new file.
@@ -218,31 +244,41 @@ impl Writer {
         if self.known_len >= self.config.max_file_bytes && (!events.is_empty() || checkpoint) {
             self.rotate()?;
         }
+        // Lines are built on a copy of the position, kept only once they are all written.
         let time = crate::time::now_rfc3339_millis();
+        let mut position = self.position.clone();
+        let mut since_checkpoint = self.since_checkpoint;
         let mut buffer = String::with_capacity(events.len() * 320);
         let serialize =
             |e: serde_json::Error| AuditError::Corrupt { path: path.display().to_string(), message: e.to_string() };
         let mut checkpointed = None;
-        for event in &events {
-            buffer.push_str(&self.position.append(&time, event).map_err(serialize)?);
+        for event in events {
+            buffer.push_str(&position.append(&time, event).map_err(serialize)?);
             buffer.push('\n');
-            self.since_checkpoint += 1;
-            if self.since_checkpoint >= self.config.checkpoint_every {
-                buffer.push_str(&self.position.checkpoint(&time, &self.key).map_err(serialize)?);
+            since_checkpoint += 1;
+            if since_checkpoint >= self.config.checkpoint_every {
+                buffer.push_str(&position.checkpoint(&time, &self.key).map_err(serialize)?);
                 buffer.push('\n');
-                self.since_checkpoint = 0;
-                checkpointed = Some(self.position.clone());
+                since_checkpoint = 0;
+                checkpointed = Some(position.clone());
             }
         }
-        if checkpoint && self.since_checkpoint > 0 {
-            buffer.push_str(&self.position.checkpoint(&time, &self.key).map_err(serialize)?);
+        if checkpoint && since_checkpoint > 0 {
+            buffer.push_str(&position.checkpoint(&time, &self.key).map_err(serialize)?);
             buffer.push('\n');
-            self.since_checkpoint = 0;
-            checkpointed = Some(self.position.clone());
+            since_checkpoint = 0;
+            checkpointed = Some(position.clone());
         }
         if !buffer.is_empty() {
-            self.file.write_all(buffer.as_bytes()).map_err(|e| io_error(&path, e))?;
+            if let Err(error) = self.file.write_all(buffer.as_bytes()) {
+                // A partial write (a full disk) is cut back, so the file still ends on a whole
+                // record and the next attempt continues the chain.
+                let _ = self.file.set_len(self.known_len);
+                return Err(io_error(&path, error));
+            }
             self.known_len += buffer.len() as u64;
+            self.position = position;
+            self.since_checkpoint = since_checkpoint;
             self.unsynced = true;
             if self.config.stdout {
                 let mut stdout = std::io::stdout().lock();

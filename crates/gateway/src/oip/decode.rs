@@ -425,7 +425,8 @@ impl<'de, T: Element> Visitor<'de> for FlattenSeed<'_, '_, T> {
 }
 
 fn flatten<T: Element>(name: &str, expected: usize, raw: &RawValue, limits: &Limits) -> Result<Vec<T>, DecodeError> {
-    let mut state = Flatten { out: Vec::with_capacity(expected), expected, limits };
+    // Each element takes at least two bytes of JSON, so the body bounds the reservation too.
+    let mut state = Flatten { out: Vec::with_capacity(expected.min(raw.get().len() / 2)), expected, limits };
     let mut deserializer = serde_json::Deserializer::from_str(raw.get());
     FlattenSeed { state: &mut state, depth: 0 }
         .deserialize(&mut deserializer)
