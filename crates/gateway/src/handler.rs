@@ -199,7 +199,8 @@ async fn run_inference(
     };
     let response = InferResponse {
         model_name: model.config.name.clone(),
-        model_version: model.config.version.clone(),
+        // Below raw the version is an internal, as in the metadata.
+        model_version: (policy == minimise::OutputPolicy::Raw).then(|| model.config.version.clone()),
         id,
         outputs,
     };

@@ -85,7 +85,7 @@ impl Keyring {
             revoked_at: None,
             replaced_by: None,
         };
-        self.store.insert_key(&record).await?;
+        // The record comes first: a change that cannot be audited is not made.
         self.record(AuditEvent::KeyCreated {
             kid: record.kid.clone(),
             name: record.name.clone(),
@@ -94,6 +94,7 @@ impl Keyring {
             output: record.output.map(|policy| policy.to_string()),
             expires_at: record.expires_at,
         })?;
+        self.store.insert_key(&record).await?;
         Ok((secret, record))
     }
 
@@ -106,14 +107,14 @@ impl Keyring {
     }
 
     pub async fn revoke(&self, kid: &str) -> Result<(), KeyError> {
-        if self.store.revoke_key(kid, crate::time::now()).await? {
-            self.record(AuditEvent::KeyRevoked { kid: kid.to_owned() })
-        } else {
-            match self.store.find_key(kid).await? {
-                None => Err(KeyError::NotFound(kid.to_owned())),
-                Some(_) => Err(KeyError::Invalid(format!("key {kid} is revoked already"))),
-            }
+        let key = self.show(kid).await?;
+        if key.revoked_at.is_some() {
+            return Err(KeyError::Invalid(format!("key {kid} is revoked already")));
         }
+        // The record comes first: a change that cannot be audited is not made.
+        self.record(AuditEvent::KeyRevoked { kid: kid.to_owned() })?;
+        self.store.revoke_key(kid, crate::time::now()).await?;
+        Ok(())
     }
 
     /// Issues a successor with the same name, owner, models, scopes and lifetime, and lets the
@@ -140,8 +141,10 @@ impl Keyring {
             ..old
         };
         let old_key_expires_at = now.saturating_add(overlap);
-        self.store.rotate_key(kid, &record, old_key_expires_at).await?;
+        // The record comes first: a change that cannot be audited is not made (and no successor
+        // exists whose secret nobody holds).
         self.record(AuditEvent::KeyRotated { kid: kid.to_owned(), successor: record.kid.clone(), old_key_expires_at })?;
+        self.store.rotate_key(kid, &record, old_key_expires_at).await?;
         Ok((secret, record))
     }
 }

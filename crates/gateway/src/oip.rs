@@ -81,7 +81,8 @@ pub struct InferRequest {
 #[derive(Debug, Clone, PartialEq)]
 pub struct InferResponse {
     pub model_name: String,
-    pub model_version: String,
+    /// Omitted for callers whose output policy hides model internals.
+    pub model_version: Option<String>,
     pub id: Option<String>,
     /// Each output with whether it goes out as binary.
     pub outputs: Vec<(Tensor, bool)>,

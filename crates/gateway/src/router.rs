@@ -1,7 +1,9 @@
 //! THE layer stack. Every request to the public listener passes these layers in this order,
 //! outermost first; each says why it sits where it does.
 
-use std::{sync::Arc, time::Instant};
+use std::{panic::AssertUnwindSafe, sync::Arc, time::Instant};
+
+use futures_util::FutureExt;
 
 use axum::{
     Router,
@@ -150,43 +152,57 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or_else(|| "-".to_owned(), |info| info.0.ip().to_string());
-    let response = next.run(request).await;
-    let status = response.status();
-    let error = response.extensions().get::<error::ApiError>();
-    let reason = error.map_or("ok", |error| error.audit_reason.unwrap_or(error.code)).to_owned();
-    let decision = if status.is_success() {
-        "allow"
-    } else if matches!(status.as_u16(), 401 | 403 | 429) || reason == "model_not_allowed" {
-        "deny"
-    } else {
-        "error"
-    };
-    let principal = response.extensions().get::<authn::PrincipalId>().map_or_else(|| "-".to_owned(), |id| id.0.clone());
-    let record = crate::audit::RequestRecord {
-        request_id,
-        principal,
-        client,
-        method,
-        action: action_of(&route),
-        route,
-        model,
-        decision,
-        reason,
-        status: status.as_u16(),
-        latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-        rows: response.extensions().get::<InputRows>().map(|rows| rows.0),
-    };
-    match log.record(crate::audit::AuditEvent::Request(record)).await {
-        Ok(()) => response,
-        Err(error) if log.fails_open() => {
-            tracing::warn!(%error, "serving without an audit record (audit.fail_open = true)");
-            response
+    // The request runs in its own task, so that a client who hangs up does not cancel its record:
+    // the work goes on to the end and is recorded with the status it produced. A panic below is
+    // caught here too, answered 500 and recorded.
+    let gateway = Arc::clone(&gateway);
+    let task = tokio::spawn(async move {
+        let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+            Ok(response) => response,
+            Err(_) => error::ApiError::internal().into_response(),
+        };
+        let Some(log) = &gateway.audit else {
+            return response;
+        };
+        let status = response.status();
+        let error = response.extensions().get::<error::ApiError>();
+        let reason = error.map_or("ok", |error| error.audit_reason.unwrap_or(error.code)).to_owned();
+        let decision = if status.is_success() {
+            "allow"
+        } else if matches!(status.as_u16(), 401 | 403 | 429) || reason == "model_not_allowed" {
+            "deny"
+        } else {
+            "error"
+        };
+        let principal =
+            response.extensions().get::<authn::PrincipalId>().map_or_else(|| "-".to_owned(), |id| id.0.clone());
+        let record = crate::audit::RequestRecord {
+            request_id,
+            principal,
+            client,
+            method,
+            action: action_of(&route),
+            route,
+            model,
+            decision,
+            reason,
+            status: status.as_u16(),
+            latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            rows: response.extensions().get::<InputRows>().map(|rows| rows.0),
+        };
+        match log.record(crate::audit::AuditEvent::Request(record)).await {
+            Ok(()) => response,
+            Err(error) if log.fails_open() => {
+                tracing::warn!(%error, "serving without an audit record (audit.fail_open = true)");
+                response
+            }
+            Err(error) => {
+                tracing::error!(%error, "refusing a request: its audit record could not be written");
+                error::ApiError::audit_unavailable().into_response()
+            }
         }
-        Err(error) => {
-            tracing::error!(%error, "refusing a request: its audit record could not be written");
-            error::ApiError::audit_unavailable().into_response()
-        }
-    }
+    });
+    task.await.unwrap_or_else(|_| error::ApiError::internal().into_response())
 }
 
 async fn access_log(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {

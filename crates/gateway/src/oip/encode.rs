@@ -7,7 +7,8 @@ use super::{InferResponse, Parameter, tensor::JsonData};
 #[derive(Serialize)]
 struct WireResponse<'a> {
     model_name: &'a str,
-    model_version: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    model_version: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     id: Option<&'a str>,
     outputs: Vec<WireOutput<'a>>,
@@ -61,7 +62,7 @@ pub fn encode_response(response: &InferResponse) -> Result<Encoded, serde_json::
     }
     let wire = WireResponse {
         model_name: &response.model_name,
-        model_version: &response.model_version,
+        model_version: response.model_version.as_deref(),
         id: response.id.as_deref(),
         outputs,
     };

@@ -296,7 +296,7 @@ async fn public_models_need_no_key_and_others_stay_closed() {
     let reply =
         harness.send(post_json("/v2/models/open/versions/7/infer").body(Body::from(infer_body(2))).unwrap()).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
-    assert_eq!(reply.json()["model_version"], "7");
+    assert_eq!(reply.json()["model_version"], "7", "raw policy: the version is shown");
     let reply = harness.send(post_json("/v2/models/mlp/infer").body(Body::from(infer_body(1))).unwrap()).await;
     reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
     let reply = harness.send(get("/v2").body(Body::empty()).unwrap()).await;
@@ -597,6 +597,11 @@ async fn output_policies_say_no_more_than_allowed() {
     assert_eq!(default["label"]["data"], serde_json::json!(["repay", "default"]));
     assert!(default["probabilities"]["data"].as_array().unwrap().iter().all(|p| decimals(p) <= 2), "{default:?}");
 
+    let key = harness.key_with_output(&["credit-risk"], "infer", Some("label"), false).await;
+    let reply = harness
+        .send(with_key(post_json("/v2/models/credit-risk/infer"), &key).body(Body::from(APPLICANT)).unwrap())
+        .await;
+    assert!(reply.json().get("model_version").is_none(), "below raw the version is hidden");
     let label = outputs_for(&harness, Some("label"), false).await;
     assert_eq!(label.keys().collect::<Vec<_>>(), ["label"]);
 
