@@ -190,7 +190,13 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
             latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             rows: response.extensions().get::<InputRows>().map(|rows| rows.0),
         };
-        match log.record(crate::audit::AuditEvent::Request(record)).await {
+        // The wait for the record (with fsync = "always", or a full queue) is bounded by the
+        // request deadline too.
+        let recorded =
+            tokio::time::timeout(gateway.config.request_timeout, log.record(crate::audit::AuditEvent::Request(record)))
+                .await
+                .unwrap_or(Err(crate::audit::AuditError::Unavailable));
+        match recorded {
             Ok(()) => response,
             Err(error) if log.fails_open() => {
                 tracing::warn!(%error, "serving without an audit record (audit.fail_open = true)");
