@@ -34,6 +34,16 @@ fn latency_buckets() -> impl Iterator<Item = f64> {
     [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0].into_iter()
 }
 
+/// One request in flight; see [`Metrics::request_started`].
+#[derive(Debug)]
+pub struct InFlight(Gauge<i64, std::sync::atomic::AtomicI64>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.dec();
+    }
+}
+
 #[derive(Debug)]
 pub struct Metrics {
     registry: Registry,
@@ -75,12 +85,14 @@ impl Metrics {
         Metrics { registry, requests, request_duration, inference_duration, authn_failures, in_flight, models }
     }
 
-    pub fn request_started(&self) {
+    /// Counts a request in flight until the returned guard drops, which also happens when the
+    /// client hangs up and the request's future is dropped.
+    pub fn request_started(&self) -> InFlight {
         self.in_flight.inc();
+        InFlight(self.in_flight.clone())
     }
 
     pub fn request_finished(&self, route: &str, code: u16, seconds: f64) {
-        self.in_flight.dec();
         self.requests.get_or_create(&RequestLabels { route: route.to_owned(), code }).inc();
         self.request_duration.get_or_create(&RouteLabels { route: route.to_owned() }).observe(seconds);
     }

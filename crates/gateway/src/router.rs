@@ -216,8 +216,9 @@ async fn access_log(State(gateway): State<Arc<Gateway>>, request: Request, next:
     let method = request.method().clone();
     let route = route_of(&request);
     let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
-    gateway.metrics.request_started();
+    let in_flight = gateway.metrics.request_started();
     let response = next.run(request).await;
+    drop(in_flight);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let principal = response.extensions().get::<authn::PrincipalId>().map(|id| id.0.as_str()).unwrap_or("-");
