@@ -225,6 +225,12 @@ impl AuditLog {
         }
     }
 
+    /// Queues a record without waiting, for code that cannot wait (a `Drop`). Fails if the queue
+    /// is full or closed.
+    pub fn record_now(&self, event: AuditEvent) -> Result<(), AuditError> {
+        self.sender.try_send(Message::Event(Box::new(event), None)).map_err(|_| AuditError::Unavailable)
+    }
+
     /// Writes a final checkpoint and syncs; called on shutdown after requests have drained.
     pub async fn close(&self) {
         let (done, finished) = oneshot::channel();

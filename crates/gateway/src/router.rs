@@ -152,63 +152,85 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
         .extensions()
         .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
         .map_or_else(|| "-".to_owned(), |info| info.0.ip().to_string());
-    // The request runs in its own task, so that a client who hangs up does not cancel its record:
-    // the work goes on to the end and is recorded with the status it produced. A panic below is
-    // caught here too, answered 500 and recorded.
-    let gateway = Arc::clone(&gateway);
-    let task = tokio::spawn(async move {
-        let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
-            Ok(response) => response,
-            Err(_) => error::ApiError::internal().into_response(),
-        };
-        let Some(log) = &gateway.audit else {
-            return response;
-        };
-        let status = response.status();
-        let error = response.extensions().get::<error::ApiError>();
-        let reason = error.map_or("ok", |error| error.audit_reason.unwrap_or(error.code)).to_owned();
-        let decision = if status.is_success() {
-            "allow"
-        } else if matches!(status.as_u16(), 401 | 403 | 429) || reason == "model_not_allowed" {
-            "deny"
-        } else {
-            "error"
-        };
-        let principal =
-            response.extensions().get::<authn::PrincipalId>().map_or_else(|| "-".to_owned(), |id| id.0.clone());
-        let record = crate::audit::RequestRecord {
+    // Until the answer is known, a guard holds the record of a request whose client hangs up
+    // (its future is dropped): recorded as 499 `client_closed`. A panic below is caught here,
+    // answered 500 and recorded.
+    let mut unanswered = Unanswered {
+        gateway: Arc::clone(&gateway),
+        started,
+        record: Some(crate::audit::RequestRecord {
             request_id,
-            principal,
+            principal: "-".to_owned(),
             client,
             method,
             action: action_of(&route),
             route,
             model,
-            decision,
-            reason,
-            status: status.as_u16(),
-            latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
-            rows: response.extensions().get::<InputRows>().map(|rows| rows.0),
-        };
-        // The wait for the record (with fsync = "always", or a full queue) is bounded by the
-        // request deadline too.
-        let recorded =
-            tokio::time::timeout(gateway.config.request_timeout, log.record(crate::audit::AuditEvent::Request(record)))
-                .await
-                .unwrap_or(Err(crate::audit::AuditError::Unavailable));
-        match recorded {
-            Ok(()) => response,
-            Err(error) if log.fails_open() => {
-                tracing::warn!(%error, "serving without an audit record (audit.fail_open = true)");
-                response
-            }
-            Err(error) => {
-                tracing::error!(%error, "refusing a request: its audit record could not be written");
-                error::ApiError::audit_unavailable().into_response()
-            }
+            decision: "error",
+            reason: "client_closed".to_owned(),
+            status: 499,
+            latency_us: 0,
+            rows: None,
+        }),
+    };
+    let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
+        Ok(response) => response,
+        Err(_) => error::ApiError::internal().into_response(),
+    };
+    let Some(mut record) = unanswered.record.take() else {
+        return response;
+    };
+    let status = response.status();
+    let error = response.extensions().get::<error::ApiError>();
+    record.reason = error.map_or("ok", |error| error.audit_reason.unwrap_or(error.code)).to_owned();
+    record.decision = if status.is_success() {
+        "allow"
+    } else if matches!(status.as_u16(), 401 | 403 | 429) || record.reason == "model_not_allowed" {
+        "deny"
+    } else {
+        "error"
+    };
+    record.principal =
+        response.extensions().get::<authn::PrincipalId>().map_or_else(|| "-".to_owned(), |id| id.0.clone());
+    record.status = status.as_u16();
+    record.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    record.rows = response.extensions().get::<InputRows>().map(|rows| rows.0);
+    // The wait for the record (with fsync = "always", or a full queue) is bounded by the request
+    // deadline too.
+    let recorded =
+        tokio::time::timeout(gateway.config.request_timeout, log.record(crate::audit::AuditEvent::Request(record)))
+            .await
+            .unwrap_or(Err(crate::audit::AuditError::Unavailable));
+    match recorded {
+        Ok(()) => response,
+        Err(error) if log.fails_open() => {
+            tracing::warn!(%error, "serving without an audit record (audit.fail_open = true)");
+            response
         }
-    });
-    task.await.unwrap_or_else(|_| error::ApiError::internal().into_response())
+        Err(error) => {
+            tracing::error!(%error, "refusing a request: its audit record could not be written");
+            error::ApiError::audit_unavailable().into_response()
+        }
+    }
+}
+
+/// The audit record of a request not yet answered; written as `client_closed` if dropped armed.
+struct Unanswered {
+    gateway: Arc<Gateway>,
+    started: Instant,
+    record: Option<crate::audit::RequestRecord>,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        let (Some(mut record), Some(log)) = (self.record.take(), &self.gateway.audit) else {
+            return;
+        };
+        record.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        if let Err(error) = log.record_now(crate::audit::AuditEvent::Request(record)) {
+            tracing::error!(%error, "the audit record of a request whose client hung up was lost");
+        }
+    }
 }
 
 async fn access_log(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {

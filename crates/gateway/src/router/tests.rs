@@ -797,3 +797,26 @@ async fn every_request_leaves_one_audit_record_and_none_is_served_unaudited() {
     let reply = harness.send(get("/v2/health/live").body(Body::empty()).unwrap()).await;
     reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable");
 }
+
+#[tokio::test]
+async fn a_request_whose_client_hangs_up_is_still_recorded() {
+    let harness = Harness::new().await;
+    let key = harness.key(&["mlp"], "infer").await;
+    // A body that never arrives, and a client that gives up after 100 ms.
+    let body = Body::from_stream(futures_util::stream::pending::<Result<bytes::Bytes, std::io::Error>>());
+    let request = with_key(post_json("/v2/models/mlp/infer"), &key).body(body).unwrap();
+    let abandoned = super::public(Arc::clone(&harness.gateway)).oneshot(request);
+    assert!(tokio::time::timeout(std::time::Duration::from_millis(100), abandoned).await.is_err());
+    let log = harness.gateway.audit.as_ref().unwrap();
+    log.close().await;
+    let path = harness.gateway.config.audit.as_ref().unwrap().path.clone();
+    let text = std::fs::read_to_string(path).unwrap();
+    let record: serde_json::Value = text
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|r| r["event"] == "request")
+        .unwrap();
+    assert_eq!(record["status"], 499);
+    assert_eq!(record["reason"], "client_closed");
+    assert_eq!(record["model"], "mlp");
+}
