@@ -181,23 +181,23 @@ impl AuditLog {
             .name("audit-writer".into())
             .spawn(move || writer.run(receiver, &thread_healthy))
             .map_err(|e| AuditError::Io { path: config.path.display().to_string(), message: e.to_string() })?;
-        let tick = match config.fsync {
-            Fsync::Always => config.checkpoint_interval,
-            Fsync::Every(interval) => interval.min(config.checkpoint_interval),
-        }
-        .max(Duration::from_millis(1));
-        let ticker = sender.clone();
-        tokio::spawn(async move {
-            let mut interval = tokio::time::interval(tick);
-            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-            loop {
-                interval.tick().await;
-                // A full queue already wakes the writer; a closed one means it stopped.
-                if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Message::Tick) {
-                    break;
+        // With fsync = "always" the writer sleeps until a record arrives, so a ticker wakes it for
+        // time-based checkpoints; otherwise it polls the queue and needs none.
+        if config.fsync == Fsync::Always {
+            let ticker = sender.clone();
+            let tick = config.checkpoint_interval.max(Duration::from_millis(1));
+            tokio::spawn(async move {
+                let mut interval = tokio::time::interval(tick);
+                interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+                loop {
+                    interval.tick().await;
+                    // A full queue already wakes the writer; a closed one means it stopped.
+                    if let Err(mpsc::error::TrySendError::Closed(_)) = ticker.try_send(Message::Tick) {
+                        break;
+                    }
                 }
-            }
-        });
+            });
+        }
         Ok(AuditLog { sender, healthy, fail_open: config.fail_open, wait_for_sync: config.fsync == Fsync::Always })
     }
 

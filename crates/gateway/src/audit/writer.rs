@@ -244,6 +244,13 @@ impl Writer {
         if self.known_len >= self.config.max_file_bytes && (!events.is_empty() || checkpoint) {
             self.rotate()?;
         }
+        self.append_locked(events, checkpoint, sync)
+    }
+
+    /// Appends under the lock already held: records, the checkpoints that fall due, the sync and
+    /// the head. Nothing advances unless the whole buffer is written.
+    fn append_locked(&mut self, events: &[AuditEvent], checkpoint: bool, sync: bool) -> Result<(), AuditError> {
+        let path = self.config.path.clone();
         // Lines are built on a copy of the position, kept only once they are all written.
         let time = crate::time::now_rfc3339_millis();
         let mut position = self.position.clone();
@@ -303,18 +310,8 @@ impl Writer {
     /// file is renamed `<path>.<last seq, 12 digits>`, so a shell glob lists files in order.
     fn rotate(&mut self) -> Result<(), AuditError> {
         let path = self.config.path.clone();
-        if self.since_checkpoint > 0 {
-            let time = crate::time::now_rfc3339_millis();
-            let line = self
-                .position
-                .checkpoint(&time, &self.key)
-                .map_err(|e| AuditError::Corrupt { path: path.display().to_string(), message: e.to_string() })?;
-            self.file.write_all(format!("{line}\n").as_bytes()).map_err(|e| io_error(&path, e))?;
-            self.since_checkpoint = 0;
-            let position = self.position.clone();
-            self.file.sync_data().map_err(|e| io_error(&path, e))?;
-            self.write_head(&position)?;
-        }
+        // Seal the old file with a checkpoint (synced, and named in the head) before moving it.
+        self.append_locked(&[], true, true)?;
         let rotated = PathBuf::from(format!("{}.{:012}", path.display(), self.position.seq));
         std::fs::rename(&path, &rotated).map_err(|e| io_error(&path, e))?;
         let file = open_append(&path)?;
