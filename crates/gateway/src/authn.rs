@@ -22,6 +22,7 @@ use crate::{
     error::ApiError,
     serve::Gateway,
     store::{ModelScope, Scopes},
+    tls::PeerCertificate,
 };
 
 /// Paths anyone may call: liveness and readiness carry no information worth protecting, and
@@ -34,6 +35,8 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalKind {
     ApiKey,
+    /// A client certificate listed in `[[tls.clients]]`.
+    ClientCert,
     Anonymous,
 }
 
@@ -62,6 +65,20 @@ impl Principal {
             models: ModelScope::Only(Vec::new()),
             scopes: Scopes::ALL,
             output: None,
+            widen_output: false,
+        }
+    }
+}
+
+impl Principal {
+    fn client_cert(client: &crate::config::TlsClient) -> Principal {
+        Principal {
+            id: format!("cert:{}", client.name),
+            kind: PrincipalKind::ClientCert,
+            name: client.name.clone(),
+            models: client.models.clone(),
+            scopes: client.scopes,
+            output: client.output,
             widen_output: false,
         }
     }
@@ -156,8 +173,23 @@ pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Requ
         return next.run(request).await;
     }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    // A client certificate is a credential only if the config maps it to a client; any other
+    // verified certificate just secured the connection.
+    let certificate = request
+        .extensions()
+        .get::<PeerCertificate>()
+        .and_then(|cert| gateway.config.tls.as_ref().and_then(|tls| cert.client(&tls.clients)));
     let principal = match credential(request.headers()) {
         Err(error) => return error.into_response(),
+        Ok(Credential::None) if certificate.is_some() => {
+            certificate.map(Principal::client_cert).unwrap_or_else(|| Principal::anonymous(peer))
+        }
+        Ok(_) if certificate.is_some() => {
+            return ApiError::bad_request(
+                "this client certificate is itself a credential: do not send a key or token with it",
+            )
+            .into_response();
+        }
         Ok(Credential::None) => {
             let public = model_in_path(path)
                 .and_then(|name| gateway.registry.get(name))

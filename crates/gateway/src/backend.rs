@@ -12,14 +12,15 @@
 mod check;
 pub mod onnxruntime;
 pub mod tract;
+pub mod upstream;
 
 use std::{collections::BTreeMap, sync::Arc};
 
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
     authz::Grant,
-    config::{Config, ModelConfig, Runtime},
+    config::{Config, ModelConfig, ModelSource, Runtime},
     oip::{InferRequest, InputPolicy, ModelMetadata, Tensor},
 };
 
@@ -32,6 +33,15 @@ pub enum BackendError {
     Run(String),
     #[error("the inference queue is full")]
     Busy,
+    /// The upstream could not be reached (502 `upstream_unavailable`).
+    #[error("upstream unreachable: {0}")]
+    UpstreamUnavailable(String),
+    /// The upstream answered with an error or nonsense (502 `upstream_error`).
+    #[error("upstream failed: {0}")]
+    Upstream(String),
+    /// The upstream did not answer in time (504 `upstream_timeout`).
+    #[error("upstream timed out")]
+    UpstreamTimeout,
 }
 
 /// Runs one model. Implementations are synchronous and CPU-bound; [`Model::infer`] calls them on
@@ -66,52 +76,131 @@ impl Pool {
         &self,
         work: impl FnOnce() -> Result<T, BackendError> + Send + 'static,
     ) -> Result<T, BackendError> {
-        let admitted = Arc::clone(&self.admitted).try_acquire_owned().map_err(|_| BackendError::Busy)?;
-        let running = Arc::clone(&self.running).acquire_owned().await.map_err(|_| BackendError::Busy)?;
+        let slot = self.admit()?.ready().await?;
         #[expect(clippy::disallowed_methods, reason = "this is the bounded pool the lint points to")]
         let handle = tokio::task::spawn_blocking(move || {
             let result = work();
-            drop((running, admitted));
+            drop(slot);
             result
         });
         handle.await.map_err(|_| BackendError::Run("the inference task panicked".into()))?
     }
+
+    /// A place in the queue, or [`BackendError::Busy`] at once when the queue is full.
+    pub fn admit(&self) -> Result<Admitted, BackendError> {
+        let admitted = Arc::clone(&self.admitted).try_acquire_owned().map_err(|_| BackendError::Busy)?;
+        Ok(Admitted { admitted, running: Arc::clone(&self.running) })
+    }
 }
 
-/// A loaded, checked model, ready to serve.
+/// A place in a [`Pool`]'s queue.
+#[derive(Debug)]
+pub struct Admitted {
+    admitted: OwnedSemaphorePermit,
+    running: Arc<Semaphore>,
+}
+
+impl Admitted {
+    /// Waits for a running slot. The returned [`Slot`] holds both permits until dropped.
+    pub async fn ready(self) -> Result<Slot, BackendError> {
+        let running = self.running.acquire_owned().await.map_err(|_| BackendError::Busy)?;
+        Ok(Slot { _running: running, _admitted: self.admitted })
+    }
+}
+
+/// A running slot in a [`Pool`]; freed when dropped.
+#[derive(Debug)]
+pub struct Slot {
+    _running: OwnedSemaphorePermit,
+    _admitted: OwnedSemaphorePermit,
+}
+
+/// A model ready to serve: run here (loaded and checked) or by an upstream OIP server.
 pub struct Model {
     pub config: ModelConfig,
-    pub metadata: ModelMetadata,
-    backend: Arc<dyn Backend>,
+    source: Source,
+}
+
+enum Source {
+    Local { metadata: Arc<ModelMetadata>, backend: Arc<dyn Backend> },
+    Upstream(upstream::Upstream),
 }
 
 impl std::fmt::Debug for Model {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Model").field("name", &self.config.name).field("runtime", &self.config.runtime).finish()
+        let source = match &self.source {
+            Source::Local { .. } => "local",
+            Source::Upstream(_) => "upstream",
+        };
+        f.debug_struct("Model").field("name", &self.config.name).field("source", &source).finish()
     }
 }
 
 impl Model {
     pub(crate) fn new(config: ModelConfig, backend: Arc<dyn Backend>) -> Model {
         let (inputs, outputs) = backend.signature();
-        let metadata = ModelMetadata {
+        let metadata = Arc::new(ModelMetadata {
             name: config.name.clone(),
             versions: vec![config.version.clone()],
             platform: "onnx_onnxv1".into(),
             inputs: inputs.to_vec(),
             outputs: outputs.to_vec(),
-        };
-        Model { config, metadata, backend }
+        });
+        Model { config, source: Source::Local { metadata, backend } }
+    }
+
+    pub(crate) fn upstream(config: ModelConfig, upstream: upstream::Upstream) -> Model {
+        Model { config, source: Source::Upstream(upstream) }
     }
 
     pub fn input_policy(&self, max_batch: u64) -> InputPolicy {
         InputPolicy { allow_non_finite: self.config.allow_non_finite, max_batch }
     }
 
-    /// Runs the model on the pool. `request` must have been validated against the signature.
-    pub async fn infer(&self, pool: &Pool, grant: Grant, request: InferRequest) -> Result<Vec<Tensor>, BackendError> {
-        let backend = Arc::clone(&self.backend);
-        pool.run(move || backend.run(&grant, request.inputs)).await
+    /// The model's full signature (before any output policy). For an upstream model this may
+    /// mean asking the upstream.
+    pub async fn metadata(&self, request_id: &str) -> Result<Arc<ModelMetadata>, BackendError> {
+        match &self.source {
+            Source::Local { metadata, .. } => Ok(Arc::clone(metadata)),
+            Source::Upstream(upstream) => upstream.metadata(request_id).await,
+        }
+    }
+
+    /// A local model is ready once loaded; an upstream model when the upstream says so.
+    pub async fn ready(&self, request_id: &str) -> bool {
+        match &self.source {
+            Source::Local { .. } => true,
+            Source::Upstream(upstream) => upstream.ready(request_id).await,
+        }
+    }
+
+    /// Runs the model: a local one on the pool, an upstream one over its client. `request`
+    /// must have been validated against [`Model::metadata`].
+    pub async fn infer(
+        &self,
+        pool: &Pool,
+        grant: Grant,
+        request: InferRequest,
+        request_id: &str,
+    ) -> Result<Vec<Tensor>, BackendError> {
+        match &self.source {
+            Source::Local { backend, .. } => {
+                let backend = Arc::clone(backend);
+                pool.run(move || backend.run(&grant, request.inputs)).await
+            }
+            Source::Upstream(upstream) => {
+                let _grant = grant;
+                upstream.infer(request_id, &request.inputs).await
+            }
+        }
+    }
+
+    /// The signature of a local model, known since load.
+    fn local_metadata(&self) -> Option<&ModelMetadata> {
+        match &self.source {
+            Source::Local { metadata, .. } => Some(metadata),
+            Source::Upstream(_) => None,
+        }
     }
 }
 
@@ -150,17 +239,31 @@ impl Registry {
 pub fn load_models(config: &Config) -> Result<Registry, BackendError> {
     let mut models = BTreeMap::new();
     for model_config in &config.models {
-        let backend: Arc<dyn Backend> = match model_config.runtime {
-            Runtime::Tract => Arc::new(tract::TractBackend::load(model_config)?),
+        let (path, runtime) = match &model_config.source {
+            ModelSource::File { path, runtime } => (path, *runtime),
+            ModelSource::Upstream(upstream) => {
+                let client = upstream::Upstream::new(model_config, upstream, config.inference.limits)?;
+                tracing::info!(model = %model_config.name, upstream = %upstream.url, "model is served by an upstream");
+                if model_config.output.is_none() {
+                    tracing::warn!(model = %model_config.name, "model has no [models.output] table: callers get its raw outputs");
+                }
+                models.insert(model_config.name.clone(), Arc::new(Model::upstream(model_config.clone(), client)));
+                continue;
+            }
+        };
+        let backend: Arc<dyn Backend> = match runtime {
+            Runtime::Tract => Arc::new(tract::TractBackend::load(model_config, path)?),
             Runtime::Onnxruntime => Arc::new(onnxruntime::OrtBackend::load(
                 model_config,
+                path,
                 config.inference.onnxruntime_library.as_deref(),
                 config.inference.threads,
             )?),
         };
         let model = Model::new(model_config.clone(), backend);
+        let metadata = model.local_metadata().ok_or_else(|| load_error(model_config, "no signature"))?;
         if let Some(spec) = &model_config.output {
-            spec.check(&model.metadata).map_err(|message| load_error(model_config, message))?;
+            spec.check(metadata).map_err(|message| load_error(model_config, message))?;
         } else {
             tracing::warn!(model = %model_config.name, "model has no [models.output] table: callers get its raw outputs");
         }

@@ -40,8 +40,156 @@ pub struct RawConfig {
     pub inference: RawInference,
     #[serde(default)]
     pub audit: RawAudit,
+    pub tls: Option<RawTls>,
     #[serde(default)]
     pub models: Vec<RawModel>,
+}
+
+/// `[tls]`: serve HTTPS (TLS 1.2+), and optionally verify client certificates.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTls {
+    /// PEM certificate chain, leaf first.
+    pub cert: String,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// PEM roots that client certificates must chain to; enables mutual TLS.
+    pub client_ca: Option<String>,
+    /// `optional` (a client may present a certificate) or `required` (every connection must).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// How often the files are checked for changes; a change is loaded without a restart.
+    #[serde(default = "default_reload_interval", deserialize_with = "deserialize_duration")]
+    pub reload_interval: Duration,
+    /// `1.2` (default) or `1.3`.
+    #[serde(default = "default_min_version")]
+    pub min_version: String,
+    /// Client certificates that are credentials: each maps to a principal.
+    #[serde(default)]
+    pub clients: Vec<RawTlsClient>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Optional,
+    Required,
+}
+
+/// `[[tls.clients]]`: a client certificate, by subject or by one subject alternative name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTlsClient {
+    pub name: String,
+    /// The subject, e.g. `CN=fraud-service,O=Example`.
+    pub subject: Option<String>,
+    /// One subject alternative name: a DNS name, a URI (`spiffe://...`), an e-mail or an IP.
+    pub san: Option<String>,
+    /// The models it may reach: names, or `["*"]`.
+    pub models: Vec<String>,
+    #[serde(default = "default_client_scopes")]
+    pub scopes: String,
+    /// Its output policy (narrower than the model's only, like a key's).
+    pub output: Option<String>,
+}
+
+fn default_reload_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_min_version() -> String {
+    "1.2".into()
+}
+fn default_client_scopes() -> String {
+    "infer,metadata".into()
+}
+
+/// Validated `[tls]`.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    pub client_ca: Option<PathBuf>,
+    pub client_auth: ClientAuth,
+    pub reload_interval: Duration,
+    pub tls13_only: bool,
+    pub clients: Vec<TlsClient>,
+}
+
+/// A client certificate that authenticates a caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsClient {
+    pub name: String,
+    pub matcher: CertMatch,
+    pub models: crate::store::ModelScope,
+    pub scopes: crate::store::Scopes,
+    pub output: Option<crate::minimise::OutputPolicy>,
+}
+
+/// How a certificate is recognised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertMatch {
+    /// The subject's attributes, `TYPE=value` joined by `,`, in certificate order.
+    Subject(String),
+    San(String),
+}
+
+/// A subject written by hand (`CN=a, O=b`) in the form [`CertMatch::Subject`] compares.
+pub fn normalise_subject(subject: &str) -> String {
+    subject.split(',').map(|part| part.trim()).filter(|part| !part.is_empty()).collect::<Vec<_>>().join(",")
+}
+
+impl RawTls {
+    fn validate(self, resolve: &dyn Fn(&str) -> PathBuf) -> Result<TlsConfig, ConfigError> {
+        let tls13_only = match self.min_version.as_str() {
+            "1.2" => false,
+            "1.3" => true,
+            other => return Err(invalid(format!("tls.min_version = '{other}': use \"1.2\" or \"1.3\""))),
+        };
+        if self.reload_interval < Duration::from_millis(100) {
+            return Err(invalid("tls.reload_interval must be at least 100ms"));
+        }
+        if self.client_ca.is_none() && (self.client_auth == ClientAuth::Required || !self.clients.is_empty()) {
+            return Err(invalid("tls.client_auth = \"required\" and [[tls.clients]] need tls.client_ca"));
+        }
+        let mut names = HashSet::new();
+        let mut clients = Vec::with_capacity(self.clients.len());
+        for client in self.clients {
+            let fail = |message: String| invalid(format!("tls.clients '{}': {message}", client.name));
+            if client.name.is_empty() || client.name.len() > 128 || !names.insert(client.name.clone()) {
+                return Err(fail("names must be 1 to 128 characters and unique".into()));
+            }
+            let matcher = match (&client.subject, &client.san) {
+                (Some(subject), None) if !subject.trim().is_empty() => CertMatch::Subject(normalise_subject(subject)),
+                (None, Some(san)) if !san.trim().is_empty() => CertMatch::San(san.trim().to_owned()),
+                _ => return Err(fail("give exactly one of subject and san".into())),
+            };
+            let models = if client.models.iter().any(|model| model == "*") {
+                crate::store::ModelScope::All
+            } else if client.models.is_empty() {
+                return Err(fail("models is empty: list model names or \"*\"".into()));
+            } else {
+                crate::store::ModelScope::Only(client.models.clone())
+            };
+            let scopes = crate::store::Scopes::parse(&client.scopes).map_err(fail)?;
+            let output = client
+                .output
+                .as_deref()
+                .map(str::parse::<crate::minimise::OutputPolicy>)
+                .transpose()
+                .map_err(|e| fail(format!("output: {e}")))?;
+            clients.push(TlsClient { name: client.name.clone(), matcher, models, scopes, output });
+        }
+        Ok(TlsConfig {
+            cert: resolve(&self.cert),
+            key: resolve(&self.key),
+            client_ca: self.client_ca.as_deref().map(resolve),
+            client_auth: self.client_auth,
+            reload_interval: self.reload_interval,
+            tls13_only,
+            clients,
+        })
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -128,6 +276,9 @@ pub struct RawServer {
     pub max_concurrency: usize,
     #[serde(default = "default_shutdown_grace", deserialize_with = "deserialize_duration")]
     pub shutdown_grace: Duration,
+    /// A client must send its request headers (and finish a TLS handshake) within this.
+    #[serde(default = "default_header_read_timeout", deserialize_with = "deserialize_duration")]
+    pub header_read_timeout: Duration,
 }
 
 impl Default for RawServer {
@@ -140,6 +291,7 @@ impl Default for RawServer {
             request_timeout: default_request_timeout(),
             max_concurrency: default_max_concurrency(),
             shutdown_grace: default_shutdown_grace(),
+            header_read_timeout: default_header_read_timeout(),
         }
     }
 }
@@ -164,6 +316,9 @@ fn default_max_concurrency() -> usize {
 }
 fn default_shutdown_grace() -> Duration {
     Duration::from_secs(30)
+}
+fn default_header_read_timeout() -> Duration {
+    Duration::from_secs(10)
 }
 
 #[derive(Debug, Deserialize)]
@@ -248,9 +403,11 @@ pub struct RawModel {
     pub name: String,
     #[serde(default = "default_version")]
     pub version: String,
-    pub path: String,
-    #[serde(default)]
-    pub runtime: Runtime,
+    /// An ONNX file this server runs itself...
+    pub path: Option<String>,
+    pub runtime: Option<Runtime>,
+    /// ...or another OIP server this one fronts.
+    pub upstream: Option<RawUpstream>,
     pub checks: Option<String>,
     #[serde(default)]
     pub public: bool,
@@ -262,6 +419,106 @@ pub struct RawModel {
 
 fn default_version() -> String {
     "1".into()
+}
+
+/// `[models.upstream]`: an existing Open Inference Protocol server (Triton, KServe, MLServer).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpstream {
+    /// Base URL, `http://host:port` or `https://host:port[/prefix]`.
+    pub url: String,
+    /// The model's name there (default: the name here).
+    pub model: Option<String>,
+    /// The version to call there (default: none, the server's choice).
+    pub version: Option<String>,
+    /// The upstream's own credential, from an environment variable or a file; never inline.
+    pub credential_env: Option<String>,
+    pub credential_file: Option<String>,
+    /// The header that carries it: `Authorization` (sent as `Bearer <credential>`) by default.
+    #[serde(default = "default_credential_header")]
+    pub credential_header: String,
+    /// Trust these roots (PEM) for an `https` upstream instead of the system's.
+    pub ca_file: Option<String>,
+    #[serde(default = "default_connect_timeout", deserialize_with = "deserialize_duration")]
+    pub connect_timeout: Duration,
+    #[serde(default = "default_upstream_timeout", deserialize_with = "deserialize_duration")]
+    pub timeout: Duration,
+    /// At most this many requests (and so connections) to the upstream at once.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Requests beyond `max_connections` that may wait; past that, 503 at once.
+    #[serde(default = "default_upstream_queue")]
+    pub queue: usize,
+    /// Send and receive Triton binary tensors (Triton supports them; MLServer does not).
+    #[serde(default)]
+    pub binary: bool,
+    /// HTTP/2 (prior knowledge on `http`, ALPN on `https`) instead of HTTP/1.1 keep-alive.
+    #[serde(default)]
+    pub http2: bool,
+    /// How long fetched metadata is trusted before it is fetched again.
+    #[serde(default = "default_metadata_ttl", deserialize_with = "deserialize_duration")]
+    pub metadata_ttl: Duration,
+    /// The largest response body accepted from the upstream.
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+}
+
+fn default_credential_header() -> String {
+    "authorization".into()
+}
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_upstream_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_upstream_queue() -> usize {
+    256
+}
+fn default_metadata_ttl() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_response_bytes() -> usize {
+    64 * 1024 * 1024
+}
+
+/// A validated upstream.
+#[derive(Debug, Clone)]
+pub struct UpstreamConfig {
+    /// Base URL without a trailing slash.
+    pub url: String,
+    pub model: String,
+    pub version: Option<String>,
+    pub credential: Option<CredentialSource>,
+    pub credential_header: http::HeaderName,
+    pub ca_file: Option<PathBuf>,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub max_connections: usize,
+    pub queue: usize,
+    pub binary: bool,
+    pub http2: bool,
+    pub metadata_ttl: Duration,
+    pub max_response_bytes: usize,
+}
+
+/// Where a secret comes from. The secret itself is read at start and never kept in the config.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CredentialSource {
+    Env(String),
+    File(PathBuf),
+}
+
+/// Where a model's predictions come from.
+#[derive(Debug, Clone)]
+pub enum ModelSource {
+    /// An ONNX file run here.
+    File { path: PathBuf, runtime: Runtime },
+    /// Another OIP server.
+    Upstream(UpstreamConfig),
 }
 
 /// Which engine runs a model.
@@ -285,6 +542,9 @@ pub struct Config {
     pub request_timeout: Duration,
     pub max_concurrency: usize,
     pub shutdown_grace: Duration,
+    pub header_read_timeout: Duration,
+    /// `None`: plain HTTP, which is allowed on loopback only.
+    pub tls: Option<TlsConfig>,
     pub sqlite: PathBuf,
     pub pepper_file: PathBuf,
     pub key_cache_ttl: Duration,
@@ -306,8 +566,7 @@ pub struct InferenceConfig {
 pub struct ModelConfig {
     pub name: String,
     pub version: String,
-    pub path: PathBuf,
-    pub runtime: Runtime,
+    pub source: ModelSource,
     pub checks: Option<PathBuf>,
     pub public: bool,
     pub allow_non_finite: bool,
@@ -346,12 +605,16 @@ impl RawConfig {
         let listen: SocketAddr = server.listen.parse().map_err(|_| {
             invalid(format!("server.listen = '{}' is not an address such as 127.0.0.1:8080", server.listen))
         })?;
-        if !listen.ip().is_loopback() {
+        let tls = self.tls.map(|tls| tls.validate(&resolve)).transpose()?;
+        if !listen.ip().is_loopback() && tls.is_none() {
             return Err(invalid(format!(
-                "server.listen = '{listen}' is not a loopback address, and this build serves plain \
-                 HTTP only: a model endpoint must not be reachable without TLS. Listen on \
-                 127.0.0.1 behind a TLS-terminating proxy."
+                "server.listen = '{listen}' is not a loopback address, and there is no [tls] section: \
+                 a model endpoint must not be reachable over plain HTTP. Add [tls] with cert and key, \
+                 or listen on 127.0.0.1 behind a TLS-terminating proxy."
             )));
+        }
+        if server.header_read_timeout.is_zero() {
+            return Err(invalid("server.header_read_timeout must be longer than zero"));
         }
         let admin_listen: SocketAddr = server.admin_listen.parse().map_err(|_| {
             invalid(format!("server.admin_listen = '{}' is not an address such as 127.0.0.1:9090", server.admin_listen))
@@ -411,14 +674,39 @@ impl RawConfig {
                     (Some(spec), policy)
                 }
             };
+            let source = match (model.path, model.upstream) {
+                (Some(path), None) => {
+                    ModelSource::File { path: resolve(&path), runtime: model.runtime.unwrap_or_default() }
+                }
+                (None, Some(upstream)) => {
+                    if model.runtime.is_some() || model.checks.is_some() {
+                        return Err(invalid(format!(
+                            "model '{}': runtime and checks apply to local models; an upstream runs its own",
+                            model.name
+                        )));
+                    }
+                    ModelSource::Upstream(upstream.validate(&model.name, &resolve)?)
+                }
+                (Some(_), Some(_)) => {
+                    return Err(invalid(format!(
+                        "model '{}': give either path or [models.upstream], not both",
+                        model.name
+                    )));
+                }
+                (None, None) => {
+                    return Err(invalid(format!(
+                        "model '{}': give path (an ONNX file) or [models.upstream] (an OIP server)",
+                        model.name
+                    )));
+                }
+            };
             models.push(ModelConfig {
                 output,
                 output_policy,
-                path: resolve(&model.path),
+                source,
                 checks: model.checks.as_deref().map(resolve),
                 name: model.name,
                 version: model.version,
-                runtime: model.runtime,
                 public: model.public,
                 allow_non_finite: model.allow_non_finite,
             });
@@ -454,6 +742,8 @@ impl RawConfig {
             request_timeout: server.request_timeout,
             max_concurrency: server.max_concurrency,
             shutdown_grace: server.shutdown_grace,
+            header_read_timeout: server.header_read_timeout,
+            tls,
             sqlite: resolve(&self.store.sqlite),
             pepper_file: resolve(&self.store.pepper_file),
             key_cache_ttl: self.store.key_cache_ttl,
@@ -471,6 +761,87 @@ impl RawConfig {
             models,
         })
     }
+}
+
+impl RawUpstream {
+    fn validate(self, model: &str, resolve: &dyn Fn(&str) -> PathBuf) -> Result<UpstreamConfig, ConfigError> {
+        let fail = |message: String| invalid(format!("model '{model}': upstream.{message}"));
+        if !self.url.starts_with("http://") && !self.url.starts_with("https://") {
+            return Err(fail(format!("url = '{}' must start with http:// or https://", self.url)));
+        }
+        let url = self.url.trim_end_matches('/').to_owned();
+        let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+        let authority = rest.split('/').next().unwrap_or("");
+        if authority.is_empty() {
+            return Err(fail(format!("url = '{}' has no host", self.url)));
+        }
+        if authority.contains('@') {
+            return Err(fail(
+                "url must not carry a user or password: put the upstream's credential in credential_env or \
+                 credential_file"
+                    .into(),
+            ));
+        }
+        if rest.contains(['?', '#']) {
+            return Err(fail(format!("url = '{}' must not have a query or fragment", self.url)));
+        }
+        let name = self.model.unwrap_or_else(|| model.to_owned());
+        if !valid_model_name(&name) {
+            return Err(fail(format!("model = '{name}' is not a plain model name")));
+        }
+        if let Some(version) = &self.version
+            && !valid_model_name(version)
+        {
+            return Err(fail(format!("version = '{version}' is not a plain version")));
+        }
+        let credential = match (self.credential_env, self.credential_file) {
+            (None, None) => None,
+            (Some(env), None) if !env.is_empty() => Some(CredentialSource::Env(env)),
+            (None, Some(file)) => Some(CredentialSource::File(resolve(&file))),
+            (Some(_), Some(_)) => return Err(fail("credential_env and credential_file: give one".into())),
+            (Some(_), None) => return Err(fail("credential_env must name a variable".into())),
+        };
+        let credential_header = http::HeaderName::from_bytes(self.credential_header.as_bytes())
+            .map_err(|_| fail(format!("credential_header = '{}' is not a header name", self.credential_header)))?;
+        if self.connect_timeout.is_zero() || self.timeout.is_zero() {
+            return Err(fail("connect_timeout and timeout must be longer than zero".into()));
+        }
+        if self.max_connections == 0 || self.max_connections > 65_536 {
+            return Err(fail("max_connections must be between 1 and 65536".into()));
+        }
+        if self.max_response_bytes < 1024 {
+            return Err(fail("max_response_bytes must be at least 1024".into()));
+        }
+        if url.starts_with("http://") && !host_is_loopback(authority) {
+            tracing::warn!(model, url = %url, "upstream is plain HTTP off this host: requests and predictions cross the network unencrypted");
+        }
+        Ok(UpstreamConfig {
+            url,
+            model: name,
+            version: self.version,
+            credential,
+            credential_header,
+            ca_file: self.ca_file.as_deref().map(resolve),
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            max_connections: self.max_connections,
+            queue: self.queue,
+            binary: self.binary,
+            http2: self.http2,
+            metadata_ttl: self.metadata_ttl,
+            max_response_bytes: self.max_response_bytes,
+        })
+    }
+}
+
+/// Whether `host[:port]` names this machine.
+fn host_is_loopback(authority: &str) -> bool {
+    let host = match authority.rsplit_once(':') {
+        Some((host, port)) if port.bytes().all(|b| b.is_ascii_digit()) => host,
+        _ => authority,
+    };
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// Model names appear in URLs, logs and metrics labels: keep them plain.
@@ -510,7 +881,8 @@ mod tests {
 
     #[test]
     fn insecure_or_mistyped_configs_are_refused() {
-        check("[server]\nlisten = \"0.0.0.0:8080\"", Some("not a loopback address"));
+        check("[server]\nlisten = \"0.0.0.0:8080\"", Some("not a loopback address, and there is no [tls]"));
+        check("[server]\nlisten = \"0.0.0.0:8080\"\n[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"", None);
         check("[server]\nadmin_listen = \"0.0.0.0:9090\"", Some("must never be public"));
         check("[server]\nlisten = \"localhost\"", Some("is not an address"));
         check("[server]\nlistne = \"127.0.0.1:1\"", Some("unknown field `listne`"));
@@ -531,7 +903,66 @@ mod tests {
             Path::new("/etc/portcullis"),
         )
         .unwrap();
-        assert_eq!(config.models[0].path, Path::new("/etc/portcullis/models/a.onnx"));
+        let ModelSource::File { path, runtime } = &config.models[0].source else { panic!("not a file model") };
+        assert_eq!(path, Path::new("/etc/portcullis/models/a.onnx"));
+        assert_eq!(*runtime, Runtime::Tract);
         assert_eq!(config.models[0].checks.as_deref(), Some(Path::new("/abs/checks.json")));
+    }
+
+    #[test]
+    fn upstream_models_are_validated() {
+        let upstream = |table: &str| format!("[[models]]\nname = \"m\"\n[models.upstream]\n{table}");
+        check(&upstream("url = \"http://127.0.0.1:8000\""), None);
+        check(&upstream("url = \"https://triton.internal:8000/prefix/\"\ncredential_env = \"T\""), None);
+        check(&upstream("url = \"ftp://x\""), Some("must start with http:// or https://"));
+        check(&upstream("url = \"http://\""), Some("has no host"));
+        check(&upstream("url = \"http://user:pw@host:1\""), Some("must not carry a user or password"));
+        check(&upstream("url = \"http://h:1/?q=1\""), Some("must not have a query"));
+        check(&upstream("url = \"http://h:1\"\ncredential = \"inline\""), Some("unknown field `credential`"));
+        check(&upstream("url = \"http://h:1\"\ncredential_env = \"A\"\ncredential_file = \"f\""), Some("give one"));
+        check(&upstream("url = \"http://h:1\"\nmax_connections = 0"), Some("max_connections"));
+        check(&upstream("url = \"http://h:1\"\ntimeout = \"0s\""), Some("longer than zero"));
+        check(&upstream("url = \"http://h:1\"\nmodel = \"../x\""), Some("not a plain model name"));
+        check(&upstream("url = \"http://h:1\"\ncredential_header = \"bad header\""), Some("not a header name"));
+        check("[[models]]\nname = \"m\"", Some("give path (an ONNX file) or [models.upstream]"));
+        check("[[models]]\nname = \"m\"\npath = \"m.onnx\"\n[models.upstream]\nurl = \"http://h:1\"", Some("not both"));
+        check(
+            "[[models]]\nname = \"m\"\nruntime = \"tract\"\n[models.upstream]\nurl = \"http://h:1\"",
+            Some("apply to local models"),
+        );
+        let config =
+            Config::from_toml(&upstream("url = \"http://h:1/\"\ncredential_file = \"tok\""), Path::new("/etc/p"))
+                .unwrap();
+        let ModelSource::Upstream(upstream) = &config.models[0].source else { panic!("not an upstream") };
+        assert_eq!(upstream.url, "http://h:1");
+        assert_eq!(upstream.model, "m");
+        assert_eq!(upstream.credential, Some(CredentialSource::File(PathBuf::from("/etc/p/tok"))));
+    }
+
+    #[test]
+    fn tls_sections_are_validated() {
+        let tls = |extra: &str| format!("[tls]\ncert = \"c.pem\"\nkey = \"k.pem\"\n{extra}");
+        check(&tls(""), None);
+        check(&tls("min_version = \"1.1\""), Some("use \"1.2\" or \"1.3\""));
+        check(&tls("client_auth = \"required\""), Some("need tls.client_ca"));
+        check(&tls("client_auth = \"sometimes\""), Some("unknown variant"));
+        check(&tls("reload_interval = \"1ms\""), Some("at least 100ms"));
+        let client = |body: &str| tls(&format!("client_ca = \"ca.pem\"\n[[tls.clients]]\n{body}"));
+        check(&client("name = \"svc\"\nsubject = \"CN=svc\"\nmodels = [\"a\"]"), None);
+        check(&client("name = \"svc\"\nmodels = [\"a\"]"), Some("exactly one of subject and san"));
+        check(&client("name = \"svc\"\nsan = \"x\"\nsubject = \"CN=x\"\nmodels = [\"a\"]"), Some("exactly one"));
+        check(&client("name = \"svc\"\nsan = \"x\"\nmodels = []"), Some("models is empty"));
+        check(&client("name = \"svc\"\nsan = \"x\"\nmodels = [\"*\"]\nscopes = \"admin\""), Some("unknown scope"));
+        check(&client("name = \"svc\"\nsan = \"x\"\nmodels = [\"*\"]\noutput = \"all\""), Some("output"));
+        let config = Config::from_toml(
+            &client("name = \"svc\"\nsubject = \"CN=svc, O=Example\"\nmodels = [\"*\"]\noutput = \"label\""),
+            Path::new("/etc/p"),
+        )
+        .unwrap();
+        let tls = config.tls.unwrap();
+        assert_eq!(tls.cert, Path::new("/etc/p/c.pem"));
+        assert_eq!(tls.clients[0].matcher, CertMatch::Subject("CN=svc,O=Example".into()));
+        assert_eq!(tls.clients[0].models, crate::store::ModelScope::All);
+        assert_eq!(tls.clients[0].output, Some(crate::minimise::OutputPolicy::Label));
     }
 }

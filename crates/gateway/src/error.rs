@@ -101,6 +101,26 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
     }
 
+    /// 503 for a model whose upstream is down or still loading.
+    pub fn model_not_ready(name: &str) -> ApiError {
+        ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "model_not_ready", format!("model '{name}' is not ready"))
+    }
+
+    /// 502 when an upstream model server cannot be reached.
+    pub fn upstream_unavailable() -> ApiError {
+        ApiError::new(StatusCode::BAD_GATEWAY, "upstream_unavailable", "the model server is unreachable; try again")
+    }
+
+    /// 502 when an upstream model server failed or answered with something unusable.
+    pub fn upstream_error() -> ApiError {
+        ApiError::new(StatusCode::BAD_GATEWAY, "upstream_error", "the model server failed to answer")
+    }
+
+    /// 504 when an upstream model server did not answer in time.
+    pub fn upstream_timeout() -> ApiError {
+        ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the model server did not answer in time")
+    }
+
     /// 503 when the audit log cannot be written and serving unaudited is not allowed.
     pub fn audit_unavailable() -> ApiError {
         ApiError::new(

@@ -78,44 +78,90 @@ fn grant(
 }
 
 /// The model's metadata as the grant's output policy lets the caller see it.
-fn visible_metadata(model: &Model, grant: &authz::Grant) -> oip::ModelMetadata {
-    minimise::metadata(grant.output(), model.config.output.as_ref(), &model.metadata)
+async fn visible_metadata(
+    model: &Model,
+    grant: &authz::Grant,
+    request_id: &str,
+) -> Result<oip::ModelMetadata, ApiError> {
+    let metadata = model.metadata(request_id).await.map_err(|error| backend_error(&error, request_id, model))?;
+    Ok(minimise::metadata(grant.output(), model.config.output.as_ref(), &metadata))
+}
+
+/// A backend failure as the client sees it; the detail goes to the log here.
+fn backend_error(error: &BackendError, request_id: &str, model: &Model) -> ApiError {
+    let name = &model.config.name;
+    match error {
+        BackendError::Busy => ApiError::unavailable("the model is busy; try again shortly"),
+        BackendError::UpstreamTimeout => {
+            tracing::warn!(request_id = %request_id, model = %name, "upstream timed out");
+            ApiError::upstream_timeout()
+        }
+        BackendError::UpstreamUnavailable(_) => {
+            tracing::error!(request_id = %request_id, model = %name, %error, "upstream unreachable");
+            ApiError::upstream_unavailable()
+        }
+        BackendError::Upstream(_) => {
+            tracing::error!(request_id = %request_id, model = %name, %error, "upstream failed");
+            ApiError::upstream_error()
+        }
+        BackendError::Load { .. } | BackendError::Run(_) => {
+            tracing::error!(request_id = %request_id, model = %name, %error, "inference failed");
+            ApiError::internal()
+        }
+    }
+}
+
+fn request_id(request: &Request) -> String {
+    request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default()
 }
 
 pub async fn model_metadata(
     State(gateway): State<Arc<Gateway>>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
+    request: Request,
 ) -> Result<Json<oip::ModelMetadata>, ApiError> {
     let (model, grant) = grant(&gateway, &principal, &name, None, Action::Metadata)?;
-    Ok(Json(visible_metadata(&model, &grant)))
+    Ok(Json(visible_metadata(&model, &grant, &request_id(&request)).await?))
 }
 
 pub async fn model_version_metadata(
     State(gateway): State<Arc<Gateway>>,
     Extension(principal): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
+    request: Request,
 ) -> Result<Json<oip::ModelMetadata>, ApiError> {
     let (model, grant) = grant(&gateway, &principal, &name, Some(&version), Action::Metadata)?;
-    Ok(Json(visible_metadata(&model, &grant)))
+    Ok(Json(visible_metadata(&model, &grant, &request_id(&request)).await?))
 }
 
 pub async fn model_ready(
     State(gateway): State<Arc<Gateway>>,
     Extension(principal): Extension<Principal>,
     Path(name): Path<String>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    grant(&gateway, &principal, &name, None, Action::Metadata)?;
-    Ok(Json(serde_json::json!({ "name": name, "ready": true })))
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (model, _) = grant(&gateway, &principal, &name, None, Action::Metadata)?;
+    ready_response(&model, &request_id(&request)).await
 }
 
 pub async fn model_version_ready(
     State(gateway): State<Arc<Gateway>>,
     Extension(principal): Extension<Principal>,
     Path((name, version)): Path<(String, String)>,
-) -> Result<Json<serde_json::Value>, ApiError> {
-    grant(&gateway, &principal, &name, Some(&version), Action::Metadata)?;
-    Ok(Json(serde_json::json!({ "name": name, "ready": true })))
+    request: Request,
+) -> Result<Response, ApiError> {
+    let (model, _) = grant(&gateway, &principal, &name, Some(&version), Action::Metadata)?;
+    ready_response(&model, &request_id(&request)).await
+}
+
+/// 200 `{"ready": true}`, or 503 `model_not_ready` (an upstream that is down or loading).
+async fn ready_response(model: &Model, request_id: &str) -> Result<Response, ApiError> {
+    if model.ready(request_id).await {
+        Ok(Json(serde_json::json!({ "name": model.config.name, "ready": true })).into_response())
+    } else {
+        Err(ApiError::model_not_ready(&model.config.name))
+    }
 }
 
 pub async fn infer(
@@ -145,7 +191,7 @@ async fn run_inference(
 ) -> Result<Response, ApiError> {
     // Authorise before reading a byte of the body.
     let (model, grant) = grant(gateway, principal, name, version, Action::Infer)?;
-    let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+    let request_id = request_id(&request);
     let (parts, body) = request.into_parts();
     let json_len = binary_header_length(&parts.headers)?;
     check_content_type(&parts.headers, json_len.is_some())?;
@@ -157,7 +203,8 @@ async fn run_inference(
     let decoded = oip::decode_request(&body, json_len, limits).map_err(|e| ApiError::bad_request(e.0))?;
     drop(body);
     // Inputs are checked against the model; requested outputs against what the policy gives.
-    visible_metadata(&model, &grant)
+    visible_metadata(&model, &grant, &request_id)
+        .await?
         .validate(&decoded, model.input_policy(limits.max_batch))
         .map_err(ApiError::invalid_input)?;
     let policy = grant.output();
@@ -167,7 +214,7 @@ async fn run_inference(
     let requested = decoded.outputs.clone();
     let binary_default = decoded.binary_output_default;
     let started = Instant::now();
-    let result = model.infer(&gateway.pool, grant, decoded).await;
+    let result = model.infer(&gateway.pool, grant, decoded, &request_id).await;
     gateway.metrics.inference(name, started.elapsed().as_secs_f64());
     let outputs = match result.map(|outputs| minimise::apply(policy, model.config.output.as_ref(), outputs)) {
         Ok(Ok(outputs)) => outputs,
@@ -175,13 +222,7 @@ async fn run_inference(
             tracing::error!(request_id = %request_id, model = %name, %message, "output minimisation failed");
             return Err(ApiError::internal());
         }
-        Err(BackendError::Busy) => {
-            return Err(ApiError::unavailable("the model is busy; try again shortly"));
-        }
-        Err(error) => {
-            tracing::error!(request_id = %request_id, model = %name, %error, "inference failed");
-            return Err(ApiError::internal());
-        }
+        Err(error) => return Err(backend_error(&error, &request_id, &model)),
     };
 
     // The requested outputs, in the order asked for; all of them if none were named.

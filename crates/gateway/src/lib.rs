@@ -34,6 +34,7 @@ pub mod secret_file;
 pub mod serve;
 pub mod store;
 pub mod time;
+pub mod tls;
 
 pub use config::Config;
 pub use serve::{Gateway, Server, serve};

@@ -12,8 +12,8 @@ mod tensor;
 
 use serde::Serialize;
 
-pub use decode::{DecodeError, decode_request};
-pub use encode::encode_response;
+pub use decode::{DecodeError, decode_request, decode_response};
+pub use encode::{encode_request, encode_response};
 pub use tensor::{DataType, Tensor, TensorData};
 
 /// Caps on what one request may make the server allocate.

@@ -291,3 +291,5 @@ async fn admission(State(gateway): State<Arc<Gateway>>, request: Request, next: 
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod upstream_tests;

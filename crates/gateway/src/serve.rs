@@ -10,7 +10,15 @@ use std::{
     },
 };
 
+use std::time::Duration;
+
+use axum::{Router, extract::ConnectInfo};
+use hyper_util::{
+    rt::{TokioExecutor, TokioIo, TokioTimer},
+    server::{conn::auto, graceful::GracefulShutdown},
+};
 use tokio::{net::TcpListener, sync::Semaphore};
+use tower::ServiceExt;
 
 use crate::{
     audit::{AuditError, AuditLog},
@@ -38,6 +46,8 @@ pub enum StartError {
     Audit(#[from] AuditError),
     #[error("server error: {0}")]
     Serve(std::io::Error),
+    #[error("TLS: {0}")]
+    Tls(String),
 }
 
 /// Everything a request may need, shared by all requests.
@@ -52,6 +62,8 @@ pub struct Gateway {
     pub audit: Option<AuditLog>,
     /// Global cap on requests in flight (load shedding beyond it).
     pub in_flight: Semaphore,
+    /// The public listener's TLS, when configured.
+    pub tls: Option<Arc<crate::tls::Tls>>,
     draining: AtomicBool,
 }
 
@@ -89,7 +101,9 @@ impl Gateway {
                 None
             }
         };
+        let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose().map_err(StartError::Tls)?.map(Arc::new);
         Ok(Arc::new(Gateway {
+            tls,
             pool: Pool::new(config.inference.threads, config.inference.queue),
             verifier: KeyVerifier::new(store, pepper, config.key_cache_ttl),
             in_flight: Semaphore::new(config.max_concurrency),
@@ -145,18 +159,25 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let gateway = self.gateway;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let stopped = |mut receiver: tokio::sync::watch::Receiver<bool>| async move {
-            let _ = receiver.wait_for(|stop| *stop).await;
-        };
-        let public = axum::serve(
+        let public = accept_loop(
             self.public,
-            router::public(Arc::clone(&gateway)).into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(stopped(stop_rx.clone()));
-        let admin = axum::serve(self.admin, router::admin(Arc::clone(&gateway)).into_make_service())
-            .with_graceful_shutdown(stopped(stop_rx));
-        let mut public = tokio::spawn(async move { public.await });
-        let mut admin = tokio::spawn(async move { admin.await });
+            router::public(Arc::clone(&gateway)),
+            gateway.tls.clone(),
+            gateway.config.header_read_timeout,
+            stop_rx.clone(),
+        );
+        let admin = accept_loop(
+            self.admin,
+            router::admin(Arc::clone(&gateway)),
+            None,
+            gateway.config.header_read_timeout,
+            stop_rx.clone(),
+        );
+        if let Some(tls) = &gateway.tls {
+            tokio::spawn(Arc::clone(tls).watch(stop_rx));
+        }
+        let mut public = tokio::spawn(public);
+        let mut admin = tokio::spawn(admin);
 
         tokio::select! {
             () = shutdown => {}
@@ -189,6 +210,92 @@ impl Server {
         tracing::info!("stopped");
         result
     }
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    let _ = stop.wait_for(|stop| *stop).await;
+}
+
+/// Accepts connections until `stop`, serving each (HTTP/1.1 or HTTP/2, over TLS when `tls` is
+/// set) on its own task; then waits for the open connections to finish their requests.
+///
+/// Each request carries the peer address and, on a mutual-TLS connection, the verified client
+/// certificate's identity. A client must finish the TLS handshake and send its request headers
+/// within `header_timeout`, so slow clients cannot hold connections open.
+async fn accept_loop(
+    listener: TcpListener,
+    router: Router,
+    tls: Option<Arc<crate::tls::Tls>>,
+    header_timeout: Duration,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    let graceful = GracefulShutdown::new();
+    let mut builder = auto::Builder::new(TokioExecutor::new());
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
+    let builder = Arc::new(builder);
+    loop {
+        let (stream, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(accepted) => accepted,
+                Err(error) => {
+                    // Out of descriptors and the like: back off instead of spinning.
+                    tracing::warn!(%error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let router = router.clone();
+        let tls = tls.clone();
+        let builder = Arc::clone(&builder);
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let service = |certificate: Option<crate::tls::PeerCertificate>| {
+                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+                    let mut request = request.map(axum::body::Body::new);
+                    request.extensions_mut().insert(ConnectInfo(peer));
+                    if let Some(certificate) = &certificate {
+                        request.extensions_mut().insert(certificate.clone());
+                    }
+                    router.clone().oneshot(request)
+                })
+            };
+            match tls {
+                None => {
+                    let connection = builder.serve_connection(TokioIo::new(stream), service(None));
+                    let _ = watcher.watch(connection).await;
+                }
+                Some(tls) => {
+                    let stream = match tokio::time::timeout(header_timeout, tls.acceptor().accept(stream)).await {
+                        Ok(Ok(stream)) => stream,
+                        Ok(Err(error)) => {
+                            tracing::debug!(%peer, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    };
+                    let certificate = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(|chain| chain.first())
+                        .and_then(|leaf| crate::tls::PeerCertificate::from_der(leaf));
+                    let connection = builder.serve_connection(TokioIo::new(stream), service(certificate));
+                    let _ = watcher.watch(connection).await;
+                }
+            }
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+    Ok(())
 }
 
 fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), StartError> {

@@ -6,7 +6,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use super::{BackendError, Model, load_error};
+use super::{BackendError, Model, Source, load_error};
 use crate::{
     authz,
     oip::{self, Limits, TensorData},
@@ -37,6 +37,9 @@ pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<usize, Backend
     if file.cases.is_empty() {
         return Err(load_error(config, format!("checks file {} has no cases", path.display())));
     }
+    let Source::Local { metadata, backend } = &model.source else {
+        return Err(load_error(config, "checks run on local models only"));
+    };
     let policy = model.input_policy(u64::MAX);
     for (index, case) in file.cases.iter().enumerate() {
         // Both sides are written as protocol tensors, so the request decoder reads them.
@@ -44,10 +47,10 @@ pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<usize, Backend
             decode(case.inputs, limits).map_err(|e| load_error(config, format!("check {index}: inputs: {e}")))?;
         let expected =
             decode(case.outputs, limits).map_err(|e| load_error(config, format!("check {index}: outputs: {e}")))?;
-        model.metadata.validate(&request, policy).map_err(|e| load_error(config, format!("check {index}: {e}")))?;
+        metadata.validate(&request, policy).map_err(|e| load_error(config, format!("check {index}: {e}")))?;
         let grant = authz::Grant::for_load_check(&config.name);
         let outputs =
-            model.backend.run(&grant, request.inputs).map_err(|e| load_error(config, format!("check {index}: {e}")))?;
+            backend.run(&grant, request.inputs).map_err(|e| load_error(config, format!("check {index}: {e}")))?;
         for want in &expected.inputs {
             let Some(got) = outputs.iter().find(|tensor| tensor.name == want.name) else {
                 return Err(load_error(config, format!("check {index}: the model gives no output '{}'", want.name)));

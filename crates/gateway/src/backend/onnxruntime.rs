@@ -53,7 +53,12 @@ pub struct OrtBackend {
 }
 
 impl OrtBackend {
-    pub fn load(config: &ModelConfig, library: Option<&Path>, threads: usize) -> Result<OrtBackend, BackendError> {
+    pub fn load(
+        config: &ModelConfig,
+        path: &Path,
+        library: Option<&Path>,
+        threads: usize,
+    ) -> Result<OrtBackend, BackendError> {
         let library = match library {
             Some(path) => path.to_owned(),
             None => std::env::var_os("ORT_DYLIB_PATH").map(PathBuf::from).ok_or_else(|| {
@@ -65,8 +70,7 @@ impl OrtBackend {
             })?,
         };
         let environment = environment(&library).map_err(|m| load_error(config, m))?;
-        let fail =
-            |e: ort::Error| load_error(config, format!("ONNX Runtime cannot load {}: {e}", config.path.display()));
+        let fail = |e: ort::Error| load_error(config, format!("ONNX Runtime cannot load {}: {e}", path.display()));
         let mut sessions = Vec::with_capacity(threads);
         for _ in 0..threads.max(1) {
             let session = Session::builder(environment)
@@ -75,7 +79,7 @@ impl OrtBackend {
                 })
                 .and_then(|builder| builder.with_intra_threads(1).map_err(ort::Error::from))
                 .and_then(|builder| builder.with_inter_threads(1).map_err(ort::Error::from))
-                .and_then(|mut builder| builder.commit_from_file(&config.path))
+                .and_then(|mut builder| builder.commit_from_file(path))
                 .map_err(fail)?;
             sessions.push(Mutex::new(session));
         }

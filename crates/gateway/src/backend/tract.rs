@@ -24,18 +24,18 @@ pub struct TractBackend {
 
 impl TractBackend {
     /// Loads and optimises an ONNX file. An operator tract lacks is named in the error.
-    pub fn load(config: &ModelConfig) -> Result<TractBackend, BackendError> {
+    pub fn load(config: &ModelConfig, path: &std::path::Path) -> Result<TractBackend, BackendError> {
         let fail = |stage: &str, error: tract_onnx::prelude::TractError| {
             load_error(
                 config,
                 format!(
                     "tract cannot {stage} {}: {error:#} (if the model uses ONNX-ML operators such as tree \
                      ensembles, set runtime = \"onnxruntime\" for it)",
-                    config.path.display()
+                    path.display()
                 ),
             )
         };
-        let model = tract_onnx::onnx().model_for_path(&config.path).map_err(|e| fail("read", e))?;
+        let model = tract_onnx::onnx().model_for_path(path).map_err(|e| fail("read", e))?;
         let typed: TypedModel = model.into_typed().map_err(|e| fail("type", e))?;
         let inputs = signature(&typed, true).map_err(|m| load_error(config, m))?;
         let outputs = signature(&typed, false).map_err(|m| load_error(config, m))?;

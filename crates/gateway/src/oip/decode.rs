@@ -87,19 +87,9 @@ impl<'de> Deserialize<'de> for Parameter {
 /// Decodes an inference request. `json_len` is the `Inference-Header-Content-Length` header:
 /// when present, the body is that many bytes of JSON followed by binary tensor data.
 pub fn decode_request(body: &[u8], json_len: Option<usize>, limits: &Limits) -> Result<InferRequest, DecodeError> {
-    let (json, mut binary) = match json_len {
-        None => (body, &[][..]),
-        Some(len) if len <= body.len() => body.split_at(len),
-        Some(len) => {
-            return Err(error(format!(
-                "Inference-Header-Content-Length is {len}, but the body has only {} bytes",
-                body.len()
-            )));
-        }
-    };
+    let (json, binary) = split_body(body, json_len)?;
     let wire: WireRequest<'_> =
         serde_json::from_slice(json).map_err(|e| error(format!("invalid inference request JSON: {e}")))?;
-
     if let Some(id) = &wire.id
         && id.len() > limits.max_name_len
     {
@@ -115,8 +105,48 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>, limits: &Limits) -> 
     check_parameter_count(&request_parameters, "the request", limits)?;
     let binary_output_default = bool_parameter(&request_parameters, "binary_data_output", "the request")?;
 
-    let mut inputs = Vec::with_capacity(wire.inputs.len());
-    for input in wire.inputs {
+    let inputs = decode_tensors(wire.inputs, binary, limits)?;
+
+    let wire_outputs = wire.outputs.unwrap_or_default();
+    if wire_outputs.len() > limits.max_tensors {
+        return Err(error(format!(
+            "{} outputs requested, more than the limit of {}",
+            wire_outputs.len(),
+            limits.max_tensors
+        )));
+    }
+    let mut outputs = Vec::with_capacity(wire_outputs.len());
+    for output in wire_outputs {
+        let parameters = output.parameters.unwrap_or_default();
+        check_parameter_count(&parameters, &output.name, limits)?;
+        if parameters.contains_key("classification") {
+            return Err(error(format!("output '{}': the classification extension is not supported", output.name)));
+        }
+        let binary = match parameters.get("binary_data") {
+            None => binary_output_default,
+            Some(_) => bool_parameter(&parameters, "binary_data", &output.name)?,
+        };
+        outputs.push(RequestedOutput { name: output.name, binary });
+    }
+    Ok(InferRequest { id: wire.id, inputs, outputs, binary_output_default })
+}
+
+/// Splits a body into its JSON part and the binary tensor data after it.
+fn split_body(body: &[u8], json_len: Option<usize>) -> Result<(&[u8], &[u8]), DecodeError> {
+    match json_len {
+        None => Ok((body, &[][..])),
+        Some(len) if len <= body.len() => Ok(body.split_at(len)),
+        Some(len) => {
+            Err(error(format!("Inference-Header-Content-Length is {len}, but the body has only {} bytes", body.len())))
+        }
+    }
+}
+
+/// Decodes tensors (request inputs or response outputs): each named once, a known datatype, a
+/// shape within the limits, and data either inline or in the binary part, which must be used up.
+fn decode_tensors(wire: Vec<WireInput<'_>>, mut binary: &[u8], limits: &Limits) -> Result<Vec<Tensor>, DecodeError> {
+    let mut inputs = Vec::with_capacity(wire.len());
+    for input in wire {
         let parameters = input.parameters.unwrap_or_default();
         check_parameter_count(&parameters, &input.name, limits)?;
         let name = input.name;
@@ -154,29 +184,25 @@ pub fn decode_request(body: &[u8], json_len: Option<usize>, limits: &Limits) -> 
     if !binary.is_empty() {
         return Err(error(format!("{} bytes of binary data are not claimed by any input", binary.len())));
     }
+    Ok(inputs)
+}
 
-    let wire_outputs = wire.outputs.unwrap_or_default();
-    if wire_outputs.len() > limits.max_tensors {
-        return Err(error(format!(
-            "{} outputs requested, more than the limit of {}",
-            wire_outputs.len(),
-            limits.max_tensors
-        )));
+#[derive(Deserialize)]
+struct WireResponse<'a> {
+    #[serde(borrow)]
+    outputs: Vec<WireInput<'a>>,
+}
+
+/// Decodes an inference response from another OIP server (an upstream), under the same limits
+/// as a request: its outputs, in its order. Fields other than `outputs` are not needed.
+pub fn decode_response(body: &[u8], json_len: Option<usize>, limits: &Limits) -> Result<Vec<Tensor>, DecodeError> {
+    let (json, binary) = split_body(body, json_len)?;
+    let wire: WireResponse<'_> =
+        serde_json::from_slice(json).map_err(|e| error(format!("invalid inference response JSON: {e}")))?;
+    if wire.outputs.len() > limits.max_tensors {
+        return Err(error(format!("{} outputs, more than the limit of {}", wire.outputs.len(), limits.max_tensors)));
     }
-    let mut outputs = Vec::with_capacity(wire_outputs.len());
-    for output in wire_outputs {
-        let parameters = output.parameters.unwrap_or_default();
-        check_parameter_count(&parameters, &output.name, limits)?;
-        if parameters.contains_key("classification") {
-            return Err(error(format!("output '{}': the classification extension is not supported", output.name)));
-        }
-        let binary = match parameters.get("binary_data") {
-            None => binary_output_default,
-            Some(_) => bool_parameter(&parameters, "binary_data", &output.name)?,
-        };
-        outputs.push(RequestedOutput { name: output.name, binary });
-    }
-    Ok(InferRequest { id: wire.id, inputs, outputs, binary_output_default })
+    decode_tensors(wire.outputs, binary, limits).map_err(|e| error(format!("in the outputs: {e}")))
 }
 
 fn check_parameter_count(

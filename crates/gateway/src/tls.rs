@@ -1,0 +1,274 @@
+//! TLS: the public listener's certificate (reloaded when its files change), client-certificate
+//! verification for mutual TLS, the identity a client certificate carries, and the client
+//! configuration used towards `https` upstreams. rustls with the ring provider throughout; TLS
+//! 1.2 and 1.3 only (rustls has nothing older).
+
+use std::{
+    path::Path,
+    sync::{Arc, Mutex, RwLock},
+};
+
+use rustls::{
+    RootCertStore, ServerConfig,
+    crypto::CryptoProvider,
+    pki_types::{CertificateDer, PrivateKeyDer, pem::PemObject},
+    server::WebPkiClientVerifier,
+};
+use sha2::{Digest, Sha256};
+
+use crate::config::{CertMatch, ClientAuth, TlsClient, TlsConfig, normalise_subject};
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn certs_from_pem(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, String> {
+    let certs = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("{what}: not a PEM certificate file: {e}"))?;
+    if certs.is_empty() {
+        return Err(format!("{what}: no certificate in the file"));
+    }
+    Ok(certs)
+}
+
+fn roots_from_pem(pem: &[u8], what: &str) -> Result<RootCertStore, String> {
+    let mut roots = RootCertStore::empty();
+    for cert in certs_from_pem(pem, what)? {
+        roots.add(cert).map_err(|e| format!("{what}: unusable CA certificate: {e}"))?;
+    }
+    Ok(roots)
+}
+
+fn read(path: &Path, what: &str) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("cannot read {what} {}: {e}", path.display()))
+}
+
+/// The client side towards an `https` upstream: the roots in `ca_file`, or the system's.
+pub fn client_config(ca_file: Option<&Path>, http2: bool) -> Result<rustls::ClientConfig, String> {
+    let roots = match ca_file {
+        Some(path) => roots_from_pem(&read(path, "upstream.ca_file")?, "upstream.ca_file")?,
+        None => {
+            let native = rustls_native_certs::load_native_certs();
+            let mut roots = RootCertStore::empty();
+            let (added, _) = roots.add_parsable_certificates(native.certs);
+            if added == 0 {
+                return Err("no system CA certificates found: set upstream.ca_file".into());
+            }
+            roots
+        }
+    };
+    let mut config = rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = if http2 { vec![b"h2".to_vec(), b"http/1.1".to_vec()] } else { vec![b"http/1.1".to_vec()] };
+    Ok(config)
+}
+
+/// A client configuration that trusts no certificate: for clients that never speak TLS.
+pub fn trust_nothing_client_config() -> Result<rustls::ClientConfig, String> {
+    Ok(rustls::ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(RootCertStore::empty())
+        .with_no_client_auth())
+}
+
+/// The files of a TLS setup, read together so that one reload sees one consistent snapshot.
+struct Files {
+    cert: Vec<u8>,
+    key: Vec<u8>,
+    client_ca: Option<Vec<u8>>,
+}
+
+impl Files {
+    fn read(config: &TlsConfig) -> Result<Files, String> {
+        Ok(Files {
+            cert: read(&config.cert, "tls.cert")?,
+            key: read(&config.key, "tls.key")?,
+            client_ca: config.client_ca.as_deref().map(|path| read(path, "tls.client_ca")).transpose()?,
+        })
+    }
+
+    fn digest(&self) -> [u8; 32] {
+        let mut hash = Sha256::new();
+        for part in [Some(&self.cert), Some(&self.key), self.client_ca.as_ref()] {
+            let part = part.map_or(&[][..], Vec::as_slice);
+            hash.update((part.len() as u64).to_le_bytes());
+            hash.update(part);
+        }
+        hash.finalize().into()
+    }
+
+    fn server_config(&self, config: &TlsConfig) -> Result<(Arc<ServerConfig>, String), String> {
+        let certs = certs_from_pem(&self.cert, "tls.cert")?;
+        let key = PrivateKeyDer::from_pem_slice(&self.key)
+            .map_err(|e| format!("tls.key: not a PEM private key (PKCS#8, PKCS#1 or SEC1): {e}"))?;
+        let versions: &[&rustls::SupportedProtocolVersion] = if config.tls13_only {
+            &[&rustls::version::TLS13]
+        } else {
+            &[&rustls::version::TLS12, &rustls::version::TLS13]
+        };
+        let builder = ServerConfig::builder_with_provider(provider())
+            .with_protocol_versions(versions)
+            .map_err(|e| e.to_string())?;
+        let builder = match &self.client_ca {
+            None => builder.with_no_client_auth(),
+            Some(pem) => {
+                let roots = roots_from_pem(pem, "tls.client_ca")?;
+                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider());
+                let verifier = match config.client_auth {
+                    ClientAuth::Optional => verifier.allow_unauthenticated(),
+                    ClientAuth::Required => verifier,
+                };
+                builder.with_client_cert_verifier(verifier.build().map_err(|e| format!("tls.client_ca: {e}"))?)
+            }
+        };
+        let expires = certs.first().and_then(|cert| not_after(cert)).unwrap_or_default();
+        let mut server = builder
+            .with_single_cert(certs, key)
+            .map_err(|e| format!("tls.cert and tls.key do not make a usable pair: {e}"))?;
+        server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+        Ok((Arc::new(server), expires))
+    }
+}
+
+/// The public listener's TLS: the current configuration, swapped whole when the files change.
+pub struct Tls {
+    config: TlsConfig,
+    current: RwLock<Arc<ServerConfig>>,
+    digest: Mutex<[u8; 32]>,
+}
+
+impl std::fmt::Debug for Tls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Tls").field("cert", &self.config.cert).finish_non_exhaustive()
+    }
+}
+
+impl Tls {
+    /// Loads the certificate, key and client CA; any problem stops the server with a message
+    /// that names the file.
+    pub fn load(config: &TlsConfig) -> Result<Tls, String> {
+        let files = Files::read(config)?;
+        let (server, expires) = files.server_config(config)?;
+        tracing::info!(cert = %config.cert.display(), expires = %expires, mutual = config.client_ca.is_some(), "TLS enabled");
+        Ok(Tls { config: config.clone(), current: RwLock::new(server), digest: Mutex::new(files.digest()) })
+    }
+
+    /// An acceptor for the next connection, with the configuration current now.
+    pub fn acceptor(&self) -> tokio_rustls::TlsAcceptor {
+        let current =
+            self.current.read().map(|config| Arc::clone(&config)).unwrap_or_else(|e| Arc::clone(&e.into_inner()));
+        tokio_rustls::TlsAcceptor::from(current)
+    }
+
+    /// Reloads if any file changed. A change that does not load (a key that does not match
+    /// the new certificate yet, a half-written file) is logged and the old configuration
+    /// kept; the next check tries again. Returns whether a new configuration is in use.
+    pub fn reload_if_changed(&self) -> bool {
+        let files = match Files::read(&self.config) {
+            Ok(files) => files,
+            Err(error) => {
+                tracing::warn!(%error, "TLS files unreadable; keeping the current certificate");
+                return false;
+            }
+        };
+        let digest = files.digest();
+        let Ok(mut last) = self.digest.lock() else {
+            return false;
+        };
+        if *last == digest {
+            return false;
+        }
+        match files.server_config(&self.config) {
+            Ok((server, expires)) => {
+                if let Ok(mut current) = self.current.write() {
+                    *current = server;
+                }
+                *last = digest;
+                tracing::info!(cert = %self.config.cert.display(), expires = %expires, "TLS certificate reloaded");
+                true
+            }
+            Err(error) => {
+                tracing::warn!(%error, "changed TLS files do not load; keeping the current certificate");
+                false
+            }
+        }
+    }
+
+    /// Checks the files every `reload_interval` until `stop` fires.
+    pub async fn watch(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(self.config.reload_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker.tick().await;
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {
+                    let tls = Arc::clone(&self);
+                    // File reads are small; keep them off the async workers anyway.
+                    #[expect(clippy::disallowed_methods, reason = "a few small file reads per interval, not per request")]
+                    let _ = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
+                }
+                () = crate::serve::stopped(&mut stop) => return,
+            }
+        }
+    }
+
+    pub fn clients(&self) -> &[TlsClient] {
+        &self.config.clients
+    }
+}
+
+/// What a verified client certificate says about its holder, kept per connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerCertificate {
+    /// The subject in the form [`CertMatch::Subject`] compares.
+    pub subject: String,
+    /// DNS names, URIs, e-mail addresses and IP addresses.
+    pub sans: Vec<String>,
+}
+
+impl PeerCertificate {
+    /// Reads the end-entity certificate rustls has already verified against the client CA.
+    pub fn from_der(der: &[u8]) -> Option<PeerCertificate> {
+        use x509_parser::extensions::GeneralName;
+        let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+        let subject = normalise_subject(&cert.subject().to_string());
+        let mut sans = Vec::new();
+        if let Ok(Some(extension)) = cert.subject_alternative_name() {
+            for name in &extension.value.general_names {
+                match name {
+                    GeneralName::DNSName(text) | GeneralName::URI(text) | GeneralName::RFC822Name(text) => {
+                        sans.push((*text).to_owned());
+                    }
+                    GeneralName::IPAddress(bytes) => {
+                        let ip = match bytes.len() {
+                            4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                            16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
+                            _ => None,
+                        };
+                        sans.extend(ip);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        Some(PeerCertificate { subject, sans })
+    }
+
+    /// The configured client this certificate is, if any (the first that matches).
+    pub fn client<'a>(&self, clients: &'a [TlsClient]) -> Option<&'a TlsClient> {
+        clients.iter().find(|client| match &client.matcher {
+            CertMatch::Subject(subject) => *subject == self.subject,
+            CertMatch::San(san) => self.sans.iter().any(|name| name == san),
+        })
+    }
+}
+
+fn not_after(cert: &CertificateDer<'_>) -> Option<String> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
+    Some(cert.validity().not_after.to_string())
+}
