@@ -123,7 +123,7 @@ pub struct Model {
 
 enum Source {
     Local { metadata: Arc<ModelMetadata>, backend: Arc<dyn Backend> },
-    Upstream(upstream::Upstream),
+    Upstream(Box<upstream::Upstream>),
 }
 
 impl std::fmt::Debug for Model {
@@ -150,7 +150,7 @@ impl Model {
     }
 
     pub(crate) fn upstream(config: ModelConfig, upstream: upstream::Upstream) -> Model {
-        Model { config, source: Source::Upstream(upstream) }
+        Model { config, source: Source::Upstream(Box::new(upstream)) }
     }
 
     pub fn input_policy(&self, max_batch: u64) -> InputPolicy {

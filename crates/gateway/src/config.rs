@@ -518,7 +518,7 @@ pub enum ModelSource {
     /// An ONNX file run here.
     File { path: PathBuf, runtime: Runtime },
     /// Another OIP server.
-    Upstream(UpstreamConfig),
+    Upstream(Box<UpstreamConfig>),
 }
 
 /// Which engine runs a model.
@@ -685,7 +685,7 @@ impl RawConfig {
                             model.name
                         )));
                     }
-                    ModelSource::Upstream(upstream.validate(&model.name, &resolve)?)
+                    ModelSource::Upstream(Box::new(upstream.validate(&model.name, &resolve)?))
                 }
                 (Some(_), Some(_)) => {
                     return Err(invalid(format!(

@@ -313,6 +313,7 @@ pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + '
     tracing::info!(
         public = %server.public_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %server.admin_addr().map(|a| a.to_string()).unwrap_or_default(),
+        scheme = if server.gateway.tls.is_some() { "https" } else { "http" },
         "listening"
     );
     server.run(shutdown).await

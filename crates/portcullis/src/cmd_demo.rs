@@ -36,9 +36,38 @@ pub struct Args {
     /// Port for the admin listener (metrics) on 127.0.0.1 (0 picks a free one).
     #[arg(long, default_value_t = 9090)]
     admin_port: u16,
+    /// Serve HTTPS with certificates from a local CA made for the demo (in DATA_DIR/tls), and
+    /// accept its client certificate as a credential (mutual TLS).
+    #[arg(long)]
+    tls: bool,
 }
 
-fn write_files(dir: &Path, port: u16, admin_port: u16) -> anyhow::Result<PathBuf> {
+/// The principal the demo's client certificate maps to.
+const DEMO_CLIENT: &str = "demo-service";
+
+fn tls_section(files: &gateway::tls::pki::DevFiles) -> String {
+    format!(
+        r#"
+# HTTPS with a CA made for the demo. Clients trust tls/ca.pem; a client certificate signed by
+# the same CA with subject CN={DEMO_CLIENT},O=Portcullis is a credential of its own (mutual TLS).
+[tls]
+cert = "{cert}"
+key = "{key}"
+client_ca = "{ca}"
+
+[[tls.clients]]
+name = "{DEMO_CLIENT}"
+subject = "CN={DEMO_CLIENT},O=Portcullis"
+models = ["credit-risk"]
+output = "label"
+"#,
+        cert = files.cert.display(),
+        key = files.key.display(),
+        ca = files.ca.display(),
+    )
+}
+
+fn write_files(dir: &Path, port: u16, admin_port: u16, tls: Option<&str>) -> anyhow::Result<PathBuf> {
     let model_dir = dir.join("models").join("credit-risk");
     std::fs::create_dir_all(&model_dir).with_context(|| format!("cannot create {}", model_dir.display()))?;
     std::fs::write(model_dir.join("model.onnx"), MODEL)?;
@@ -80,8 +109,9 @@ scores = "probabilities"
 label = "label"
 classes = ["repay", "default"]
 policy = "label"
-"#,
+{tls}"#,
         config = dir.join("portcullis.toml").display(),
+        tls = tls.unwrap_or(""),
     );
     let path = dir.join("portcullis.toml");
     std::fs::write(&path, config).with_context(|| format!("cannot write {}", path.display()))?;
@@ -102,7 +132,13 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     // Listen for signals before anything starts, so none is missed.
     let shutdown = gateway::serve::shutdown_signal();
-    let config_path = write_files(&dir, args.port, args.admin_port)?;
+    let tls = if args.tls {
+        let files = gateway::tls::pki::write_dev_files(&dir, DEMO_CLIENT).map_err(anyhow::Error::msg)?;
+        Some((tls_section(&files), files))
+    } else {
+        None
+    };
+    let config_path = write_files(&dir, args.port, args.admin_port, tls.as_ref().map(|(section, _)| section.as_str()))?;
     let config = gateway::Config::load(&config_path)?;
     let gateway = gateway::Gateway::build(config).await?;
     let (store, pepper) = gateway::serve::open_keyring(&gateway.config).await?;
@@ -124,10 +160,23 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .context("is another server on that port? choose others with --port and --admin-port (0 picks a free one)")?;
     let public = server.public_addr().unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, args.port)));
     let admin = server.admin_addr().unwrap_or(SocketAddr::from((Ipv4Addr::LOCALHOST, args.admin_port)));
-    let base = format!("http://{public}/v2/models");
+    let (scheme, curl, mtls) = match &tls {
+        None => ("http", "curl".to_owned(), String::new()),
+        Some((_, files)) => {
+            let curl = format!("curl --cacert {}", files.ca.display());
+            let mtls = format!(
+                "\nWith the demo's client certificate instead of a key (mutual TLS; it gets labels only):\n\n    \
+                 {curl} --cert {} --key {} -s https://{public}/v2/models/credit-risk/infer -H 'content-type: application/json' -d '{EXAMPLE}'\n",
+                files.client_cert.display(),
+                files.client_key.display(),
+            );
+            ("https", curl, mtls)
+        }
+    };
+    let base = format!("{scheme}://{public}/v2/models");
     println!(
         r#"
-Portcullis demo: serving the credit-risk model on http://{public} (loopback only).
+Portcullis demo: serving the credit-risk model on {scheme}://{public} (loopback only).
 Files: {dir}  (config: {config})
 
 API key, shown once (the server stores only a hash of it), valid for 24 hours:
@@ -136,17 +185,17 @@ API key, shown once (the server stores only a hash of it), valid for 24 hours:
 
 1. Without a key, every endpoint but the health checks says 401:
 
-    curl -i {base}/credit-risk/infer -H 'content-type: application/json' -d '{EXAMPLE}'
+    {curl} -i {base}/credit-risk/infer -H 'content-type: application/json' -d '{EXAMPLE}'
 
 2. With the key, a prediction:
 
-    curl -s {base}/credit-risk/infer -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{EXAMPLE}'
+    {curl} -s {base}/credit-risk/infer -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{EXAMPLE}'
 
 3. A model this key may not use answers 404, exactly like a model that does not exist:
 
-    curl -i {base}/credit-risk-shadow/infer -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{EXAMPLE}'
-
-Model metadata:  curl -s {base}/credit-risk -H 'authorization: Bearer {key}'
+    {curl} -i {base}/credit-risk-shadow/infer -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{EXAMPLE}'
+{mtls}
+Model metadata:  {curl} -s {base}/credit-risk -H 'authorization: Bearer {key}'
 Metrics:         curl -s http://{admin}/metrics
 More keys:       portcullis keys create --config {config} --name NAME --models credit-risk
 Audit log:       portcullis audit verify {dir}/audit.log --config {config}

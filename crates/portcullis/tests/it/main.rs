@@ -12,3 +12,4 @@ mod demo;
 mod keys;
 mod process;
 mod serve;
+mod tls;

@@ -74,9 +74,10 @@ impl Running {
                         let public = banner
                             .iter()
                             .find_map(|l: &String| {
-                                l.split("on http://")
-                                    .nth(1)
-                                    .map(|rest| rest.split_whitespace().next().unwrap().to_owned())
+                                l.split(" model on ").nth(1).map(|rest| {
+                                    let url = rest.split_whitespace().next().unwrap();
+                                    url.split("://").nth(1).unwrap().to_owned()
+                                })
                             })
                             .unwrap();
                         let admin = banner
@@ -107,6 +108,10 @@ impl Running {
         format!("http://{}{path}", self.public)
     }
 
+    pub fn https_url(&self, path: &str) -> String {
+        format!("https://{}{path}", self.public)
+    }
+
     /// Sends SIGTERM and waits for the exit status.
     pub fn terminate(mut self) -> (std::process::ExitStatus, Vec<String>) {
         let pid = self.child.id().to_string();
@@ -128,8 +133,15 @@ impl Drop for Running {
     }
 }
 
+/// A plain-HTTP client. reqwest is built without a default TLS provider (the gateway configures
+/// rustls itself), so even a plain client is handed a TLS configuration: one that trusts nothing.
 pub fn client() -> reqwest::Client {
-    reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().unwrap()
+    reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(30))
+        .tls_backend_preconfigured(gateway::tls::trust_nothing_client_config().unwrap())
+        .build()
+        .unwrap()
 }
 
 /// Writes a config in `dir` serving the fixture models, with ephemeral ports.

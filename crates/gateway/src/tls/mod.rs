@@ -3,6 +3,8 @@
 //! configuration used towards `https` upstreams. rustls with the ring provider throughout; TLS
 //! 1.2 and 1.3 only (rustls has nothing older).
 
+pub mod pki;
+
 use std::{
     path::Path,
     sync::{Arc, Mutex, RwLock},
@@ -271,4 +273,76 @@ impl PeerCertificate {
 fn not_after(cert: &CertificateDer<'_>) -> Option<String> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert).ok()?;
     Some(cert.validity().not_after.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{
+        config::TlsClient,
+        store::{ModelScope, Scopes},
+    };
+
+    fn der(pem: &str) -> Vec<u8> {
+        CertificateDer::pem_slice_iter(pem.as_bytes()).next().unwrap().unwrap().to_vec()
+    }
+
+    fn client(name: &str, matcher: CertMatch) -> TlsClient {
+        TlsClient { name: name.into(), matcher, models: ModelScope::All, scopes: Scopes::ALL, output: None }
+    }
+
+    #[test]
+    fn client_certificates_map_by_subject_or_san() {
+        let pki = pki::Pki::new("unit CA").unwrap();
+        let by_subject = PeerCertificate::from_der(&der(&pki.client("svc-a", None).unwrap().cert_pem)).unwrap();
+        assert_eq!(by_subject.subject, "CN=svc-a,O=Portcullis");
+        let by_uri =
+            PeerCertificate::from_der(&der(&pki.client("other", Some("spiffe://t/svc-b")).unwrap().cert_pem)).unwrap();
+        assert_eq!(by_uri.sans, ["spiffe://t/svc-b"]);
+        let server =
+            PeerCertificate::from_der(&der(&pki.server(&["localhost", "127.0.0.1"]).unwrap().cert_pem)).unwrap();
+        assert_eq!(server.sans, ["localhost", "127.0.0.1"]);
+
+        let clients = [
+            client("a", CertMatch::Subject(normalise_subject("CN=svc-a, O=Portcullis"))),
+            client("b", CertMatch::San("spiffe://t/svc-b".into())),
+        ];
+        assert_eq!(by_subject.client(&clients).map(|c| c.name.as_str()), Some("a"));
+        assert_eq!(by_uri.client(&clients).map(|c| c.name.as_str()), Some("b"));
+        assert!(server.client(&clients).is_none());
+        // Subjects match whole, not by prefix or by common name alone.
+        let partial = [client("c", CertMatch::Subject("CN=svc-a".into()))];
+        assert!(by_subject.client(&partial).is_none());
+        assert!(PeerCertificate::from_der(b"not a certificate").is_none());
+    }
+
+    #[test]
+    fn a_broken_reload_keeps_the_working_certificate() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = pki::Pki::new("unit CA").unwrap();
+        let issued = pki.server(&["localhost"]).unwrap();
+        std::fs::write(dir.path().join("c.pem"), &issued.cert_pem).unwrap();
+        std::fs::write(dir.path().join("k.pem"), &issued.key_pem).unwrap();
+        let config = TlsConfig {
+            cert: dir.path().join("c.pem"),
+            key: dir.path().join("k.pem"),
+            client_ca: None,
+            client_auth: ClientAuth::Optional,
+            reload_interval: std::time::Duration::from_secs(1),
+            tls13_only: false,
+            clients: Vec::new(),
+        };
+        let tls = Tls::load(&config).unwrap();
+        assert!(!tls.reload_if_changed(), "nothing changed");
+        std::fs::write(dir.path().join("c.pem"), "-----BEGIN CERTIFICATE-----\ngarbage\n").unwrap();
+        assert!(!tls.reload_if_changed(), "a broken file is not loaded");
+        let other = pki.server(&["localhost"]).unwrap();
+        std::fs::write(dir.path().join("c.pem"), &other.cert_pem).unwrap();
+        assert!(!tls.reload_if_changed(), "a certificate without its key is not loaded");
+        std::fs::write(dir.path().join("k.pem"), &other.key_pem).unwrap();
+        assert!(tls.reload_if_changed(), "the matching pair is");
+        std::fs::remove_file(dir.path().join("k.pem")).unwrap();
+        assert!(!tls.reload_if_changed());
+        assert!(Tls::load(&config).unwrap_err().contains("tls.key"), "a missing file names itself at start");
+    }
 }
