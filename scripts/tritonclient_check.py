@@ -13,8 +13,11 @@ data directory on free ports, reads the URL and the API key from its banner, and
 `tritonclient.http` as a Triton user would: health and metadata with and without the key, every
 known answer in models/credit-risk/checks.json through the binary tensor extension, through pure
 JSON and with no outputs requested, and the refusals (404 for a model the key may not use, 401
-without a key). It prints one line per check, then `N passed, M failed`, and exits 1 if any
-check failed (2 if the server could not be started). The server is always stopped with SIGTERM.
+without a key). Then it starts `portcullis demo --tls` (HTTPS with a CA the demo makes) and runs
+the client over TLS trusting that CA: with the key, with the demo's client certificate as the
+credential (mutual TLS), and without trusting the CA, which must fail. It prints one line per
+check, then `N passed, M failed`, and exits 1 if any check failed (2 if a server could not be
+started). The servers are always stopped with SIGTERM.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ import os
 import queue
 import re
 import signal
+import ssl
 import subprocess
 import sys
 import tempfile
@@ -42,7 +46,7 @@ SHADOW = "credit-risk-shadow"
 STARTUP_TIMEOUT = 60.0  # seconds for the demo to load its models and print its banner
 STOP_TIMEOUT = 10.0  # seconds for the demo to exit after SIGTERM
 
-URL_LINE = re.compile(r"serving the credit-risk model on http://(127\.0\.0\.1:\d+) ")
+URL_LINE = re.compile(r"serving the credit-risk model on (https?)://(127\.0\.0\.1:\d+) ")
 KEY_LINE = re.compile(r"^\s*(ptcl_sk_\S+)\s*$")
 BANNER_END = "Press Ctrl-C to stop."
 
@@ -50,11 +54,14 @@ BANNER_END = "Press Ctrl-C to stop."
 class DemoServer:
     """A `portcullis demo` process in its own data directory, with its URL and API key."""
 
-    def __init__(self, binary: Path, work_dir: Path):
+    def __init__(self, binary: Path, work_dir: Path, tls: bool = False):
         self.log_path = work_dir / "stderr.log"
         self._log = open(self.log_path, "wb")
         data_dir = work_dir / "data"
+        self.tls_dir = data_dir / "tls"
         command = [binary, "demo", "--data-dir", data_dir, "--port", "0", "--admin-port", "0"]
+        if tls:
+            command.append("--tls")
         # NO_COLOR keeps ANSI colours out of the log, which is shown when a check fails.
         self.process = subprocess.Popen(
             command,
@@ -69,7 +76,7 @@ class DemoServer:
         self._lines: queue.Queue[str | None] = queue.Queue()
         threading.Thread(target=self._read_stdout, daemon=True).start()
         try:
-            self.address, self.demo_key = self._read_banner()
+            self.scheme, self.address, self.demo_key = self._read_banner()
             self.key = self._create_raw_key(binary, data_dir)
         except RuntimeError as error:
             self.stop()
@@ -92,8 +99,8 @@ class DemoServer:
             self._lines.put(line)
         self._lines.put(None)
 
-    def _read_banner(self) -> tuple[str, str]:
-        address = key = None
+    def _read_banner(self) -> tuple[str, str, str]:
+        scheme = address = key = None
         while True:
             try:
                 line = self._lines.get(timeout=STARTUP_TIMEOUT)
@@ -103,14 +110,14 @@ class DemoServer:
                 status = self.process.wait()
                 raise RuntimeError(f"the demo exited with status {status} before its banner ended")
             if match := URL_LINE.search(line):
-                address = match.group(1)
+                scheme, address = match.group(1), match.group(2)
             elif match := KEY_LINE.match(line):
                 key = match.group(1)
             elif line.strip() == BANNER_END:
                 break
-        if address is None or key is None:
+        if scheme is None or address is None or key is None:
             raise RuntimeError("the banner names no URL or no API key")
-        return address, key
+        return scheme, address, key
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -295,27 +302,91 @@ def run_checks(client, key: str, report: Report) -> None:
     )
 
 
+def run_tls_checks(server: DemoServer, report: Report) -> None:
+    """The client over HTTPS, trusting the demo's CA: with the key, and with the demo's client
+    certificate as the only credential (the demo maps it to a principal that gets labels)."""
+    ca = str(server.tls_dir / "ca.pem")
+    checks = json.loads(CHECKS.read_text())
+    case = checks["cases"][0]
+
+    def tls_client(**ssl_options) -> httpclient.InferenceServerClient:
+        return httpclient.InferenceServerClient(
+            url=server.address, ssl=True, ssl_options={"ca_certs": ca, **ssl_options}
+        )
+
+    def with_key(binary: bool):
+        client = tls_client()
+        try:
+            auth = {"Authorization": f"Bearer {server.key}"}
+            assert client.get_model_metadata(MODEL, headers=auth)["name"] == MODEL
+            infer_case(client, auth, case, checks["tolerance"], binary, f"tls-{binary}")
+        finally:
+            client.close()
+
+    def without_key_is_401():
+        client = tls_client()
+        try:
+            expect_status("401", lambda: client.get_model_metadata(MODEL))
+        finally:
+            client.close()
+
+    def client_certificate():
+        client = tls_client(certfile=str(server.tls_dir / "client.pem"),
+                            keyfile=str(server.tls_dir / "client-key.pem"))
+        try:
+            result = client.infer(MODEL, [features_input(case["inputs"][0], True)])
+            names = [output["name"] for output in result.get_response()["outputs"]]
+            assert names == ["label"], f"outputs {names}: the certificate's policy is label"
+            labels = [label.decode() for label in result.as_numpy("label").ravel()]
+            assert set(labels) <= {"repay", "default"}, f"labels {labels}"
+        finally:
+            client.close()
+
+    def untrusted_ca_fails():
+        client = httpclient.InferenceServerClient(url=server.address, ssl=True)
+        try:
+            client.get_model_metadata(MODEL, headers={"Authorization": f"Bearer {server.key}"})
+        except ssl.SSLError:
+            return
+        except InferenceServerException as error:
+            raise AssertionError(f"the server answered without a trusted certificate: {error}")
+        finally:
+            client.close()
+        raise AssertionError("the connection succeeded without trusting the demo's CA")
+
+    report.check("TLS: metadata and infer with the key (binary)", lambda: with_key(True))
+    report.check("TLS: metadata and infer with the key (json)", lambda: with_key(False))
+    report.check("TLS: without a key is 401", without_key_is_401)
+    report.check("TLS: the demo's client certificate is a credential (labels only)", client_certificate)
+    report.check("TLS: a client that does not trust the demo's CA cannot connect", untrusted_ca_fails)
+
+
 def main() -> int:
     default = os.environ.get("PORTCULLIS_BIN", "target/debug/portcullis")
     binary = ROOT / (sys.argv[1] if len(sys.argv) > 1 else default)
-    with tempfile.TemporaryDirectory(prefix="portcullis-tritonclient-") as work_dir:
-        try:
-            server = DemoServer(binary, Path(work_dir))
-        except (OSError, RuntimeError) as error:
-            print(f"error: could not start {binary} demo: {error}", file=sys.stderr)
-            return 2
-        report = Report()
-        try:
-            print(f"portcullis demo on http://{server.address}")
-            client = httpclient.InferenceServerClient(url=server.address)
+    report = Report()
+    for tls in (False, True):
+        with tempfile.TemporaryDirectory(prefix="portcullis-tritonclient-") as work_dir:
             try:
-                run_checks(client, server.key, report)
+                server = DemoServer(binary, Path(work_dir), tls=tls)
+            except (OSError, RuntimeError) as error:
+                print(f"error: could not start {binary} demo: {error}", file=sys.stderr)
+                return 2
+            failed_before = report.failed
+            try:
+                print(f"portcullis demo on {server.scheme}://{server.address}")
+                if tls:
+                    run_tls_checks(server, report)
+                else:
+                    client = httpclient.InferenceServerClient(url=server.address)
+                    try:
+                        run_checks(client, server.key, report)
+                    finally:
+                        client.close()
             finally:
-                client.close()
-        finally:
-            server.stop()
-            if report.failed:
-                print(f"server stderr, last lines:\n{server.stderr_tail()}", file=sys.stderr)
+                server.stop()
+                if report.failed > failed_before:
+                    print(f"server stderr, last lines:\n{server.stderr_tail()}", file=sys.stderr)
     print(f"{report.passed} passed, {report.failed} failed")
     return 1 if report.failed else 0
 
