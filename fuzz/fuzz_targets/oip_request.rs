@@ -1,5 +1,5 @@
-//! The Open Inference Protocol request decoder, JSON and binary: it must never panic, and what
-//! it accepts must respect the limits it was given.
+//! The Open Inference Protocol decoders (requests from clients, responses from upstreams), JSON
+//! and binary: they must never panic, and what they accept must respect the limits given.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -14,12 +14,18 @@ fuzz_target!(|input: &[u8]| {
         }
         _ => (None, input),
     };
-    if let Ok(request) = gateway::oip::decode_request(body, split, &limits) {
-        for tensor in &request.inputs {
+    let check = |tensors: &[gateway::oip::Tensor]| {
+        for tensor in tensors {
             let count: u64 = tensor.shape.iter().product();
             assert_eq!(count, tensor.data.len() as u64);
             assert!(count <= limits.max_tensor_elements);
             assert!(tensor.shape.len() <= limits.max_rank);
         }
+    };
+    if let Ok(request) = gateway::oip::decode_request(body, split, &limits) {
+        check(&request.inputs);
+    }
+    if let Ok(outputs) = gateway::oip::decode_response(body, split, &limits) {
+        check(&outputs);
     }
 });

@@ -38,6 +38,8 @@ pub struct Upstream {
     /// every metadata fetched.
     model: ModelConfig,
     client: reqwest::Client,
+    /// The three endpoints, parsed once.
+    urls: Urls,
     credential: Option<HeaderValue>,
     /// Bounds requests in flight to the upstream (and so connections) and those waiting.
     slots: Pool,
@@ -45,6 +47,12 @@ pub struct Upstream {
     metadata: RwLock<Option<Cached>>,
     /// One metadata fetch at a time; the others use the copy it leaves.
     refreshing: tokio::sync::Mutex<()>,
+}
+
+struct Urls {
+    metadata: reqwest::Url,
+    ready: reqwest::Url,
+    infer: reqwest::Url,
 }
 
 #[derive(Clone)]
@@ -97,7 +105,17 @@ impl Upstream {
             builder.http1_only()
         };
         let client = builder.build().map_err(|e| fail(format!("cannot build the upstream client: {e}")))?;
+        let base = match &config.version {
+            Some(version) => format!("{}/v2/models/{}/versions/{version}", config.url, config.model),
+            None => format!("{}/v2/models/{}", config.url, config.model),
+        };
+        let parse = |suffix: &str| {
+            reqwest::Url::parse(&format!("{base}{suffix}"))
+                .map_err(|e| fail(format!("upstream.url = '{}' is not a valid URL: {e}", config.url)))
+        };
+        let urls = Urls { metadata: parse("")?, ready: parse("/ready")?, infer: parse("/infer")? };
         Ok(Upstream {
+            urls,
             slots: Pool::new(config.max_connections, config.queue),
             config: config.clone(),
             model: model.clone(),
@@ -107,14 +125,6 @@ impl Upstream {
             metadata: RwLock::new(None),
             refreshing: tokio::sync::Mutex::new(()),
         })
-    }
-
-    /// `{url}/v2/models/{model}[/versions/{version}]{suffix}`.
-    fn url(&self, suffix: &str) -> String {
-        match &self.config.version {
-            Some(version) => format!("{}/v2/models/{}/versions/{version}{suffix}", self.config.url, self.config.model),
-            None => format!("{}/v2/models/{}{suffix}", self.config.url, self.config.model),
-        }
     }
 
     fn request(&self, builder: reqwest::RequestBuilder, request_id: &str) -> reqwest::RequestBuilder {
@@ -165,7 +175,8 @@ impl Upstream {
     }
 
     async fn fetch_metadata(&self, request_id: &str) -> Result<ModelMetadata, BackendError> {
-        let response = self.request(self.client.get(self.url("")), request_id).send().await.map_err(classify)?;
+        let response =
+            self.request(self.client.get(self.urls.metadata.clone()), request_id).send().await.map_err(classify)?;
         let (body, _) = self.read(response).await?;
         let wire: WireMetadata = serde_json::from_slice(&body)
             .map_err(|e| BackendError::Upstream(format!("the upstream's model metadata is not valid: {e}")))?;
@@ -210,7 +221,7 @@ impl Upstream {
 
     /// Asks the upstream whether the model is ready; any failure is "no".
     pub async fn ready(&self, request_id: &str) -> bool {
-        let request = self.request(self.client.get(self.url("/ready")), request_id).timeout(READY_TIMEOUT);
+        let request = self.request(self.client.get(self.urls.ready.clone()), request_id).timeout(READY_TIMEOUT);
         match request.send().await {
             Ok(response) => response.status() == StatusCode::OK,
             Err(error) => {
@@ -226,7 +237,7 @@ impl Upstream {
         let _slot = self.slots.admit()?.ready().await?;
         let encoded = oip::encode_request(None, inputs, self.config.binary)
             .map_err(|e| BackendError::Run(format!("encoding the upstream request: {e}")))?;
-        let mut builder = self.request(self.client.post(self.url("/infer")), request_id);
+        let mut builder = self.request(self.client.post(self.urls.infer.clone()), request_id);
         builder = match encoded.json_len {
             Some(json_len) => builder
                 .header(header::CONTENT_TYPE, "application/octet-stream")

@@ -790,5 +790,52 @@ mod tests {
             let from_binary = decode_request(&body, Some(json_len), &limits()).unwrap();
             prop_assert_eq!(&from_json.inputs[0].data, &from_binary.inputs[0].data);
         }
+
+        /// What is sent to an upstream decodes back to the same tensors, in JSON and in binary,
+        /// and an upstream's answer in the same form decodes with `decode_response`.
+        #[test]
+        fn upstream_requests_and_responses_round_trip(
+            ints in proptest::collection::vec(any::<i64>(), 1..20),
+            floats in proptest::collection::vec((-1_000_000i32..1_000_000).prop_map(|v| f64::from(v) / 1024.0), 1..20),
+            texts in proptest::collection::vec("[a-z ]{0,8}", 1..5),
+            binary in any::<bool>(),
+        ) {
+            let tensors = vec![
+                Tensor { name: "i".into(), shape: vec![ints.len() as u64], data: TensorData::Int64(ints) },
+                Tensor { name: "f".into(), shape: vec![1, floats.len() as u64], data: TensorData::Fp64(floats) },
+                Tensor {
+                    name: "s".into(),
+                    shape: vec![texts.len() as u64],
+                    data: TensorData::Bytes(texts.into_iter().map(String::into_bytes).collect()),
+                },
+            ];
+            let limits = Limits::default();
+            let encoded = crate::oip::encode_request(Some("id"), &tensors, binary).unwrap();
+            prop_assert_eq!(encoded.json_len.is_some(), binary);
+            let request = decode_request(&encoded.body, encoded.json_len, &limits).unwrap();
+            prop_assert_eq!(&request.inputs, &tensors);
+            prop_assert_eq!(request.binary_output_default, binary);
+            let answer = crate::oip::encode_response(&crate::oip::InferResponse {
+                model_name: "m".into(),
+                model_version: None,
+                id: None,
+                outputs: tensors.iter().map(|tensor| (tensor.clone(), binary)).collect(),
+            })
+            .unwrap();
+            prop_assert_eq!(decode_response(&answer.body, answer.json_len, &limits).unwrap(), tensors);
+        }
+    }
+
+    #[test]
+    fn responses_are_decoded_under_the_same_caps() {
+        let limits = limits();
+        let too_big = r#"{"outputs":[{"name":"y","datatype":"FP32","shape":[100000],"data":[]}]}"#;
+        let message = decode_response(too_big.as_bytes(), None, &limits).unwrap_err().0;
+        assert!(message.contains("in the outputs") && message.contains("more than the limit"), "{message}");
+        let message = decode_response(b"{\"outputs\":[]", None, &limits).unwrap_err().0;
+        assert!(message.contains("invalid inference response JSON"), "{message}");
+        let ok = r#"{"model_name":"m","extra":{"a":1},"outputs":[{"name":"y","datatype":"INT32","shape":[2],"data":[1,2]}]}"#;
+        let outputs = decode_response(ok.as_bytes(), None, &limits).unwrap();
+        assert_eq!(outputs[0].data, TensorData::Int32(vec![1, 2]));
     }
 }
