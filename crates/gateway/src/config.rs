@@ -366,6 +366,14 @@ pub struct RawInference {
     #[serde(default = "default_max_bytes_element")]
     pub max_bytes_element: usize,
     pub onnxruntime_library: Option<String>,
+    /// Models whose checks all run within this run on the request's thread (for requests no
+    /// larger than the checks'); slower ones go through the pool. `0s` disables.
+    #[serde(default = "default_inline_below", deserialize_with = "deserialize_duration")]
+    pub inline_below: Duration,
+}
+
+fn default_inline_below() -> Duration {
+    Duration::from_micros(100)
 }
 
 impl Default for RawInference {
@@ -377,6 +385,7 @@ impl Default for RawInference {
             max_batch: default_max_batch(),
             max_bytes_element: default_max_bytes_element(),
             onnxruntime_library: None,
+            inline_below: default_inline_below(),
         }
     }
 }
@@ -556,6 +565,7 @@ pub struct Config {
 
 #[derive(Debug, Clone)]
 pub struct InferenceConfig {
+    pub inline_below: Duration,
     pub threads: usize,
     pub queue: usize,
     pub limits: crate::oip::Limits,
@@ -748,6 +758,7 @@ impl RawConfig {
             pepper_file: resolve(&self.store.pepper_file),
             key_cache_ttl: self.store.key_cache_ttl,
             inference: InferenceConfig {
+                inline_below: inference.inline_below,
                 threads: inference.threads,
                 queue: inference.queue,
                 limits: crate::oip::Limits {

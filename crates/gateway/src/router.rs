@@ -100,10 +100,25 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
+/// 24 hex digits: a random prefix drawn once per process, then a counter. Unique across
+/// restarts and nodes (with overwhelming probability) without a system call per request.
 fn new_request_id() -> String {
+    use std::sync::{
+        OnceLock,
+        atomic::{AtomicU64, Ordering},
+    };
+    static PREFIX: OnceLock<[u8; 6]> = OnceLock::new();
+    static COUNTER: AtomicU64 = AtomicU64::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let mut bytes = [0u8; 6];
+        // If the OS generator fails, the counter alone still keeps ids unique in this process.
+        let _ = getrandom::fill(&mut bytes);
+        bytes
+    });
+    let count = COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes();
     let mut bytes = [0u8; 12];
-    // If the OS generator fails, a zero id still lets the request be served.
-    let _ = getrandom::fill(&mut bytes);
+    bytes[..6].copy_from_slice(prefix);
+    bytes[6..].copy_from_slice(&count[2..]);
     crate::hex::encode(&bytes)
 }
 

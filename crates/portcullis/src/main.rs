@@ -12,6 +12,11 @@ use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
 
+/// A request allocates many small, short-lived buffers; mimalloc serves them faster than the
+/// system allocator (see BENCHMARKS.md).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Debug, Parser)]
 #[command(name = "portcullis", version, about = "Secure ML model serving: deny by default, keys, audit.")]
 struct Cli {

@@ -27,8 +27,17 @@ struct Case<'a> {
     outputs: &'a RawValue,
 }
 
-/// Runs every case; returns how many passed, or the first disagreement.
-pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<usize, BackendError> {
+/// What the checks showed.
+#[derive(Debug, Clone, Copy)]
+pub struct Checked {
+    pub cases: usize,
+    /// The slowest case (best of three runs), and its input elements.
+    pub slowest: std::time::Duration,
+    pub largest_elements: u64,
+}
+
+/// Runs every case; returns what passed and how fast, or the first disagreement.
+pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<Checked, BackendError> {
     let config = &model.config;
     let text = std::fs::read_to_string(path)
         .map_err(|e| load_error(config, format!("cannot read checks file {}: {e}", path.display())))?;
@@ -37,10 +46,12 @@ pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<usize, Backend
     if file.cases.is_empty() {
         return Err(load_error(config, format!("checks file {} has no cases", path.display())));
     }
-    let Source::Local { metadata, backend } = &model.source else {
+    let Source::Local { metadata, backend, .. } = &model.source else {
         return Err(load_error(config, "checks run on local models only"));
     };
     let policy = model.input_policy(u64::MAX);
+    let mut slowest = std::time::Duration::ZERO;
+    let mut largest_elements = 0u64;
     for (index, case) in file.cases.iter().enumerate() {
         // Both sides are written as protocol tensors, so the request decoder reads them.
         let request =
@@ -49,8 +60,18 @@ pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<usize, Backend
             decode(case.outputs, limits).map_err(|e| load_error(config, format!("check {index}: outputs: {e}")))?;
         metadata.validate(&request, policy).map_err(|e| load_error(config, format!("check {index}: {e}")))?;
         let grant = authz::Grant::for_load_check(&config.name);
-        let outputs =
-            backend.run(&grant, request.inputs).map_err(|e| load_error(config, format!("check {index}: {e}")))?;
+        largest_elements = largest_elements.max(super::input_elements(&request.inputs));
+        // Best of three: the first run warms caches.
+        let mut best = std::time::Duration::MAX;
+        let mut outputs = Vec::new();
+        for _ in 0..3 {
+            let started = std::time::Instant::now();
+            outputs = backend
+                .run(&grant, request.inputs.clone())
+                .map_err(|e| load_error(config, format!("check {index}: {e}")))?;
+            best = best.min(started.elapsed());
+        }
+        slowest = slowest.max(best);
         for want in &expected.inputs {
             let Some(got) = outputs.iter().find(|tensor| tensor.name == want.name) else {
                 return Err(load_error(config, format!("check {index}: the model gives no output '{}'", want.name)));
@@ -88,7 +109,7 @@ pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<usize, Backend
             }
         }
     }
-    Ok(file.cases.len())
+    Ok(Checked { cases: file.cases.len(), slowest, largest_elements })
 }
 
 fn decode(tensors: &RawValue, limits: &Limits) -> Result<oip::InferRequest, oip::DecodeError> {
