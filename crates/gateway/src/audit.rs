@@ -97,6 +97,11 @@ pub enum AuditEvent {
         successor: String,
         old_key_expires_at: i64,
     },
+    /// A key's limits changed (`keys update`); the new values, as written on the command line.
+    KeyLimitsChanged {
+        kid: String,
+        limits: String,
+    },
     /// Written by the chain itself; see [`chain`].
     Checkpoint {
         key_id: String,

@@ -52,11 +52,13 @@ pub struct Principal {
     /// The key's own output policy, if it has one.
     pub output: Option<crate::minimise::OutputPolicy>,
     pub widen_output: bool,
+    /// The key's own limits (unset ones fall back to `[limits]`).
+    pub limits: crate::store::KeyLimits,
 }
 
 impl Principal {
-    fn anonymous(peer: Option<SocketAddr>) -> Principal {
-        let ip = peer.map_or_else(|| "unknown".to_owned(), |peer| peer.ip().to_string());
+    fn anonymous(client: Option<std::net::IpAddr>) -> Principal {
+        let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
         Principal {
             id: format!("anonymous:{ip}"),
             kind: PrincipalKind::Anonymous,
@@ -66,6 +68,7 @@ impl Principal {
             scopes: Scopes::ALL,
             output: None,
             widen_output: false,
+            limits: crate::store::KeyLimits::default(),
         }
     }
 }
@@ -80,6 +83,7 @@ impl Principal {
             scopes: client.scopes,
             output: client.output,
             widen_output: false,
+            limits: crate::store::KeyLimits::default(),
         }
     }
 }
@@ -173,6 +177,7 @@ pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Requ
         return next.run(request).await;
     }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    let client = crate::limits::client_ip(peer, request.headers(), &gateway.config.limits.trusted_proxies);
     // A client certificate is a credential only if the config maps it to a client; any other
     // verified certificate just secured the connection.
     let certificate = request
@@ -182,7 +187,7 @@ pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Requ
     let principal = match credential(request.headers()) {
         Err(error) => return error.into_response(),
         Ok(Credential::None) if certificate.is_some() => {
-            certificate.map(Principal::client_cert).unwrap_or_else(|| Principal::anonymous(peer))
+            certificate.map(Principal::client_cert).unwrap_or_else(|| Principal::anonymous(client))
         }
         Ok(_) if certificate.is_some() => {
             return ApiError::bad_request(
@@ -198,7 +203,7 @@ pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Requ
                 tracing::info!(reason = "no credential", "request refused");
                 return ApiError::unauthenticated(false).with_audit_reason("no_credential").into_response();
             }
-            Principal::anonymous(peer)
+            Principal::anonymous(client)
         }
         Ok(Credential::UnknownScheme) => {
             tracing::info!(reason = %AuthnError::Scheme, "request refused");

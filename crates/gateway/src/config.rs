@@ -42,7 +42,108 @@ pub struct RawConfig {
     pub audit: RawAudit,
     pub tls: Option<RawTls>,
     #[serde(default)]
+    pub limits: RawLimits,
+    #[serde(default)]
     pub models: Vec<RawModel>,
+}
+
+/// `[limits]`: the defaults for principals whose key sets none, and anonymous callers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Per principal (key, client certificate), e.g. "100/s".
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
+    /// Requests in flight per principal.
+    pub concurrency: Option<u32>,
+    /// Requests per day or month per key, e.g. ["100000/day"].
+    #[serde(default)]
+    pub quota: Vec<String>,
+    /// Inference rows per day or month per key.
+    #[serde(default)]
+    pub row_quota: Vec<String>,
+    /// Per client address, for anonymous calls to public models.
+    pub anonymous_rate: Option<String>,
+    pub anonymous_burst: Option<u32>,
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+}
+
+/// A rate with its burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rate: crate::limits::spec::Rate,
+    pub burst: u32,
+}
+
+/// Validated `[limits]`.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    pub rate: Option<RateLimit>,
+    pub concurrency: Option<u32>,
+    pub quotas: Vec<crate::limits::spec::Quota>,
+    pub row_quotas: Vec<crate::limits::spec::Quota>,
+    pub anonymous: Option<RateLimit>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+}
+
+/// A rate and a burst from config or a key; the burst defaults to one second's worth (at
+/// least 1).
+pub fn rate_limit(rate: crate::limits::spec::Rate, burst: Option<u32>) -> Result<RateLimit, String> {
+    let default_burst = u32::try_from(rate.count.div_ceil(rate.period_seconds)).unwrap_or(u32::MAX).max(1);
+    let burst = burst.unwrap_or(default_burst);
+    if burst == 0 {
+        return Err("burst must be at least 1".into());
+    }
+    Ok(RateLimit { rate, burst })
+}
+
+impl RawLimits {
+    fn validate(self) -> Result<LimitsConfig, ConfigError> {
+        let fail = |field: &str, message: String| invalid(format!("limits.{field}: {message}"));
+        let rate = |field: &str, rate: Option<String>, burst: Option<u32>| -> Result<Option<RateLimit>, ConfigError> {
+            match (rate, burst) {
+                (None, None) => Ok(None),
+                (None, Some(_)) => Err(fail(field, "a burst needs a rate".into())),
+                (Some(text), burst) => {
+                    let parsed = text.parse().map_err(|e| fail(field, e))?;
+                    rate_limit(parsed, burst).map(Some).map_err(|e| fail(field, e))
+                }
+            }
+        };
+        let quotas = |field: &str, texts: Vec<String>| -> Result<Vec<crate::limits::spec::Quota>, ConfigError> {
+            let mut quotas: Vec<crate::limits::spec::Quota> = Vec::new();
+            for text in texts {
+                let quota: crate::limits::spec::Quota = text.parse().map_err(|e| fail(field, e))?;
+                if quotas.iter().any(|other| other.window == quota.window) {
+                    return Err(fail(field, format!("two quotas per {}", quota.window.as_str())));
+                }
+                quotas.push(quota);
+            }
+            Ok(quotas)
+        };
+        if self.concurrency == Some(0) {
+            return Err(fail("concurrency", "must be at least 1".into()));
+        }
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|text| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| fail("trusted_proxies", format!("'{text}' is not an address or a CIDR range")))
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(LimitsConfig {
+            rate: rate("rate", self.rate, self.burst)?,
+            concurrency: self.concurrency,
+            quotas: quotas("quota", self.quota)?,
+            row_quotas: quotas("row_quota", self.row_quota)?,
+            anonymous: rate("anonymous_rate", self.anonymous_rate, self.anonymous_burst)?,
+            trusted_proxies,
+        })
+    }
 }
 
 /// `[tls]`: serve HTTPS (TLS 1.2+), and optionally verify client certificates.
@@ -424,6 +525,9 @@ pub struct RawModel {
     pub allow_non_finite: bool,
     /// Which outputs hold scores and labels, and the default output policy.
     pub output: Option<crate::minimise::RawOutputSpec>,
+    /// A limit on the model as a whole, across all callers, e.g. "500/s".
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
 }
 
 fn default_version() -> String {
@@ -554,6 +658,7 @@ pub struct Config {
     pub header_read_timeout: Duration,
     /// `None`: plain HTTP, which is allowed on loopback only.
     pub tls: Option<TlsConfig>,
+    pub limits: LimitsConfig,
     pub sqlite: PathBuf,
     pub pepper_file: PathBuf,
     pub key_cache_ttl: Duration,
@@ -584,6 +689,8 @@ pub struct ModelConfig {
     pub output: Option<crate::minimise::OutputSpec>,
     /// The policy for callers whose key does not set one.
     pub output_policy: crate::minimise::OutputPolicy,
+    /// The model's own rate limit, across all callers.
+    pub rate: Option<RateLimit>,
 }
 
 impl Config {
@@ -710,7 +817,17 @@ impl RawConfig {
                     )));
                 }
             };
+            let rate = match (model.rate, model.burst) {
+                (None, None) => None,
+                (None, Some(_)) => return Err(invalid(format!("model '{}': a burst needs a rate", model.name))),
+                (Some(text), burst) => Some(
+                    text.parse()
+                        .and_then(|rate| rate_limit(rate, burst))
+                        .map_err(|e| invalid(format!("model '{}': rate: {e}", model.name)))?,
+                ),
+            };
             models.push(ModelConfig {
+                rate,
                 output,
                 output_policy,
                 source,
@@ -754,6 +871,7 @@ impl RawConfig {
             shutdown_grace: server.shutdown_grace,
             header_read_timeout: server.header_read_timeout,
             tls,
+            limits: self.limits.validate()?,
             sqlite: resolve(&self.store.sqlite),
             pepper_file: resolve(&self.store.pepper_file),
             key_cache_ttl: self.store.key_cache_ttl,

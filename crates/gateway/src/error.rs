@@ -28,11 +28,13 @@ pub struct ApiError {
     pub challenge: Option<&'static str>,
     /// Why, for the audit log only (never sent): e.g. a 404 that hid a model the key may not use.
     pub audit_reason: Option<&'static str>,
+    /// More response headers (`Retry-After`, `RateLimit-*`).
+    pub headers: Vec<(http::HeaderName, HeaderValue)>,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), challenge: None, audit_reason: None }
+        ApiError { status, code, message: message.into(), challenge: None, audit_reason: None, headers: Vec::new() }
     }
 
     /// 400: the request is malformed; the message says exactly what is wrong with it.
@@ -121,6 +123,60 @@ impl ApiError {
         ApiError::new(StatusCode::GATEWAY_TIMEOUT, "upstream_timeout", "the model server did not answer in time")
     }
 
+    /// 429: the caller's rate limit is spent for now.
+    pub fn rate_limited(retry_after: u64, rate: crate::limits::RateHeaders) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("rate limit reached; retry in {retry_after} s"),
+        );
+        error.headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after)));
+        let mut map = http::HeaderMap::new();
+        rate.apply(&mut map);
+        error.headers.extend(map.into_iter().filter_map(|(name, value)| name.map(|name| (name, value))));
+        error.audit_reason = Some("rate_limited");
+        error
+    }
+
+    /// 429: a request or row quota is spent until its window ends.
+    pub fn quota_exhausted(what: &str, quota: &crate::limits::spec::Quota, retry_after: i64) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "quota_exhausted",
+            format!(
+                "the {what} quota of {quota} is spent; it resets at the start of the next UTC {}",
+                quota.window.as_str()
+            ),
+        );
+        error.headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after.max(1))));
+        error.audit_reason = Some("quota_exhausted");
+        error
+    }
+
+    /// 503: the caller has as many requests in flight as it may.
+    pub fn overloaded() -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in flight for this credential; retry shortly",
+        );
+        error.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        error.audit_reason = Some("concurrency_limited");
+        error
+    }
+
+    /// 503: limits cannot be checked (their store is unreachable), so nothing is let through.
+    pub fn limiter_unavailable() -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "limiter_unavailable",
+            "limits cannot be checked right now; try again",
+        );
+        error.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        error.audit_reason = Some("limiter_unavailable");
+        error
+    }
+
     /// 503 when the audit log cannot be written and serving unaudited is not allowed.
     pub fn audit_unavailable() -> ApiError {
         ApiError::new(
@@ -191,6 +247,9 @@ pub async fn render(request: Request, next: Next) -> Response {
     parts.headers.remove(header::CONTENT_LENGTH);
     if let Some(challenge) = error.challenge {
         parts.headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static(challenge));
+    }
+    for (name, value) in &error.headers {
+        parts.headers.insert(name.clone(), value.clone());
     }
     Response::from_parts(parts, error.body(&request_id).into())
 }

@@ -210,6 +210,9 @@ async fn run_inference(
     let policy = grant.output();
 
     let rows = decoded.inputs.first().and_then(|input| input.shape.first()).copied();
+    // Rows are known now: charge them against the key's row quota before running anything.
+    let limits = crate::limits::Effective::of(&principal.limits, gateway.limiter.config());
+    gateway.limiter.charge_rows(principal, &limits, name, rows.unwrap_or(1)).await?;
     let id = decoded.id.clone();
     let requested = decoded.outputs.clone();
     let binary_default = decoded.binary_output_default;

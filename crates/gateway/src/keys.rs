@@ -6,7 +6,7 @@ use std::sync::Arc;
 use crate::{
     audit::{AuditConfig, AuditEvent},
     authn::api_key::Pepper,
-    store::{KeyRecord, ModelScope, Scopes, Store, StoreError},
+    store::{KeyLimits, KeyRecord, ModelScope, Scopes, Store, StoreError},
 };
 
 /// What a new key may do.
@@ -22,6 +22,8 @@ pub struct NewKey {
     pub widen_output: bool,
     /// Seconds from now; `None` for a key that never expires.
     pub expires_in: Option<u64>,
+    /// Its own limits; unset ones fall back to the config's `[limits]`.
+    pub limits: KeyLimits,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -84,6 +86,7 @@ impl Keyring {
             expires_at,
             revoked_at: None,
             replaced_by: None,
+            limits: new.limits.clone(),
         };
         // The record comes first: a change that cannot be audited is not made.
         self.record(AuditEvent::KeyCreated {
@@ -115,6 +118,22 @@ impl Keyring {
         self.record(AuditEvent::KeyRevoked { kid: kid.to_owned() })?;
         self.store.revoke_key(kid, crate::time::now()).await?;
         Ok(())
+    }
+
+    /// Usage rows from `since_day` on.
+    pub async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<crate::store::Usage>, KeyError> {
+        Ok(self.store.usage(kid, since_day).await?)
+    }
+
+    /// Replaces a key's limits (what is unset falls back to the config's defaults).
+    pub async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<KeyRecord, KeyError> {
+        validate_limits(limits)?;
+        let key = self.show(kid).await?;
+        self.record(AuditEvent::KeyLimitsChanged { kid: kid.to_owned(), limits: describe_limits(limits) })?;
+        if !self.store.update_limits(kid, limits).await? {
+            return Err(KeyError::NotFound(kid.to_owned()));
+        }
+        Ok(KeyRecord { limits: limits.clone(), ..key })
     }
 
     /// Issues a successor with the same name, owner, models, scopes and lifetime, and lets the
@@ -149,7 +168,46 @@ impl Keyring {
     }
 }
 
+/// Limits in the form the command line takes them, for the audit log and `keys show`.
+pub fn describe_limits(limits: &KeyLimits) -> String {
+    let mut parts = Vec::new();
+    if let Some(rate) = limits.rate {
+        parts.push(format!("rate={rate}"));
+    }
+    if let Some(burst) = limits.burst {
+        parts.push(format!("burst={burst}"));
+    }
+    if let Some(concurrency) = limits.concurrency {
+        parts.push(format!("concurrency={concurrency}"));
+    }
+    for quota in &limits.quotas {
+        parts.push(format!("quota={quota}"));
+    }
+    for quota in &limits.row_quotas {
+        parts.push(format!("row_quota={quota}"));
+    }
+    if parts.is_empty() { "defaults".to_owned() } else { parts.join(" ") }
+}
+
+fn validate_limits(limits: &KeyLimits) -> Result<(), KeyError> {
+    if limits.burst == Some(0) || limits.concurrency == Some(0) {
+        return Err(KeyError::Invalid("burst and concurrency must be at least 1".into()));
+    }
+    if limits.burst.is_some() && limits.rate.is_none() {
+        return Err(KeyError::Invalid("--burst needs --rate".into()));
+    }
+    for quotas in [&limits.quotas, &limits.row_quotas] {
+        for (index, quota) in quotas.iter().enumerate() {
+            if quotas[..index].iter().any(|other| other.window == quota.window) {
+                return Err(KeyError::Invalid(format!("two quotas per {}: give one", quota.window.as_str())));
+            }
+        }
+    }
+    Ok(())
+}
+
 fn validate(new: &NewKey) -> Result<(), KeyError> {
+    validate_limits(&new.limits)?;
     if new.name.trim().is_empty() || new.name.len() > 128 || new.name.chars().any(char::is_control) {
         return Err(KeyError::Invalid("a key name is 1 to 128 printable characters".into()));
     }
@@ -192,6 +250,7 @@ mod tests {
             output: None,
             widen_output: false,
             expires_in: Some(3600),
+            limits: Default::default(),
         }
     }
 

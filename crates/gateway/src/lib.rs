@@ -5,6 +5,7 @@
 //! - [`serve`] accepts connections on the public and admin listeners and shuts down gracefully;
 //! - [`router`] builds the one layer stack every request passes, outermost first;
 //! - [`authn`] turns a credential into a [`authn::Principal`], or refuses with 401;
+//! - [`limits`] keeps each principal inside its rate, concurrency and quotas (429/503);
 //! - [`authz`] decides whether that principal may touch a model, minting the [`authz::Grant`]
 //!   that is the only way to reach a backend;
 //! - [`oip`] decodes and validates Open Inference Protocol requests and encodes responses;
@@ -26,6 +27,7 @@ pub mod error;
 pub mod handler;
 pub mod hex;
 pub mod keys;
+pub mod limits;
 pub mod metrics;
 pub mod minimise;
 pub mod oip;

@@ -70,7 +70,10 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
                 // 7. Body limit for any extractor; handlers also read with the same explicit cap.
                 .layer(DefaultBodyLimit::max(body_limit))
                 // 9. Authentication wraps every route and the fallback: deny by default.
-                .layer(from_fn_with_state(gateway, authn::authenticate)),
+                .layer(from_fn_with_state(Arc::clone(&gateway), authn::authenticate))
+                // 10. Limits, once the caller is known: its rate, the model's rate, its requests
+                //     in flight and its request quota. Rows are charged by the handler.
+                .layer(from_fn_with_state(gateway, limit)),
         )
 }
 
@@ -304,6 +307,30 @@ async fn admission(State(gateway): State<Arc<Gateway>>, request: Request, next: 
     }
 }
 
+async fn limit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let Some(principal) = request.extensions().get::<authn::Principal>() else {
+        // The public routes (health) carry no principal and are not limited.
+        return next.run(request).await;
+    };
+    let limits = crate::limits::Effective::of(&principal.limits, gateway.limiter.config());
+    // A model's own limit is spent only by callers that may use it: others cannot exhaust it.
+    let model = authn::model_in_path(request.uri().path())
+        .and_then(|name| gateway.registry.get(name))
+        .filter(|model| model.config.public || principal.models.allows(&model.config.name))
+        .map(|model| (model.config.name.as_str(), model.config.rate.as_ref()));
+    let admission = match gateway.limiter.admit(principal, &limits, model).await {
+        Ok(admission) => admission,
+        Err(error) => return error.into_response(),
+    };
+    let mut response = next.run(request).await;
+    if let Some(headers) = admission.headers {
+        headers.apply(response.headers_mut());
+    }
+    response
+}
+
+#[cfg(test)]
+mod limits_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

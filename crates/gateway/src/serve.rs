@@ -31,6 +31,9 @@ use crate::{
     store::{Store, StoreError, sqlite::SqliteStore},
 };
 
+/// How often counted usage is written to the store.
+const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Why the server did not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -64,6 +67,8 @@ pub struct Gateway {
     pub in_flight: Semaphore,
     /// The public listener's TLS, when configured.
     pub tls: Option<Arc<crate::tls::Tls>>,
+    /// Rate limits, concurrency and quotas.
+    pub limiter: Arc<crate::limits::Limiter>,
     draining: AtomicBool,
 }
 
@@ -104,6 +109,7 @@ impl Gateway {
         let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose().map_err(StartError::Tls)?.map(Arc::new);
         Ok(Arc::new(Gateway {
             tls,
+            limiter: Arc::new(crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store))),
             pool: Pool::new(config.inference.threads, config.inference.queue),
             verifier: KeyVerifier::new(store, pepper, config.key_cache_ttl),
             in_flight: Semaphore::new(config.max_concurrency),
@@ -174,8 +180,9 @@ impl Server {
             stop_rx.clone(),
         );
         if let Some(tls) = &gateway.tls {
-            tokio::spawn(Arc::clone(tls).watch(stop_rx));
+            tokio::spawn(Arc::clone(tls).watch(stop_rx.clone()));
         }
+        let flusher = tokio::spawn(Arc::clone(&gateway.limiter).run_flusher(USAGE_FLUSH_INTERVAL, stop_rx));
         let mut public = tokio::spawn(public);
         let mut admin = tokio::spawn(admin);
 
@@ -203,7 +210,8 @@ impl Server {
                 Ok(())
             }
         };
-        // Requests are done (or cut off): seal the log with a final checkpoint.
+        // Requests are done (or cut off): write the last usage, seal the log with a checkpoint.
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flusher).await;
         if let Some(audit) = &gateway.audit {
             audit.close().await;
         }

@@ -101,6 +101,46 @@ pub struct KeyRecord {
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
     pub replaced_by: Option<String>,
+    /// The key's own limits; what is unset falls back to the config's `[limits]`.
+    pub limits: KeyLimits,
+}
+
+/// Limits a key carries (set at `keys create`, changed by `keys update`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyLimits {
+    pub rate: Option<crate::limits::spec::Rate>,
+    pub burst: Option<u32>,
+    pub concurrency: Option<u32>,
+    /// Requests per day or month.
+    pub quotas: Vec<crate::limits::spec::Quota>,
+    /// Inference rows per day or month.
+    pub row_quotas: Vec<crate::limits::spec::Quota>,
+}
+
+impl KeyLimits {
+    /// Quotas as stored: `100000/day,2000000/month`, or `None` for none.
+    pub fn quotas_to_stored(quotas: &[crate::limits::spec::Quota]) -> Option<String> {
+        (!quotas.is_empty()).then(|| quotas.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
+    }
+
+    pub fn quotas_from_stored(text: Option<&str>) -> Result<Vec<crate::limits::spec::Quota>, StoreError> {
+        text.unwrap_or("")
+            .split(',')
+            .filter(|part| !part.trim().is_empty())
+            .map(|part| part.parse().map_err(StoreError::Corrupt))
+            .collect()
+    }
+}
+
+/// Usage of one key on one model on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Usage {
+    pub kid: String,
+    pub model: String,
+    /// `YYYY-MM-DD`.
+    pub day: String,
+    pub requests: u64,
+    pub rows: u64,
 }
 
 impl std::fmt::Debug for KeyRecord {
@@ -158,4 +198,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Inserts `new` and, in the same transaction, shortens the old key's life to `old_expires_at`
     /// and records its successor.
     async fn rotate_key(&self, old_kid: &str, new: &KeyRecord, old_expires_at: i64) -> Result<(), StoreError>;
+    /// Replaces a key's limits; false if there is no such key.
+    async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<bool, StoreError>;
+    /// Adds counts to the usage rows (creating them), in one transaction.
+    async fn add_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
+    /// Usage rows from `since_day` on (`YYYY-MM-DD`), of one key or all, by day, key, model.
+    async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError>;
 }

@@ -68,6 +68,35 @@ pub fn format_timestamp(seconds: i64) -> String {
     format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z", rest / 3_600, rest % 3_600 / 60, rest % 60)
 }
 
+/// The UTC day of a Unix timestamp, `YYYY-MM-DD` (quota windows and usage rows).
+pub fn day_of(seconds: i64) -> String {
+    format_timestamp(seconds)[..10].to_owned()
+}
+
+/// The first day of the UTC month of a Unix timestamp, `YYYY-MM-01`.
+pub fn month_start(seconds: i64) -> String {
+    format!("{}-01", &format_timestamp(seconds)[..7])
+}
+
+/// Seconds until the next UTC midnight.
+pub fn until_next_day(seconds: i64) -> i64 {
+    86_400 - seconds.rem_euclid(86_400)
+}
+
+/// Checks a `YYYY-MM-DD` day written by a person.
+pub fn parse_day(text: &str) -> Result<String, String> {
+    let bytes = text.as_bytes();
+    let digits = |range: std::ops::Range<usize>| bytes[range].iter().all(u8::is_ascii_digit);
+    let ok = bytes.len() == 10 && bytes[4] == b'-' && bytes[7] == b'-' && digits(0..4) && digits(5..7) && digits(8..10);
+    let month: u32 = text.get(5..7).and_then(|m| m.parse().ok()).unwrap_or(0);
+    let day: u32 = text.get(8..10).and_then(|d| d.parse().ok()).unwrap_or(0);
+    if ok && (1..=12).contains(&month) && (1..=31).contains(&day) {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("'{text}' is not a day written YYYY-MM-DD"))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -89,5 +118,16 @@ mod tests {
         assert_eq!(format_timestamp(0), "1970-01-01T00:00:00Z");
         assert_eq!(format_timestamp(1_795_646_967), "2026-11-25T22:49:27Z");
         assert_eq!(format_timestamp(951_782_400), "2000-02-29T00:00:00Z");
+    }
+
+    #[test]
+    fn days_and_months_are_utc_calendar_windows() {
+        assert_eq!(day_of(1_795_646_967), "2026-11-25");
+        assert_eq!(month_start(1_795_646_967), "2026-11-01");
+        assert_eq!(until_next_day(1_795_646_967), 86_400 - (22 * 3600 + 49 * 60 + 27));
+        assert_eq!(parse_day("2026-02-03"), Ok("2026-02-03".into()));
+        for bad in ["2026-2-3", "2026-13-01", "yesterday", "2026-02-00", "2026/02/03"] {
+            assert!(parse_day(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -153,6 +153,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             output: None,
             widen_output: false,
             expires_in: Some(24 * 3600),
+            limits: Default::default(),
         })
         .await?;
     let server = Server::bind(gateway)

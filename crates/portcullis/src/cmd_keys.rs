@@ -4,10 +4,45 @@ use std::{path::Path, process::ExitCode};
 
 use anyhow::Context;
 use gateway::{
-    keys::{Keyring, NewKey},
-    store::{KeyRecord, ModelScope, Scopes},
+    keys::{Keyring, NewKey, describe_limits},
+    store::{KeyLimits, KeyRecord, ModelScope, Scopes},
     time::{format_timestamp, now, parse_duration},
 };
+
+/// Limits a key carries; unset ones fall back to the config's `[limits]`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LimitArgs {
+    /// Sustained request rate, e.g. 50/s, 3000/min, 100/h.
+    #[arg(long)]
+    rate: Option<String>,
+    /// Requests allowed at once above the rate (needs --rate; default: one second's worth).
+    #[arg(long)]
+    burst: Option<u32>,
+    /// Requests per day or month, e.g. 100000/day (repeat for both windows).
+    #[arg(long)]
+    quota: Vec<String>,
+    /// Inference rows per day or month, e.g. 5000000/month (repeat for both windows).
+    #[arg(long)]
+    row_quota: Vec<String>,
+    /// Requests in flight at once.
+    #[arg(long)]
+    concurrency: Option<u32>,
+}
+
+impl LimitArgs {
+    fn parse(&self) -> anyhow::Result<KeyLimits> {
+        let quotas = |texts: &[String]| -> anyhow::Result<Vec<_>> {
+            texts.iter().map(|text| text.parse().map_err(anyhow::Error::msg)).collect()
+        };
+        Ok(KeyLimits {
+            rate: self.rate.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+            burst: self.burst,
+            concurrency: self.concurrency,
+            quotas: quotas(&self.quota)?,
+            row_quotas: quotas(&self.row_quota)?,
+        })
+    }
+}
 
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
@@ -35,7 +70,27 @@ pub enum Command {
         /// Let --output be wider than a model's default (an explicit admin decision).
         #[arg(long, requires = "output")]
         widen_output: bool,
+        #[command(flatten)]
+        limits: LimitArgs,
         /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Replace a key's limits (those not given return to the config's defaults).
+    Update {
+        id: String,
+        #[command(flatten)]
+        limits: LimitArgs,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Requests and inference rows per key, model and UTC day.
+    Usage {
+        /// One key (default: all).
+        id: Option<String>,
+        /// First day, YYYY-MM-DD (default: the first of this month).
+        #[arg(long)]
+        since: Option<String>,
         #[arg(long)]
         json: bool,
     },
@@ -72,7 +127,8 @@ async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let keyring = keyring(config_path).await?;
     match command {
-        Command::Create { name, owner, models, scopes, expires, output, widen_output, json } => {
+        Command::Create { name, owner, models, scopes, expires, output, widen_output, limits, json } => {
+            let limits = limits.parse()?;
             let output = output.map(|text| text.parse()).transpose().map_err(anyhow::Error::msg)?;
             let models = parse_models(&models);
             let scopes = Scopes::parse(&scopes).map_err(anyhow::Error::msg)?;
@@ -80,9 +136,48 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
                 "never" => None,
                 text => Some(parse_duration(text).map_err(anyhow::Error::msg)?.as_secs()),
             };
-            let (secret, record) =
-                keyring.create(&NewKey { name, owner, models, scopes, output, widen_output, expires_in }).await?;
+            let new = NewKey { name, owner, models, scopes, output, widen_output, expires_in, limits };
+            let (secret, record) = keyring.create(&new).await?;
             print_new_key(secret.expose(), &record, json, "created");
+        }
+        Command::Update { id, limits, json } => {
+            let record = keyring.update_limits(&id, &limits.parse()?).await?;
+            if json {
+                println!("{}", describe(&record));
+            } else {
+                println!(
+                    "Key {id} limits: {}. Servers apply them within their key cache interval.",
+                    describe_limits(&record.limits)
+                );
+            }
+        }
+        Command::Usage { id, since, json } => {
+            let since = match since {
+                Some(day) => gateway::time::parse_day(&day).map_err(anyhow::Error::msg)?,
+                None => gateway::time::month_start(now()),
+            };
+            let rows = keyring.usage(id.as_deref(), &since).await?;
+            if json {
+                let rows: Vec<_> = rows
+                    .iter()
+                    .map(|row| serde_json::json!({"id": row.kid, "model": row.model, "day": row.day, "requests": row.requests, "rows": row.rows}))
+                    .collect();
+                println!("{}", serde_json::Value::Array(rows));
+            } else if rows.is_empty() {
+                println!("No usage since {since}.");
+            } else {
+                println!("{:<10}  {:<8}  {:<24}  {:>12}  {:>14}", "DAY", "ID", "MODEL", "REQUESTS", "ROWS");
+                for row in &rows {
+                    println!(
+                        "{:<10}  {:<8}  {:<24}  {:>12}  {:>14}",
+                        row.day,
+                        row.kid,
+                        truncate(&row.model, 24),
+                        row.requests,
+                        row.rows
+                    );
+                }
+            }
         }
         Command::List { json } => {
             let keys = keyring.list().await?;
@@ -153,6 +248,7 @@ fn describe(record: &KeyRecord) -> serde_json::Value {
         "expires_at": record.expires_at.map(format_timestamp),
         "revoked_at": record.revoked_at.map(format_timestamp),
         "replaced_by": record.replaced_by,
+        "limits": describe_limits(&record.limits),
     })
 }
 
@@ -164,6 +260,7 @@ fn print_record(record: &KeyRecord) {
     println!("scopes:      {}", record.scopes.names().join(","));
     let output = record.output.map_or_else(|| "model default".to_owned(), |policy| policy.to_string());
     println!("output:      {output}{}", if record.widen_output { " (may widen)" } else { "" });
+    println!("limits:      {}", describe_limits(&record.limits));
     println!("status:      {}", record.status_at(now()));
     println!("created:     {}", format_timestamp(record.created_at));
     println!("expires:     {}", record.expires_at.map_or_else(|| "never".to_owned(), format_timestamp));

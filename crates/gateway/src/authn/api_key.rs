@@ -145,6 +145,7 @@ impl KeyVerifier {
             scopes: record.scopes,
             output: record.output,
             widen_output: record.widen_output,
+            limits: record.limits.clone(),
         })
     }
 

@@ -91,6 +91,7 @@ public = true
                 output: output.map(|text| text.parse().unwrap()),
                 widen_output,
                 expires_in: None,
+                limits: Default::default(),
             })
             .await
             .unwrap();
@@ -692,6 +693,15 @@ impl Store for DownStore {
     }
     async fn rotate_key(&self, _: &str, _: &crate::store::KeyRecord, _: i64) -> Result<(), crate::store::StoreError> {
         self.ping().await
+    }
+    async fn update_limits(&self, _: &str, _: &crate::store::KeyLimits) -> Result<bool, crate::store::StoreError> {
+        self.ping().await.map(|()| false)
+    }
+    async fn add_usage(&self, _: &[crate::store::Usage]) -> Result<(), crate::store::StoreError> {
+        self.ping().await
+    }
+    async fn usage(&self, _: Option<&str>, _: &str) -> Result<Vec<crate::store::Usage>, crate::store::StoreError> {
+        self.ping().await.map(|()| Vec::new())
     }
 }
 

@@ -158,6 +158,7 @@ connect_timeout = "500ms"
             output: output.map(|text| text.parse().unwrap()),
             widen_output: false,
             expires_in: None,
+            limits: Default::default(),
         };
         self.keyring.create(&new).await.unwrap().0.expose().to_owned()
     }

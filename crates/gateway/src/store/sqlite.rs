@@ -8,7 +8,7 @@ use sqlx::{
     sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteRow, SqliteSynchronous},
 };
 
-use super::{KeyRecord, ModelScope, Scopes, Store, StoreError};
+use super::{KeyLimits, KeyRecord, ModelScope, Scopes, Store, StoreError, Usage};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 
@@ -75,12 +75,31 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
             .map(|text| text.parse().map_err(StoreError::Corrupt))
             .transpose()?,
         widen_output: row.try_get("widen_output").map_err(corrupt)?,
+        limits: KeyLimits {
+            rate: row
+                .try_get::<Option<String>, _>("rate")
+                .map_err(corrupt)?
+                .map(|text| text.parse().map_err(StoreError::Corrupt))
+                .transpose()?,
+            burst: row.try_get::<Option<i64>, _>("burst").map_err(corrupt)?.and_then(|n| u32::try_from(n).ok()),
+            concurrency: row
+                .try_get::<Option<i64>, _>("concurrency")
+                .map_err(corrupt)?
+                .and_then(|n| u32::try_from(n).ok()),
+            quotas: KeyLimits::quotas_from_stored(
+                row.try_get::<Option<String>, _>("quotas").map_err(corrupt)?.as_deref(),
+            )?,
+            row_quotas: KeyLimits::quotas_from_stored(
+                row.try_get::<Option<String>, _>("row_quotas").map_err(corrupt)?.as_deref(),
+            )?,
+        },
     })
 }
 
 const INSERT: &str = "INSERT INTO api_keys \
-                      (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output) \
-                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                      (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output, \
+                       rate, burst, concurrency, quotas, row_quotas) \
+                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     sqlx::query(INSERT)
@@ -95,6 +114,11 @@ fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::s
         .bind(key.expires_at)
         .bind(key.output.map(|policy| policy.to_string()))
         .bind(key.widen_output)
+        .bind(key.limits.rate.map(|rate| rate.to_string()))
+        .bind(key.limits.burst.map(i64::from))
+        .bind(key.limits.concurrency.map(i64::from))
+        .bind(KeyLimits::quotas_to_stored(&key.limits.quotas))
+        .bind(KeyLimits::quotas_to_stored(&key.limits.row_quotas))
 }
 
 fn insert_error(error: sqlx::Error) -> StoreError {
@@ -161,6 +185,67 @@ impl Store for SqliteStore {
         }
         transaction.commit().await.map_err(unavailable)
     }
+
+    async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE api_keys SET rate = ?, burst = ?, concurrency = ?, quotas = ?, row_quotas = ? WHERE kid = ?",
+        )
+        .bind(limits.rate.map(|rate| rate.to_string()))
+        .bind(limits.burst.map(i64::from))
+        .bind(limits.concurrency.map(i64::from))
+        .bind(KeyLimits::quotas_to_stored(&limits.quotas))
+        .bind(KeyLimits::quotas_to_stored(&limits.row_quotas))
+        .bind(kid)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn add_usage(&self, usage: &[Usage]) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        for row in usage {
+            sqlx::query(
+                "INSERT INTO usage (kid, model, day, requests, rows) VALUES (?, ?, ?, ?, ?) \
+                 ON CONFLICT (kid, model, day) DO UPDATE SET \
+                 requests = requests + excluded.requests, rows = rows + excluded.rows",
+            )
+            .bind(&row.kid)
+            .bind(&row.model)
+            .bind(&row.day)
+            .bind(i64::try_from(row.requests).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.rows).unwrap_or(i64::MAX))
+            .execute(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        }
+        transaction.commit().await.map_err(unavailable)
+    }
+
+    async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, model, day, requests, rows FROM usage WHERE day >= ? AND (? IS NULL OR kid = ?) \
+             ORDER BY day, kid, model",
+        )
+        .bind(since_day)
+        .bind(kid)
+        .bind(kid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+        rows.iter()
+            .map(|row| {
+                Ok(Usage {
+                    kid: row.try_get("kid").map_err(corrupt)?,
+                    model: row.try_get("model").map_err(corrupt)?,
+                    day: row.try_get("day").map_err(corrupt)?,
+                    requests: u64::try_from(row.try_get::<i64, _>("requests").map_err(corrupt)?).unwrap_or(0),
+                    rows: u64::try_from(row.try_get::<i64, _>("rows").map_err(corrupt)?).unwrap_or(0),
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]
@@ -182,6 +267,13 @@ mod tests {
             expires_at: Some(1_000),
             revoked_at: None,
             replaced_by: None,
+            limits: crate::store::KeyLimits {
+                rate: Some("50/s".parse().unwrap()),
+                burst: Some(100),
+                concurrency: Some(8),
+                quotas: vec!["1000/day".parse().unwrap(), "20000/month".parse().unwrap()],
+                row_quotas: vec![],
+            },
         }
     }
 

@@ -1,0 +1,396 @@
+//! Cost and abuse controls: rate limits (GCRA) per principal and per model, per-address limits
+//! for anonymous callers, requests in flight per principal, and request and row quotas per key
+//! per UTC day and month, with usage accounted per key, model and day.
+//!
+//! The router asks [`Limiter::admit`] after authentication and before the handler; the
+//! handler charges inference rows with [`Limiter::charge_rows`] once it has decoded them.
+//! Refusals are 429 (`rate_limited`, `quota_exhausted`) or 503 (`overloaded`), with
+//! `Retry-After`; allowed requests carry `RateLimit-*` headers for the principal's bucket.
+
+pub mod gcra;
+mod memory;
+pub mod spec;
+
+use std::{
+    collections::HashMap,
+    net::{IpAddr, SocketAddr},
+    sync::{Arc, Mutex, PoisonError},
+    time::{Duration, SystemTime, UNIX_EPOCH},
+};
+
+use http::{HeaderMap, HeaderName, HeaderValue};
+
+use crate::{
+    authn::{Principal, PrincipalKind},
+    config::{LimitsConfig, RateLimit},
+    error::ApiError,
+    store::{Store, Usage},
+};
+pub use memory::InFlightPermit;
+use spec::{Quota, Window};
+
+/// The limits that apply to one principal: its key's own, else the config's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Effective {
+    pub rate: Option<RateLimit>,
+    pub concurrency: Option<u32>,
+    pub quotas: Vec<Quota>,
+    pub row_quotas: Vec<Quota>,
+}
+
+impl Effective {
+    /// A key's limits over the defaults, field by field.
+    pub fn of(key: &crate::store::KeyLimits, defaults: &LimitsConfig) -> Effective {
+        let rate = match key.rate {
+            Some(rate) => crate::config::rate_limit(rate, key.burst).ok(),
+            None => defaults.rate,
+        };
+        Effective {
+            rate,
+            concurrency: key.concurrency.or(defaults.concurrency),
+            quotas: if key.quotas.is_empty() { defaults.quotas.clone() } else { key.quotas.clone() },
+            row_quotas: if key.row_quotas.is_empty() { defaults.row_quotas.clone() } else { key.row_quotas.clone() },
+        }
+    }
+}
+
+/// The `RateLimit-*` headers of one decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Whole seconds until the bucket is full.
+    pub reset: u64,
+}
+
+impl RateHeaders {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(HeaderName::from_static("ratelimit-limit"), HeaderValue::from(self.limit));
+        headers.insert(HeaderName::from_static("ratelimit-remaining"), HeaderValue::from(self.remaining));
+        headers.insert(HeaderName::from_static("ratelimit-reset"), HeaderValue::from(self.reset));
+    }
+}
+
+/// What an admitted request holds until it ends.
+#[derive(Debug, Default)]
+pub struct Admission {
+    pub headers: Option<RateHeaders>,
+    pub _in_flight: Option<InFlightPermit>,
+}
+
+/// Counts per key in the current day and month, kept in memory and seeded from the store.
+#[derive(Debug, Default, Clone, Copy)]
+struct Counts {
+    requests: u64,
+    rows: u64,
+}
+
+/// One node's limiter.
+pub struct Limiter {
+    config: LimitsConfig,
+    buckets: memory::Buckets,
+    in_flight: memory::InFlight,
+    store: Arc<dyn Store>,
+    /// (kid, window, period id such as 2026-11-25 or 2026-11) → counts.
+    quota_counts: tokio::sync::Mutex<HashMap<(String, Window, String), Counts>>,
+    /// Usage not yet written to the store: (kid, model, day) → counts.
+    pending: Mutex<HashMap<(String, String, String), Counts>>,
+}
+
+impl std::fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limiter").field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
+fn now_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX))
+}
+
+fn seconds_ceil(ns: u64) -> u64 {
+    ns.div_ceil(1_000_000_000)
+}
+
+fn period_id(window: Window, now: i64) -> String {
+    match window {
+        Window::Day => crate::time::day_of(now),
+        Window::Month => crate::time::month_start(now)[..7].to_owned(),
+    }
+}
+
+/// Seconds until a window's period ends (for `Retry-After` on `quota_exhausted`).
+fn seconds_left(window: Window, now: i64) -> i64 {
+    match window {
+        Window::Day => crate::time::until_next_day(now),
+        Window::Month => {
+            // Step day by day to the 1st of next month: at most 31 steps.
+            let mut left = crate::time::until_next_day(now);
+            while !crate::time::day_of(now + left).ends_with("-01") {
+                left += 86_400;
+            }
+            left
+        }
+    }
+}
+
+/// The client's address: the socket's peer, unless that peer is a trusted proxy, in which case
+/// the right-most address in `X-Forwarded-For` that is not itself a trusted proxy. An
+/// `X-Forwarded-For` from anyone else is ignored, so it cannot move a caller to another bucket.
+pub fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[ipnet::IpNet]) -> Option<IpAddr> {
+    let peer = peer?.ip();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|net| net.contains(ip));
+    if !is_trusted(&peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    for value in headers.get_all("x-forwarded-for").iter().rev() {
+        let Ok(text) = value.to_str() else {
+            return Some(client);
+        };
+        for part in text.rsplit(',') {
+            match part.trim().parse::<IpAddr>() {
+                Ok(ip) if is_trusted(&ip) => client = ip,
+                Ok(ip) => return Some(ip),
+                Err(_) => return Some(client),
+            }
+        }
+    }
+    Some(client)
+}
+
+impl Limiter {
+    pub fn new(config: LimitsConfig, store: Arc<dyn Store>) -> Limiter {
+        Limiter {
+            config,
+            buckets: memory::Buckets::default(),
+            in_flight: memory::InFlight::default(),
+            store,
+            quota_counts: tokio::sync::Mutex::new(HashMap::new()),
+            pending: Mutex::new(HashMap::new()),
+        }
+    }
+
+    pub fn config(&self) -> &LimitsConfig {
+        &self.config
+    }
+
+    fn bucket(&self, key: &str, limit: &RateLimit) -> Result<RateHeaders, ApiError> {
+        let Some(gcra) = gcra::Gcra::new(limit.rate.count, limit.rate.period_ns(), limit.burst) else {
+            return Ok(RateHeaders { limit: limit.burst, remaining: limit.burst, reset: 0 });
+        };
+        let decision = self.buckets.decide(key, &gcra, now_ns());
+        let headers =
+            RateHeaders { limit: limit.burst, remaining: decision.remaining, reset: seconds_ceil(decision.reset_ns) };
+        if decision.allowed {
+            Ok(headers)
+        } else {
+            Err(ApiError::rate_limited(seconds_ceil(decision.retry_ns).max(1), headers))
+        }
+    }
+
+    /// Admits a request of `principal` to `model` (if the path names one), or refuses it.
+    pub async fn admit(
+        &self,
+        principal: &Principal,
+        limits: &Effective,
+        model: Option<(&str, Option<&RateLimit>)>,
+    ) -> Result<Admission, ApiError> {
+        let mut admission = Admission::default();
+        // The principal's own bucket first: its headers are the ones the client sees.
+        let own = match principal.kind {
+            PrincipalKind::Anonymous => self.config.anonymous,
+            PrincipalKind::ApiKey | PrincipalKind::ClientCert => limits.rate,
+        };
+        if let Some(limit) = own {
+            admission.headers = Some(self.bucket(&format!("p:{}", principal.id), &limit)?);
+        }
+        if let Some((name, Some(limit))) = model {
+            self.bucket(&format!("m:{name}"), limit).map_err(|error| error.with_audit_reason("model_rate_limited"))?;
+        }
+        if let Some(cap) = limits.concurrency {
+            admission._in_flight =
+                Some(self.in_flight.try_acquire(&principal.id, cap).ok_or_else(ApiError::overloaded)?);
+        }
+        if let Some(kid) = principal.id.strip_prefix("key:") {
+            self.charge(kid, model.map(|(name, _)| name), &limits.quotas, &limits.row_quotas, 1, 0).await?;
+        }
+        Ok(admission)
+    }
+
+    /// Charges `rows` inference rows to a key once the request is decoded.
+    pub async fn charge_rows(
+        &self,
+        principal: &Principal,
+        limits: &Effective,
+        model: &str,
+        rows: u64,
+    ) -> Result<(), ApiError> {
+        match principal.id.strip_prefix("key:") {
+            Some(kid) if rows > 0 => self.charge(kid, Some(model), &[], &limits.row_quotas, 0, rows).await,
+            _ => Ok(()),
+        }
+    }
+
+    /// Checks and counts `requests` and `rows` against the key's quotas, then records the
+    /// usage. A refusal counts nothing.
+    async fn charge(
+        &self,
+        kid: &str,
+        model: Option<&str>,
+        quotas: &[Quota],
+        row_quotas: &[Quota],
+        requests: u64,
+        rows: u64,
+    ) -> Result<(), ApiError> {
+        let now = crate::time::now();
+        let windows: Vec<Window> = quotas.iter().chain(row_quotas).map(|quota| quota.window).collect();
+        if !windows.is_empty() {
+            let mut counts = self.quota_counts.lock().await;
+            // Seed the windows this key has not been seen in from the store.
+            for &window in &windows {
+                let id = (kid.to_owned(), window, period_id(window, now));
+                if !counts.contains_key(&id) {
+                    let since = match window {
+                        Window::Day => crate::time::day_of(now),
+                        Window::Month => crate::time::month_start(now),
+                    };
+                    let stored = self.store.usage(Some(kid), &since).await.map_err(|error| {
+                        tracing::error!(%error, "usage lookup failed; refusing the request");
+                        ApiError::limiter_unavailable()
+                    })?;
+                    let pending = self.pending_since(kid, &since);
+                    let seeded = stored.iter().fold(pending, |total, row| Counts {
+                        requests: total.requests + row.requests,
+                        rows: total.rows + row.rows,
+                    });
+                    counts.retain(|(_, w, period), _| *w != window || *period == id.2);
+                    counts.insert(id, seeded);
+                }
+            }
+            for (quota, charged, is_rows) in
+                quotas.iter().map(|q| (q, requests, false)).chain(row_quotas.iter().map(|q| (q, rows, true)))
+            {
+                let id = (kid.to_owned(), quota.window, period_id(quota.window, now));
+                let current = counts.get(&id).copied().unwrap_or_default();
+                let used = if is_rows { current.rows } else { current.requests };
+                if charged > 0 && used.saturating_add(charged) > quota.count {
+                    let what = if is_rows { "rows" } else { "requests" };
+                    return Err(ApiError::quota_exhausted(what, quota, seconds_left(quota.window, now)));
+                }
+            }
+            for window in [Window::Day, Window::Month] {
+                if let Some(counts) = counts.get_mut(&(kid.to_owned(), window, period_id(window, now))) {
+                    counts.requests += requests;
+                    counts.rows += rows;
+                }
+            }
+        }
+        if let Some(model) = model {
+            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = pending.entry((kid.to_owned(), model.to_owned(), crate::time::day_of(now))).or_default();
+            entry.requests += requests;
+            entry.rows += rows;
+        }
+        Ok(())
+    }
+
+    fn pending_since(&self, kid: &str, since: &str) -> Counts {
+        let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        pending.iter().filter(|((k, _, day), _)| k == kid && day.as_str() >= since).fold(
+            Counts::default(),
+            |total, (_, counts)| Counts { requests: total.requests + counts.requests, rows: total.rows + counts.rows },
+        )
+    }
+
+    /// Writes the usage counted since the last flush to the store. On failure the counts are
+    /// kept and written with the next flush.
+    pub async fn flush_usage(&self) {
+        let batch: Vec<Usage> = {
+            let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending
+                .iter()
+                .map(|((kid, model, day), counts)| Usage {
+                    kid: kid.clone(),
+                    model: model.clone(),
+                    day: day.clone(),
+                    requests: counts.requests,
+                    rows: counts.rows,
+                })
+                .collect()
+        };
+        if batch.is_empty() {
+            return;
+        }
+        match self.store.add_usage(&batch).await {
+            Ok(()) => {
+                let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+                for row in batch {
+                    let key = (row.kid, row.model, row.day);
+                    if let Some(counts) = pending.get_mut(&key) {
+                        counts.requests = counts.requests.saturating_sub(row.requests);
+                        counts.rows = counts.rows.saturating_sub(row.rows);
+                        if counts.requests == 0 && counts.rows == 0 {
+                            pending.remove(&key);
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::warn!(%error, "usage could not be written; will retry"),
+        }
+    }
+
+    /// Flushes usage every `interval` until `stop`, then once more.
+    pub async fn run_flusher(self: Arc<Self>, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => self.flush_usage().await,
+                () = crate::serve::stopped(&mut stop) => break,
+            }
+        }
+        self.flush_usage().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(values: &[&str]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for value in values {
+            map.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+        }
+        map
+    }
+
+    #[test]
+    fn forwarded_addresses_are_believed_only_from_trusted_proxies() {
+        let trusted: Vec<ipnet::IpNet> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy = Some("10.1.2.3:5000".parse().unwrap());
+        let stranger = Some("198.51.100.7:5000".parse().unwrap());
+        let ip = |text: &str| Some(text.parse::<IpAddr>().unwrap());
+        // A stranger's spoofed header is ignored.
+        assert_eq!(client_ip(stranger, &headers(&["203.0.113.9"]), &trusted), ip("198.51.100.7"));
+        // Through a trusted proxy: the right-most untrusted address.
+        assert_eq!(client_ip(proxy, &headers(&["203.0.113.9, 10.0.0.5"]), &trusted), ip("203.0.113.9"));
+        // A client that prepends a fake address cannot choose its bucket.
+        assert_eq!(client_ip(proxy, &headers(&["1.2.3.4, 203.0.113.9"]), &trusted), ip("203.0.113.9"));
+        assert_eq!(client_ip(proxy, &headers(&["1.2.3.4", "203.0.113.9"]), &trusted), ip("203.0.113.9"));
+        // Garbage stops the walk at the last good hop.
+        assert_eq!(client_ip(proxy, &headers(&["nonsense"]), &trusted), ip("10.1.2.3"));
+        assert_eq!(client_ip(proxy, &headers(&[]), &trusted), ip("10.1.2.3"));
+    }
+
+    #[test]
+    fn quota_windows_end_at_utc_midnight_and_month_end() {
+        // 2026-11-25T22:49:27Z.
+        let now = 1_795_646_967;
+        assert_eq!(seconds_left(Window::Day, now), 86_400 - 82_167);
+        assert_eq!(crate::time::day_of(now + seconds_left(Window::Month, now)), "2026-12-01");
+        assert_eq!(period_id(Window::Month, now), "2026-11");
+    }
+}

@@ -1,0 +1,253 @@
+//! Limits in process: rate limits with their headers, per-address limits that a spoofed
+//! `X-Forwarded-For` cannot move, model-wide limits, quotas (spent, persisted, reset by day),
+//! requests in flight, and usage accounting.
+
+use std::{net::SocketAddr, path::Path, sync::Arc};
+
+use axum::{body::Body, extract::ConnectInfo};
+use http::{Method, Request, StatusCode, header};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+use crate::{
+    authn::api_key::Pepper,
+    backend,
+    config::Config,
+    keys::{Keyring, NewKey},
+    serve::Gateway,
+    store::{KeyLimits, ModelScope, Scopes, Store, Usage, sqlite::SqliteStore},
+};
+
+const ROW: &str = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8,-0.9,-1.0]";
+
+fn body(rows: usize) -> String {
+    let data = vec![ROW; rows].join(",");
+    format!(r#"{{"inputs":[{{"name":"features","shape":[{rows},20],"datatype":"FP32","data":[{data}]}}]}}"#)
+}
+
+struct Limited {
+    dir: tempfile::TempDir,
+    gateway: Arc<Gateway>,
+    keyring: Keyring,
+    store: Arc<dyn Store>,
+}
+
+async fn gateway(dir: tempfile::TempDir) -> Limited {
+    let mlp = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fixtures/mlp");
+    let toml = format!(
+        r#"
+[store]
+key_cache_ttl = "0s"
+[limits]
+anonymous_rate = "2/min"
+anonymous_burst = 2
+trusted_proxies = ["10.0.0.0/8"]
+[[models]]
+name = "mlp"
+path = "{mlp}/model.onnx"
+checks = "{mlp}/checks.json"
+[[models]]
+name = "open"
+path = "{mlp}/model.onnx"
+public = true
+[[models]]
+name = "capped"
+path = "{mlp}/model.onnx"
+rate = "2/min"
+burst = 2
+"#,
+        mlp = mlp.display()
+    );
+    let config = Config::from_toml(&toml, dir.path()).unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
+    let pepper = Pepper::from_bytes(vec![3; 32]);
+    let registry = backend::load_models(&config).unwrap();
+    let gateway = Gateway::assemble(config, registry, Arc::clone(&store), pepper.clone()).unwrap();
+    let keyring = gateway.keyring(pepper);
+    Limited { dir, gateway, keyring, store }
+}
+
+impl Limited {
+    async fn new() -> Limited {
+        gateway(tempfile::tempdir().unwrap()).await
+    }
+
+    async fn key(&self, limits: KeyLimits) -> (String, String) {
+        let new = NewKey {
+            name: "limited".into(),
+            owner: None,
+            models: ModelScope::All,
+            scopes: Scopes::ALL,
+            output: None,
+            widen_output: false,
+            expires_in: None,
+            limits,
+        };
+        let (secret, record) = self.keyring.create(&new).await.unwrap();
+        (secret.expose().to_owned(), record.kid)
+    }
+
+    async fn infer(&self, model: &str, key: Option<&str>, peer: &str, forwarded: Option<&str>, rows: usize) -> Reply {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri(format!("/v2/models/{model}/infer"))
+            .header(header::CONTENT_TYPE, "application/json");
+        if let Some(key) = key {
+            request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+        }
+        if let Some(forwarded) = forwarded {
+            request = request.header("x-forwarded-for", forwarded);
+        }
+        let mut request = request.body(Body::from(body(rows))).unwrap();
+        request.extensions_mut().insert(ConnectInfo(peer.parse::<SocketAddr>().unwrap()));
+        let response = super::public(Arc::clone(&self.gateway)).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Reply { status, headers, body: serde_json::from_slice(&bytes).unwrap_or_default() }
+    }
+}
+
+struct Reply {
+    status: StatusCode,
+    headers: http::HeaderMap,
+    body: serde_json::Value,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<u64> {
+        self.headers.get(name).and_then(|value| value.to_str().ok()).and_then(|text| text.parse().ok())
+    }
+}
+
+const PEER: &str = "198.51.100.7:4000";
+
+fn limits(text: &[(&str, &str)]) -> KeyLimits {
+    let mut limits = KeyLimits::default();
+    for (field, value) in text {
+        match *field {
+            "rate" => limits.rate = Some(value.parse().unwrap()),
+            "burst" => limits.burst = Some(value.parse().unwrap()),
+            "concurrency" => limits.concurrency = Some(value.parse().unwrap()),
+            "quota" => limits.quotas.push(value.parse().unwrap()),
+            "row_quota" => limits.row_quotas.push(value.parse().unwrap()),
+            other => panic!("{other}"),
+        }
+    }
+    limits
+}
+
+#[tokio::test]
+async fn a_keys_rate_limit_answers_429_with_its_headers() {
+    let limited = Limited::new().await;
+    let (key, _) = limited.key(limits(&[("rate", "3/min"), ("burst", "3")])).await;
+    let mut remaining = Vec::new();
+    for _ in 0..3 {
+        let reply = limited.infer("mlp", Some(&key), PEER, None, 1).await;
+        assert_eq!(reply.status, StatusCode::OK, "{}", reply.body);
+        assert_eq!(reply.header("ratelimit-limit"), Some(3));
+        remaining.push(reply.header("ratelimit-remaining").unwrap());
+        assert!(reply.header("ratelimit-reset").unwrap() <= 60);
+    }
+    assert_eq!(remaining, [2, 1, 0]);
+    let refused = limited.infer("mlp", Some(&key), PEER, None, 1).await;
+    assert_eq!(refused.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(refused.body["code"], "rate_limited");
+    let retry = refused.header("retry-after").unwrap();
+    assert!((1..=20).contains(&retry), "one emission interval (20 s) at most: {retry}");
+    assert_eq!(refused.header("ratelimit-remaining"), Some(0));
+    // Another key has its own bucket.
+    let (other, _) = limited.key(limits(&[("rate", "3/min")])).await;
+    assert_eq!(limited.infer("mlp", Some(&other), PEER, None, 1).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn anonymous_limits_follow_the_real_client_address() {
+    let limited = Limited::new().await;
+    // From an untrusted peer, X-Forwarded-For is ignored: each spoofed address hits one bucket.
+    let statuses: Vec<StatusCode> = {
+        let mut statuses = Vec::new();
+        for spoofed in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+            statuses.push(limited.infer("open", None, PEER, Some(spoofed), 1).await.status);
+        }
+        statuses
+    };
+    assert_eq!(statuses, [StatusCode::OK, StatusCode::OK, StatusCode::TOO_MANY_REQUESTS]);
+    // Through a trusted proxy, each forwarded client has its own bucket.
+    for client in ["203.0.113.1", "203.0.113.2", "203.0.113.3"] {
+        let reply = limited.infer("open", None, "10.0.0.1:4000", Some(client), 1).await;
+        assert_eq!(reply.status, StatusCode::OK, "{client}");
+    }
+    // ...and a client behind it that prepends a fake address still lands in its own bucket.
+    for _ in 0..2 {
+        let reply = limited.infer("open", None, "10.0.0.1:4000", Some("1.1.1.1, 203.0.113.4"), 1).await;
+        assert_eq!(reply.status, StatusCode::OK);
+    }
+    let reply = limited.infer("open", None, "10.0.0.1:4000", Some("9.9.9.9, 203.0.113.4"), 1).await;
+    assert_eq!(reply.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_models_own_limit_holds_across_keys_and_is_not_spent_by_strangers() {
+    let limited = Limited::new().await;
+    let (a, _) = limited.key(KeyLimits::default()).await;
+    let (b, _) = limited.key(KeyLimits::default()).await;
+    assert_eq!(limited.infer("capped", Some(&a), PEER, None, 1).await.status, StatusCode::OK);
+    assert_eq!(limited.infer("capped", Some(&b), PEER, None, 1).await.status, StatusCode::OK);
+    let refused = limited.infer("capped", Some(&a), PEER, None, 1).await;
+    assert_eq!((refused.status, refused.body["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+    assert_eq!(limited.infer("mlp", Some(&a), PEER, None, 1).await.status, StatusCode::OK, "other models are free");
+}
+
+#[tokio::test]
+async fn quotas_are_spent_persisted_and_reset_by_day() {
+    let limited = Limited::new().await;
+    let (key, kid) = limited.key(limits(&[("quota", "3/day"), ("row_quota", "5/day")])).await;
+    assert_eq!(limited.infer("mlp", Some(&key), PEER, None, 4).await.status, StatusCode::OK);
+    // Two more rows would pass the row quota: refused, and not counted.
+    let refused = limited.infer("mlp", Some(&key), PEER, None, 2).await;
+    assert_eq!(
+        (refused.status, refused.body["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("quota_exhausted"))
+    );
+    assert!(refused.body["error"].as_str().unwrap().contains("rows quota of 5/day"));
+    let until_midnight = crate::time::until_next_day(crate::time::now()) as u64;
+    assert!(refused.header("retry-after").unwrap().abs_diff(until_midnight) <= 2);
+    assert_eq!(limited.infer("mlp", Some(&key), PEER, None, 1).await.status, StatusCode::OK);
+    // Three requests were admitted (the refused one counts as a request): the fourth is over.
+    let refused = limited.infer("mlp", Some(&key), PEER, None, 1).await;
+    assert_eq!(refused.body["code"], "quota_exhausted");
+    assert!(refused.body["error"].as_str().unwrap().contains("requests quota of 3/day"));
+
+    // Usage reaches the store, per key, model and day.
+    limited.gateway.limiter.flush_usage().await;
+    let today = crate::time::day_of(crate::time::now());
+    let usage = limited.store.usage(Some(&kid), &today).await.unwrap();
+    assert_eq!(usage, [Usage { kid: kid.clone(), model: "mlp".into(), day: today.clone(), requests: 3, rows: 5 }]);
+
+    // A restarted node (same store) still sees the quota spent.
+    let Limited { dir, store, .. } = limited;
+    let restarted = gateway(dir).await;
+    assert_eq!(restarted.infer("mlp", Some(&key), PEER, None, 1).await.body["code"], "quota_exhausted");
+
+    // Yesterday's usage does not count today.
+    let (fresh, fresh_kid) = restarted.key(limits(&[("quota", "3/day")])).await;
+    let yesterday = crate::time::day_of(crate::time::now() - 86_400);
+    let old = Usage { kid: fresh_kid, model: "mlp".into(), day: yesterday, requests: 1_000, rows: 1_000 };
+    store.add_usage(&[old]).await.unwrap();
+    assert_eq!(restarted.infer("mlp", Some(&fresh), PEER, None, 1).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn requests_in_flight_are_capped_per_principal() {
+    let limited = Limited::new().await;
+    let (key, _) = limited.key(limits(&[("concurrency", "1")])).await;
+    let principal = limited.gateway.verifier.verify(&key).await.unwrap();
+    let effective = crate::limits::Effective::of(&principal.limits, limited.gateway.limiter.config());
+    let held = limited.gateway.limiter.admit(&principal, &effective, None).await.unwrap();
+    let reply = limited.infer("mlp", Some(&key), PEER, None, 1).await;
+    assert_eq!((reply.status, reply.body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
+    assert_eq!(reply.header("retry-after"), Some(1));
+    drop(held);
+    assert_eq!(limited.infer("mlp", Some(&key), PEER, None, 1).await.status, StatusCode::OK);
+}
