@@ -68,6 +68,24 @@ pub struct RawLimits {
     /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
+    /// Where limit state lives: "memory" (this node) or "redis://host:port/db" (all nodes).
+    pub backend: Option<String>,
+    /// Key prefix in Redis, so several deployments can share one server.
+    pub redis_prefix: Option<String>,
+    /// When Redis is unreachable: "closed" (refuse limited requests, 503) or "local" (decide
+    /// with this node's own counters: weaker, each node then allows the full limit).
+    pub on_unavailable: Option<String>,
+}
+
+/// Where limit state lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LimitsBackend {
+    #[default]
+    Memory,
+    Redis {
+        url: String,
+        prefix: String,
+    },
 }
 
 /// A rate with its burst.
@@ -86,6 +104,8 @@ pub struct LimitsConfig {
     pub row_quotas: Vec<crate::limits::spec::Quota>,
     pub anonymous: Option<RateLimit>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub backend: LimitsBackend,
+    pub local_fallback: bool,
 }
 
 /// A rate and a burst from config or a key; the burst defaults to one second's worth (at
@@ -135,7 +155,24 @@ impl RawLimits {
                     .map_err(|_| fail("trusted_proxies", format!("'{text}' is not an address or a CIDR range")))
             })
             .collect::<Result<_, _>>()?;
+        let backend = match self.backend.as_deref() {
+            None | Some("memory") => LimitsBackend::Memory,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => LimitsBackend::Redis {
+                url: url.to_owned(),
+                prefix: self.redis_prefix.unwrap_or_else(|| "ptcl:".to_owned()),
+            },
+            Some(other) => {
+                return Err(fail("backend", format!("'{other}': use \"memory\" or a redis:// URL")));
+            }
+        };
+        let local_fallback = match self.on_unavailable.as_deref() {
+            None | Some("closed") => false,
+            Some("local") => true,
+            Some(other) => return Err(fail("on_unavailable", format!("'{other}': use \"closed\" or \"local\""))),
+        };
         Ok(LimitsConfig {
+            backend,
+            local_fallback,
             rate: rate("rate", self.rate, self.burst)?,
             concurrency: self.concurrency,
             quotas: quotas("quota", self.quota)?,

@@ -9,6 +9,7 @@
 
 pub mod gcra;
 mod memory;
+pub mod redis;
 pub mod spec;
 
 use std::{
@@ -85,9 +86,13 @@ struct Counts {
     rows: u64,
 }
 
-/// One node's limiter.
+/// The limiter: this node's state, and Redis's when configured.
 pub struct Limiter {
     config: LimitsConfig,
+    /// Shared state across nodes (`limits.backend = "redis://..."`).
+    shared: Option<Arc<redis::Shared>>,
+    /// Decide locally when Redis is unreachable (`limits.on_unavailable = "local"`).
+    local_fallback: bool,
     buckets: memory::Buckets,
     in_flight: memory::InFlight,
     store: Arc<dyn Store>,
@@ -161,33 +166,30 @@ pub fn client_ip(peer: Option<SocketAddr>, headers: &HeaderMap, trusted: &[ipnet
 }
 
 impl Limiter {
-    pub fn new(config: LimitsConfig, store: Arc<dyn Store>) -> Limiter {
-        Limiter {
+    pub fn new(config: LimitsConfig, store: Arc<dyn Store>) -> Result<Limiter, String> {
+        let shared = match &config.backend {
+            crate::config::LimitsBackend::Memory => None,
+            crate::config::LimitsBackend::Redis { url, prefix } => Some(Arc::new(redis::Shared::new(url, prefix)?)),
+        };
+        Ok(Limiter {
+            local_fallback: config.local_fallback,
+            shared,
             config,
             buckets: memory::Buckets::default(),
             in_flight: memory::InFlight::default(),
             store,
             quota_counts: tokio::sync::Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
-        }
+        })
+    }
+
+    /// The shared state, when limits live in Redis.
+    pub fn shared(&self) -> Option<&Arc<redis::Shared>> {
+        self.shared.as_ref()
     }
 
     pub fn config(&self) -> &LimitsConfig {
         &self.config
-    }
-
-    fn bucket(&self, key: &str, limit: &RateLimit) -> Result<RateHeaders, ApiError> {
-        let Some(gcra) = gcra::Gcra::new(limit.rate.count, limit.rate.period_ns(), limit.burst) else {
-            return Ok(RateHeaders { limit: limit.burst, remaining: limit.burst, reset: 0 });
-        };
-        let decision = self.buckets.decide(key, &gcra, now_ns());
-        let headers =
-            RateHeaders { limit: limit.burst, remaining: decision.remaining, reset: seconds_ceil(decision.reset_ns) };
-        if decision.allowed {
-            Ok(headers)
-        } else {
-            Err(ApiError::rate_limited(seconds_ceil(decision.retry_ns).max(1), headers))
-        }
     }
 
     /// Admits a request of `principal` to `model` (if the path names one), or refuses it.
@@ -198,23 +200,27 @@ impl Limiter {
         model: Option<(&str, Option<&RateLimit>)>,
     ) -> Result<Admission, ApiError> {
         let mut admission = Admission::default();
+        if let Some(cap) = limits.concurrency {
+            admission._in_flight =
+                Some(self.in_flight.try_acquire(&principal.id, cap).ok_or_else(ApiError::overloaded)?);
+        }
         // The principal's own bucket first: its headers are the ones the client sees.
         let own = match principal.kind {
             PrincipalKind::Anonymous => self.config.anonymous,
             PrincipalKind::ApiKey | PrincipalKind::ClientCert => limits.rate,
         };
+        let mut buckets: Vec<(String, RateLimit)> = Vec::new();
         if let Some(limit) = own {
-            admission.headers = Some(self.bucket(&format!("p:{}", principal.id), &limit)?);
+            buckets.push((format!("p:{}", principal.id), limit));
         }
         if let Some((name, Some(limit))) = model {
-            self.bucket(&format!("m:{name}"), limit).map_err(|error| error.with_audit_reason("model_rate_limited"))?;
+            buckets.push((format!("m:{name}"), *limit));
         }
-        if let Some(cap) = limits.concurrency {
-            admission._in_flight =
-                Some(self.in_flight.try_acquire(&principal.id, cap).ok_or_else(ApiError::overloaded)?);
-        }
-        if let Some(kid) = principal.id.strip_prefix("key:") {
-            self.charge(kid, model.map(|(name, _)| name), &limits.quotas, &limits.row_quotas, 1, 0).await?;
+        let kid = principal.id.strip_prefix("key:");
+        let quotas = if kid.is_some() { limits.quotas.as_slice() } else { &[] };
+        admission.headers = self.decide(kid, &buckets, own.is_some(), quotas, 1, false).await?;
+        if let Some(kid) = kid {
+            self.record_usage(kid, model.map(|(name, _)| name), 1, 0);
         }
         Ok(admission)
     }
@@ -227,73 +233,209 @@ impl Limiter {
         model: &str,
         rows: u64,
     ) -> Result<(), ApiError> {
-        match principal.id.strip_prefix("key:") {
-            Some(kid) if rows > 0 => self.charge(kid, Some(model), &[], &limits.row_quotas, 0, rows).await,
-            _ => Ok(()),
+        let Some(kid) = principal.id.strip_prefix("key:") else {
+            return Ok(());
+        };
+        if rows == 0 {
+            return Ok(());
         }
+        self.decide(Some(kid), &[], false, &limits.row_quotas, rows, true).await?;
+        self.record_usage(kid, Some(model), 0, rows);
+        Ok(())
     }
 
-    /// Checks and counts `requests` and `rows` against the key's quotas, then records the
-    /// usage. A refusal counts nothing.
-    async fn charge(
+    /// Decides `buckets` and `quotas` (spending `amount` requests, or rows when `rows`) where
+    /// the limits live: Redis when configured, else this node. Returns the first bucket's
+    /// headers when `headers` is set.
+    #[allow(clippy::too_many_arguments)]
+    async fn decide(
         &self,
-        kid: &str,
-        model: Option<&str>,
+        kid: Option<&str>,
+        buckets: &[(String, RateLimit)],
+        headers: bool,
         quotas: &[Quota],
-        row_quotas: &[Quota],
-        requests: u64,
-        rows: u64,
-    ) -> Result<(), ApiError> {
-        let now = crate::time::now();
-        let windows: Vec<Window> = quotas.iter().chain(row_quotas).map(|quota| quota.window).collect();
-        if !windows.is_empty() {
-            let mut counts = self.quota_counts.lock().await;
-            // Seed the windows this key has not been seen in from the store.
-            for &window in &windows {
-                let id = (kid.to_owned(), window, period_id(window, now));
-                if !counts.contains_key(&id) {
-                    let since = match window {
-                        Window::Day => crate::time::day_of(now),
-                        Window::Month => crate::time::month_start(now),
-                    };
-                    let stored = self.store.usage(Some(kid), &since).await.map_err(|error| {
-                        tracing::error!(%error, "usage lookup failed; refusing the request");
-                        ApiError::limiter_unavailable()
-                    })?;
-                    let pending = self.pending_since(kid, &since);
-                    let seeded = stored.iter().fold(pending, |total, row| Counts {
-                        requests: total.requests + row.requests,
-                        rows: total.rows + row.rows,
-                    });
-                    counts.retain(|(_, w, period), _| *w != window || *period == id.2);
-                    counts.insert(id, seeded);
+        amount: u64,
+        rows: bool,
+    ) -> Result<Option<RateHeaders>, ApiError> {
+        if buckets.is_empty() && quotas.is_empty() {
+            return Ok(None);
+        }
+        if let Some(shared) = &self.shared {
+            match self.decide_shared(shared, kid, buckets, headers, quotas, amount, rows).await {
+                Ok(result) => return result,
+                Err(error) if self.local_fallback => {
+                    tracing::warn!(%error, "shared limiter unavailable; deciding with this node's limits");
                 }
-            }
-            for (quota, charged, is_rows) in
-                quotas.iter().map(|q| (q, requests, false)).chain(row_quotas.iter().map(|q| (q, rows, true)))
-            {
-                let id = (kid.to_owned(), quota.window, period_id(quota.window, now));
-                let current = counts.get(&id).copied().unwrap_or_default();
-                let used = if is_rows { current.rows } else { current.requests };
-                if charged > 0 && used.saturating_add(charged) > quota.count {
-                    let what = if is_rows { "rows" } else { "requests" };
-                    return Err(ApiError::quota_exhausted(what, quota, seconds_left(quota.window, now)));
-                }
-            }
-            for window in [Window::Day, Window::Month] {
-                if let Some(counts) = counts.get_mut(&(kid.to_owned(), window, period_id(window, now))) {
-                    counts.requests += requests;
-                    counts.rows += rows;
+                Err(error) => {
+                    tracing::error!(%error, "shared limiter unavailable; refusing limited requests");
+                    return Err(ApiError::limiter_unavailable());
                 }
             }
         }
-        if let Some(model) = model {
-            let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            let entry = pending.entry((kid.to_owned(), model.to_owned(), crate::time::day_of(now))).or_default();
-            entry.requests += requests;
-            entry.rows += rows;
+        let now = now_ns();
+        let mut first = None;
+        for (index, (key, limit)) in buckets.iter().enumerate() {
+            let Some(gcra) = gcra::Gcra::new(limit.rate.count, limit.rate.period_ns(), limit.burst) else {
+                continue;
+            };
+            let decision = self.buckets.decide(key, &gcra, now);
+            let rate = RateHeaders {
+                limit: limit.burst,
+                remaining: decision.remaining,
+                reset: seconds_ceil(decision.reset_ns),
+            };
+            if !decision.allowed {
+                return Err(ApiError::rate_limited(seconds_ceil(decision.retry_ns).max(1), rate));
+            }
+            if index == 0 && headers {
+                first = Some(rate);
+            }
+        }
+        if let Some(kid) = kid {
+            self.local_quotas(kid, quotas, amount, rows).await?;
+        }
+        Ok(first)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn decide_shared(
+        &self,
+        shared: &redis::Shared,
+        kid: Option<&str>,
+        buckets: &[(String, RateLimit)],
+        headers: bool,
+        quotas: &[Quota],
+        amount: u64,
+        rows: bool,
+    ) -> Result<Result<Option<RateHeaders>, ApiError>, redis::SharedError> {
+        let now = crate::time::now();
+        let gcras: Vec<(String, gcra::Gcra)> = buckets
+            .iter()
+            .filter_map(|(key, limit)| {
+                let gcra = gcra::Gcra::new(limit.rate.count, limit.rate.period_ns(), limit.burst)?;
+                Some((shared.key(format_args!("{key}")), gcra))
+            })
+            .collect();
+        let what = if rows { "rows" } else { "requests" };
+        let counters: Vec<redis::Counter> = match kid {
+            Some(kid) => quotas
+                .iter()
+                .map(|quota| redis::Counter {
+                    key: shared.key(format_args!(
+                        "q:{kid}:{what}:{}:{}",
+                        quota.window.as_str(),
+                        period_id(quota.window, now)
+                    )),
+                    limit: quota.count,
+                    increment: amount,
+                    ttl: u64::try_from(seconds_left(quota.window, now)).unwrap_or(0) + 3600,
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        // A missing counter is seeded from the store once, then the decision is asked again.
+        for _ in 0..=counters.len() {
+            match shared.admit(&gcras, &counters).await? {
+                redis::Verdict::Allowed { remaining, reset_us } => {
+                    let rate = buckets.first().filter(|_| headers).map(|(_, limit)| RateHeaders {
+                        limit: limit.burst,
+                        remaining: remaining.unwrap_or(0),
+                        reset: (reset_us).div_ceil(1_000_000),
+                    });
+                    return Ok(Ok(rate));
+                }
+                redis::Verdict::RateLimited { index, reset_us, retry_us } => {
+                    let limit = buckets.get(index).map_or(0, |(_, limit)| limit.burst);
+                    let rate = RateHeaders { limit, remaining: 0, reset: reset_us.div_ceil(1_000_000) };
+                    return Ok(Err(ApiError::rate_limited(retry_us.div_ceil(1_000_000).max(1), rate)));
+                }
+                redis::Verdict::QuotaExhausted { index } => {
+                    let Some(quota) = quotas.get(index) else { break };
+                    return Ok(Err(ApiError::quota_exhausted(what, quota, seconds_left(quota.window, now))));
+                }
+                redis::Verdict::NeedsSeed { index } => {
+                    let (Some(kid), Some(quota), Some(counter)) = (kid, quotas.get(index), counters.get(index)) else {
+                        break;
+                    };
+                    let used = match self.stored_usage(kid, quota.window, now).await {
+                        Ok(counts) => {
+                            if rows {
+                                counts.rows
+                            } else {
+                                counts.requests
+                            }
+                        }
+                        Err(error) => return Ok(Err(error)),
+                    };
+                    shared.seed(&counter.key, used, counter.ttl).await?;
+                }
+            }
+        }
+        Err(redis::SharedError::new("quota counters could not be seeded"))
+    }
+
+    /// A key's usage in the window that contains `now`: the store's, plus this node's not yet
+    /// written.
+    async fn stored_usage(&self, kid: &str, window: Window, now: i64) -> Result<Counts, ApiError> {
+        let since = match window {
+            Window::Day => crate::time::day_of(now),
+            Window::Month => crate::time::month_start(now),
+        };
+        let stored = self.store.usage(Some(kid), &since).await.map_err(|error| {
+            tracing::error!(%error, "usage lookup failed; refusing the request");
+            ApiError::limiter_unavailable()
+        })?;
+        Ok(stored.iter().fold(self.pending_since(kid, &since), |total, row| Counts {
+            requests: total.requests + row.requests,
+            rows: total.rows + row.rows,
+        }))
+    }
+
+    /// Checks and counts `amount` (requests, or rows when `rows`) against the key's quotas on
+    /// this node. A refusal counts nothing.
+    async fn local_quotas(&self, kid: &str, quotas: &[Quota], amount: u64, rows: bool) -> Result<(), ApiError> {
+        if quotas.is_empty() {
+            return Ok(());
+        }
+        let now = crate::time::now();
+        let mut counts = self.quota_counts.lock().await;
+        for quota in quotas {
+            let id = (kid.to_owned(), quota.window, period_id(quota.window, now));
+            if !counts.contains_key(&id) {
+                let seeded = self.stored_usage(kid, quota.window, now).await?;
+                counts.retain(|(_, window, period), _| *window != quota.window || *period == id.2);
+                counts.insert(id, seeded);
+            }
+        }
+        for quota in quotas {
+            let current =
+                counts.get(&(kid.to_owned(), quota.window, period_id(quota.window, now))).copied().unwrap_or_default();
+            let used = if rows { current.rows } else { current.requests };
+            if used.saturating_add(amount) > quota.count {
+                let what = if rows { "rows" } else { "requests" };
+                return Err(ApiError::quota_exhausted(what, quota, seconds_left(quota.window, now)));
+            }
+        }
+        for window in [Window::Day, Window::Month] {
+            if let Some(counts) = counts.get_mut(&(kid.to_owned(), window, period_id(window, now))) {
+                if rows {
+                    counts.rows += amount;
+                } else {
+                    counts.requests += amount;
+                }
+            }
         }
         Ok(())
+    }
+
+    /// Counts usage for the store (written by the flusher).
+    fn record_usage(&self, kid: &str, model: Option<&str>, requests: u64, rows: u64) {
+        let Some(model) = model else { return };
+        let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+        let entry =
+            pending.entry((kid.to_owned(), model.to_owned(), crate::time::day_of(crate::time::now()))).or_default();
+        entry.requests += requests;
+        entry.rows += rows;
     }
 
     fn pending_since(&self, kid: &str, since: &str) -> Counts {

@@ -51,6 +51,8 @@ pub enum StartError {
     Serve(std::io::Error),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("{0}")]
+    Limits(String),
 }
 
 /// Everything a request may need, shared by all requests.
@@ -109,7 +111,9 @@ impl Gateway {
         let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose().map_err(StartError::Tls)?.map(Arc::new);
         Ok(Arc::new(Gateway {
             tls,
-            limiter: Arc::new(crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store))),
+            limiter: Arc::new(
+                crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).map_err(StartError::Limits)?,
+            ),
             pool: Pool::new(config.inference.threads, config.inference.queue),
             verifier: KeyVerifier::new(store, pepper, config.key_cache_ttl),
             in_flight: Semaphore::new(config.max_concurrency),
@@ -181,6 +185,12 @@ impl Server {
         );
         if let Some(tls) = &gateway.tls {
             tokio::spawn(Arc::clone(tls).watch(stop_rx.clone()));
+        }
+        if let Some(shared) = gateway.limiter.shared() {
+            // A key revoked or changed on any node is dropped from this node's cache at once.
+            let watcher = Arc::clone(&gateway);
+            let forget = move |kid: &str| watcher.verifier.forget(kid);
+            tokio::spawn(Arc::clone(shared).watch_key_changes(forget, stop_rx.clone()));
         }
         let flusher = tokio::spawn(Arc::clone(&gateway.limiter).run_flusher(USAGE_FLUSH_INTERVAL, stop_rx));
         let mut public = tokio::spawn(public);

@@ -149,6 +149,12 @@ impl KeyVerifier {
         })
     }
 
+    /// Drops a key from the cache, so its next use reads the store (a revocation or a limit
+    /// change announced by another node).
+    pub fn forget(&self, kid: &str) {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(kid);
+    }
+
     async fn lookup(&self, kid: &str) -> Result<Option<Arc<KeyRecord>>, AuthnError> {
         {
             let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
