@@ -462,6 +462,9 @@ fn default_header_read_timeout() -> Duration {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawStore {
+    /// A PostgreSQL URL (`postgres://...`) for a store shared by several nodes; without it,
+    /// the SQLite file below.
+    pub url: Option<String>,
     #[serde(default = "default_sqlite")]
     pub sqlite: String,
     #[serde(default = "default_pepper_file")]
@@ -473,6 +476,7 @@ pub struct RawStore {
 impl Default for RawStore {
     fn default() -> Self {
         RawStore {
+            url: None,
             sqlite: default_sqlite(),
             pepper_file: default_pepper_file(),
             key_cache_ttl: default_key_cache_ttl(),
@@ -696,6 +700,8 @@ pub struct Config {
     /// `None`: plain HTTP, which is allowed on loopback only.
     pub tls: Option<TlsConfig>,
     pub limits: LimitsConfig,
+    /// `Some`: PostgreSQL at this URL; `None`: the SQLite file.
+    pub postgres_url: Option<String>,
     pub sqlite: PathBuf,
     pub pepper_file: PathBuf,
     pub key_cache_ttl: Duration,
@@ -909,6 +915,11 @@ impl RawConfig {
             header_read_timeout: server.header_read_timeout,
             tls,
             limits: self.limits.validate()?,
+            postgres_url: match self.store.url {
+                None => None,
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url),
+                Some(_) => return Err(invalid("store.url must be a postgres:// URL (or leave it out for SQLite)")),
+            },
             sqlite: resolve(&self.store.sqlite),
             pepper_file: resolve(&self.store.pepper_file),
             key_cache_ttl: self.store.key_cache_ttl,

@@ -46,12 +46,34 @@ pub struct Keyring {
     store: Arc<dyn Store>,
     pepper: Pepper,
     audit: Option<AuditConfig>,
+    /// Tells every gateway node when a key changes (revoked, rotated, new limits).
+    notifier: Option<Arc<crate::limits::redis::Shared>>,
 }
 
 impl Keyring {
     /// `audit`: the log that records each change (`None` only when auditing is disabled).
     pub fn new(store: Arc<dyn Store>, pepper: Pepper, audit: Option<AuditConfig>) -> Keyring {
-        Keyring { store, pepper, audit }
+        Keyring { store, pepper, audit, notifier: None }
+    }
+
+    /// Announces key changes on the shared limiter's channel, so every node drops the key from
+    /// its cache at once instead of within `key_cache_ttl`.
+    pub fn with_notifier(mut self, notifier: Option<Arc<crate::limits::redis::Shared>>) -> Keyring {
+        self.notifier = notifier;
+        self
+    }
+
+    /// Whether a change was announced to the running nodes (false: they see it within their
+    /// key cache interval).
+    async fn announce(&self, kid: &str) -> bool {
+        let Some(notifier) = &self.notifier else { return false };
+        match notifier.publish_key_change(kid).await {
+            Ok(()) => true,
+            Err(error) => {
+                tracing::warn!(%error, kid, "could not announce the key change; nodes see it within key_cache_ttl");
+                false
+            }
+        }
     }
 
     fn record(&self, event: AuditEvent) -> Result<(), KeyError> {
@@ -109,7 +131,8 @@ impl Keyring {
         self.store.find_key(kid).await?.ok_or_else(|| KeyError::NotFound(kid.to_owned()))
     }
 
-    pub async fn revoke(&self, kid: &str) -> Result<(), KeyError> {
+    /// Revokes a key; returns whether the running nodes were told at once.
+    pub async fn revoke(&self, kid: &str) -> Result<bool, KeyError> {
         let key = self.show(kid).await?;
         if key.revoked_at.is_some() {
             return Err(KeyError::Invalid(format!("key {kid} is revoked already")));
@@ -117,7 +140,7 @@ impl Keyring {
         // The record comes first: a change that cannot be audited is not made.
         self.record(AuditEvent::KeyRevoked { kid: kid.to_owned() })?;
         self.store.revoke_key(kid, crate::time::now()).await?;
-        Ok(())
+        Ok(self.announce(kid).await)
     }
 
     /// Usage rows from `since_day` on.
@@ -133,6 +156,7 @@ impl Keyring {
         if !self.store.update_limits(kid, limits).await? {
             return Err(KeyError::NotFound(kid.to_owned()));
         }
+        self.announce(kid).await;
         Ok(KeyRecord { limits: limits.clone(), ..key })
     }
 
@@ -164,6 +188,7 @@ impl Keyring {
         // exists whose secret nobody holds).
         self.record(AuditEvent::KeyRotated { kid: kid.to_owned(), successor: record.kid.clone(), old_key_expires_at })?;
         self.store.rotate_key(kid, &record, old_key_expires_at).await?;
+        self.announce(kid).await;
         Ok((secret, record))
     }
 }

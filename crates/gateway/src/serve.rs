@@ -77,7 +77,10 @@ pub struct Gateway {
 /// Opens the store named by the config (migrating it) and loads the pepper. Shared by `serve`
 /// and the `keys` commands.
 pub async fn open_keyring(config: &Config) -> Result<(Arc<dyn Store>, Pepper), StartError> {
-    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&config.sqlite).await?);
+    let store: Arc<dyn Store> = match &config.postgres_url {
+        Some(url) => Arc::new(crate::store::postgres::PostgresStore::open(url).await?),
+        None => Arc::new(SqliteStore::open(&config.sqlite).await?),
+    };
     let env = std::env::var(PEPPER_ENV).ok();
     let pepper = Pepper::load(&config.pepper_file, env.as_deref(), true)?;
     Ok((store, pepper))

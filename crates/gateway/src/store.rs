@@ -1,6 +1,80 @@
 //! Durable state: API keys (hashed). SQLite is the embedded store; the trait is what a
 //! multi-node store implements too.
 
+#[macro_use]
+mod row {
+    /// Reads a `KeyRecord` from an `api_keys` row of either store (the columns and their Rust types
+    /// are the same in SQLite and PostgreSQL).
+    macro_rules! key_record_from_row {
+        ($row:expr) => {{
+            let row = $row;
+            let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+            let kind = match row.try_get::<String, _>("kind").map_err(corrupt)?.as_str() {
+                "sk" => apikey::KeyKind::Secret,
+                "ak" => apikey::KeyKind::Admin,
+                other => return Err(StoreError::Corrupt(format!("unknown key kind '{other}'"))),
+            };
+            let hash: Vec<u8> = row.try_get("hash").map_err(corrupt)?;
+            let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))?;
+            let scopes: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("scopes").map_err(corrupt)?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            Ok(KeyRecord {
+                kid: row.try_get("kid").map_err(corrupt)?,
+                kind,
+                name: row.try_get("name").map_err(corrupt)?,
+                owner: row.try_get("owner").map_err(corrupt)?,
+                hash,
+                models: ModelScope::from_stored(&row.try_get::<String, _>("models").map_err(corrupt)?)?,
+                scopes: Scopes::parse(&scopes.join(",")).map_err(StoreError::Corrupt)?,
+                created_at: row.try_get("created_at").map_err(corrupt)?,
+                expires_at: row.try_get("expires_at").map_err(corrupt)?,
+                revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
+                replaced_by: row.try_get("replaced_by").map_err(corrupt)?,
+                output: row
+                    .try_get::<Option<String>, _>("output")
+                    .map_err(corrupt)?
+                    .map(|text| text.parse().map_err(StoreError::Corrupt))
+                    .transpose()?,
+                widen_output: row.try_get("widen_output").map_err(corrupt)?,
+                limits: KeyLimits {
+                    rate: row
+                        .try_get::<Option<String>, _>("rate")
+                        .map_err(corrupt)?
+                        .map(|text| text.parse().map_err(StoreError::Corrupt))
+                        .transpose()?,
+                    burst: row.try_get::<Option<i64>, _>("burst").map_err(corrupt)?.and_then(|n| u32::try_from(n).ok()),
+                    concurrency: row
+                        .try_get::<Option<i64>, _>("concurrency")
+                        .map_err(corrupt)?
+                        .and_then(|n| u32::try_from(n).ok()),
+                    quotas: KeyLimits::quotas_from_stored(
+                        row.try_get::<Option<String>, _>("quotas").map_err(corrupt)?.as_deref(),
+                    )?,
+                    row_quotas: KeyLimits::quotas_from_stored(
+                        row.try_get::<Option<String>, _>("row_quotas").map_err(corrupt)?.as_deref(),
+                    )?,
+                },
+            })
+        }};
+    }
+
+    /// Reads a `Usage` from a `usage` row of either store.
+    macro_rules! usage_from_row {
+        ($row:expr) => {{
+            let row = $row;
+            let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+            Ok::<Usage, StoreError>(Usage {
+                kid: row.try_get("kid").map_err(corrupt)?,
+                model: row.try_get("model").map_err(corrupt)?,
+                day: row.try_get("day").map_err(corrupt)?,
+                requests: u64::try_from(row.try_get::<i64, _>("requests").map_err(corrupt)?).unwrap_or(0),
+                rows: u64::try_from(row.try_get::<i64, _>("rows").map_err(corrupt)?).unwrap_or(0),
+            })
+        }};
+    }
+}
+
+pub mod postgres;
 pub mod sqlite;
 
 use async_trait::async_trait;
@@ -204,4 +278,114 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
     /// Usage rows from `since_day` on (`YYYY-MM-DD`), of one key or all, by day, key, model.
     async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError>;
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    fn key(kid: &str) -> KeyRecord {
+        KeyRecord {
+            kid: kid.into(),
+            kind: apikey::KeyKind::Secret,
+            name: "test".into(),
+            owner: Some("team".into()),
+            hash: [7; 32],
+            models: ModelScope::Only(vec!["a".into(), "b".into()]),
+            scopes: Scopes::ALL,
+            output: Some(crate::minimise::OutputPolicy::TopK { k: 2, round: Some(3) }),
+            widen_output: false,
+            created_at: 100,
+            expires_at: Some(1_000),
+            revoked_at: None,
+            replaced_by: None,
+            limits: KeyLimits {
+                rate: Some("50/s".parse().unwrap()),
+                burst: Some(100),
+                concurrency: Some(8),
+                quotas: vec!["1000/day".parse().unwrap(), "20000/month".parse().unwrap()],
+                row_quotas: vec![],
+            },
+        }
+    }
+
+    /// What every store must do; run against SQLite always and PostgreSQL when CI provides it.
+    pub(crate) async fn conformance(store: &dyn Store) {
+        store.insert_key(&key("AAAA0001")).await.unwrap();
+        assert_eq!(store.find_key("AAAA0001").await.unwrap(), Some(key("AAAA0001")));
+        assert!(matches!(store.insert_key(&key("AAAA0001")).await, Err(StoreError::Conflict(_))));
+        assert_eq!(store.find_key("nope").await.unwrap(), None);
+
+        store.rotate_key("AAAA0001", &key("AAAA0002"), 500).await.unwrap();
+        let old = store.find_key("AAAA0001").await.unwrap().unwrap();
+        assert_eq!(old.expires_at, Some(500));
+        assert_eq!(old.replaced_by.as_deref(), Some("AAAA0002"));
+        // A second rotation of the same key is refused and leaves nothing half-done.
+        assert!(store.rotate_key("AAAA0001", &key("AAAA0003"), 400).await.is_err());
+        assert_eq!(store.find_key("AAAA0003").await.unwrap(), None);
+
+        assert!(store.revoke_key("AAAA0002", 200).await.unwrap());
+        assert!(!store.revoke_key("AAAA0002", 300).await.unwrap());
+        assert_eq!(store.list_keys().await.unwrap().len(), 2);
+
+        // Limits are replaced whole; an unknown key is reported.
+        let limits = KeyLimits { rate: Some("5/min".parse().unwrap()), ..KeyLimits::default() };
+        assert!(store.update_limits("AAAA0001", &limits).await.unwrap());
+        assert_eq!(store.find_key("AAAA0001").await.unwrap().unwrap().limits, limits);
+        assert!(!store.update_limits("nope", &limits).await.unwrap());
+
+        // Usage adds up per key, model and day.
+        let usage = |kid: &str, model: &str, day: &str, requests, rows| Usage {
+            kid: kid.into(),
+            model: model.into(),
+            day: day.into(),
+            requests,
+            rows,
+        };
+        store
+            .add_usage(&[usage("AAAA0001", "m", "2026-11-01", 2, 10), usage("AAAA0002", "m", "2026-11-02", 1, 1)])
+            .await
+            .unwrap();
+        store
+            .add_usage(&[usage("AAAA0001", "m", "2026-11-01", 3, 5), usage("AAAA0001", "n", "2026-10-31", 1, 1)])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.usage(Some("AAAA0001"), "2026-11-01").await.unwrap(),
+            [usage("AAAA0001", "m", "2026-11-01", 5, 15)]
+        );
+        assert_eq!(store.usage(None, "2026-10-01").await.unwrap().len(), 3);
+    }
+
+    /// A fresh PostgreSQL database for one test, from `PORTCULLIS_TEST_POSTGRES_URL`; `None`
+    /// (with a note) when the variable is absent outside CI.
+    pub(crate) async fn postgres_url() -> Option<String> {
+        use sqlx::Connection;
+        let base = match std::env::var("PORTCULLIS_TEST_POSTGRES_URL") {
+            Ok(url) => url,
+            Err(_) if std::env::var("CI").is_ok() => panic!("CI must set PORTCULLIS_TEST_POSTGRES_URL"),
+            Err(_) => {
+                eprintln!("skipping: PORTCULLIS_TEST_POSTGRES_URL is not set (.ci/run sets it)");
+                return None;
+            }
+        };
+        let mut bytes = [0u8; 6];
+        getrandom::fill(&mut bytes).unwrap();
+        let name = format!("portcullis_test_{}", crate::hex::encode(&bytes));
+        let mut admin = sqlx::PgConnection::connect(&base).await.unwrap();
+        // The name is ours (hex digits), not input.
+        let create = sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}"));
+        sqlx::query(create).execute(&mut admin).await.unwrap();
+        let (prefix, _) = base.rsplit_once('/').unwrap();
+        Some(format!("{prefix}/{name}"))
+    }
+
+    #[tokio::test]
+    async fn the_postgres_store_keeps_the_same_contract() {
+        let Some(url) = postgres_url().await else { return };
+        let store = postgres::PostgresStore::open(&url).await.unwrap();
+        conformance(&store).await;
+        // Opening again (another node starting) finds the schema in place.
+        postgres::PostgresStore::open(&url).await.unwrap();
+    }
 }

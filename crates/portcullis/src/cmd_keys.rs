@@ -121,7 +121,14 @@ pub enum Command {
 async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
     let config = gateway::Config::load(config_path).context("invalid configuration")?;
     let (store, pepper) = gateway::serve::open_keyring(&config).await?;
-    Ok(Keyring::new(store, pepper, config.audit))
+    // With shared limits, key changes are announced to every running node at once.
+    let notifier = match &config.limits.backend {
+        gateway::config::LimitsBackend::Redis { url, prefix } => {
+            Some(std::sync::Arc::new(gateway::limits::redis::Shared::new(url, prefix).map_err(anyhow::Error::msg)?))
+        }
+        gateway::config::LimitsBackend::Memory => None,
+    };
+    Ok(Keyring::new(store, pepper, config.audit).with_notifier(notifier))
 }
 
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
@@ -196,8 +203,11 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
             }
         }
         Command::Revoke { id } => {
-            keyring.revoke(&id).await?;
-            println!("Key {id} revoked. Servers refuse it within their key cache interval (5 s by default).");
+            if keyring.revoke(&id).await? {
+                println!("Key {id} revoked. Every running server was told and refuses it now.");
+            } else {
+                println!("Key {id} revoked. Servers refuse it within their key cache interval (5 s by default).");
+            }
         }
         Command::Rotate { id, overlap, json } => {
             let overlap = parse_duration(&overlap).map_err(anyhow::Error::msg)?;

@@ -47,53 +47,7 @@ impl SqliteStore {
 }
 
 fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
-    let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-    let kind = match row.try_get::<String, _>("kind").map_err(corrupt)?.as_str() {
-        "sk" => apikey::KeyKind::Secret,
-        "ak" => apikey::KeyKind::Admin,
-        other => return Err(StoreError::Corrupt(format!("unknown key kind '{other}'"))),
-    };
-    let hash: Vec<u8> = row.try_get("hash").map_err(corrupt)?;
-    let hash: [u8; 32] = hash.try_into().map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))?;
-    let scopes: Vec<String> = serde_json::from_str(&row.try_get::<String, _>("scopes").map_err(corrupt)?)
-        .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    Ok(KeyRecord {
-        kid: row.try_get("kid").map_err(corrupt)?,
-        kind,
-        name: row.try_get("name").map_err(corrupt)?,
-        owner: row.try_get("owner").map_err(corrupt)?,
-        hash,
-        models: ModelScope::from_stored(&row.try_get::<String, _>("models").map_err(corrupt)?)?,
-        scopes: Scopes::parse(&scopes.join(",")).map_err(StoreError::Corrupt)?,
-        created_at: row.try_get("created_at").map_err(corrupt)?,
-        expires_at: row.try_get("expires_at").map_err(corrupt)?,
-        revoked_at: row.try_get("revoked_at").map_err(corrupt)?,
-        replaced_by: row.try_get("replaced_by").map_err(corrupt)?,
-        output: row
-            .try_get::<Option<String>, _>("output")
-            .map_err(corrupt)?
-            .map(|text| text.parse().map_err(StoreError::Corrupt))
-            .transpose()?,
-        widen_output: row.try_get("widen_output").map_err(corrupt)?,
-        limits: KeyLimits {
-            rate: row
-                .try_get::<Option<String>, _>("rate")
-                .map_err(corrupt)?
-                .map(|text| text.parse().map_err(StoreError::Corrupt))
-                .transpose()?,
-            burst: row.try_get::<Option<i64>, _>("burst").map_err(corrupt)?.and_then(|n| u32::try_from(n).ok()),
-            concurrency: row
-                .try_get::<Option<i64>, _>("concurrency")
-                .map_err(corrupt)?
-                .and_then(|n| u32::try_from(n).ok()),
-            quotas: KeyLimits::quotas_from_stored(
-                row.try_get::<Option<String>, _>("quotas").map_err(corrupt)?.as_deref(),
-            )?,
-            row_quotas: KeyLimits::quotas_from_stored(
-                row.try_get::<Option<String>, _>("row_quotas").map_err(corrupt)?.as_deref(),
-            )?,
-        },
-    })
+    key_record_from_row!(row)
 }
 
 const INSERT: &str = "INSERT INTO api_keys \
@@ -233,18 +187,7 @@ impl Store for SqliteStore {
         .fetch_all(&self.pool)
         .await
         .map_err(unavailable)?;
-        let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
-        rows.iter()
-            .map(|row| {
-                Ok(Usage {
-                    kid: row.try_get("kid").map_err(corrupt)?,
-                    model: row.try_get("model").map_err(corrupt)?,
-                    day: row.try_get("day").map_err(corrupt)?,
-                    requests: u64::try_from(row.try_get::<i64, _>("requests").map_err(corrupt)?).unwrap_or(0),
-                    rows: u64::try_from(row.try_get::<i64, _>("rows").map_err(corrupt)?).unwrap_or(0),
-                })
-            })
-            .collect()
+        rows.iter().map(|row| usage_from_row!(row)).collect()
     }
 }
 
@@ -252,50 +195,10 @@ impl Store for SqliteStore {
 mod tests {
     use super::*;
 
-    fn key(kid: &str) -> KeyRecord {
-        KeyRecord {
-            kid: kid.into(),
-            kind: apikey::KeyKind::Secret,
-            name: "test".into(),
-            owner: Some("team".into()),
-            hash: [7; 32],
-            models: ModelScope::Only(vec!["a".into(), "b".into()]),
-            scopes: Scopes::ALL,
-            output: Some(crate::minimise::OutputPolicy::TopK { k: 2, round: Some(3) }),
-            widen_output: false,
-            created_at: 100,
-            expires_at: Some(1_000),
-            revoked_at: None,
-            replaced_by: None,
-            limits: crate::store::KeyLimits {
-                rate: Some("50/s".parse().unwrap()),
-                burst: Some(100),
-                concurrency: Some(8),
-                quotas: vec!["1000/day".parse().unwrap(), "20000/month".parse().unwrap()],
-                row_quotas: vec![],
-            },
-        }
-    }
-
     #[tokio::test]
-    async fn keys_round_trip_revoke_and_rotate() {
+    async fn the_sqlite_store_keeps_its_contract() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("k.db")).await.unwrap();
-        store.insert_key(&key("AAAA0001")).await.unwrap();
-        assert_eq!(store.find_key("AAAA0001").await.unwrap(), Some(key("AAAA0001")));
-        assert!(matches!(store.insert_key(&key("AAAA0001")).await, Err(StoreError::Conflict(_))));
-        assert_eq!(store.find_key("nope").await.unwrap(), None);
-
-        store.rotate_key("AAAA0001", &key("AAAA0002"), 500).await.unwrap();
-        let old = store.find_key("AAAA0001").await.unwrap().unwrap();
-        assert_eq!(old.expires_at, Some(500));
-        assert_eq!(old.replaced_by.as_deref(), Some("AAAA0002"));
-        // A second rotation of the same key is refused and leaves nothing half-done.
-        assert!(store.rotate_key("AAAA0001", &key("AAAA0003"), 400).await.is_err());
-        assert_eq!(store.find_key("AAAA0003").await.unwrap(), None);
-
-        assert!(store.revoke_key("AAAA0002", 200).await.unwrap());
-        assert!(!store.revoke_key("AAAA0002", 300).await.unwrap());
-        assert_eq!(store.list_keys().await.unwrap().len(), 2);
+        crate::store::tests::conformance(&store).await;
     }
 }

@@ -10,6 +10,7 @@
 mod audit;
 mod demo;
 mod keys;
+mod multinode;
 mod process;
 mod serve;
 mod tls;

@@ -1,0 +1,183 @@
+//! The multi-node store: PostgreSQL, with the same schema as the SQLite store (its migrations,
+//! in PostgreSQL's types, are applied at open). Gateway nodes sharing it hold no key state of
+//! their own beyond a bounded-staleness cache.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::{
+    Row,
+    postgres::{PgPool, PgPoolOptions, PgRow},
+};
+
+use super::{KeyLimits, KeyRecord, ModelScope, Scopes, Store, StoreError, Usage};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+}
+
+fn unavailable(error: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(error.to_string())
+}
+
+impl PostgresStore {
+    /// Connects and brings the schema up to date. Concurrent nodes starting together are
+    /// serialised by the migrator's advisory lock.
+    pub async fn open(url: &str) -> Result<PostgresStore, StoreError> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect(url)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("cannot connect to PostgreSQL: {e}")))?;
+        MIGRATOR.run(&pool).await.map_err(|e| StoreError::Unavailable(format!("migrating PostgreSQL: {e}")))?;
+        Ok(PostgresStore { pool })
+    }
+}
+
+fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
+    key_record_from_row!(row)
+}
+
+const INSERT: &str = "INSERT INTO api_keys \
+                      (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output, \
+                       rate, burst, concurrency, quotas, row_quotas) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+
+fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    sqlx::query(INSERT)
+        .bind(&key.kid)
+        .bind(key.kind.code())
+        .bind(&key.name)
+        .bind(&key.owner)
+        .bind(key.hash.to_vec())
+        .bind(key.models.to_stored())
+        .bind(serde_json::json!(key.scopes.names()).to_string())
+        .bind(key.created_at)
+        .bind(key.expires_at)
+        .bind(key.output.map(|policy| policy.to_string()))
+        .bind(key.widen_output)
+        .bind(key.limits.rate.map(|rate| rate.to_string()))
+        .bind(key.limits.burst.map(i64::from))
+        .bind(key.limits.concurrency.map(i64::from))
+        .bind(KeyLimits::quotas_to_stored(&key.limits.quotas))
+        .bind(KeyLimits::quotas_to_stored(&key.limits.row_quotas))
+}
+
+fn insert_error(error: sqlx::Error) -> StoreError {
+    match &error {
+        sqlx::Error::Database(db) if db.is_unique_violation() => {
+            StoreError::Conflict("a key with that id exists".into())
+        }
+        _ => unavailable(error),
+    }
+}
+
+#[async_trait]
+impl Store for PostgresStore {
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(unavailable)
+    }
+
+    async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError> {
+        insert_query(key).execute(&self.pool).await.map(|_| ()).map_err(insert_error)
+    }
+
+    async fn find_key(&self, kid: &str) -> Result<Option<KeyRecord>, StoreError> {
+        let row = sqlx::query("SELECT * FROM api_keys WHERE kid = $1")
+            .bind(kid)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        row.as_ref().map(record).transpose()
+    }
+
+    async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM api_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(record).collect()
+    }
+
+    async fn revoke_key(&self, kid: &str, at: i64) -> Result<bool, StoreError> {
+        let result = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE kid = $2 AND revoked_at IS NULL")
+            .bind(at)
+            .bind(kid)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn rotate_key(&self, old_kid: &str, new: &KeyRecord, old_expires_at: i64) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        insert_query(new).execute(&mut *transaction).await.map_err(insert_error)?;
+        let result = sqlx::query(
+            "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $1), $1), replaced_by = $2 \
+             WHERE kid = $3 AND revoked_at IS NULL AND replaced_by IS NULL",
+        )
+        .bind(old_expires_at)
+        .bind(&new.kid)
+        .bind(old_kid)
+        .execute(&mut *transaction)
+        .await
+        .map_err(unavailable)?;
+        if result.rows_affected() != 1 {
+            return Err(StoreError::Conflict(format!("key {old_kid} is not live, or was rotated already")));
+        }
+        transaction.commit().await.map_err(unavailable)
+    }
+
+    async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<bool, StoreError> {
+        let result = sqlx::query(
+            "UPDATE api_keys SET rate = $1, burst = $2, concurrency = $3, quotas = $4, row_quotas = $5 WHERE kid = $6",
+        )
+        .bind(limits.rate.map(|rate| rate.to_string()))
+        .bind(limits.burst.map(i64::from))
+        .bind(limits.concurrency.map(i64::from))
+        .bind(KeyLimits::quotas_to_stored(&limits.quotas))
+        .bind(KeyLimits::quotas_to_stored(&limits.row_quotas))
+        .bind(kid)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        Ok(result.rows_affected() == 1)
+    }
+
+    async fn add_usage(&self, usage: &[Usage]) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        for row in usage {
+            sqlx::query(
+                "INSERT INTO usage (kid, model, day, requests, rows) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (kid, model, day) DO UPDATE SET \
+                 requests = usage.requests + excluded.requests, rows = usage.rows + excluded.rows",
+            )
+            .bind(&row.kid)
+            .bind(&row.model)
+            .bind(&row.day)
+            .bind(i64::try_from(row.requests).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.rows).unwrap_or(i64::MAX))
+            .execute(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        }
+        transaction.commit().await.map_err(unavailable)
+    }
+
+    async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT kid, model, day, requests, rows FROM usage WHERE day >= $1 AND ($2::text IS NULL OR kid = $2) \
+             ORDER BY day, kid, model",
+        )
+        .bind(since_day)
+        .bind(kid)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        rows.iter().map(|row| usage_from_row!(row)).collect()
+    }
+}
