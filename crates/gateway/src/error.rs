@@ -99,6 +99,15 @@ impl ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", message)
     }
 
+    /// 503 at once when the server or a model's queue is full, with `Retry-After`: shedding
+    /// load instead of queueing without bound.
+    pub fn busy(message: impl Into<String>) -> ApiError {
+        let mut error = ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "overloaded", message);
+        error.headers.push((header::RETRY_AFTER, HeaderValue::from_static("1")));
+        error.audit_reason = Some("overloaded");
+        error
+    }
+
     pub fn timeout() -> ApiError {
         ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "timeout", "the request took too long")
     }

@@ -91,7 +91,7 @@ async fn visible_metadata(
 fn backend_error(error: &BackendError, request_id: &str, model: &Model) -> ApiError {
     let name = &model.config.name;
     match error {
-        BackendError::Busy => ApiError::unavailable("the model is busy; try again shortly"),
+        BackendError::Busy => ApiError::busy("the model is busy; try again shortly"),
         BackendError::UpstreamTimeout => {
             tracing::warn!(request_id = %request_id, model = %name, "upstream timed out");
             ApiError::upstream_timeout()

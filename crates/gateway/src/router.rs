@@ -299,7 +299,7 @@ fn unmatched_route(path: &str) -> String {
 
 async fn admission(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let Ok(_permit) = gateway.in_flight.try_acquire() else {
-        return error::ApiError::unavailable("the server is at capacity; try again shortly").into_response();
+        return error::ApiError::busy("the server is at capacity; try again shortly").into_response();
     };
     match tokio::time::timeout(gateway.config.request_timeout, next.run(request)).await {
         Ok(response) => response,

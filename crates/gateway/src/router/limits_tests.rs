@@ -359,3 +359,29 @@ async fn an_unreachable_redis_fails_closed_unless_told_to_fall_back() {
         "local limits still hold"
     );
 }
+
+#[tokio::test]
+async fn a_full_server_or_model_queue_sheds_load_at_once() {
+    let limited = Limited::new().await;
+    let (key, _) = limited.key(KeyLimits::default()).await;
+    // Every request slot of the server taken: 503 at once, with Retry-After.
+    let slots = limited.gateway.config.max_concurrency as u32;
+    let held = limited.gateway.in_flight.try_acquire_many(slots).unwrap();
+    let started = std::time::Instant::now();
+    let reply = limited.infer("mlp", Some(&key), PEER, None, 1).await;
+    assert_eq!((reply.status, reply.body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
+    assert_eq!(reply.header("retry-after"), Some(1));
+    assert!(started.elapsed() < std::time::Duration::from_secs(1), "refused at once, not queued");
+    drop(held);
+    // The inference queue full (every thread busy, every queue place taken): 503 at once too.
+    let pool = &limited.gateway.pool;
+    let mut admitted = Vec::new();
+    while let Ok(place) = pool.admit() {
+        admitted.push(place);
+    }
+    let reply = limited.infer("capped", Some(&key), PEER, None, 1).await;
+    assert_eq!((reply.status, reply.body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
+    assert_eq!(reply.header("retry-after"), Some(1));
+    drop(admitted);
+    assert_eq!(limited.infer("mlp", Some(&key), PEER, None, 1).await.status, StatusCode::OK);
+}

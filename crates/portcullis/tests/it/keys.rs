@@ -69,3 +69,80 @@ async fn keys_cli_lifecycle_is_enforced_by_the_server() {
     let log = lines.join("\n");
     assert!(!log.contains(&key[16..48]) && !log.contains(&new_key[16..48]));
 }
+
+#[tokio::test]
+async fn limits_are_set_changed_and_refused_precisely_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let config = config.to_str().unwrap();
+    let refused = |args: &[&str], message: &str| {
+        let mut all = vec!["keys", "create", "--name", "x", "--models", "mlp", "--config", config];
+        all.extend_from_slice(args);
+        let output = run(&all);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    };
+    refused(&["--rate", "0/s"], "zero");
+    refused(&["--rate=-3/s"], "negative");
+    refused(&["--rate", "5/fortnight"], "unknown unit");
+    refused(&["--rate", "99999999999999999999/s"], "not a whole number");
+    refused(&["--burst", "5"], "--burst needs --rate");
+    refused(&["--rate", "5/s", "--burst", "0"], "at least 1");
+    refused(&["--quota", "10/day", "--quota", "20/day"], "two quotas per day");
+    refused(&["--concurrency", "0"], "at least 1");
+
+    let output = run(&[
+        "keys",
+        "create",
+        "--name",
+        "x",
+        "--models",
+        "mlp",
+        "--rate",
+        "50/s",
+        "--burst",
+        "100",
+        "--quota",
+        "100000/day",
+        "--concurrency",
+        "8",
+        "--json",
+        "--config",
+        config,
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(created["limits"], "rate=50/s burst=100 concurrency=8 quota=100000/day");
+    let id = created["id"].as_str().unwrap();
+    let output =
+        run(&["keys", "update", id, "--rate", "5/min", "--row-quota", "1000/month", "--json", "--config", config]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let updated: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(updated["limits"], "rate=5/min row_quota=1000/month");
+    let output = run(&["keys", "show", id, "--json", "--config", config]);
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["limits"], "rate=5/min row_quota=1000/month", "stored, not just printed");
+
+    // The server enforces a key's limit: 2/min with a burst of 2 gets two at once, then 429.
+    let server = Running::start(&["serve", "--config", config], &[]);
+    let output = run(&[
+        "keys", "create", "--name", "y", "--models", "mlp", "--rate", "2/min", "--burst", "2", "--json", "--config",
+        config,
+    ]);
+    let key: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let http = client();
+    let mut statuses = Vec::new();
+    for _ in 0..3 {
+        let response =
+            http.get(server.url("/v2/models/mlp")).bearer_auth(key["key"].as_str().unwrap()).send().await.unwrap();
+        statuses.push(response.status().as_u16());
+    }
+    assert_eq!(statuses, [200, 200, 429]);
+
+    let output = run(&["keys", "usage", "--since", "yesterday", "--config", config]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("YYYY-MM-DD"));
+    let output = run(&["keys", "usage", "--json", "--config", config]);
+    assert!(output.status.success());
+}

@@ -153,6 +153,7 @@ pub fn write_config(dir: &Path, extra: &str) -> PathBuf {
 listen = "127.0.0.1:0"
 admin_listen = "127.0.0.1:0"
 shutdown_grace = "5s"
+header_read_timeout = "1s"
 
 [store]
 sqlite = "portcullis.db"

@@ -189,3 +189,31 @@ async fn sigterm_drains_requests_in_flight() {
     let (status, _) = server.terminate();
     assert!(status.success(), "{status:?}");
 }
+
+#[test]
+fn a_client_that_sends_headers_too_slowly_is_disconnected() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let server = Running::start(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let mut stream = std::net::TcpStream::connect(&server.public).unwrap();
+    stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+    // Half a request, then nothing: the connection must not be held open.
+    stream.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: portcullis\r\n").unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 512];
+    let closed = loop {
+        match stream.read(&mut buffer) {
+            Ok(0) | Err(_) => break started.elapsed(),
+            Ok(_) => {}
+        }
+    };
+    assert!(closed >= std::time::Duration::from_millis(900), "closed after {closed:?}, before the timeout");
+    assert!(closed < std::time::Duration::from_secs(5), "held for {closed:?}; header_read_timeout is 1 s");
+    // A client that sends its request in time is served on a new connection.
+    let mut stream = std::net::TcpStream::connect(&server.public).unwrap();
+    stream.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).unwrap();
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+}
