@@ -83,7 +83,7 @@ impl Principal {
             scopes: client.scopes,
             output: client.output,
             widen_output: false,
-            limits: crate::store::KeyLimits::default(),
+            limits: client.limits.clone(),
         }
     }
 }

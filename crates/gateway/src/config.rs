@@ -230,6 +230,10 @@ pub struct RawTlsClient {
     pub scopes: String,
     /// Its output policy (narrower than the model's only, like a key's).
     pub output: Option<String>,
+    /// Its own limits, as a key's (`[limits]` defaults otherwise).
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
+    pub concurrency: Option<u32>,
 }
 
 fn default_reload_interval() -> Duration {
@@ -262,6 +266,7 @@ pub struct TlsClient {
     pub models: crate::store::ModelScope,
     pub scopes: crate::store::Scopes,
     pub output: Option<crate::minimise::OutputPolicy>,
+    pub limits: crate::store::KeyLimits,
 }
 
 /// How a certificate is recognised.
@@ -316,7 +321,19 @@ impl RawTls {
                 .map(str::parse::<crate::minimise::OutputPolicy>)
                 .transpose()
                 .map_err(|e| fail(format!("output: {e}")))?;
-            clients.push(TlsClient { name: client.name.clone(), matcher, models, scopes, output });
+            if client.burst == Some(0)
+                || client.concurrency == Some(0)
+                || (client.burst.is_some() && client.rate.is_none())
+            {
+                return Err(fail("burst needs a rate, and burst and concurrency must be at least 1".into()));
+            }
+            let limits = crate::store::KeyLimits {
+                rate: client.rate.as_deref().map(str::parse).transpose().map_err(fail)?,
+                burst: client.burst,
+                concurrency: client.concurrency,
+                ..crate::store::KeyLimits::default()
+            };
+            clients.push(TlsClient { name: client.name.clone(), matcher, models, scopes, output, limits });
         }
         Ok(TlsConfig {
             cert: resolve(&self.cert),
@@ -1071,6 +1088,17 @@ mod tests {
         );
         check("[[models]]\nname = \"a\"\npath = \"m.onnx\"\nruntime = \"torch\"", Some("unknown variant"));
         check("[[models]]\nname = \"a\"\npath = \"m.onnx\"\nruntime = \"onnxruntime\"", None);
+        check("[limits]\nrate = \"0/s\"", Some("limits.rate: rate '0/s': zero"));
+        check("[limits]\nburst = 5", Some("a burst needs a rate"));
+        check("[limits]\nrate = \"5/s\"\nburst = 0", Some("at least 1"));
+        check("[limits]\nconcurrency = 0", Some("at least 1"));
+        check("[limits]\nquota = [\"5/day\", \"6/day\"]", Some("two quotas per day"));
+        check("[limits]\nbackend = \"memcached://x\"", Some("use \"memory\" or a redis:// URL"));
+        check("[limits]\non_unavailable = \"open\"", Some("use \"closed\" or \"local\""));
+        check("[limits]\ntrusted_proxies = [\"10.0.0.0/33\"]", Some("not an address or a CIDR range"));
+        check("[limits]\nbackend = \"redis://127.0.0.1:6379\"\ntrusted_proxies = [\"10.0.0.1\"]", None);
+        check("[store]\nurl = \"mysql://x\"", Some("must be a postgres:// URL"));
+        check("[[models]]\nname = \"a\"\npath = \"m.onnx\"\nrate = \"5/week\"", Some("model 'a': rate"));
     }
 
     #[test]
@@ -1132,7 +1160,9 @@ mod tests {
         check(&client("name = \"svc\"\nsan = \"x\"\nmodels = [\"*\"]\nscopes = \"admin\""), Some("unknown scope"));
         check(&client("name = \"svc\"\nsan = \"x\"\nmodels = [\"*\"]\noutput = \"all\""), Some("output"));
         let config = Config::from_toml(
-            &client("name = \"svc\"\nsubject = \"CN=svc, O=Example\"\nmodels = [\"*\"]\noutput = \"label\""),
+            &client(
+                "name = \"svc\"\nsubject = \"CN=svc, O=Example\"\nmodels = [\"*\"]\noutput = \"label\"\nrate = \"5/s\"",
+            ),
             Path::new("/etc/p"),
         )
         .unwrap();
@@ -1141,5 +1171,8 @@ mod tests {
         assert_eq!(tls.clients[0].matcher, CertMatch::Subject("CN=svc,O=Example".into()));
         assert_eq!(tls.clients[0].models, crate::store::ModelScope::All);
         assert_eq!(tls.clients[0].output, Some(crate::minimise::OutputPolicy::Label));
+        assert_eq!(tls.clients[0].limits.rate, Some("5/s".parse().unwrap()));
+        check(&client("name = \"svc\"\nsan = \"x\"\nmodels = [\"*\"]\nrate = \"0/s\""), Some("zero"));
+        check(&client("name = \"svc\"\nsan = \"x\"\nmodels = [\"*\"]\nburst = 3"), Some("burst needs a rate"));
     }
 }

@@ -1,6 +1,6 @@
 //! The endpoints: each finds the model, asks `authz` for a grant, and only then touches it.
 
-use std::{sync::Arc, time::Instant};
+use std::{collections::HashMap, sync::Arc, time::Instant};
 
 use axum::{
     Extension, Json,
@@ -40,6 +40,28 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
 pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
     ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], gateway.metrics.render())
         .into_response()
+}
+
+/// `GET /usage?key=ID&since=YYYY-MM-DD` on the admin listener: requests and rows per key,
+/// model and UTC day, as `portcullis keys usage --json` prints them.
+pub async fn usage(
+    State(gateway): State<Arc<Gateway>>,
+    axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
+) -> Result<Response, ApiError> {
+    let since = match query.get("since") {
+        Some(day) => crate::time::parse_day(day).map_err(ApiError::bad_request)?,
+        None => crate::time::month_start(crate::time::now()),
+    };
+    let key = query.get("key").map(String::as_str);
+    let rows = gateway.verifier.store().usage(key, &since).await.map_err(|error| {
+        tracing::error!(%error, "usage lookup failed");
+        ApiError::unavailable("the store is unavailable; try again")
+    })?;
+    let rows: Vec<serde_json::Value> = rows
+        .iter()
+        .map(|row| serde_json::json!({"id": row.kid, "model": row.model, "day": row.day, "requests": row.requests, "rows": row.rows}))
+        .collect();
+    Ok(Json(rows).into_response())
 }
 
 pub async fn server_metadata(State(gateway): State<Arc<Gateway>>) -> Json<ServerMetadata> {

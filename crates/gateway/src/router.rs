@@ -81,6 +81,7 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
 pub fn admin(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/metrics", get(handler::metrics))
+        .route("/usage", get(handler::usage))
         .route("/health/live", get(handler::live))
         .route("/health/ready", get(handler::ready))
         .fallback(handler::not_found)

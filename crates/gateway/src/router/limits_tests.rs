@@ -231,6 +231,22 @@ async fn quotas_are_spent_persisted_and_reset_by_day() {
     let usage = limited.store.usage(Some(&kid), &today).await.unwrap();
     assert_eq!(usage, [Usage { kid: kid.clone(), model: "mlp".into(), day: today.clone(), requests: 3, rows: 5 }]);
 
+    // The admin listener shows the same rows; a malformed day is a 400.
+    let admin = |uri: String| {
+        let gateway = Arc::clone(&limited.gateway);
+        async move {
+            let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            let response = super::admin(gateway).oneshot(request).await.unwrap();
+            let status = response.status();
+            let bytes = response.into_body().collect().await.unwrap().to_bytes();
+            (status, serde_json::from_slice::<serde_json::Value>(&bytes).unwrap())
+        }
+    };
+    let (status, rows) = admin(format!("/usage?key={kid}&since={today}")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(rows, serde_json::json!([{"id": kid, "model": "mlp", "day": today, "requests": 3, "rows": 5}]));
+    assert_eq!(admin("/usage?since=last-week".into()).await.0, StatusCode::BAD_REQUEST);
+
     // A restarted node (same store) still sees the quota spent.
     let Limited { dir, store, .. } = limited;
     let restarted = gateway(dir).await;

@@ -288,7 +288,14 @@ mod tests {
     }
 
     fn client(name: &str, matcher: CertMatch) -> TlsClient {
-        TlsClient { name: name.into(), matcher, models: ModelScope::All, scopes: Scopes::ALL, output: None }
+        TlsClient {
+            name: name.into(),
+            matcher,
+            models: ModelScope::All,
+            scopes: Scopes::ALL,
+            output: None,
+            limits: Default::default(),
+        }
     }
 
     #[test]
