@@ -112,7 +112,9 @@ def wait_ready(url: str, server: Server, timeout: float = 60) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
         if server.process.poll() is not None:
-            raise RuntimeError(f"{server.name} exited; see {server.log.name}")
+            server.log.flush()
+            tail = Path(server.log.name).read_text(errors="replace")[-2000:]
+            raise RuntimeError(f"{server.name} exited:\n{tail}")
         try:
             with urllib.request.urlopen(url, timeout=1) as response:
                 if response.status == 200:

@@ -8,7 +8,7 @@
 //! `Retry-After`; allowed requests carry `RateLimit-*` headers for the principal's bucket.
 
 pub mod gcra;
-mod memory;
+pub mod memory;
 pub mod redis;
 pub mod spec;
 

@@ -164,9 +164,14 @@ impl SigningKeyFile {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 let mut seed = Zeroizing::new([0u8; 32]);
                 getrandom::fill(seed.as_mut()).map_err(|e| error(e.to_string()))?;
-                crate::secret_file::write_private(path, hex(seed.as_ref()).as_bytes())
-                    .map_err(|e| error(e.to_string()))?;
-                seed
+                match crate::secret_file::write_private(path, hex(seed.as_ref()).as_bytes()) {
+                    Ok(()) => seed,
+                    // Another process created it first: use theirs.
+                    Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                        return SigningKeyFile::load_or_create(path);
+                    }
+                    Err(e) => return Err(error(e.to_string())),
+                }
             }
             Err(e) => return Err(error(e.to_string())),
         };

@@ -68,9 +68,12 @@ impl Pepper {
                 let mut bytes = Zeroizing::new(vec![0u8; 32]);
                 getrandom::fill(&mut bytes).map_err(|e| PepperError::File(shown.clone(), e.to_string()))?;
                 let hex = Zeroizing::new(crate::hex::encode(&bytes));
-                crate::secret_file::write_private(file, hex.as_bytes())
-                    .map_err(|e| PepperError::File(shown, e.to_string()))?;
-                Ok(Pepper::from_bytes(bytes.to_vec()))
+                match crate::secret_file::write_private(file, hex.as_bytes()) {
+                    Ok(()) => Ok(Pepper::from_bytes(bytes.to_vec())),
+                    // Another process (a second node starting) created it first: use theirs.
+                    Err(error) if error.kind() == std::io::ErrorKind::AlreadyExists => Pepper::load(file, None, false),
+                    Err(error) => Err(PepperError::File(shown, error.to_string())),
+                }
             }
             Err(error) => Err(PepperError::File(shown, error.to_string())),
         }
@@ -199,5 +202,16 @@ mod tests {
         assert!(!format!("{created:?}").contains(&std::fs::read_to_string(&path).unwrap()));
         assert!(Pepper::load(&dir.path().join("missing"), None, false).is_err());
         assert!(matches!(Pepper::load(&path, Some("abcd"), false), Err(PepperError::BadEnv)));
+    }
+
+    #[test]
+    fn nodes_starting_together_agree_on_one_pepper() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("pepper");
+        let peppers: Vec<Pepper> = std::thread::scope(|scope| {
+            let handles: Vec<_> = (0..8).map(|_| scope.spawn(|| Pepper::load(&path, None, true).unwrap())).collect();
+            handles.into_iter().map(|handle| handle.join().unwrap()).collect()
+        });
+        assert!(peppers.iter().all(|pepper| pepper.hash("k") == peppers[0].hash("k")));
     }
 }

@@ -38,10 +38,25 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        MIGRATOR
-            .run(&pool)
-            .await
-            .map_err(|e| StoreError::Unavailable(format!("cannot migrate {}: {e}", path.display())))?;
+        // SQLite has no migration lock of its own: nodes (or a node and `keys create`) opening
+        // one new file at once would both run the migrations. A lock file beside it serialises them.
+        let lock_path = path.with_extension("migrate.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display())))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(error) = lock.try_lock() {
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::Unavailable(format!("{} stays locked: {error}", lock_path.display())));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let migrated = MIGRATOR.run(&pool).await;
+        drop(lock);
+        migrated.map_err(|e| StoreError::Unavailable(format!("cannot migrate {}: {e}", path.display())))?;
         Ok(SqliteStore { pool })
     }
 }
@@ -200,5 +215,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(&dir.path().join("k.db")).await.unwrap();
         crate::store::tests::conformance(&store).await;
+    }
+
+    #[tokio::test]
+    async fn opening_one_new_file_twice_at_once_migrates_it_once() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("k.db");
+        let (a, b) = tokio::join!(SqliteStore::open(&path), SqliteStore::open(&path));
+        a.unwrap().ping().await.unwrap();
+        b.unwrap().ping().await.unwrap();
     }
 }
