@@ -150,6 +150,16 @@ connect_timeout = "500ms"
     }
 
     async fn key(&self, models: &[&str], scopes: &str, output: Option<&str>) -> String {
+        self.key_with_limits(models, scopes, output, Default::default()).await
+    }
+
+    async fn key_with_limits(
+        &self,
+        models: &[&str],
+        scopes: &str,
+        output: Option<&str>,
+        limits: crate::store::KeyLimits,
+    ) -> String {
         let new = NewKey {
             name: "test".into(),
             owner: None,
@@ -158,7 +168,7 @@ connect_timeout = "500ms"
             output: output.map(|text| text.parse().unwrap()),
             widen_output: false,
             expires_in: None,
-            limits: Default::default(),
+            limits,
         };
         self.keyring.create(&new).await.unwrap().0.expose().to_owned()
     }
@@ -220,6 +230,18 @@ async fn every_policy_holds_for_a_fronted_model() {
     }
     assert_eq!(fronted.forwarded(), 0, "invalid input never reaches the upstream");
 
+    // Rate limits and quotas: refused here, before the upstream is called.
+    let limits = crate::store::KeyLimits {
+        rate: Some("1/min".parse().unwrap()),
+        burst: Some(1),
+        row_quotas: vec!["3/day".parse().unwrap()],
+        ..Default::default()
+    };
+    let limited = fronted.key_with_limits(&["fronted"], "infer", None, limits).await;
+    assert_eq!(fronted.send(Method::POST, infer, Some(&limited), Some(rows(4))).await.1["code"], "quota_exhausted");
+    assert_eq!(fronted.send(Method::POST, infer, Some(&limited), Some(rows(1))).await.1["code"], "rate_limited");
+    assert_eq!(fronted.forwarded(), 0, "refused requests never reach the upstream");
+
     // Served, minimised by the model's policy (scores rounded to 2 places, no version).
     let (status, body) = fronted.send(Method::POST, infer, Some(&key), Some(rows(2))).await;
     assert_eq!(status, StatusCode::OK, "{body}");
@@ -274,7 +296,7 @@ async fn every_policy_holds_for_a_fronted_model() {
         .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
         .filter(|record| record["event"] == "request")
         .collect();
-    assert_eq!(records.len(), 10);
+    assert_eq!(records.len(), 12);
     let served: Vec<_> = records.iter().filter(|r| r["status"] == 200 && r["action"] == "infer").collect();
     assert_eq!(served.len(), 2);
     assert!(served.iter().all(|r| r["model"] == "fronted"));
