@@ -374,12 +374,14 @@ def table(a: dict, b: dict) -> str:
     return "\n".join(lines)
 
 
-def write_markdown(text: str) -> None:
+def write_markdown(text: str, name: str = "compare", heading: str = "") -> None:
+    """Replaces what is between `<!-- NAME:begin -->` and `<!-- NAME:end -->` in BENCHMARKS.md
+    (appending the markers, under `heading`, the first time)."""
     path = ROOT / "BENCHMARKS.md"
     content = path.read_text()
-    begin, end = "<!-- compare:begin -->", "<!-- compare:end -->"
+    begin, end = f"<!-- {name}:begin -->", f"<!-- {name}:end -->"
     if begin not in content:
-        content += f"\n{begin}\n{end}\n"
+        content += f"\n{heading}{begin}\n{end}\n"
     head, rest = content.split(begin, 1)
     _, tail = rest.split(end, 1)
     path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from compare import BIN, BODY, CHECKS, MODEL, OHA, ROOT, Server, measure, wait_ready  # noqa: E402
+from compare import BIN, BODY, CHECKS, MODEL, OHA, Server, measure, wait_ready, write_markdown  # noqa: E402
 
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 REDIS = os.environ.get("PORTCULLIS_TEST_REDIS_URL", "redis://127.0.0.1:6379")
@@ -216,14 +216,7 @@ def main() -> int:
         revoke = revocation(work)
     text = table(speed, exact, revoke)
     print(text)
-    path = ROOT / "BENCHMARKS.md"
-    content = path.read_text()
-    begin, end = "<!-- limits:begin -->", "<!-- limits:end -->"
-    if begin not in content:
-        content += f"\n## Limits (`bash bench/limits.sh`)\n\n{begin}\n{end}\n"
-    head, rest = content.split(begin, 1)
-    _, tail = rest.split(end, 1)
-    path.write_text(f"{head}{begin}\n{text}\n{end}{tail}")
+    write_markdown(text, "limits", "## Limits (`bash bench/limits.sh`)\n\n")
     return 0
 
 

@@ -72,6 +72,19 @@ impl RateHeaders {
     }
 }
 
+/// One decision's inputs: the buckets to spend one request from (the principal's first, whose
+/// headers the client sees when `headers`), and the quotas to spend `amount` from (requests, or
+/// rows when `rows`) for key `kid`.
+#[derive(Clone, Copy)]
+struct Ask<'a> {
+    kid: Option<&'a str>,
+    buckets: &'a [(String, RateLimit)],
+    headers: bool,
+    quotas: &'a [Quota],
+    amount: u64,
+    rows: bool,
+}
+
 /// What an admitted request holds until it ends.
 #[derive(Debug, Default)]
 pub struct Admission {
@@ -218,7 +231,8 @@ impl Limiter {
         }
         let kid = principal.id.strip_prefix("key:");
         let quotas = if kid.is_some() { limits.quotas.as_slice() } else { &[] };
-        admission.headers = self.decide(kid, &buckets, own.is_some(), quotas, 1, false).await?;
+        let ask = Ask { kid, buckets: &buckets, headers: own.is_some(), quotas, amount: 1, rows: false };
+        admission.headers = self.decide(&ask).await?;
         if let Some(kid) = kid {
             self.record_usage(kid, model.map(|(name, _)| name), 1, 0);
         }
@@ -239,29 +253,21 @@ impl Limiter {
         if rows == 0 {
             return Ok(());
         }
-        self.decide(Some(kid), &[], false, &limits.row_quotas, rows, true).await?;
+        let ask =
+            Ask { kid: Some(kid), buckets: &[], headers: false, quotas: &limits.row_quotas, amount: rows, rows: true };
+        self.decide(&ask).await?;
         self.record_usage(kid, Some(model), 0, rows);
         Ok(())
     }
 
-    /// Decides `buckets` and `quotas` (spending `amount` requests, or rows when `rows`) where
-    /// the limits live: Redis when configured, else this node. Returns the first bucket's
-    /// headers when `headers` is set.
-    #[allow(clippy::too_many_arguments)]
-    async fn decide(
-        &self,
-        kid: Option<&str>,
-        buckets: &[(String, RateLimit)],
-        headers: bool,
-        quotas: &[Quota],
-        amount: u64,
-        rows: bool,
-    ) -> Result<Option<RateHeaders>, ApiError> {
+    /// Decides an [`Ask`] where the limits live: Redis when configured, else this node.
+    async fn decide(&self, ask: &Ask<'_>) -> Result<Option<RateHeaders>, ApiError> {
+        let Ask { kid, buckets, headers, quotas, amount, rows } = *ask;
         if buckets.is_empty() && quotas.is_empty() {
             return Ok(None);
         }
         if let Some(shared) = &self.shared {
-            match self.decide_shared(shared, kid, buckets, headers, quotas, amount, rows).await {
+            match self.decide_shared(shared, ask).await {
                 Ok(result) => return result,
                 Err(error) if self.local_fallback => {
                     tracing::warn!(%error, "shared limiter unavailable; deciding with this node's limits");
@@ -297,17 +303,12 @@ impl Limiter {
         Ok(first)
     }
 
-    #[allow(clippy::too_many_arguments)]
     async fn decide_shared(
         &self,
         shared: &redis::Shared,
-        kid: Option<&str>,
-        buckets: &[(String, RateLimit)],
-        headers: bool,
-        quotas: &[Quota],
-        amount: u64,
-        rows: bool,
+        ask: &Ask<'_>,
     ) -> Result<Result<Option<RateHeaders>, ApiError>, redis::SharedError> {
+        let Ask { kid, buckets, headers, quotas, amount, rows } = *ask;
         let now = crate::time::now();
         let gcras: Vec<(String, gcra::Gcra)> = buckets
             .iter()

@@ -58,6 +58,41 @@ mod row {
         }};
     }
 
+    /// Binds a `KeyRecord` to the `INSERT` of either store, in its column order.
+    macro_rules! bind_key_record {
+        ($query:expr, $key:expr) => {{
+            let key = $key;
+            bind_key_limits!(
+                $query
+                    .bind(&key.kid)
+                    .bind(key.kind.code())
+                    .bind(&key.name)
+                    .bind(&key.owner)
+                    .bind(key.hash.to_vec())
+                    .bind(key.models.to_stored())
+                    .bind(serde_json::json!(key.scopes.names()).to_string())
+                    .bind(key.created_at)
+                    .bind(key.expires_at)
+                    .bind(key.output.map(|policy| policy.to_string()))
+                    .bind(key.widen_output),
+                &key.limits
+            )
+        }};
+    }
+
+    /// Binds `KeyLimits` as its five columns: rate, burst, concurrency, quotas, row_quotas.
+    macro_rules! bind_key_limits {
+        ($query:expr, $limits:expr) => {{
+            let limits = $limits;
+            $query
+                .bind(limits.rate.map(|rate| rate.to_string()))
+                .bind(limits.burst.map(i64::from))
+                .bind(limits.concurrency.map(i64::from))
+                .bind(KeyLimits::quotas_to_stored(&limits.quotas))
+                .bind(KeyLimits::quotas_to_stored(&limits.row_quotas))
+        }};
+    }
+
     /// Reads a `Usage` from a `usage` row of either store.
     macro_rules! usage_from_row {
         ($row:expr) => {{

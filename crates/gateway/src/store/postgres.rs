@@ -48,23 +48,7 @@ const INSERT: &str = "INSERT INTO api_keys \
                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
-    sqlx::query(INSERT)
-        .bind(&key.kid)
-        .bind(key.kind.code())
-        .bind(&key.name)
-        .bind(&key.owner)
-        .bind(key.hash.to_vec())
-        .bind(key.models.to_stored())
-        .bind(serde_json::json!(key.scopes.names()).to_string())
-        .bind(key.created_at)
-        .bind(key.expires_at)
-        .bind(key.output.map(|policy| policy.to_string()))
-        .bind(key.widen_output)
-        .bind(key.limits.rate.map(|rate| rate.to_string()))
-        .bind(key.limits.burst.map(i64::from))
-        .bind(key.limits.concurrency.map(i64::from))
-        .bind(KeyLimits::quotas_to_stored(&key.limits.quotas))
-        .bind(KeyLimits::quotas_to_stored(&key.limits.row_quotas))
+    bind_key_record!(sqlx::query(INSERT), key)
 }
 
 fn insert_error(error: sqlx::Error) -> StoreError {
@@ -133,14 +117,12 @@ impl Store for PostgresStore {
     }
 
     async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<bool, StoreError> {
-        let result = sqlx::query(
+        let result = bind_key_limits!(
+            sqlx::query(
             "UPDATE api_keys SET rate = $1, burst = $2, concurrency = $3, quotas = $4, row_quotas = $5 WHERE kid = $6",
+        ),
+            limits
         )
-        .bind(limits.rate.map(|rate| rate.to_string()))
-        .bind(limits.burst.map(i64::from))
-        .bind(limits.concurrency.map(i64::from))
-        .bind(KeyLimits::quotas_to_stored(&limits.quotas))
-        .bind(KeyLimits::quotas_to_stored(&limits.row_quotas))
         .bind(kid)
         .execute(&self.pool)
         .await

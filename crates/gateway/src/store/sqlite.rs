@@ -71,23 +71,7 @@ const INSERT: &str = "INSERT INTO api_keys \
                       VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
-    sqlx::query(INSERT)
-        .bind(&key.kid)
-        .bind(key.kind.code())
-        .bind(&key.name)
-        .bind(&key.owner)
-        .bind(key.hash.to_vec())
-        .bind(key.models.to_stored())
-        .bind(serde_json::json!(key.scopes.names()).to_string())
-        .bind(key.created_at)
-        .bind(key.expires_at)
-        .bind(key.output.map(|policy| policy.to_string()))
-        .bind(key.widen_output)
-        .bind(key.limits.rate.map(|rate| rate.to_string()))
-        .bind(key.limits.burst.map(i64::from))
-        .bind(key.limits.concurrency.map(i64::from))
-        .bind(KeyLimits::quotas_to_stored(&key.limits.quotas))
-        .bind(KeyLimits::quotas_to_stored(&key.limits.row_quotas))
+    bind_key_record!(sqlx::query(INSERT), key)
 }
 
 fn insert_error(error: sqlx::Error) -> StoreError {
@@ -156,14 +140,12 @@ impl Store for SqliteStore {
     }
 
     async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<bool, StoreError> {
-        let result = sqlx::query(
-            "UPDATE api_keys SET rate = ?, burst = ?, concurrency = ?, quotas = ?, row_quotas = ? WHERE kid = ?",
+        let result = bind_key_limits!(
+            sqlx::query(
+                "UPDATE api_keys SET rate = ?, burst = ?, concurrency = ?, quotas = ?, row_quotas = ? WHERE kid = ?",
+            ),
+            limits
         )
-        .bind(limits.rate.map(|rate| rate.to_string()))
-        .bind(limits.burst.map(i64::from))
-        .bind(limits.concurrency.map(i64::from))
-        .bind(KeyLimits::quotas_to_stored(&limits.quotas))
-        .bind(KeyLimits::quotas_to_stored(&limits.row_quotas))
         .bind(kid)
         .execute(&self.pool)
         .await
