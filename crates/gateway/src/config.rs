@@ -83,9 +83,57 @@ pub enum LimitsBackend {
     #[default]
     Memory,
     Redis {
-        url: String,
+        url: SecretUrl,
         prefix: String,
     },
+}
+
+/// A service URL that may carry a password (`postgres://user:pass@host/db`). `Debug` and
+/// `Display` show it with the password replaced, so `--check-config`, logs and errors never
+/// print it; [`SecretUrl::expose`] gives the real one to the client library.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SecretUrl(String);
+
+impl SecretUrl {
+    pub fn new(url: impl Into<String>) -> SecretUrl {
+        SecretUrl(url.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+
+    /// The URL with any password replaced by `***` (and without its query, which can carry
+    /// one too).
+    pub fn redacted(&self) -> String {
+        let Some((scheme, rest)) = self.0.split_once("://") else {
+            return "<unparsable URL>".into();
+        };
+        let (authority, path) = rest.split_once('/').map_or((rest, None), |(authority, path)| (authority, Some(path)));
+        let authority = match authority.rsplit_once('@') {
+            Some((user_info, host)) => match user_info.split_once(':') {
+                Some((user, _)) => format!("{user}:***@{host}"),
+                None => format!("{user_info}@{host}"),
+            },
+            None => authority.to_owned(),
+        };
+        match path {
+            Some(path) => format!("{scheme}://{authority}/{}", path.split('?').next().unwrap_or("")),
+            None => format!("{scheme}://{authority}"),
+        }
+    }
+}
+
+impl std::fmt::Debug for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.redacted())
+    }
+}
+
+impl std::fmt::Display for SecretUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.redacted())
+    }
 }
 
 /// A rate with its burst.
@@ -158,7 +206,7 @@ impl RawLimits {
         let backend = match self.backend.as_deref() {
             None | Some("memory") => LimitsBackend::Memory,
             Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => LimitsBackend::Redis {
-                url: url.to_owned(),
+                url: SecretUrl::new(url),
                 prefix: self.redis_prefix.unwrap_or_else(|| "ptcl:".to_owned()),
             },
             Some(other) => {
@@ -718,7 +766,7 @@ pub struct Config {
     pub tls: Option<TlsConfig>,
     pub limits: LimitsConfig,
     /// `Some`: PostgreSQL at this URL; `None`: the SQLite file.
-    pub postgres_url: Option<String>,
+    pub postgres_url: Option<SecretUrl>,
     pub sqlite: PathBuf,
     pub pepper_file: PathBuf,
     pub key_cache_ttl: Duration,
@@ -934,7 +982,9 @@ impl RawConfig {
             limits: self.limits.validate()?,
             postgres_url: match self.store.url {
                 None => None,
-                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Some(url),
+                Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                    Some(SecretUrl::new(url))
+                }
                 Some(_) => return Err(invalid("store.url must be a postgres:// URL (or leave it out for SQLite)")),
             },
             sqlite: resolve(&self.store.sqlite),
@@ -1112,6 +1162,24 @@ mod tests {
         assert_eq!(path, Path::new("/etc/portcullis/models/a.onnx"));
         assert_eq!(*runtime, Runtime::Tract);
         assert_eq!(config.models[0].checks.as_deref(), Some(Path::new("/abs/checks.json")));
+    }
+
+    #[test]
+    fn service_urls_never_show_their_password() {
+        let config = Config::from_toml(
+            "[store]\nurl = \"postgres://app:pg-s3cret@db:5432/portcullis?sslmode=require\"\n\
+             [limits]\nbackend = \"redis://:r3dis-s3cret@cache:6379/0\"",
+            Path::new("/etc/p"),
+        )
+        .unwrap();
+        let shown = format!("{config:?} {config:#?}");
+        assert!(!shown.contains("pg-s3cret") && !shown.contains("r3dis-s3cret"), "{shown}");
+        assert!(shown.contains("postgres://app:***@db:5432/portcullis"), "{shown}");
+        assert_eq!(
+            config.postgres_url.unwrap().expose(),
+            "postgres://app:pg-s3cret@db:5432/portcullis?sslmode=require"
+        );
+        assert_eq!(SecretUrl::new("redis://cache:6379").redacted(), "redis://cache:6379");
     }
 
     #[test]

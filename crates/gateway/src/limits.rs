@@ -182,7 +182,9 @@ impl Limiter {
     pub fn new(config: LimitsConfig, store: Arc<dyn Store>) -> Result<Limiter, String> {
         let shared = match &config.backend {
             crate::config::LimitsBackend::Memory => None,
-            crate::config::LimitsBackend::Redis { url, prefix } => Some(Arc::new(redis::Shared::new(url, prefix)?)),
+            crate::config::LimitsBackend::Redis { url, prefix } => {
+                Some(Arc::new(redis::Shared::new(url.expose(), prefix)?))
+            }
         };
         Ok(Limiter {
             local_fallback: config.local_fallback,

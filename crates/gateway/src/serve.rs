@@ -78,7 +78,7 @@ pub struct Gateway {
 /// and the `keys` commands.
 pub async fn open_keyring(config: &Config) -> Result<(Arc<dyn Store>, Pepper), StartError> {
     let store: Arc<dyn Store> = match &config.postgres_url {
-        Some(url) => Arc::new(crate::store::postgres::PostgresStore::open(url).await?),
+        Some(url) => Arc::new(crate::store::postgres::PostgresStore::open(url.expose()).await?),
         None => Arc::new(SqliteStore::open(&config.sqlite).await?),
     };
     let env = std::env::var(PEPPER_ENV).ok();

@@ -123,9 +123,9 @@ async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
     let (store, pepper) = gateway::serve::open_keyring(&config).await?;
     // With shared limits, key changes are announced to every running node at once.
     let notifier = match &config.limits.backend {
-        gateway::config::LimitsBackend::Redis { url, prefix } => {
-            Some(std::sync::Arc::new(gateway::limits::redis::Shared::new(url, prefix).map_err(anyhow::Error::msg)?))
-        }
+        gateway::config::LimitsBackend::Redis { url, prefix } => Some(std::sync::Arc::new(
+            gateway::limits::redis::Shared::new(url.expose(), prefix).map_err(anyhow::Error::msg)?,
+        )),
         gateway::config::LimitsBackend::Memory => None,
     };
     Ok(Keyring::new(store, pepper, config.audit).with_notifier(notifier))

@@ -14,7 +14,8 @@ pub struct Args {
 pub async fn run(config_path: &Path, args: Args) -> anyhow::Result<ExitCode> {
     let config = gateway::Config::load(config_path).context("invalid configuration")?;
     if args.check_config {
-        // The config holds paths and limits, never secrets (the pepper lives in its own file).
+        // The config holds paths and limits; secrets live in their own files, and a password in
+        // a service URL is shown as ***.
         println!("{config:#?}");
         return Ok(ExitCode::SUCCESS);
     }
