@@ -1,0 +1,141 @@
+//! `[limits]`: rates, bursts, quotas, anonymous limits, trusted proxies, and where limit state lives.
+
+use serde::Deserialize;
+
+use super::{ConfigError, SecretUrl, invalid};
+
+/// `[limits]`: the defaults for principals whose key sets none, and anonymous callers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLimits {
+    /// Per principal (key, client certificate), e.g. "100/s".
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
+    /// Requests in flight per principal.
+    pub concurrency: Option<u32>,
+    /// Requests per day or month per key, e.g. ["100000/day"].
+    #[serde(default)]
+    pub quota: Vec<String>,
+    /// Inference rows per day or month per key.
+    #[serde(default)]
+    pub row_quota: Vec<String>,
+    /// Per client address, for anonymous calls to public models.
+    pub anonymous_rate: Option<String>,
+    pub anonymous_burst: Option<u32>,
+    /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Where limit state lives: "memory" (this node) or "redis://host:port/db" (all nodes).
+    pub backend: Option<String>,
+    /// Key prefix in Redis, so several deployments can share one server.
+    pub redis_prefix: Option<String>,
+    /// When Redis is unreachable: "closed" (refuse limited requests, 503) or "local" (decide
+    /// with this node's own counters: weaker, each node then allows the full limit).
+    pub on_unavailable: Option<String>,
+}
+
+/// Where limit state lives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum LimitsBackend {
+    #[default]
+    Memory,
+    Redis {
+        url: SecretUrl,
+        prefix: String,
+    },
+}
+
+/// A rate with its burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    pub rate: crate::limits::spec::Rate,
+    pub burst: u32,
+}
+
+/// Validated `[limits]`.
+#[derive(Debug, Clone, Default)]
+pub struct LimitsConfig {
+    pub rate: Option<RateLimit>,
+    pub concurrency: Option<u32>,
+    pub quotas: Vec<crate::limits::spec::Quota>,
+    pub row_quotas: Vec<crate::limits::spec::Quota>,
+    pub anonymous: Option<RateLimit>,
+    pub trusted_proxies: Vec<ipnet::IpNet>,
+    pub backend: LimitsBackend,
+    pub local_fallback: bool,
+}
+
+/// A rate and a burst from config or a key; the burst defaults to one second's worth (at
+/// least 1).
+pub fn rate_limit(rate: crate::limits::spec::Rate, burst: Option<u32>) -> Result<RateLimit, String> {
+    let default_burst = u32::try_from(rate.count.div_ceil(rate.period_seconds)).unwrap_or(u32::MAX).max(1);
+    let burst = burst.unwrap_or(default_burst);
+    if burst == 0 {
+        return Err("burst must be at least 1".into());
+    }
+    Ok(RateLimit { rate, burst })
+}
+
+impl RawLimits {
+    pub(super) fn validate(self) -> Result<LimitsConfig, ConfigError> {
+        let fail = |field: &str, message: String| invalid(format!("limits.{field}: {message}"));
+        let rate = |field: &str, rate: Option<String>, burst: Option<u32>| -> Result<Option<RateLimit>, ConfigError> {
+            match (rate, burst) {
+                (None, None) => Ok(None),
+                (None, Some(_)) => Err(fail(field, "a burst needs a rate".into())),
+                (Some(text), burst) => {
+                    let parsed = text.parse().map_err(|e| fail(field, e))?;
+                    rate_limit(parsed, burst).map(Some).map_err(|e| fail(field, e))
+                }
+            }
+        };
+        let quotas = |field: &str, texts: Vec<String>| -> Result<Vec<crate::limits::spec::Quota>, ConfigError> {
+            let mut quotas: Vec<crate::limits::spec::Quota> = Vec::new();
+            for text in texts {
+                let quota: crate::limits::spec::Quota = text.parse().map_err(|e| fail(field, e))?;
+                if quotas.iter().any(|other| other.window == quota.window) {
+                    return Err(fail(field, format!("two quotas per {}", quota.window.as_str())));
+                }
+                quotas.push(quota);
+            }
+            Ok(quotas)
+        };
+        if self.concurrency == Some(0) {
+            return Err(fail("concurrency", "must be at least 1".into()));
+        }
+        let trusted_proxies = self
+            .trusted_proxies
+            .iter()
+            .map(|text| {
+                text.parse::<ipnet::IpNet>()
+                    .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| fail("trusted_proxies", format!("'{text}' is not an address or a CIDR range")))
+            })
+            .collect::<Result<_, _>>()?;
+        let backend = match self.backend.as_deref() {
+            None | Some("memory") => LimitsBackend::Memory,
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => LimitsBackend::Redis {
+                url: SecretUrl::new(url),
+                prefix: self.redis_prefix.unwrap_or_else(|| "ptcl:".to_owned()),
+            },
+            Some(other) => {
+                return Err(fail("backend", format!("'{other}': use \"memory\" or a redis:// URL")));
+            }
+        };
+        let local_fallback = match self.on_unavailable.as_deref() {
+            None | Some("closed") => false,
+            Some("local") => true,
+            Some(other) => return Err(fail("on_unavailable", format!("'{other}': use \"closed\" or \"local\""))),
+        };
+        Ok(LimitsConfig {
+            backend,
+            local_fallback,
+            rate: rate("rate", self.rate, self.burst)?,
+            concurrency: self.concurrency,
+            quotas: quotas("quota", self.quota)?,
+            row_quotas: quotas("row_quota", self.row_quota)?,
+            anonymous: rate("anonymous_rate", self.anonymous_rate, self.anonymous_burst)?,
+            trusted_proxies,
+        })
+    }
+}
