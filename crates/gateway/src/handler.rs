@@ -214,6 +214,8 @@ async fn run_inference(
     // Authorise before reading a byte of the body.
     let (model, grant) = grant(gateway, principal, name, version, Action::Infer)?;
     let request_id = request_id(&request);
+    // The limits the limiter layer resolved for this principal (none for unlimited routes).
+    let budget = request.extensions().get::<crate::limits::Effective>().cloned().unwrap_or_default();
     let (parts, body) = request.into_parts();
     let json_len = binary_header_length(&parts.headers)?;
     check_content_type(&parts.headers, json_len.is_some())?;
@@ -233,8 +235,7 @@ async fn run_inference(
 
     let rows = decoded.inputs.first().and_then(|input| input.shape.first()).copied();
     // Rows are known now: charge them against the key's row quota before running anything.
-    let limits = crate::limits::Effective::of(&principal.limits, gateway.limiter.config());
-    gateway.limiter.charge_rows(principal, &limits, name, rows.unwrap_or(1)).await?;
+    gateway.limiter.charge_rows(principal, &budget, name, rows.unwrap_or(1)).await?;
     let id = decoded.id.clone();
     let requested = decoded.outputs.clone();
     let binary_default = decoded.binary_output_default;

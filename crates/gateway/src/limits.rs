@@ -89,7 +89,7 @@ struct Ask<'a> {
 #[derive(Debug, Default)]
 pub struct Admission {
     pub headers: Option<RateHeaders>,
-    pub _in_flight: Option<InFlightPermit>,
+    _in_flight: Option<InFlightPermit>,
 }
 
 /// Counts per key in the current day and month, kept in memory and seeded from the store.

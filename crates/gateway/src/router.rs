@@ -308,7 +308,7 @@ async fn admission(State(gateway): State<Arc<Gateway>>, request: Request, next: 
     }
 }
 
-async fn limit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+async fn limit(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
     let Some(principal) = request.extensions().get::<authn::Principal>() else {
         // The public routes (health) carry no principal and are not limited.
         return next.run(request).await;
@@ -323,6 +323,8 @@ async fn limit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
         Ok(admission) => admission,
         Err(error) => return error.into_response(),
     };
+    // The handler charges rows against the same limits.
+    request.extensions_mut().insert(limits);
     let mut response = next.run(request).await;
     if let Some(headers) = admission.headers {
         headers.apply(response.headers_mut());
