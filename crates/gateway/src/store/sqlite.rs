@@ -24,6 +24,23 @@ fn unavailable(error: sqlx::Error) -> StoreError {
 impl SqliteStore {
     /// Opens (creating if needed) the database file and brings its schema up to date.
     pub async fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        // SQLite has no migration lock of its own, and two processes creating one new file at once
+        // collide on its journal mode ("database is locked") and then on the migrations. A lock
+        // file beside it serialises opening and migrating (nodes, or a node and `keys create`).
+        let lock_path = path.with_extension("open.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display())))?;
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        while let Err(error) = lock.try_lock() {
+            if std::time::Instant::now() > deadline {
+                return Err(StoreError::Unavailable(format!("{} stays locked: {error}", lock_path.display())));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         let options = SqliteConnectOptions::from_str("sqlite://")
             .map_err(unavailable)?
             .filename(path)
@@ -38,22 +55,6 @@ impl SqliteStore {
             .connect_with(options)
             .await
             .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", path.display())))?;
-        // SQLite has no migration lock of its own: nodes (or a node and `keys create`) opening
-        // one new file at once would both run the migrations. A lock file beside it serialises them.
-        let lock_path = path.with_extension("migrate.lock");
-        let lock = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(&lock_path)
-            .map_err(|e| StoreError::Unavailable(format!("cannot open {}: {e}", lock_path.display())))?;
-        let deadline = std::time::Instant::now() + Duration::from_secs(30);
-        while let Err(error) = lock.try_lock() {
-            if std::time::Instant::now() > deadline {
-                return Err(StoreError::Unavailable(format!("{} stays locked: {error}", lock_path.display())));
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         let migrated = MIGRATOR.run(&pool).await;
         drop(lock);
         migrated.map_err(|e| StoreError::Unavailable(format!("cannot migrate {}: {e}", path.display())))?;
