@@ -35,6 +35,10 @@ pub const API_KEY_HEADER: &str = "x-api-key";
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PrincipalKind {
     ApiKey,
+    /// An access token from a trusted identity provider (`[[identity_providers]]`).
+    IdentityToken,
+    /// A DPoP-bound token from our own broker.
+    BrokerToken,
     /// A client certificate listed in `[[tls.clients]]`.
     ClientCert,
     Anonymous,
@@ -54,6 +58,10 @@ pub struct Principal {
     pub widen_output: bool,
     /// The key's own limits (unset ones fall back to `[limits]`).
     pub limits: crate::store::KeyLimits,
+    /// May name the end user it acts for (`Portcullis-On-Behalf-Of`).
+    pub delegate: bool,
+    /// A further rate-limit bucket: the device key of a broker token.
+    pub device: Option<(String, crate::config::RateLimit)>,
 }
 
 impl Principal {
@@ -69,6 +77,18 @@ impl Principal {
             output: None,
             widen_output: false,
             limits: crate::store::KeyLimits::default(),
+            delegate: false,
+            device: None,
+        }
+    }
+
+    /// The id usage and quotas are counted under: the key id (with the end user, for a
+    /// delegate key naming one), or the user of a token. `None` for callers without quotas.
+    pub fn usage_id(&self) -> Option<&str> {
+        match self.kind {
+            PrincipalKind::ApiKey => self.id.strip_prefix("key:"),
+            PrincipalKind::IdentityToken | PrincipalKind::BrokerToken => Some(&self.id),
+            PrincipalKind::ClientCert | PrincipalKind::Anonymous => None,
         }
     }
 }
@@ -84,6 +104,8 @@ impl Principal {
             output: client.output,
             widen_output: false,
             limits: client.limits.clone(),
+            delegate: false,
+            device: None,
         }
     }
 }
@@ -130,8 +152,13 @@ impl AuthnError {
 enum Credential<'a> {
     None,
     Bearer(&'a str),
+    /// `Authorization: DPoP <token>`: a broker token, with a proof in the `DPoP` header.
+    Dpop(&'a str),
     UnknownScheme,
 }
+
+/// The header a delegate key names its end user in.
+pub const ON_BEHALF_OF_HEADER: &str = "portcullis-on-behalf-of";
 
 /// Finds the one credential in the headers. Two `Authorization` headers, two `x-api-key`
 /// headers, or both kinds at once are refused: which one would win is ambiguous, and proxies
@@ -157,6 +184,8 @@ fn credential(headers: &HeaderMap) -> Result<Credential<'_>, ApiError> {
             let (scheme, token) = text.trim().split_once(' ').unwrap_or((text, ""));
             if scheme.eq_ignore_ascii_case("bearer") && !token.trim().is_empty() {
                 Ok(Credential::Bearer(token.trim()))
+            } else if scheme.eq_ignore_ascii_case("dpop") && !token.trim().is_empty() {
+                Ok(Credential::Dpop(token.trim()))
             } else {
                 Ok(Credential::UnknownScheme)
             }
@@ -178,6 +207,18 @@ pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Requ
     }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let client = crate::limits::client_ip(peer, request.headers(), &gateway.config.limits.trusted_proxies);
+    if gateway.broker.is_some() && crate::broker::ROUTES.contains(&path) {
+        // The broker's endpoints are how an app gets a credential: they take none, and are
+        // limited per client address like anonymous calls.
+        let principal = Principal::anonymous(client);
+        let id = PrincipalId(principal.id.clone());
+        request.extensions_mut().insert(principal);
+        let mut response = next.run(request).await;
+        if response.extensions().get::<PrincipalId>().is_none() {
+            response.extensions_mut().insert(id);
+        }
+        return response;
+    }
     // A client certificate is a credential only if the config maps it to a client; any other
     // verified certificate just secured the connection.
     let certificate = request
@@ -210,6 +251,17 @@ pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Requ
             gateway.metrics.authn_failure(AuthnError::Scheme);
             return ApiError::unauthenticated(true).with_audit_reason(AuthnError::Scheme.code()).into_response();
         }
+        Ok(Credential::Dpop(token)) => {
+            match dpop_token(&gateway, token, request.headers(), request.method().as_str(), request.uri().path()).await
+            {
+                Ok(principal) => principal,
+                Err(refusal) => return refusal.into_response(),
+            }
+        }
+        Ok(Credential::Bearer(token)) if looks_like_jwt(token) => match bearer_jwt(&gateway, token).await {
+            Ok(principal) => principal,
+            Err(refusal) => return refusal.into_response(),
+        },
         Ok(Credential::Bearer(token)) => match gateway.verifier.verify(token).await {
             Ok(principal) => principal,
             Err(AuthnError::Unavailable) => {
@@ -226,11 +278,153 @@ pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Requ
             }
         },
     };
+    let principal = match on_behalf_of(principal, request.headers()) {
+        Ok(principal) => principal,
+        Err(refusal) => return refusal.into_response(),
+    };
     let id = PrincipalId(principal.id.clone());
     request.extensions_mut().insert(principal);
     let mut response = next.run(request).await;
     response.extensions_mut().insert(id);
     response
+}
+
+/// A JWT rather than an API key: three base64url parts.
+fn looks_like_jwt(token: &str) -> bool {
+    !token.starts_with("ptcl_") && token.bytes().filter(|&b| b == b'.').count() == 2
+}
+
+/// `Portcullis-On-Behalf-Of`: a delegate key (an app backend) names the end user it acts for;
+/// limits and quotas then apply per end user, and the audit record names both
+/// (`key:<kid>/user:<id>`). Any other credential sending it is refused.
+fn on_behalf_of(mut principal: Principal, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let mut values = headers.get_all(ON_BEHALF_OF_HEADER).iter();
+    let Some(value) = values.next() else {
+        return Ok(principal);
+    };
+    if values.next().is_some() {
+        return Err(ApiError::bad_request("more than one Portcullis-On-Behalf-Of header: send exactly one"));
+    }
+    if !principal.delegate {
+        tracing::info!(principal = %principal.id, "request refused: Portcullis-On-Behalf-Of from a key that is not a delegate");
+        return Err(ApiError::forbidden().with_audit_reason("not_a_delegate"));
+    }
+    let user = value
+        .to_str()
+        .ok()
+        .filter(|user| !user.is_empty() && user.len() <= 128 && user.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| {
+            ApiError::bad_request("Portcullis-On-Behalf-Of must be a user id of 1 to 128 printable ASCII characters")
+        })?;
+    principal.id = format!("{}/user:{user}", principal.id);
+    Ok(principal)
+}
+
+/// `Authorization: DPoP <token>` with its proof: a broker token.
+async fn dpop_token(
+    gateway: &crate::serve::Gateway,
+    token: &str,
+    headers: &HeaderMap,
+    method: &str,
+    path: &str,
+) -> Result<Principal, ApiError> {
+    let Some(broker) = &gateway.broker else {
+        gateway.metrics.authn_failure(AuthnError::Scheme);
+        return Err(ApiError::unauthenticated(true).with_audit_reason(AuthnError::Scheme.code()));
+    };
+    let now = crate::time::now();
+    let proof = crate::broker::dpop::proof_header(headers);
+    let result = match proof {
+        Ok(proof) => broker.authenticate(token, proof, method, path, now).await,
+        Err(error) => Err(crate::broker::TokenError::Proof(error)),
+    };
+    result.map_err(|error| {
+        use crate::broker::{TokenError, dpop::DpopError};
+        tracing::info!(reason = %error, "request refused: broker token");
+        let refusal = match &error {
+            TokenError::Proof(DpopError::Unavailable) => {
+                return ApiError::unavailable("credentials cannot be checked right now; try again")
+                    .with_audit_reason(error.code());
+            }
+            TokenError::Proof(DpopError::UseNonce) => {
+                ApiError::dpop_unauthenticated("use_dpop_nonce", Some(broker.nonces.issue(now)))
+            }
+            TokenError::Proof(_) => ApiError::dpop_unauthenticated("invalid_dpop_proof", None),
+            TokenError::Token(_) | TokenError::UnknownApp(_) => ApiError::dpop_unauthenticated("invalid_token", None),
+        };
+        refusal.with_audit_reason(error.code())
+    })
+}
+
+/// `Authorization: Bearer <JWT>`: an access token from a trusted identity provider. Our own
+/// broker's tokens are DPoP-bound and refused here (a downgrade to Bearer would make a stolen
+/// token usable without the device key).
+async fn bearer_jwt(gateway: &crate::serve::Gateway, token: &str) -> Result<Principal, ApiError> {
+    let refuse = |reason: &'static str| {
+        tracing::info!(reason, "request refused: bearer JWT");
+        ApiError::unauthenticated(true).with_audit_reason(reason)
+    };
+    let issuer = crate::broker::idp::unverified_issuer(token);
+    if let (Some(broker), Some(issuer)) = (&gateway.broker, issuer.as_deref())
+        && issuer == broker.config.issuer
+    {
+        return Err(ApiError::dpop_unauthenticated("invalid_token", None).with_audit_reason("dpop_token_as_bearer"));
+    }
+    let Some((provider, keys)) = gateway.issuers.for_token(token) else {
+        return Err(refuse("unknown_issuer"));
+    };
+    if provider.tokens != crate::config::TokenUse::AccessToken {
+        // An ID token is for signing in to an app (and exchange at /v1/token), not for calls.
+        return Err(refuse("id_token_as_bearer"));
+    }
+    let verified =
+        crate::broker::idp::Issuers::verify(provider, keys, token, crate::time::now()).await.map_err(|error| {
+            tracing::info!(reason = %error, issuer = %provider.name, "request refused: bearer JWT");
+            ApiError::unauthenticated(true).with_audit_reason("jwt_invalid")
+        })?;
+    let subject = match verified.claims.get(&provider.subject_claim).and_then(serde_json::Value::as_str) {
+        Some(subject)
+            if !subject.is_empty() && subject.len() <= 255 && subject.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
+            subject.to_owned()
+        }
+        _ => return Err(refuse("jwt_subject")),
+    };
+    let models = if provider.models_from_scope {
+        let scoped: Vec<String> = token_scopes(&verified.claims)
+            .into_iter()
+            .filter_map(|scope| scope.strip_prefix("model:").map(str::to_owned))
+            .filter(|model| provider.models.allows(model))
+            .collect();
+        ModelScope::Only(scoped)
+    } else {
+        provider.models.clone()
+    };
+    Ok(Principal {
+        id: format!("jwt:{}:{subject}", provider.name),
+        kind: PrincipalKind::IdentityToken,
+        name: subject,
+        models,
+        scopes: provider.scopes,
+        output: provider.output,
+        widen_output: false,
+        limits: crate::store::KeyLimits::default(),
+        delegate: false,
+        device: None,
+    })
+}
+
+/// The scopes a token carries: `scope` (space-delimited, RFC 8693 4.2) or `scp` (an array).
+fn token_scopes(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<String> {
+    match (claims.get("scope"), claims.get("scp")) {
+        (Some(serde_json::Value::String(text)), _) => {
+            text.split(' ').filter(|s| !s.is_empty()).map(str::to_owned).collect()
+        }
+        (_, Some(serde_json::Value::Array(items))) => {
+            items.iter().filter_map(serde_json::Value::as_str).map(str::to_owned).collect()
+        }
+        _ => Vec::new(),
+    }
 }
 
 /// The principal's id, carried on the response for the access log.
@@ -256,6 +450,7 @@ mod tests {
             Ok(Credential::None) => Ok(None),
             Ok(Credential::Bearer(token)) => Ok(Some(token)),
             Ok(Credential::UnknownScheme) => Ok(Some("<unknown scheme>")),
+            Ok(Credential::Dpop(token)) => Ok(Some(token)),
             Err(_) => Err(()),
         };
         assert_eq!(got, expected, "{pairs:?}");

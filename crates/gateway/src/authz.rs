@@ -64,7 +64,10 @@ pub fn authorize(principal: &Principal, model: &Model, action: Action) -> Result
     let name = &model.config.name;
     let reachable = match principal.kind {
         PrincipalKind::Anonymous => model.config.public,
-        PrincipalKind::ApiKey | PrincipalKind::ClientCert => model.config.public || principal.models.allows(name),
+        PrincipalKind::ApiKey
+        | PrincipalKind::ClientCert
+        | PrincipalKind::IdentityToken
+        | PrincipalKind::BrokerToken => model.config.public || principal.models.allows(name),
     };
     if !reachable {
         return Err(ApiError::model_not_found(name).with_audit_reason("model_not_allowed"));

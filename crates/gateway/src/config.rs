@@ -14,10 +14,15 @@ use serde::Deserialize;
 
 use crate::time::deserialize_duration;
 
+pub mod broker;
 mod limits;
 mod tls;
 mod upstream;
 
+pub use broker::{
+    AppConfig, Attestation, BrokerConfig, IdentityProvider, JwksSource, RawBroker, RawIdentityProvider, TokenUse,
+    parse_algorithm,
+};
 pub use limits::{LimitsBackend, LimitsConfig, RateLimit, RawLimits, rate_limit};
 pub use tls::{CertMatch, ClientAuth, RawTls, RawTlsClient, TlsClient, TlsConfig, normalise_subject};
 pub use upstream::{CredentialSource, RawUpstream, UpstreamConfig};
@@ -53,6 +58,9 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub models: Vec<RawModel>,
+    #[serde(default)]
+    pub identity_providers: Vec<RawIdentityProvider>,
+    pub broker: Option<RawBroker>,
 }
 
 /// A service URL that may carry a password (`postgres://user:pass@host/db`). `Debug` and
@@ -391,6 +399,10 @@ pub struct Config {
     /// `None` when `audit.enabled = false`.
     pub audit: Option<crate::audit::AuditConfig>,
     pub models: Vec<ModelConfig>,
+    /// Trusted OIDC issuers.
+    pub identity_providers: Vec<IdentityProvider>,
+    /// The token broker, when configured.
+    pub broker: Option<BrokerConfig>,
 }
 
 #[derive(Debug, Clone)]
@@ -585,7 +597,26 @@ impl RawConfig {
         } else {
             None
         };
+        let mut identity_providers: Vec<IdentityProvider> = Vec::new();
+        for raw in self.identity_providers {
+            let provider = raw.validate(&resolve)?;
+            if identity_providers.iter().any(|other| other.name == provider.name || other.issuer == provider.issuer) {
+                return Err(invalid(format!(
+                    "identity provider '{}': another one has the same name or issuer",
+                    provider.name
+                )));
+            }
+            identity_providers.push(provider);
+        }
+        let broker = self.broker.map(|raw| raw.validate(&resolve, &identity_providers)).transpose()?;
+        if let Some(broker) = &broker
+            && identity_providers.iter().any(|provider| provider.issuer == broker.issuer)
+        {
+            return Err(invalid("broker.issuer must differ from every identity provider's issuer"));
+        }
         Ok(Config {
+            identity_providers,
+            broker,
             audit,
             listen,
             admin_listen,

@@ -30,11 +30,21 @@ pub struct ApiError {
     pub audit_reason: Option<&'static str>,
     /// More response headers (`Retry-After`, `RateLimit-*`).
     pub headers: Vec<(http::HeaderName, HeaderValue)>,
+    /// An OAuth error (RFC 6749 5.2): the body is `{"error": code, "error_description", ...}`.
+    pub oauth: bool,
 }
 
 impl ApiError {
     fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> ApiError {
-        ApiError { status, code, message: message.into(), challenge: None, audit_reason: None, headers: Vec::new() }
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            challenge: None,
+            audit_reason: None,
+            headers: Vec::new(),
+            oauth: false,
+        }
     }
 
     /// 400: the request is malformed; the message says exactly what is wrong with it.
@@ -195,6 +205,50 @@ impl ApiError {
         )
     }
 
+    /// An OAuth error of the token endpoint (RFC 6749 5.2, RFC 8693 2.2.2, RFC 9449 12.2), with
+    /// `Cache-Control: no-store`. The description never says which check failed.
+    pub fn oauth(code: &'static str) -> ApiError {
+        let (status, message) = match code {
+            "invalid_client" => (StatusCode::UNAUTHORIZED, "the client is not known"),
+            "invalid_grant" => (StatusCode::BAD_REQUEST, "the subject token or attestation was not accepted"),
+            "invalid_target" => (StatusCode::BAD_REQUEST, "the requested audience is not allowed"),
+            "invalid_scope" => (StatusCode::BAD_REQUEST, "the requested scope is not allowed"),
+            "invalid_dpop_proof" => (StatusCode::BAD_REQUEST, "the DPoP proof was not accepted"),
+            "use_dpop_nonce" => (StatusCode::BAD_REQUEST, "a DPoP nonce is required; use the one in DPoP-Nonce"),
+            "unsupported_grant_type" => (StatusCode::BAD_REQUEST, "only token exchange is supported"),
+            _ => (StatusCode::BAD_REQUEST, "the token request is malformed"),
+        };
+        let mut error = ApiError::new(status, code, message);
+        error.oauth = true;
+        error.audit_reason = Some(code);
+        error.headers.push((header::CACHE_CONTROL, HeaderValue::from_static("no-store")));
+        error.headers.push((header::PRAGMA, HeaderValue::from_static("no-cache")));
+        error
+    }
+
+    /// `invalid_request` of the token endpoint with a precise message (the request itself is
+    /// malformed: naming what is wrong reveals nothing about credentials).
+    pub fn oauth_request(message: impl Into<String>) -> ApiError {
+        let mut error = ApiError::oauth("invalid_request");
+        error.message = message.into();
+        error
+    }
+
+    /// 401 for a DPoP-bound token or proof that failed (RFC 9449 7.1): `invalid_token` or
+    /// `invalid_dpop_proof`, or `use_dpop_nonce` with a fresh nonce.
+    pub fn dpop_unauthenticated(error: &'static str, nonce: Option<String>) -> ApiError {
+        let mut refusal = ApiError::unauthenticated(true);
+        refusal.challenge = Some(match error {
+            "invalid_dpop_proof" => r#"DPoP error="invalid_dpop_proof", algs="ES256 EdDSA""#,
+            "use_dpop_nonce" => r#"DPoP error="use_dpop_nonce", algs="ES256 EdDSA""#,
+            _ => r#"DPoP error="invalid_token", algs="ES256 EdDSA""#,
+        });
+        if let Some(nonce) = nonce.and_then(|nonce| HeaderValue::from_str(&nonce).ok()) {
+            refusal.headers.push((http::HeaderName::from_static("dpop-nonce"), nonce));
+        }
+        refusal
+    }
+
     /// Marks the reason the audit log records for this refusal.
     pub fn with_audit_reason(mut self, reason: &'static str) -> ApiError {
         self.audit_reason = Some(reason);
@@ -208,6 +262,14 @@ impl ApiError {
 
     /// The JSON body, in the Open Inference Protocol's `{"error": ...}` shape plus our fields.
     pub fn body(&self, request_id: &str) -> String {
+        if self.oauth {
+            return serde_json::json!({
+                "error": self.code,
+                "error_description": self.message,
+                "request_id": request_id,
+            })
+            .to_string();
+        }
         serde_json::json!({
             "error": self.message,
             "code": self.code,

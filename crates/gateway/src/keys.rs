@@ -20,6 +20,8 @@ pub struct NewKey {
     pub output: Option<crate::minimise::OutputPolicy>,
     /// Let `output` be wider than a model's default (otherwise the narrower of the two applies).
     pub widen_output: bool,
+    /// May name the end user it acts for (`Portcullis-On-Behalf-Of`): for app backends.
+    pub delegate: bool,
     /// Seconds from now; `None` for a key that never expires.
     pub expires_in: Option<u64>,
     /// Its own limits; unset ones fall back to the config's `[limits]`.
@@ -104,6 +106,7 @@ impl Keyring {
             scopes: new.scopes,
             output: new.output,
             widen_output: new.widen_output,
+            delegate: new.delegate,
             created_at: now,
             expires_at,
             revoked_at: None,
@@ -274,6 +277,7 @@ mod tests {
             scopes: Scopes::ALL,
             output: None,
             widen_output: false,
+            delegate: false,
             expires_in: Some(3600),
             limits: Default::default(),
         }

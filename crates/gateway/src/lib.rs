@@ -14,6 +14,9 @@
 //! - [`error`] is the one place where a failure becomes an HTTP body;
 //! - [`audit`] leaves exactly one tamper-evident record per request.
 //!
+//! [`broker`] is the token broker beside them: it exchanges an app user's ID token and a DPoP
+//! proof for a short-lived, device-bound token that [`authn`] then accepts.
+//!
 //! [`config`] validates the TOML before anything starts; [`store`] keeps API keys (hashed) in
 //! SQLite; [`keys`] is the key lifecycle the CLI drives; [`metrics`] feeds `/metrics` on the
 //! admin listener.
@@ -22,6 +25,7 @@ pub mod audit;
 pub mod authn;
 pub mod authz;
 pub mod backend;
+pub mod broker;
 pub mod config;
 pub mod error;
 pub mod handler;

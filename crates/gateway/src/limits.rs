@@ -222,16 +222,22 @@ impl Limiter {
         // The principal's own bucket first: its headers are the ones the client sees.
         let own = match principal.kind {
             PrincipalKind::Anonymous => self.config.anonymous,
-            PrincipalKind::ApiKey | PrincipalKind::ClientCert => limits.rate,
+            PrincipalKind::ApiKey
+            | PrincipalKind::ClientCert
+            | PrincipalKind::IdentityToken
+            | PrincipalKind::BrokerToken => limits.rate,
         };
         let mut buckets: Vec<(String, RateLimit)> = Vec::new();
         if let Some(limit) = own {
             buckets.push((format!("p:{}", principal.id), limit));
         }
+        if let Some((device, limit)) = &principal.device {
+            buckets.push((format!("p:{device}"), *limit));
+        }
         if let Some((name, Some(limit))) = model {
             buckets.push((format!("m:{name}"), *limit));
         }
-        let kid = principal.id.strip_prefix("key:");
+        let kid = principal.usage_id();
         let quotas = if kid.is_some() { limits.quotas.as_slice() } else { &[] };
         let ask = Ask { kid, buckets: &buckets, headers: own.is_some(), quotas, amount: 1, rows: false };
         admission.headers = self.decide(&ask).await?;
@@ -239,6 +245,13 @@ impl Limiter {
             self.record_usage(kid, model.map(|(name, _)| name), 1, 0);
         }
         Ok(admission)
+    }
+
+    /// Spends one request from each of `buckets` (all or none refuse): limits outside the
+    /// principal model, such as token issuance per user and per device key.
+    pub async fn spend(&self, buckets: &[(String, RateLimit)]) -> Result<(), ApiError> {
+        let ask = Ask { kid: None, buckets, headers: false, quotas: &[], amount: 1, rows: false };
+        self.decide(&ask).await.map(|_| ())
     }
 
     /// Charges `rows` inference rows to a key once the request is decoded.
@@ -249,7 +262,7 @@ impl Limiter {
         model: &str,
         rows: u64,
     ) -> Result<(), ApiError> {
-        let Some(kid) = principal.id.strip_prefix("key:") else {
+        let Some(kid) = principal.usage_id() else {
             return Ok(());
         };
         if rows == 0 {

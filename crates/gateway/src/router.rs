@@ -38,6 +38,9 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
         .route("/v2/models/{model}/versions/{version}/ready", get(handler::model_version_ready))
         .route("/v2/models/{model}/infer", post(handler::infer))
         .route("/v2/models/{model}/versions/{version}/infer", post(handler::model_version_infer))
+        .route(crate::broker::TOKEN_PATH, post(crate::broker::exchange::token))
+        .route(crate::broker::NONCE_PATH, post(crate::broker::exchange::nonce))
+        .route(crate::broker::JWKS_PATH, get(crate::broker::exchange::jwks))
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed)
         .with_state(Arc::clone(&gateway))
@@ -56,6 +59,8 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
                     header::PROXY_AUTHORIZATION,
                     header::COOKIE,
                     HeaderName::from_static(authn::API_KEY_HEADER),
+                    HeaderName::from_static(crate::broker::dpop::DPOP_HEADER),
+                    HeaderName::from_static(crate::broker::attest::APP_CHECK_HEADER),
                 ]))
                 // 5. One access-log line and the metrics per request, refused ones included
                 //    (method, route template, status, latency, principal; never bodies or keys).
@@ -293,6 +298,9 @@ fn unmatched_route(path: &str) -> String {
         ["v2", "models", _, "versions", _] => "/v2/models/{model}/versions/{version}",
         ["v2", "models", _, "versions", _, "ready"] => "/v2/models/{model}/versions/{version}/ready",
         ["v2", "models", _, "versions", _, "infer"] => "/v2/models/{model}/versions/{version}/infer",
+        ["v1", "token"] => crate::broker::TOKEN_PATH,
+        ["v1", "nonce"] => crate::broker::NONCE_PATH,
+        [".well-known", "jwks.json"] => crate::broker::JWKS_PATH,
         _ => "other",
     };
     template.to_owned()

@@ -53,6 +53,10 @@ pub enum StartError {
     Tls(String),
     #[error("{0}")]
     Limits(String),
+    #[error("token broker: {0}")]
+    Broker(#[from] crate::broker::signing::SigningError),
+    #[error("{0}")]
+    Issuers(String),
 }
 
 /// Everything a request may need, shared by all requests.
@@ -71,6 +75,10 @@ pub struct Gateway {
     pub tls: Option<Arc<crate::tls::Tls>>,
     /// Rate limits, concurrency and quotas.
     pub limiter: Arc<crate::limits::Limiter>,
+    /// Trusted identity providers and their keys.
+    pub issuers: crate::broker::idp::Issuers,
+    /// The token broker, when `[broker]` is configured.
+    pub broker: Option<Arc<crate::broker::Broker>>,
     draining: AtomicBool,
 }
 
@@ -91,7 +99,22 @@ impl Gateway {
     pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
         let (store, pepper) = open_keyring(&config).await?;
         let registry = backend::load_models(&config)?;
-        Gateway::assemble(config, registry, store, pepper)
+        let limiter = Arc::new(
+            crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).map_err(StartError::Limits)?,
+        );
+        let broker = match &config.broker {
+            Some(broker) => Some(Arc::new(
+                crate::broker::Broker::open(
+                    broker.clone(),
+                    Arc::clone(&store),
+                    limiter.shared().cloned(),
+                    crate::time::now(),
+                )
+                .await?,
+            )),
+            None => None,
+        };
+        Gateway::assemble_with(config, registry, store, pepper, limiter, broker)
     }
 
     /// Puts a gateway together from parts already loaded (tests use this with their own store),
@@ -101,6 +124,21 @@ impl Gateway {
         registry: Registry,
         store: Arc<dyn Store>,
         pepper: Pepper,
+    ) -> Result<Arc<Gateway>, StartError> {
+        let limiter = Arc::new(
+            crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).map_err(StartError::Limits)?,
+        );
+        Gateway::assemble_with(config, registry, store, pepper, limiter, None)
+    }
+
+    /// [`Gateway::assemble`] with a limiter and a token broker made by the caller.
+    pub fn assemble_with(
+        config: Config,
+        registry: Registry,
+        store: Arc<dyn Store>,
+        pepper: Pepper,
+        limiter: Arc<crate::limits::Limiter>,
+        broker: Option<Arc<crate::broker::Broker>>,
     ) -> Result<Arc<Gateway>, StartError> {
         let metrics = Metrics::new();
         metrics.set_models(registry.len());
@@ -114,9 +152,9 @@ impl Gateway {
         let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose().map_err(StartError::Tls)?.map(Arc::new);
         Ok(Arc::new(Gateway {
             tls,
-            limiter: Arc::new(
-                crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).map_err(StartError::Limits)?,
-            ),
+            limiter,
+            issuers: crate::broker::idp::Issuers::new(&config.identity_providers).map_err(StartError::Issuers)?,
+            broker,
             pool: Pool::new(config.inference.threads, config.inference.queue),
             verifier: KeyVerifier::new(store, pepper, config.key_cache_ttl),
             in_flight: Semaphore::new(config.max_concurrency),
@@ -194,6 +232,21 @@ impl Server {
             let watcher = Arc::clone(&gateway);
             let forget = move |kid: &str| watcher.verifier.forget(kid);
             tokio::spawn(Arc::clone(shared).watch_key_changes(forget, stop_rx.clone()));
+        }
+        if let Some(broker) = &gateway.broker {
+            // Follow signing-key rotations made on other nodes (or by `signing-keys rotate`).
+            let (broker, mut stop) = (Arc::clone(broker), stop_rx.clone());
+            tokio::spawn(async move {
+                let interval = crate::broker::signing::RELOAD_INTERVAL;
+                loop {
+                    tokio::select! {
+                        () = stopped(&mut stop) => break,
+                        () = tokio::time::sleep(interval) => {
+                            broker.keys.reload_if_older(interval / 2, crate::time::now()).await;
+                        }
+                    }
+                }
+            });
         }
         let flusher = tokio::spawn(Arc::clone(&gateway.limiter).run_flusher(USAGE_FLUSH_INTERVAL, stop_rx));
         let mut public = tokio::spawn(public);

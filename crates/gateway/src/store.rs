@@ -36,6 +36,7 @@ mod row {
                     .map(|text| text.parse().map_err(StoreError::Corrupt))
                     .transpose()?,
                 widen_output: row.try_get("widen_output").map_err(corrupt)?,
+                delegate: row.try_get("delegate").map_err(corrupt)?,
                 limits: KeyLimits {
                     rate: row
                         .try_get::<Option<String>, _>("rate")
@@ -77,6 +78,7 @@ mod row {
                     .bind(key.widen_output),
                 &key.limits
             )
+            .bind(key.delegate)
         }};
     }
 
@@ -90,6 +92,22 @@ mod row {
                 .bind(limits.concurrency.map(i64::from))
                 .bind(KeyLimits::quotas_to_stored(&limits.quotas))
                 .bind(KeyLimits::quotas_to_stored(&limits.row_quotas))
+        }};
+    }
+
+    /// Reads a `SigningKeyRecord` from a `signing_keys` row of either store.
+    macro_rules! signing_key_from_row {
+        ($row:expr) => {{
+            let row = $row;
+            let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+            Ok::<SigningKeyRecord, StoreError>(SigningKeyRecord {
+                kid: row.try_get("kid").map_err(corrupt)?,
+                alg: row.try_get("alg").map_err(corrupt)?,
+                public_jwk: row.try_get("public_jwk").map_err(corrupt)?,
+                sealed: row.try_get("sealed").map_err(corrupt)?,
+                created_at: row.try_get("created_at").map_err(corrupt)?,
+                retired_at: row.try_get("retired_at").map_err(corrupt)?,
+            })
         }};
     }
 
@@ -206,6 +224,8 @@ pub struct KeyRecord {
     pub output: Option<crate::minimise::OutputPolicy>,
     /// May `output` be wider than the model's default (an admin's explicit choice).
     pub widen_output: bool,
+    /// May name the end user it acts for (`Portcullis-On-Behalf-Of`): an app backend.
+    pub delegate: bool,
     pub created_at: i64,
     pub expires_at: Option<i64>,
     pub revoked_at: Option<i64>,
@@ -313,6 +333,38 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn add_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
     /// Usage rows from `since_day` on (`YYYY-MM-DD`), of one key or all, by day, key, model.
     async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError>;
+    /// Inserts a new signing key and, in the same transaction, retires every other key that
+    /// was signing (at the new key's `created_at`).
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError>;
+    /// Every signing key, oldest first.
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
+    /// Deletes keys retired before `before`; returns how many.
+    async fn prune_signing_keys(&self, before: i64) -> Result<u64, StoreError>;
+}
+
+/// A stored signing key of the token broker; the private part sealed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct SigningKeyRecord {
+    pub kid: String,
+    /// `EdDSA` or `ES256`.
+    pub alg: String,
+    /// The public JWK as JSON.
+    pub public_jwk: String,
+    /// The PKCS#8 private key, sealed under the signing secret.
+    pub sealed: Vec<u8>,
+    pub created_at: i64,
+    pub retired_at: Option<i64>,
+}
+
+impl std::fmt::Debug for SigningKeyRecord {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SigningKeyRecord")
+            .field("kid", &self.kid)
+            .field("alg", &self.alg)
+            .field("created_at", &self.created_at)
+            .field("retired_at", &self.retired_at)
+            .finish_non_exhaustive()
+    }
 }
 
 #[cfg(test)]
@@ -330,6 +382,7 @@ pub(crate) mod tests {
             scopes: Scopes::ALL,
             output: Some(crate::minimise::OutputPolicy::TopK { k: 2, round: Some(3) }),
             widen_output: false,
+            delegate: true,
             created_at: 100,
             expires_at: Some(1_000),
             revoked_at: None,
@@ -390,6 +443,24 @@ pub(crate) mod tests {
             [usage("AAAA0001", "m", "2026-11-01", 5, 15)]
         );
         assert_eq!(store.usage(None, "2026-10-01").await.unwrap().len(), 3);
+
+        // Signing keys: a new one retires the one signing before it, in one step.
+        let signing = |kid: &str, created_at| SigningKeyRecord {
+            kid: kid.into(),
+            alg: "EdDSA".into(),
+            public_jwk: "{}".into(),
+            sealed: vec![1, 2, 3],
+            created_at,
+            retired_at: None,
+        };
+        store.insert_signing_key(&signing("k1", 10)).await.unwrap();
+        store.insert_signing_key(&signing("k2", 20)).await.unwrap();
+        assert!(matches!(store.insert_signing_key(&signing("k2", 30)).await, Err(StoreError::Conflict(_))));
+        let keys = store.signing_keys().await.unwrap();
+        assert_eq!(keys, [SigningKeyRecord { retired_at: Some(20), ..signing("k1", 10) }, signing("k2", 20)]);
+        assert_eq!(store.prune_signing_keys(15).await.unwrap(), 0);
+        assert_eq!(store.prune_signing_keys(21).await.unwrap(), 1);
+        assert_eq!(store.signing_keys().await.unwrap(), [signing("k2", 20)]);
     }
 
     /// A fresh PostgreSQL database for one test, from `PORTCULLIS_TEST_POSTGRES_URL`; `None`

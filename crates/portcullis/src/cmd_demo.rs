@@ -152,6 +152,7 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             scopes: Scopes::ALL,
             output: None,
             widen_output: false,
+            delegate: false,
             expires_in: Some(24 * 3600),
             limits: Default::default(),
         })

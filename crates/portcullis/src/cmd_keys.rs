@@ -70,6 +70,10 @@ pub enum Command {
         /// Let --output be wider than a model's default (an explicit admin decision).
         #[arg(long, requires = "output")]
         widen_output: bool,
+        /// Let the key name the end user it acts for (header Portcullis-On-Behalf-Of): for app
+        /// backends; limits and quotas then apply per end user.
+        #[arg(long)]
+        delegate: bool,
         #[command(flatten)]
         limits: LimitArgs,
         /// Print JSON.
@@ -134,7 +138,7 @@ async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let keyring = keyring(config_path).await?;
     match command {
-        Command::Create { name, owner, models, scopes, expires, output, widen_output, limits, json } => {
+        Command::Create { name, owner, models, scopes, expires, output, widen_output, delegate, limits, json } => {
             let limits = limits.parse()?;
             let output = output.map(|text| text.parse()).transpose().map_err(anyhow::Error::msg)?;
             let models = parse_models(&models);
@@ -143,7 +147,7 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
                 "never" => None,
                 text => Some(parse_duration(text).map_err(anyhow::Error::msg)?.as_secs()),
             };
-            let new = NewKey { name, owner, models, scopes, output, widen_output, expires_in, limits };
+            let new = NewKey { name, owner, models, scopes, output, widen_output, delegate, expires_in, limits };
             let (secret, record) = keyring.create(&new).await?;
             print_new_key(secret.expose(), &record, json, "created");
         }
@@ -253,6 +257,7 @@ fn describe(record: &KeyRecord) -> serde_json::Value {
         "scopes": record.scopes.names(),
         "output": record.output.map(|policy| policy.to_string()),
         "widen_output": record.widen_output,
+        "delegate": record.delegate,
         "status": record.status_at(now()),
         "created_at": format_timestamp(record.created_at),
         "expires_at": record.expires_at.map(format_timestamp),
@@ -270,6 +275,9 @@ fn print_record(record: &KeyRecord) {
     println!("scopes:      {}", record.scopes.names().join(","));
     let output = record.output.map_or_else(|| "model default".to_owned(), |policy| policy.to_string());
     println!("output:      {output}{}", if record.widen_output { " (may widen)" } else { "" });
+    if record.delegate {
+        println!("delegate:    yes (may name end users with Portcullis-On-Behalf-Of)");
+    }
     println!("limits:      {}", describe_limits(&record.limits));
     println!("status:      {}", record.status_at(now()));
     println!("created:     {}", format_timestamp(record.created_at));

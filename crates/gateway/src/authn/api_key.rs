@@ -149,6 +149,8 @@ impl KeyVerifier {
             output: record.output,
             widen_output: record.widen_output,
             limits: record.limits.clone(),
+            delegate: record.delegate,
+            device: None,
         })
     }
 

@@ -214,6 +214,18 @@ impl Shared {
             .map_err(|e| SharedError(e.to_string()))
     }
 
+    /// Marks `key` as seen for `ttl_ms`: true if this call was the first to do so (on any node).
+    /// The DPoP replay cache.
+    pub async fn set_once(&self, key: &str, ttl_ms: u64) -> Result<bool, SharedError> {
+        let mut connection = self.connection().await?;
+        let command = redis::cmd("SET").arg(key).arg(1).arg("NX").arg("PX").arg(ttl_ms.max(1)).to_owned();
+        tokio::time::timeout(TIMEOUT, command.query_async::<Option<String>>(&mut connection))
+            .await
+            .map_err(|_| SharedError("timed out".into()))?
+            .map(|reply| reply.is_some())
+            .map_err(|e| SharedError(e.to_string()))
+    }
+
     /// Tells every node that a key changed (revoked, limits updated).
     pub async fn publish_key_change(&self, kid: &str) -> Result<(), SharedError> {
         let mut connection = self.connection().await?;

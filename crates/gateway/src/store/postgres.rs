@@ -10,7 +10,7 @@ use sqlx::{
     postgres::{PgPool, PgPoolOptions, PgRow},
 };
 
-use super::{KeyLimits, KeyRecord, ModelScope, Scopes, Store, StoreError, Usage};
+use super::{KeyLimits, KeyRecord, ModelScope, Scopes, SigningKeyRecord, Store, StoreError, Usage};
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
@@ -44,8 +44,8 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
 
 const INSERT: &str = "INSERT INTO api_keys \
                       (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output, \
-                       rate, burst, concurrency, quotas, row_quotas) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)";
+                       rate, burst, concurrency, quotas, row_quotas, delegate) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     bind_key_record!(sqlx::query(INSERT), key)
@@ -161,5 +161,49 @@ impl Store for PostgresStore {
         .await
         .map_err(unavailable)?;
         rows.iter().map(|row| usage_from_row!(row)).collect()
+    }
+
+    async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
+        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
+        sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+            .bind(key.created_at)
+            .execute(&mut *transaction)
+            .await
+            .map_err(unavailable)?;
+        sqlx::query(
+            "INSERT INTO signing_keys (kid, alg, public_jwk, sealed, created_at, retired_at) \
+             VALUES ($1, $2, $3, $4, $5, NULL)",
+        )
+        .bind(&key.kid)
+        .bind(&key.alg)
+        .bind(&key.public_jwk)
+        .bind(&key.sealed)
+        .bind(key.created_at)
+        .execute(&mut *transaction)
+        .await
+        .map_err(|error| match &error {
+            sqlx::Error::Database(db) if db.is_unique_violation() => {
+                StoreError::Conflict("a signing key with that id exists".into())
+            }
+            _ => unavailable(error),
+        })?;
+        transaction.commit().await.map_err(unavailable)
+    }
+
+    async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
+        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+            .fetch_all(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        rows.iter().map(|row| signing_key_from_row!(row)).collect()
+    }
+
+    async fn prune_signing_keys(&self, before: i64) -> Result<u64, StoreError> {
+        let result = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map_err(unavailable)?;
+        Ok(result.rows_affected())
     }
 }
