@@ -7,6 +7,7 @@ mod cmd_audit;
 mod cmd_demo;
 mod cmd_keys;
 mod cmd_serve;
+mod cmd_signing_keys;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -44,6 +45,9 @@ enum Command {
     /// Check the audit log's tamper evidence, or repair a torn tail.
     #[command(subcommand)]
     Audit(cmd_audit::Command),
+    /// The token broker's signing keys: rotate, list.
+    #[command(subcommand)]
+    SigningKeys(cmd_signing_keys::Command),
 }
 
 /// How log lines are written: JSON for servers (machines read them), compact text for people.
@@ -89,6 +93,10 @@ fn main() -> ExitCode {
             Command::Keys(command) => {
                 init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
                 cmd_keys::run(&cli.config, command).await
+            }
+            Command::SigningKeys(command) => {
+                init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
+                cmd_signing_keys::run(&cli.config, command).await
             }
         }
     });

@@ -374,6 +374,3 @@ impl Replay {
         }
     }
 }
-
-#[cfg(test)]
-mod tests;

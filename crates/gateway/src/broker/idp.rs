@@ -407,6 +407,3 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
     let payload = jose::b64_decode(compact.payload).ok()?;
     serde_json::from_slice::<Iss>(&payload).ok()?.iss
 }
-
-#[cfg(test)]
-pub(crate) mod tests;

@@ -199,12 +199,31 @@ pub fn generate(alg: Algorithm) -> Result<(Vec<u8>, Jwk), String> {
 
 /// The public JWK of a PKCS#8 private key.
 pub fn public_jwk(alg: Algorithm, der: &[u8]) -> Result<Jwk, String> {
-    let key = match alg {
-        Algorithm::EdDSA => EncodingKey::from_ed_der(der),
-        Algorithm::ES256 => EncodingKey::from_ec_der(der),
+    let value = match alg {
+        Algorithm::EdDSA => {
+            let pair = Ed25519KeyPair::from_pkcs8_maybe_unchecked(der).map_err(|_| "unreadable Ed25519 key")?;
+            serde_json::json!({
+                "kty": "OKP", "crv": "Ed25519", "alg": "EdDSA",
+                "x": b64_encode(pair.public_key().as_ref()),
+            })
+        }
+        Algorithm::ES256 => {
+            let pair = EcdsaKeyPair::from_pkcs8(&ring_sig::ECDSA_P256_SHA256_FIXED_SIGNING, der, &SystemRandom::new())
+                .map_err(|_| "unreadable P-256 key")?;
+            let [4, point @ ..] = pair.public_key().as_ref() else {
+                return Err("unexpected P-256 public key encoding".into());
+            };
+            if point.len() != 64 {
+                return Err("unexpected P-256 public key length".into());
+            }
+            serde_json::json!({
+                "kty": "EC", "crv": "P-256", "alg": "ES256",
+                "x": b64_encode(&point[..32]), "y": b64_encode(&point[32..]),
+            })
+        }
         other => return Err(format!("signing keys are EdDSA or ES256, not {other:?}")),
     };
-    Jwk::from_encoding_key(&key, alg).map_err(|error| format!("cannot derive the public key: {error}"))
+    serde_json::from_value(value).map_err(|error| format!("cannot build the public JWK: {error}"))
 }
 
 // --- The provider -------------------------------------------------------------------------

@@ -247,6 +247,11 @@ impl SigningKeys {
         self.state.read().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    #[cfg(test)]
+    pub fn store_for_tests(&self) -> Arc<dyn Store> {
+        Arc::clone(&self.store)
+    }
+
     pub fn secret(&self) -> &SigningSecret {
         &self.secret
     }

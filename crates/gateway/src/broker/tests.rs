@@ -1,1 +1,593 @@
+//! The broker against the attacks of RFC 8725 and RFC 9449 section 11, one named test each.
+//! Every test makes a token or proof that is right in all but one respect and asserts the one
+//! check that refuses it.
 
+use std::sync::Arc;
+
+use hmac::Mac;
+use jsonwebtoken::{EncodingKey, Header, jwk::Jwk};
+
+use super::*;
+use crate::config::Config;
+
+const NOW: i64 = 1_800_000_000;
+const PUBLIC_URL: &str = "https://models.example.com";
+const IDP: &str = "https://accounts.example.com";
+
+/// A key pair: the private key as the library wants it, and its public JWK.
+struct Pair {
+    encoding: EncodingKey,
+    jwk: Jwk,
+    alg: Algorithm,
+}
+
+use jsonwebtoken::Algorithm;
+
+fn pair(alg: Algorithm, kid: Option<&str>) -> Pair {
+    jose::install();
+    let (der, mut jwk) = jose::generate(alg).unwrap();
+    jwk.common.key_id = kid.map(str::to_owned);
+    let encoding = match alg {
+        Algorithm::EdDSA => EncodingKey::from_ed_der(&der),
+        _ => EncodingKey::from_ec_der(&der),
+    };
+    Pair { encoding, jwk, alg }
+}
+
+fn sign(pair: &Pair, header: Header, claims: &serde_json::Value) -> String {
+    let mut header = header;
+    header.alg = pair.alg;
+    jsonwebtoken::encode(&header, claims, &pair.encoding).unwrap()
+}
+
+/// A token whose header and payload are given as JSON text, with a signature by `pair` (for
+/// headers the library would not write: duplicates, none, embedded keys).
+fn raw_token(pair: &Pair, header: &str, claims: &serde_json::Value) -> String {
+    let message =
+        format!("{}.{}", jose::b64_encode(header.as_bytes()), jose::b64_encode(claims.to_string().as_bytes()));
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &pair.encoding, pair.alg).unwrap();
+    format!("{message}.{signature}")
+}
+
+struct Fixture {
+    _dir: tempfile::TempDir,
+    config: Config,
+    broker: Broker,
+    issuers: idp::Issuers,
+    idp: Pair,
+    device: Pair,
+}
+
+fn config_text(dir: &std::path::Path, extra: &str) -> String {
+    format!(
+        r#"
+[store]
+sqlite = "{dir}/keys.db"
+pepper_file = "{dir}/pepper"
+[audit]
+enabled = false
+[[identity_providers]]
+name = "accounts"
+issuer = "{IDP}"
+audiences = ["ios-app"]
+algorithms = ["ES256"]
+jwks_file = "{dir}/idp.jwks"
+tokens = "id_token"
+max_age = "1h"
+[broker]
+issuer = "https://broker.example.com"
+public_url = "{PUBLIC_URL}"
+token_lifetime = "10m"
+signing_secret_file = "{dir}/signing.secret"
+{extra}
+[[broker.apps]]
+client_id = "ios-app"
+identity_provider = "accounts"
+models = ["demo", "other"]
+output = "top_k=2"
+"#,
+        dir = dir.display()
+    )
+}
+
+async fn fixture_with(extra: &str) -> Fixture {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = pair(Algorithm::ES256, Some("idp-1"));
+    std::fs::write(dir.path().join("idp.jwks"), serde_json::json!({ "keys": [idp.jwk] }).to_string()).unwrap();
+    let config = Config::from_toml(&config_text(dir.path(), extra), dir.path()).unwrap();
+    let store: Arc<dyn Store> =
+        Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap());
+    let broker = Broker::open(config.broker.clone().unwrap(), store, None, NOW).await.unwrap();
+    let issuers = idp::Issuers::new(&config.identity_providers).unwrap();
+    Fixture { _dir: dir, config, broker, issuers, idp, device: pair(Algorithm::ES256, None) }
+}
+
+async fn fixture() -> Fixture {
+    fixture_with("").await
+}
+
+fn id_claims() -> serde_json::Value {
+    serde_json::json!({ "iss": IDP, "sub": "alice", "aud": "ios-app", "iat": NOW - 10, "exp": NOW + 600 })
+}
+
+fn id_header() -> Header {
+    let mut header = Header::new(Algorithm::ES256);
+    header.kid = Some("idp-1".into());
+    header.typ = Some("JWT".into());
+    header
+}
+
+impl Fixture {
+    fn id_token(&self, claims: &serde_json::Value) -> String {
+        sign(&self.idp, id_header(), claims)
+    }
+
+    async fn verify_id(&self, token: &str) -> Result<idp::Verified, JoseError> {
+        let (provider, keys) = self.issuers.by_name("accounts").unwrap();
+        idp::Issuers::verify(provider, keys, token, NOW).await
+    }
+
+    fn proof_claims(&self, method: &str, url: &str, token: Option<&str>) -> serde_json::Value {
+        let mut jti = [0u8; 12];
+        getrandom::fill(&mut jti).unwrap();
+        let mut claims = serde_json::json!({ "jti": jose::b64_encode(&jti), "htm": method, "htu": url, "iat": NOW });
+        if let Some(token) = token {
+            claims["ath"] = serde_json::Value::String(jose::sha256_b64(token.as_bytes()));
+        }
+        claims
+    }
+
+    fn proof_with(&self, key: &Pair, claims: &serde_json::Value) -> String {
+        let mut header = Header::new(key.alg);
+        header.typ = Some("dpop+jwt".into());
+        header.jwk = Some(key.jwk.clone());
+        sign(key, header, claims)
+    }
+
+    fn proof(&self, method: &str, url: &str, token: Option<&str>) -> String {
+        self.proof_with(&self.device, &self.proof_claims(method, url, token))
+    }
+
+    async fn check(&self, proof: &str, method: &str, htu: &str, token: Option<&str>) -> Result<dpop::Proof, DpopError> {
+        let expected = Expected { method, htu, access_token: token, now: NOW };
+        self.broker.check_proof(proof, &expected, None).await
+    }
+
+    /// A token issued to the fixture's device key.
+    fn access_token(&self) -> String {
+        let app = self.config.broker.as_ref().unwrap().app("ios-app").unwrap().clone();
+        let jkt = jose::thumbprint(&self.device.jwk).unwrap();
+        self.broker.issue(&app, "alice", PUBLIC_URL, &Grant::of_app(&app), &jkt, None, NOW).unwrap().0
+    }
+
+    async fn call(&self, token: &str, proof: &str) -> Result<Principal, TokenError> {
+        self.broker.authenticate(token, proof, "POST", "/v2/models/demo/infer", NOW).await
+    }
+}
+
+const INFER_URL: &str = "https://models.example.com/v2/models/demo/infer";
+
+// --- Identity-provider tokens (RFC 8725) ---------------------------------------------------
+
+#[tokio::test]
+async fn a_good_id_token_verifies() {
+    let f = fixture().await;
+    let user = f.verify_id(&f.id_token(&id_claims())).await.unwrap();
+    assert_eq!(user.subject, "alice");
+}
+
+#[tokio::test]
+async fn alg_none_is_refused() {
+    let f = fixture().await;
+    let claims = id_claims().to_string();
+    let token = format!(
+        "{}.{}.",
+        jose::b64_encode(br#"{"alg":"none","typ":"JWT","kid":"idp-1"}"#),
+        jose::b64_encode(claims.as_bytes())
+    );
+    assert!(f.verify_id(&token).await.is_err());
+    let with_signature = format!("{token}c2ln");
+    assert_eq!(f.verify_id(&with_signature).await.unwrap_err(), JoseError::Algorithm("none".into()));
+}
+
+#[tokio::test]
+async fn hmac_signed_with_the_public_key_is_refused() {
+    // Algorithm confusion: the attacker signs with HS256 using the issuer's public key as the
+    // HMAC secret, hoping the verifier takes the algorithm from the header.
+    let f = fixture().await;
+    let header = jose::b64_encode(br#"{"alg":"HS256","typ":"JWT","kid":"idp-1"}"#);
+    let payload = jose::b64_encode(id_claims().to_string().as_bytes());
+    let message = format!("{header}.{payload}");
+    let secret = serde_json::to_vec(&f.idp.jwk).unwrap();
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(&secret).unwrap();
+    mac.update(message.as_bytes());
+    let token = format!("{message}.{}", jose::b64_encode(&mac.finalize().into_bytes()));
+    assert_eq!(f.verify_id(&token).await.unwrap_err(), JoseError::Algorithm("HS256".into()));
+}
+
+#[tokio::test]
+async fn an_algorithm_outside_the_issuers_list_is_refused() {
+    let f = fixture().await;
+    // EdDSA is a fine algorithm, but this issuer's list says ES256 only.
+    let other = pair(Algorithm::EdDSA, Some("idp-1"));
+    let mut header = id_header();
+    header.alg = Algorithm::EdDSA;
+    let token = sign(&other, header, &id_claims());
+    assert_eq!(f.verify_id(&token).await.unwrap_err(), JoseError::Algorithm("EdDSA".into()));
+}
+
+#[tokio::test]
+async fn a_forged_kid_is_refused() {
+    let f = fixture().await;
+    let attacker = pair(Algorithm::ES256, None);
+    for kid in ["idp-2", "' OR 1=1 --", "../../etc/passwd"] {
+        let mut header = id_header();
+        header.kid = Some(kid.into());
+        let token = sign(&attacker, header, &id_claims());
+        assert_eq!(f.verify_id(&token).await.unwrap_err(), JoseError::UnknownKey, "{kid}");
+    }
+    // The right kid with another key: the signature fails.
+    let token = sign(&attacker, id_header(), &id_claims());
+    assert_eq!(f.verify_id(&token).await.unwrap_err(), JoseError::Signature);
+}
+
+#[tokio::test]
+async fn an_embedded_jwk_in_a_token_is_refused() {
+    let f = fixture().await;
+    let attacker = pair(Algorithm::ES256, Some("idp-1"));
+    let mut header = id_header();
+    header.jwk = Some(attacker.jwk.clone());
+    let token = sign(&attacker, header, &id_claims());
+    assert_eq!(f.verify_id(&token).await.unwrap_err(), JoseError::EmbeddedKey);
+}
+
+#[tokio::test]
+async fn jku_and_x5u_are_never_followed() {
+    let f = fixture().await;
+    let attacker = pair(Algorithm::ES256, Some("attacker"));
+    let mut header = id_header();
+    header.kid = Some("attacker".into());
+    header.jku = Some("http://127.0.0.1:9/jwks.json".into());
+    header.x5u = Some("http://127.0.0.1:9/cert.pem".into());
+    let token = sign(&attacker, header, &id_claims());
+    assert_eq!(f.verify_id(&token).await.unwrap_err(), JoseError::UnknownKey);
+}
+
+#[tokio::test]
+async fn an_expired_token_is_refused() {
+    let f = fixture().await;
+    let mut claims = id_claims();
+    claims["exp"] = (NOW - 61).into();
+    claims["iat"] = (NOW - 700).into();
+    assert!(matches!(f.verify_id(&f.id_token(&claims)).await.unwrap_err(), JoseError::Claims(_)));
+    // Within the skew it is still accepted.
+    claims["exp"] = (NOW - 30).into();
+    assert!(f.verify_id(&f.id_token(&claims)).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_token_not_yet_valid_is_refused() {
+    let f = fixture().await;
+    let mut claims = id_claims();
+    claims["nbf"] = (NOW + 120).into();
+    assert!(matches!(f.verify_id(&f.id_token(&claims)).await.unwrap_err(), JoseError::Claims(_)));
+    let mut claims = id_claims();
+    claims["iat"] = (NOW + 120).into();
+    assert!(matches!(f.verify_id(&f.id_token(&claims)).await.unwrap_err(), JoseError::Claims(_)));
+    let mut claims = id_claims();
+    claims["iat"] = (NOW - 7200).into();
+    assert!(matches!(f.verify_id(&f.id_token(&claims)).await.unwrap_err(), JoseError::Claims(_)), "older than max_age");
+}
+
+#[tokio::test]
+async fn a_wrong_or_missing_audience_is_refused() {
+    let f = fixture().await;
+    let mut claims = id_claims();
+    claims["aud"] = "another-app".into();
+    assert!(matches!(f.verify_id(&f.id_token(&claims)).await.unwrap_err(), JoseError::Claims(_)));
+    claims.as_object_mut().unwrap().remove("aud");
+    assert!(matches!(f.verify_id(&f.id_token(&claims)).await.unwrap_err(), JoseError::Claims(_)));
+    claims["aud"] = serde_json::json!(["another-app", "ios-app"]);
+    assert!(f.verify_id(&f.id_token(&claims)).await.is_ok(), "one of several audiences is ours");
+}
+
+#[tokio::test]
+async fn a_wrong_issuer_is_refused() {
+    let f = fixture().await;
+    let mut claims = id_claims();
+    claims["iss"] = "https://accounts.example.com.evil.test".into();
+    assert!(matches!(f.verify_id(&f.id_token(&claims)).await.unwrap_err(), JoseError::Claims(_)));
+}
+
+#[tokio::test]
+async fn an_access_token_is_refused_where_an_id_token_is_expected() {
+    let f = fixture().await;
+    let mut header = id_header();
+    header.typ = Some("at+jwt".into());
+    let token = sign(&f.idp, header, &id_claims());
+    assert_eq!(f.verify_id(&token).await.unwrap_err(), JoseError::Type("at+jwt".into()));
+}
+
+#[tokio::test]
+async fn an_oversized_token_is_refused() {
+    let f = fixture().await;
+    let mut claims = id_claims();
+    claims["padding"] = "x".repeat(jose::MAX_TOKEN_BYTES).into();
+    assert_eq!(f.verify_id(&f.id_token(&claims)).await.unwrap_err(), JoseError::TooLong(jose::MAX_TOKEN_BYTES));
+}
+
+#[tokio::test]
+async fn malformed_base64_is_refused() {
+    let f = fixture().await;
+    let token = f.id_token(&id_claims());
+    let padded = token.replacen('.', "=.", 1);
+    assert_eq!(f.verify_id(&padded).await.unwrap_err(), JoseError::Base64("header"));
+    let standard_alphabet = format!("{}+", token);
+    assert_eq!(f.verify_id(&standard_alphabet).await.unwrap_err(), JoseError::Base64("signature"));
+}
+
+#[tokio::test]
+async fn duplicate_header_members_are_refused() {
+    let f = fixture().await;
+    let token = raw_token(&f.idp, r#"{"alg":"ES256","typ":"JWT","kid":"idp-1","kid":"idp-2"}"#, &id_claims());
+    assert_eq!(f.verify_id(&token).await.unwrap_err(), JoseError::Duplicate { part: "header", name: "kid".into() });
+}
+
+// --- DPoP proofs (RFC 9449 4.3 and 11) -----------------------------------------------------
+
+#[tokio::test]
+async fn a_good_proof_is_accepted_once_and_replay_is_refused() {
+    let f = fixture().await;
+    let proof = f.proof("POST", INFER_URL, None);
+    let accepted = f.check(&proof, "POST", INFER_URL, None).await.unwrap();
+    assert_eq!(accepted.jkt, jose::thumbprint(&f.device.jwk).unwrap());
+    assert_eq!(f.check(&proof, "POST", INFER_URL, None).await.unwrap_err(), DpopError::Replay);
+}
+
+#[tokio::test]
+async fn a_proof_for_another_url_or_method_is_refused() {
+    let f = fixture().await;
+    let other = "https://models.example.com/v2/models/other/infer";
+    assert_eq!(f.check(&f.proof("POST", other, None), "POST", INFER_URL, None).await.unwrap_err(), DpopError::Url);
+    assert_eq!(
+        f.check(&f.proof("GET", INFER_URL, None), "POST", INFER_URL, None).await.unwrap_err(),
+        DpopError::Method
+    );
+    // Query and fragment are ignored, scheme and host case and the default port normalised.
+    let variant = "HTTPS://Models.Example.com:443/v2/models/demo/infer?x=1#f";
+    assert!(f.check(&f.proof("POST", variant, None), "POST", INFER_URL, None).await.is_ok());
+}
+
+#[tokio::test]
+async fn a_proof_with_a_private_key_in_its_jwk_is_refused() {
+    let f = fixture().await;
+    let mut jwk = serde_json::to_value(&f.device.jwk).unwrap();
+    jwk["d"] = "c2VjcmV0".into();
+    let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": jwk }).to_string();
+    let proof = raw_token(&f.device, &header, &f.proof_claims("POST", INFER_URL, None));
+    assert_eq!(f.check(&proof, "POST", INFER_URL, None).await.unwrap_err(), DpopError::PrivateKey);
+}
+
+#[tokio::test]
+async fn a_proof_of_the_wrong_type_or_algorithm_is_refused() {
+    let f = fixture().await;
+    let claims = f.proof_claims("POST", INFER_URL, None);
+    let jwk = serde_json::to_value(&f.device.jwk).unwrap();
+    let typ = serde_json::json!({ "typ": "JWT", "alg": "ES256", "jwk": jwk }).to_string();
+    assert_eq!(
+        f.check(&raw_token(&f.device, &typ, &claims), "POST", INFER_URL, None).await.unwrap_err(),
+        DpopError::Type
+    );
+    let none = serde_json::json!({ "typ": "dpop+jwt", "alg": "none", "jwk": jwk }).to_string();
+    assert_eq!(
+        f.check(&raw_token(&f.device, &none, &claims), "POST", INFER_URL, None).await.unwrap_err(),
+        DpopError::Algorithm
+    );
+    let hmac = serde_json::json!({ "typ": "dpop+jwt", "alg": "HS256", "jwk": jwk }).to_string();
+    assert_eq!(
+        f.check(&raw_token(&f.device, &hmac, &claims), "POST", INFER_URL, None).await.unwrap_err(),
+        DpopError::Algorithm
+    );
+    // A header that claims EdDSA over a P-256 key.
+    let mismatch = serde_json::json!({ "typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk }).to_string();
+    assert_eq!(
+        f.check(&raw_token(&f.device, &mismatch, &claims), "POST", INFER_URL, None).await.unwrap_err(),
+        DpopError::Algorithm
+    );
+}
+
+#[tokio::test]
+async fn a_proof_signed_by_another_key_than_its_jwk_is_refused() {
+    let f = fixture().await;
+    let other = pair(Algorithm::ES256, None);
+    let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "ES256", "jwk": f.device.jwk }).to_string();
+    let proof = raw_token(&other, &header, &f.proof_claims("POST", INFER_URL, None));
+    assert_eq!(f.check(&proof, "POST", INFER_URL, None).await.unwrap_err(), DpopError::Signature);
+}
+
+#[tokio::test]
+async fn a_stale_or_future_proof_is_refused() {
+    let f = fixture().await;
+    for iat in [NOW - 200, NOW + 120] {
+        let mut claims = f.proof_claims("POST", INFER_URL, None);
+        claims["iat"] = iat.into();
+        assert_eq!(
+            f.check(&f.proof_with(&f.device, &claims), "POST", INFER_URL, None).await.unwrap_err(),
+            DpopError::Time
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_proof_missing_a_claim_is_refused() {
+    let f = fixture().await;
+    for claim in ["jti", "htm", "htu", "iat"] {
+        let mut claims = f.proof_claims("POST", INFER_URL, None);
+        claims.as_object_mut().unwrap().remove(claim);
+        let error = f.check(&f.proof_with(&f.device, &claims), "POST", INFER_URL, None).await.unwrap_err();
+        assert_eq!(
+            error,
+            DpopError::Claims(match claim {
+                "jti" => "jti",
+                "htm" => "htm",
+                "htu" => "htu",
+                _ => "iat",
+            })
+        );
+    }
+}
+
+#[tokio::test]
+async fn nonces_are_required_when_configured_and_must_be_ours() {
+    let f = fixture_with("require_nonce = true").await;
+    let error = f.check(&f.proof("POST", INFER_URL, None), "POST", INFER_URL, None).await.unwrap_err();
+    assert_eq!(error, DpopError::UseNonce);
+    let mut claims = f.proof_claims("POST", INFER_URL, None);
+    claims["nonce"] = f.broker.nonces.issue(NOW).into();
+    assert!(f.check(&f.proof_with(&f.device, &claims), "POST", INFER_URL, None).await.is_ok());
+    let mut forged = f.proof_claims("POST", INFER_URL, None);
+    forged["nonce"] = jose::b64_encode(&[0u8; 24]).into();
+    assert_eq!(
+        f.check(&f.proof_with(&f.device, &forged), "POST", INFER_URL, None).await.unwrap_err(),
+        DpopError::UseNonce
+    );
+    let mut old = f.proof_claims("POST", INFER_URL, None);
+    old["nonce"] = f.broker.nonces.issue(NOW - 3600).into();
+    assert_eq!(
+        f.check(&f.proof_with(&f.device, &old), "POST", INFER_URL, None).await.unwrap_err(),
+        DpopError::UseNonce
+    );
+}
+
+#[test]
+fn more_than_one_dpop_header_is_refused() {
+    let mut headers = http::HeaderMap::new();
+    headers.append(dpop::DPOP_HEADER, http::HeaderValue::from_static("a.b.c"));
+    assert_eq!(dpop::proof_header(&headers), Ok("a.b.c"));
+    headers.append(dpop::DPOP_HEADER, http::HeaderValue::from_static("d.e.f"));
+    assert_eq!(dpop::proof_header(&headers), Err(DpopError::Multiple));
+    assert_eq!(dpop::proof_header(&http::HeaderMap::new()), Err(DpopError::Missing));
+}
+
+#[tokio::test]
+async fn an_oversized_proof_is_refused() {
+    let f = fixture().await;
+    let mut claims = f.proof_claims("POST", INFER_URL, None);
+    claims["padding"] = "x".repeat(jose::MAX_PROOF_BYTES).into();
+    let error = f.check(&f.proof_with(&f.device, &claims), "POST", INFER_URL, None).await.unwrap_err();
+    assert_eq!(error, DpopError::Malformed(JoseError::TooLong(jose::MAX_PROOF_BYTES)));
+}
+
+// --- Broker tokens at the model endpoint ---------------------------------------------------
+
+#[tokio::test]
+async fn a_bound_token_with_its_proof_authenticates_the_user() {
+    let f = fixture().await;
+    let token = f.access_token();
+    let principal = f.call(&token, &f.proof("POST", INFER_URL, Some(&token))).await.unwrap();
+    assert_eq!(principal.id, "user:ios-app:alice");
+    assert_eq!(principal.kind, PrincipalKind::BrokerToken);
+    assert!(principal.models.allows("demo") && !principal.models.allows("third"));
+    // Claims as issued.
+    let claims = f.broker.verify_token(&token, NOW).await.unwrap();
+    assert_eq!((claims.aud.as_str(), claims.client_id.as_str()), (PUBLIC_URL, "ios-app"));
+    assert_eq!(claims.exp - claims.iat, 600);
+    assert_eq!(claims.cnf.jkt, jose::thumbprint(&f.device.jwk).unwrap());
+}
+
+#[tokio::test]
+async fn a_stolen_token_with_the_thiefs_own_key_is_refused() {
+    let f = fixture().await;
+    let token = f.access_token();
+    let thief = pair(Algorithm::ES256, None);
+    let proof = f.proof_with(&thief, &f.proof_claims("POST", INFER_URL, Some(&token)));
+    assert_eq!(f.call(&token, &proof).await.unwrap_err(), TokenError::Proof(DpopError::WrongKey));
+}
+
+#[tokio::test]
+async fn a_proof_for_another_token_is_refused() {
+    let f = fixture().await;
+    let token = f.access_token();
+    let other = f.access_token();
+    let proof = f.proof("POST", INFER_URL, Some(&other));
+    assert_eq!(f.call(&token, &proof).await.unwrap_err(), TokenError::Proof(DpopError::AccessTokenHash));
+    let without_ath = f.proof("POST", INFER_URL, None);
+    assert_eq!(f.call(&token, &without_ath).await.unwrap_err(), TokenError::Proof(DpopError::AccessTokenHash));
+}
+
+#[tokio::test]
+async fn tokens_expire_when_they_say() {
+    let f = fixture().await;
+    let token = f.access_token();
+    let skew = 60;
+    assert!(f.broker.verify_token(&token, NOW + 600 + skew - 1).await.is_ok());
+    assert!(matches!(f.broker.verify_token(&token, NOW + 600 + skew).await, Err(JoseError::Claims(_))));
+}
+
+#[tokio::test]
+async fn a_rotated_keys_tokens_verify_until_they_expire_and_no_longer() {
+    let f = fixture().await;
+    let token = f.access_token();
+    let store = f.broker.keys.store_for_tests();
+    signing::rotate(store.as_ref(), f.broker.keys.secret(), Algorithm::EdDSA, NOW + 60).await.unwrap();
+    f.broker.keys.reload(NOW + 60).await.unwrap();
+    let fresh = f.access_token();
+    assert_ne!(jsonwebtoken::decode_header(&fresh).unwrap().kid, jsonwebtoken::decode_header(&token).unwrap().kid);
+    assert!(f.broker.verify_token(&token, NOW + 300).await.is_ok(), "the old key still verifies");
+    assert!(f.broker.verify_token(&fresh, NOW + 300).await.is_ok());
+    let after = NOW + 600 + 60;
+    assert!(f.broker.verify_token(&token, after).await.is_err(), "expired");
+    f.broker.keys.reload(NOW + 60 + 660 + 1).await.unwrap();
+    assert_eq!(f.broker.verify_token(&token, NOW + 60 + 660 + 1).await.unwrap_err(), JoseError::UnknownKey);
+}
+
+#[tokio::test]
+async fn our_tokens_are_only_accepted_as_at_jwt_for_this_audience() {
+    let f = fixture().await;
+    let app = f.config.broker.as_ref().unwrap().app("ios-app").unwrap().clone();
+    let jkt = jose::thumbprint(&f.device.jwk).unwrap();
+    let (other_audience, _) =
+        f.broker.issue(&app, "alice", "https://other.example.com", &Grant::of_app(&app), &jkt, None, NOW).unwrap();
+    assert!(matches!(f.broker.verify_token(&other_audience, NOW).await, Err(JoseError::Claims(_))));
+    // An ID token of the identity provider is not one of ours.
+    assert!(f.broker.verify_token(&f.id_token(&id_claims()), NOW).await.is_err());
+}
+
+// --- Scope ---------------------------------------------------------------------------------
+
+#[test]
+fn scope_is_the_intersection_of_request_and_policy() {
+    let policy = Grant::parse("model:demo model:other infer metadata output:top_k=2").unwrap();
+    let asked = Grant::parse("model:demo model:secret infer").unwrap();
+    let granted = Grant::intersect(&policy, Some(&asked)).unwrap();
+    assert_eq!(granted.to_scope(), "model:demo infer output:top_k=2");
+    // A narrower output is granted, a wider one is not.
+    let label = Grant::intersect(&policy, Grant::parse("output:label").as_ref()).unwrap();
+    assert_eq!(label.output, Some(OutputPolicy::Label));
+    let raw = Grant::intersect(&policy, Grant::parse("output:raw").as_ref()).unwrap();
+    assert_eq!(raw.output, policy.output);
+    assert!(Grant::intersect(&policy, Grant::parse("model:secret").as_ref()).is_none());
+    assert!(Grant::parse("model:demo admin").is_none(), "unknown scopes are refused, not ignored");
+    assert_eq!(Grant::intersect(&policy, None), Some(policy.clone()));
+}
+
+#[test]
+fn broker_config_is_refused_when_insecure() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = |extra: &str, replace: (&str, &str)| {
+        let text = config_text(dir.path(), extra).replace(replace.0, replace.1);
+        Config::from_toml(&text, dir.path()).unwrap_err().to_string()
+    };
+    assert!(bad("", ("token_lifetime = \"10m\"", "token_lifetime = \"2h\"")).contains("token_lifetime"));
+    assert!(bad("", ("algorithms = [\"ES256\"]", "algorithms = [\"HS256\"]")).contains("never an HMAC"));
+    assert!(bad("", ("algorithms = [\"ES256\"]", "algorithms = [\"none\"]")).contains("never none"));
+    assert!(bad("", ("audiences = [\"ios-app\"]", "audiences = []")).contains("audience"));
+    assert!(
+        bad("", (&format!("public_url = \"{PUBLIC_URL}\""), "public_url = \"https://x.example.com/a?b\""))
+            .contains("public_url")
+    );
+    assert!(
+        bad("", ("jwks_file = ", "jwks_url = \"http://idp.example.com/jwks\"\n#")).contains("https"),
+        "keys fetched over plain HTTP from another host"
+    );
+}

@@ -86,6 +86,7 @@ impl Limited {
             scopes: Scopes::ALL,
             output: None,
             widen_output: false,
+            delegate: false,
             expires_in: None,
             limits,
         };

@@ -90,6 +90,7 @@ public = true
                 scopes: Scopes::parse(scopes).unwrap(),
                 output: output.map(|text| text.parse().unwrap()),
                 widen_output,
+                delegate: false,
                 expires_in: None,
                 limits: Default::default(),
             })
@@ -702,6 +703,15 @@ impl Store for DownStore {
     }
     async fn usage(&self, _: Option<&str>, _: &str) -> Result<Vec<crate::store::Usage>, crate::store::StoreError> {
         self.ping().await.map(|()| Vec::new())
+    }
+    async fn insert_signing_key(&self, _: &crate::store::SigningKeyRecord) -> Result<(), crate::store::StoreError> {
+        self.ping().await
+    }
+    async fn signing_keys(&self) -> Result<Vec<crate::store::SigningKeyRecord>, crate::store::StoreError> {
+        self.ping().await.map(|()| Vec::new())
+    }
+    async fn prune_signing_keys(&self, _: i64) -> Result<u64, crate::store::StoreError> {
+        self.ping().await.map(|()| 0)
     }
 }
 

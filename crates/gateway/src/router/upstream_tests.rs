@@ -167,6 +167,7 @@ connect_timeout = "500ms"
             scopes: Scopes::parse(scopes).unwrap(),
             output: output.map(|text| text.parse().unwrap()),
             widen_output: false,
+            delegate: false,
             expires_in: None,
             limits,
         };
