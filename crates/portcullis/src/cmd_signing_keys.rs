@@ -32,7 +32,11 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
     match command {
         Command::Rotate { json } => {
             let env = std::env::var(signing::SECRET_ENV).ok();
-            let secret = SigningSecret::load(&broker.signing_secret_file, env.as_deref(), true)?;
+            // Never create the secret here: a key sealed under a secret the nodes do not have
+            // would stop them from signing.
+            let secret = SigningSecret::load(&broker.signing_secret_file, env.as_deref(), false).context(
+                "the signing secret (start `portcullis serve` once to create it, or set PORTCULLIS_SIGNING_SECRET)",
+            )?;
             let record = signing::rotate(store.as_ref(), &secret, broker.algorithm, now).await?;
             // Keys retired long ago verify nothing any more: drop them (a day's margin).
             let pruned = store.prune_signing_keys(now - overlap - 86_400).await?;

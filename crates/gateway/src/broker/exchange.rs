@@ -164,6 +164,17 @@ pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
             return Err(ApiError::oauth("invalid_grant").with_audit_reason("subject_token"));
         }
     };
+    // The ID token must have been issued to this app (OIDC Core 3.1.3.7: `aud` holds the
+    // client id), not to another app of the same identity provider.
+    let issued_to_app = match user.claims.get("aud") {
+        Some(serde_json::Value::String(aud)) => *aud == app.client_id,
+        Some(serde_json::Value::Array(auds)) => auds.iter().any(|aud| aud.as_str() == Some(app.client_id.as_str())),
+        _ => false,
+    };
+    if !issued_to_app {
+        tracing::info!(client_id = %app.client_id, "token request refused: the ID token was issued to another client");
+        return Err(ApiError::oauth("invalid_grant").with_audit_reason("subject_token_audience"));
+    }
     if !user.subject.bytes().all(|b| b.is_ascii_graphic()) {
         tracing::info!("token request refused: subject with characters outside printable ASCII");
         return Err(ApiError::oauth("invalid_grant").with_audit_reason("subject_token"));
@@ -197,6 +208,8 @@ pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
         Some(scope) => Some(Grant::parse(scope).ok_or_else(|| ApiError::oauth("invalid_scope"))?),
     };
     let policy = Grant::of_app(app);
+    // Sign with the newest key: a rotation made by the CLI or another node is seen within a second.
+    broker.keys.reload_if_older(std::time::Duration::from_secs(1), now).await;
     let granted = Grant::intersect(&policy, requested.as_ref()).ok_or_else(|| ApiError::oauth("invalid_scope"))?;
     let (token, claims) =
         broker.issue(app, &user.subject, audience, &granted, &proof.jkt, attestation, now).map_err(|error| {
@@ -248,7 +261,9 @@ pub async fn nonce(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiE
 /// `GET /.well-known/jwks.json`: the public keys that verify our tokens.
 pub async fn jwks(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiError> {
     let broker = broker(&gateway)?;
-    let mut response = axum::Json(broker.keys.jwks(crate::time::now())).into_response();
+    let now = crate::time::now();
+    broker.keys.reload_if_older(std::time::Duration::from_secs(1), now).await;
+    let mut response = axum::Json(broker.keys.jwks(now)).into_response();
     // Short enough that a rotation is seen well within a token's lifetime.
     response.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("public, max-age=300"));
     Ok(response)

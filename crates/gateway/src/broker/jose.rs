@@ -226,6 +226,28 @@ pub fn public_jwk(alg: Algorithm, der: &[u8]) -> Result<Jwk, String> {
     serde_json::from_value(value).map_err(|error| format!("cannot build the public JWK: {error}"))
 }
 
+/// Signs a compact JWS with a PKCS#8 key (EdDSA or ES256): what a client (an app making DPoP
+/// proofs, a test playing an identity provider) does. The header's `alg` is set to `alg`.
+pub fn sign_compact(
+    alg: Algorithm,
+    der: &[u8],
+    header: &serde_json::Value,
+    claims: &serde_json::Value,
+) -> Result<String, String> {
+    install();
+    let mut header = header.clone();
+    header["alg"] = serde_json::Value::String(format!("{alg:?}"));
+    let message =
+        format!("{}.{}", b64_encode(header.to_string().as_bytes()), b64_encode(claims.to_string().as_bytes()));
+    let key = match alg {
+        Algorithm::EdDSA => EncodingKey::from_ed_der(der),
+        Algorithm::ES256 => EncodingKey::from_ec_der(der),
+        other => return Err(format!("EdDSA or ES256, not {other:?}")),
+    };
+    let signature = jsonwebtoken::crypto::sign(message.as_bytes(), &key, alg).map_err(|e| e.to_string())?;
+    Ok(format!("{message}.{signature}"))
+}
+
 // --- The provider -------------------------------------------------------------------------
 
 static PROVIDER: CryptoProvider = CryptoProvider {

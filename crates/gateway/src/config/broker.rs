@@ -421,8 +421,14 @@ impl RawBroker {
                 }
                 None => return Err(at(format!("no [[identity_providers]] named '{}'", app.identity_provider))),
             }
-            if app.models.is_empty() {
-                return Err(at("models must name the models its users may reach".into()));
+            if app.models.is_empty() || app.models.iter().any(|model| !crate::config::valid_model_name(model)) {
+                return Err(at("models must name the models its users may reach (by name; no wildcard)".into()));
+            }
+            if app.burst.is_some() && app.rate.is_none() {
+                return Err(at("a burst needs a rate".into()));
+            }
+            if let Some(rate) = app.rate.as_deref() {
+                rate.parse().and_then(|rate| rate_limit(rate, app.burst)).map_err(at)?;
             }
             let limits = KeyLimits {
                 rate: app.rate.as_deref().map(str::parse).transpose().map_err(at)?,

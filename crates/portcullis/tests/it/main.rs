@@ -10,6 +10,7 @@
 mod audit;
 mod demo;
 mod keys;
+mod mobile;
 mod multinode;
 mod process;
 mod serve;
