@@ -258,6 +258,7 @@ impl Broker {
     }
 
     /// Signs an access token for `sub` of `app`, bound to `jkt`.
+    #[expect(clippy::too_many_arguments, reason = "each is one claim of the token; a struct would only rename them")]
     pub fn issue(
         &self,
         app: &AppConfig,
@@ -298,7 +299,7 @@ impl Broker {
             jwk: Option<serde_json::Value>,
         }
         let header: Header =
-            serde_json::from_slice(&jose::b64_decode(compact.header).map_err(|()| JoseError::Base64("header"))?)
+            serde_json::from_slice(&jose::b64_decode(compact.header).ok_or(JoseError::Base64("header"))?)
                 .map_err(|_| JoseError::NotJson("header"))?;
         if header.typ.as_deref() != Some(ACCESS_TOKEN_TYPE) {
             return Err(JoseError::Type(header.typ.unwrap_or_default()));

@@ -83,7 +83,7 @@ impl Attestor for FirebaseAppCheck {
             typ: Some("JWT"),
         };
         let verified = idp::verify(token, &self.keys, &rules, evidence.now).await.map_err(|e| e.to_string())?;
-        if !self.config.app_ids.iter().any(|app| *app == verified.subject) {
+        if !self.config.app_ids.contains(&verified.subject) {
             return Err(format!("app id '{}' is not allowed", verified.subject));
         }
         Ok("firebase_app_check".into())

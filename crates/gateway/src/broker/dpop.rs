@@ -152,8 +152,7 @@ pub fn verify_proof(
 ) -> Result<Proof, DpopError> {
     // 2. A single well-formed JWT.
     let compact = jose::screen(proof, MAX_PROOF_BYTES).map_err(DpopError::Malformed)?;
-    let header_json =
-        jose::b64_decode(compact.header).map_err(|()| DpopError::Malformed(JoseError::Base64("header")))?;
+    let header_json = jose::b64_decode(compact.header).ok_or(DpopError::Malformed(JoseError::Base64("header")))?;
     let header: ProofHeader =
         serde_json::from_slice(&header_json).map_err(|_| DpopError::Malformed(JoseError::NotJson("header")))?;
     // 4. typ.
@@ -187,7 +186,7 @@ pub fn verify_proof(
         _ => return Err(DpopError::Signature),
     }
     // 3. Required claims.
-    let payload = jose::b64_decode(compact.payload).map_err(|()| DpopError::Malformed(JoseError::Base64("payload")))?;
+    let payload = jose::b64_decode(compact.payload).ok_or(DpopError::Malformed(JoseError::Base64("payload")))?;
     let claims: ProofClaims = serde_json::from_slice(&payload).map_err(|_| DpopError::Claims("not a claims object"))?;
     let jti = claims.jti.filter(|jti| (8..=256).contains(&jti.len())).ok_or(DpopError::Claims("jti"))?;
     let htm = claims.htm.ok_or(DpopError::Claims("htm"))?;
@@ -293,7 +292,7 @@ impl Nonces {
     }
 
     pub fn valid(&self, nonce: &str, now: i64) -> bool {
-        let Ok(bytes) = jose::b64_decode(nonce) else { return false };
+        let Some(bytes) = jose::b64_decode(nonce) else { return false };
         let Ok(bytes) = <[u8; 24]>::try_from(bytes.as_slice()) else { return false };
         let mut at = [0u8; 8];
         at.copy_from_slice(&bytes[..8]);

@@ -144,11 +144,7 @@ impl KeySet {
     async fn fetch(&self) -> Result<HashMap<String, (Algorithm, DecodingKey)>, String> {
         let bytes = match (&self.source, &self.client) {
             (JwksSource::File(path), _) => {
-                let path = path.clone();
-                tokio::task::spawn_blocking(move || std::fs::read(&path))
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .map_err(|e| format!("cannot read the JWKS file: {e}"))?
+                tokio::fs::read(path).await.map_err(|e| format!("cannot read the JWKS file: {e}"))?
             }
             (JwksSource::Url { url, .. }, Some(client)) => {
                 let response = tokio::time::timeout(self.timeout, client.get(url).send())
@@ -247,7 +243,7 @@ pub struct Rules<'a> {
 /// Verifies a token by the rules, with keys from `keys`.
 pub async fn verify(token: &str, keys: &KeySet, rules: &Rules<'_>, now: i64) -> Result<Verified, JoseError> {
     let compact = jose::screen(token, MAX_TOKEN_BYTES)?;
-    let header_json = jose::b64_decode(compact.header).map_err(|()| JoseError::Base64("header"))?;
+    let header_json = jose::b64_decode(compact.header).ok_or(JoseError::Base64("header"))?;
     let header: TokenHeader = serde_json::from_slice(&header_json).map_err(|_| JoseError::NotJson("header"))?;
     // The algorithm must be on the issuer's list before anything else is looked at.
     let alg = crate::config::parse_algorithm(&header.alg).map_err(|_| JoseError::Algorithm(header.alg.clone()))?;
@@ -404,6 +400,6 @@ pub fn unverified_issuer(token: &str) -> Option<String> {
         iss: Option<String>,
     }
     let compact = jose::screen(token, MAX_TOKEN_BYTES).ok()?;
-    let payload = jose::b64_decode(compact.payload).ok()?;
+    let payload = jose::b64_decode(compact.payload)?;
     serde_json::from_slice::<Iss>(&payload).ok()?.iss
 }

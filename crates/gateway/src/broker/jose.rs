@@ -88,12 +88,12 @@ pub fn screen(token: &str, max_bytes: usize) -> Result<Compact<'_>, JoseError> {
             return Err(JoseError::Base64(name));
         }
     }
-    let header_json = b64_decode(header).map_err(|()| JoseError::Base64("header"))?;
+    let header_json = b64_decode(header).ok_or(JoseError::Base64("header"))?;
     let members = unique_members(&header_json, "header")?;
     if members.iter().any(|name| name == "crit") {
         return Err(JoseError::Critical("crit".into()));
     }
-    let payload_json = b64_decode(payload).map_err(|()| JoseError::Base64("payload"))?;
+    let payload_json = b64_decode(payload).ok_or(JoseError::Base64("payload"))?;
     unique_members(&payload_json, "payload")?;
     Ok(Compact { header, payload, signature })
 }
@@ -129,8 +129,8 @@ fn unique_members(json: &[u8], part: &'static str) -> Result<Vec<String>, JoseEr
 }
 
 /// Strict base64url without padding (RFC 7515 2).
-pub fn b64_decode(text: &str) -> Result<Vec<u8>, ()> {
-    URL_SAFE_NO_PAD.decode(text).map_err(|_| ())
+pub fn b64_decode(text: &str) -> Option<Vec<u8>> {
+    URL_SAFE_NO_PAD.decode(text).ok()
 }
 
 pub fn b64_encode(bytes: &[u8]) -> String {
@@ -153,19 +153,19 @@ pub fn decoding_key(jwk: &Jwk) -> Result<(Algorithm, DecodingKey), JoseError> {
     let alg = match &jwk.algorithm {
         AlgorithmParameters::EllipticCurve(params) if params.curve == EllipticCurve::P256 => {
             let (x, y) = (b64_decode(&params.x), b64_decode(&params.y));
-            if x.map_or(true, |x| x.len() != 32) || y.map_or(true, |y| y.len() != 32) {
+            if x.is_none_or(|x| x.len() != 32) || y.is_none_or(|y| y.len() != 32) {
                 return Err(JoseError::Algorithm("ES256 with a malformed point".into()));
             }
             Algorithm::ES256
         }
         AlgorithmParameters::OctetKeyPair(params) if params.curve == EllipticCurve::Ed25519 => {
-            if b64_decode(&params.x).map_or(true, |x| x.len() != 32) {
+            if b64_decode(&params.x).is_none_or(|x| x.len() != 32) {
                 return Err(JoseError::Algorithm("EdDSA with a malformed key".into()));
             }
             Algorithm::EdDSA
         }
         AlgorithmParameters::RSA(params) => {
-            if b64_decode(&params.n).map_or(true, |n| n.len() < 256) {
+            if b64_decode(&params.n).is_none_or(|n| n.len() < 256) {
                 return Err(JoseError::Algorithm("RS256 with a modulus under 2048 bits".into()));
             }
             Algorithm::RS256
