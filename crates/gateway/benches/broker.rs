@@ -90,6 +90,31 @@ models = ["demo"]
     let app = config.broker.as_ref().unwrap().app("app").unwrap().clone();
     let grant = Grant::of_app(&app);
     let (provider, keys) = issuers.by_name("accounts").unwrap();
+    // A model call's whole check: our token (signature, claims), the proof, the replay cache.
+    let (device_der, device_jwk) = jose::generate(Algorithm::ES256).unwrap();
+    let jkt = jose::thumbprint(&device_jwk).unwrap();
+    let (token, _) = broker.issue(&app, "alice", "https://models.example.com", &grant, &jkt, None, NOW).unwrap();
+    let mut counter = 0u64;
+    c.bench_function("broker_token_and_proof", |b| {
+        b.iter_batched(
+            || {
+                counter += 1;
+                let header = serde_json::json!({ "typ": "dpop+jwt", "jwk": device_jwk });
+                let claims = serde_json::json!({
+                    "jti": format!("bench-{counter:012}"), "htm": "POST", "htu": url, "iat": NOW,
+                    "ath": jose::sha256_b64(token.as_bytes()),
+                });
+                jose::sign_compact(Algorithm::ES256, &device_der, &header, &claims).unwrap()
+            },
+            |proof| {
+                runtime.block_on(broker.authenticate(&token, &proof, "POST", "/v2/models/demo/infer", NOW)).unwrap()
+            },
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    c.bench_function("broker_token_verify", |b| {
+        b.iter(|| runtime.block_on(broker.verify_token(black_box(&token), NOW)).unwrap());
+    });
     c.bench_function("token_issuance", |b| {
         b.iter(|| {
             runtime.block_on(async {
@@ -100,5 +125,128 @@ models = ["demo"]
     });
 }
 
-criterion_group!(benches, bench);
+/// The same inference through the whole public router (every layer, audit log included), with
+/// an API key and with a DPoP-bound broker token and a fresh proof: the broker's cost per call.
+fn full_stack(c: &mut Criterion) {
+    use axum::body::Body;
+    use tower::ServiceExt;
+
+    jose::install();
+    let dir = tempfile::tempdir().unwrap();
+    let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fixtures/mlp");
+    let (_, mut idp_jwk) = jose::generate(Algorithm::ES256).unwrap();
+    idp_jwk.common.key_id = Some("idp-1".into());
+    std::fs::write(dir.path().join("idp.jwks"), serde_json::json!({ "keys": [idp_jwk] }).to_string()).unwrap();
+    let text = format!(
+        r#"
+[store]
+sqlite = "{d}/keys.db"
+pepper_file = "{d}/pepper"
+[audit]
+path = "{d}/audit.log"
+signing_key = "{d}/audit.key"
+[inference]
+threads = 1
+[[models]]
+name = "mlp"
+path = "{m}/model.onnx"
+[[identity_providers]]
+name = "accounts"
+issuer = "https://accounts.example.com"
+audiences = ["app"]
+algorithms = ["ES256"]
+jwks_file = "{d}/idp.jwks"
+tokens = "id_token"
+[broker]
+issuer = "https://broker.example.com"
+public_url = "https://models.example.com"
+token_lifetime = "15m"
+signing_secret_file = "{d}/signing.secret"
+[[broker.apps]]
+client_id = "app"
+identity_provider = "accounts"
+models = ["mlp"]
+"#,
+        d = dir.path().display(),
+        m = models.display()
+    );
+    let config = gateway::Config::from_toml(&text, dir.path()).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+    let (router, key, token, device) = runtime.block_on(async {
+        let store: Arc<dyn gateway::store::Store> =
+            Arc::new(gateway::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap());
+        let now = gateway::time::now();
+        let broker =
+            Arc::new(Broker::open(config.broker.clone().unwrap(), Arc::clone(&store), None, now).await.unwrap());
+        let app = config.broker.as_ref().unwrap().app("app").unwrap().clone();
+        let device = jose::generate(Algorithm::ES256).unwrap();
+        let jkt = jose::thumbprint(&device.1).unwrap();
+        let (token, _) =
+            broker.issue(&app, "alice", "https://models.example.com", &Grant::of_app(&app), &jkt, None, now).unwrap();
+        let pepper = gateway::authn::api_key::Pepper::from_bytes(vec![1; 32]);
+        let limiter = Arc::new(gateway::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).unwrap());
+        let registry = gateway::backend::load_models(&config).unwrap();
+        let gateway =
+            gateway::Gateway::assemble_with(config, registry, store, pepper.clone(), limiter, Some(broker)).unwrap();
+        let (key, _) = gateway
+            .keyring(pepper)
+            .create(&gateway::keys::NewKey {
+                name: "bench".into(),
+                owner: None,
+                models: gateway::store::ModelScope::All,
+                scopes: gateway::store::Scopes::ALL,
+                output: None,
+                widen_output: false,
+                delegate: false,
+                expires_in: None,
+                limits: Default::default(),
+            })
+            .await
+            .unwrap();
+        (gateway::router::public(gateway), key.expose().to_owned(), token, device)
+    });
+    let row: Vec<String> = (0..20).map(|i| format!("{:.3}", f64::from(i) / 20.0)).collect();
+    let body =
+        format!(r#"{{"inputs":[{{"name":"features","shape":[1,20],"datatype":"FP32","data":[{}]}}]}}"#, row.join(","));
+    let request = |authorization: String, proof: Option<String>| {
+        let mut builder = http::Request::post("/v2/models/mlp/infer")
+            .header("authorization", authorization)
+            .header("content-type", "application/json");
+        if let Some(proof) = proof {
+            builder = builder.header("dpop", proof);
+        }
+        builder.body(Body::from(body.clone())).unwrap()
+    };
+    let send = |request: http::Request<Body>| {
+        runtime.block_on(async {
+            let response = router.clone().oneshot(request).await.unwrap();
+            assert_eq!(response.status(), 200);
+        })
+    };
+    let mut group = c.benchmark_group("full_stack_infer");
+    group.bench_function("api_key", |b| {
+        b.iter_batched(|| request(format!("Bearer {key}"), None), send, criterion::BatchSize::SmallInput);
+    });
+    let url = "https://models.example.com/v2/models/mlp/infer";
+    let mut counter = 0u64;
+    group.bench_function("dpop_token", |b| {
+        b.iter_batched(
+            || {
+                counter += 1;
+                let header = serde_json::json!({ "typ": "dpop+jwt", "jwk": device.1 });
+                let claims = serde_json::json!({
+                    "jti": format!("bench-{counter:012}"), "htm": "POST", "htu": url,
+                    "iat": gateway::time::now(), "ath": jose::sha256_b64(token.as_bytes()),
+                });
+                let proof = jose::sign_compact(Algorithm::ES256, &device.0, &header, &claims).unwrap();
+                request(format!("DPoP {token}"), Some(proof))
+            },
+            send,
+            criterion::BatchSize::SmallInput,
+        );
+    });
+    group.finish();
+}
+
+criterion_group!(benches, bench, full_stack);
 criterion_main!(benches);

@@ -185,7 +185,14 @@ pub struct Broker {
     replay: Replay,
     policy: Policy,
     app_check: Option<attest::FirebaseAppCheck>,
+    /// Tokens whose signature was verified: SHA-256 of the token → its claims. An app makes
+    /// many calls with one token; each still needs a fresh proof, but not a second signature
+    /// check of the same bytes. Times are checked on every call.
+    verified: std::sync::Mutex<std::collections::HashMap<[u8; 32], (String, AccessClaims)>>,
 }
+
+/// Verified tokens remembered at most; past it, expired ones are dropped, then all.
+const VERIFIED_CAPACITY: usize = 100_000;
 
 impl std::fmt::Debug for Broker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -227,6 +234,7 @@ impl Broker {
                 require_nonce: config.require_nonce,
             },
             app_check,
+            verified: std::sync::Mutex::new(std::collections::HashMap::new()),
             keys,
             config,
         })
@@ -290,6 +298,40 @@ impl Broker {
     /// Verifies one of our access tokens (signature, type, issuer, audience = this gateway,
     /// times), without its proof.
     pub async fn verify_token(&self, token: &str, now: i64) -> Result<AccessClaims, JoseError> {
+        if token.len() > jose::MAX_TOKEN_BYTES {
+            return Err(JoseError::TooLong(jose::MAX_TOKEN_BYTES));
+        }
+        let digest: [u8; 32] = <sha2::Sha256 as sha2::Digest>::digest(token.as_bytes()).into();
+        let cached = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&digest).cloned();
+        let claims = match cached {
+            // Still only while the key that signed it is published.
+            Some((kid, claims)) if self.keys.is_published(&kid, now) => claims,
+            _ => {
+                let (kid, claims) = self.verify_signed(token, now).await?;
+                let mut verified = self.verified.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+                if verified.len() >= VERIFIED_CAPACITY {
+                    verified.retain(|_, (_, claims)| claims.exp > now);
+                    if verified.len() >= VERIFIED_CAPACITY {
+                        verified.clear();
+                    }
+                }
+                verified.insert(digest, (kid, claims.clone()));
+                claims
+            }
+        };
+        // Our own clock, not the library's: tokens expire when they say (plus the skew).
+        let skew = i64::try_from(self.config.max_skew.as_secs()).unwrap_or(0);
+        if claims.exp.saturating_add(skew) <= now {
+            return Err(JoseError::Claims("expired".into()));
+        }
+        if claims.iat > now.saturating_add(skew) {
+            return Err(JoseError::Claims("issued in the future".into()));
+        }
+        Ok(claims)
+    }
+
+    /// The signature and claim checks of [`Broker::verify_token`].
+    async fn verify_signed(&self, token: &str, now: i64) -> Result<(String, AccessClaims), JoseError> {
         let compact = jose::screen(token, jose::MAX_TOKEN_BYTES)?;
         #[derive(Deserialize)]
         struct Header {
@@ -331,15 +373,7 @@ impl Broker {
                 _ => JoseError::Claims(error.to_string()),
             })?
             .claims;
-        // Our own clock, not the library's: tokens expire when they say (plus the skew).
-        let skew = i64::try_from(self.config.max_skew.as_secs()).unwrap_or(0);
-        if claims.exp.saturating_add(skew) <= now {
-            return Err(JoseError::Claims("expired".into()));
-        }
-        if claims.iat > now.saturating_add(skew) {
-            return Err(JoseError::Claims("issued in the future".into()));
-        }
-        Ok(claims)
+        Ok((kid, claims))
     }
 
     /// Authenticates a model call made with `Authorization: DPoP <token>` and a `DPoP` proof.

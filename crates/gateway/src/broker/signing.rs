@@ -325,6 +325,13 @@ impl SigningKeys {
             .map(|key| (key.alg, key.key.clone()))
     }
 
+    /// Whether the key `kid` still verifies tokens at `now`.
+    pub fn is_published(&self, kid: &str, now: i64) -> bool {
+        self.read().published.iter().any(|key| {
+            key.kid == kid && key.retired_at.is_none_or(|retired| retired.saturating_add(self.overlap) >= now)
+        })
+    }
+
     /// The JWK Set to publish at `now`.
     pub fn jwks(&self, now: i64) -> serde_json::Value {
         let state = self.read();

@@ -538,6 +538,8 @@ async fn a_rotated_keys_tokens_verify_until_they_expire_and_no_longer() {
     let after = NOW + 600 + 60;
     assert!(f.broker.verify_token(&token, after).await.is_err(), "expired");
     f.broker.keys.reload(NOW + 60 + 660 + 1).await.unwrap();
+    let old_kid = jsonwebtoken::decode_header(&token).unwrap().kid.unwrap();
+    assert!(!f.broker.keys.is_published(&old_kid, NOW + 60 + 660 + 1));
     assert_eq!(f.broker.verify_token(&token, NOW + 60 + 660 + 1).await.unwrap_err(), JoseError::UnknownKey);
 }
 
