@@ -152,6 +152,10 @@ fn action_of(route: &str) -> &'static str {
         "server_metadata"
     } else if route.starts_with("/v2/health/") {
         "health"
+    } else if route == crate::broker::TOKEN_PATH {
+        "token"
+    } else if route == crate::broker::NONCE_PATH || route == crate::broker::JWKS_PATH {
+        "broker"
     } else {
         "other"
     }

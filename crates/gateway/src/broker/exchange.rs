@@ -131,7 +131,8 @@ pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
     let now = crate::time::now();
     let (parts, body) = request.into_parts();
     let form_type = parts.headers.get(header::CONTENT_TYPE).and_then(|value| value.to_str().ok()).unwrap_or("");
-    if form_type.split(';').next().map(str::trim) != Some("application/x-www-form-urlencoded") {
+    let media_type = form_type.split(';').next().unwrap_or("").trim();
+    if !media_type.eq_ignore_ascii_case("application/x-www-form-urlencoded") {
         return Err(ApiError::oauth_request("the body must be application/x-www-form-urlencoded"));
     }
     let body = read_form(body).await?;

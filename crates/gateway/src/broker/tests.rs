@@ -91,10 +91,16 @@ output = "top_k=2"
 }
 
 async fn fixture_with(extra: &str) -> Fixture {
+    fixture_with_app(extra, "").await
+}
+
+/// `extra` goes in `[broker]`, `app` in the app's `[[broker.apps]]`.
+async fn fixture_with_app(extra: &str, app: &str) -> Fixture {
     let dir = tempfile::tempdir().unwrap();
     let idp = pair(Algorithm::ES256, Some("idp-1"));
     std::fs::write(dir.path().join("idp.jwks"), serde_json::json!({ "keys": [idp.jwk] }).to_string()).unwrap();
-    let config = Config::from_toml(&config_text(dir.path(), extra), dir.path()).unwrap();
+    let text = format!("{}{app}\n", config_text(dir.path(), extra));
+    let config = Config::from_toml(&text, dir.path()).unwrap();
     let store: Arc<dyn Store> =
         Arc::new(crate::store::sqlite::SqliteStore::open(&dir.path().join("keys.db")).await.unwrap());
     let broker = Broker::open(config.broker.clone().unwrap(), store, None, NOW).await.unwrap();
@@ -592,4 +598,33 @@ fn broker_config_is_refused_when_insecure() {
         bad("", ("jwks_file = ", "jwks_url = \"http://idp.example.com/jwks\"\n#")).contains("https"),
         "keys fetched over plain HTTP from another host"
     );
+}
+
+// --- Per-user and per-device limits --------------------------------------------------------
+
+#[tokio::test]
+async fn limits_apply_per_user_and_per_device_key() {
+    let f = fixture_with_app("", "rate = \"1/min\"\ndevice_rate = \"1/min\"").await;
+    let limiter = crate::limits::Limiter::new(f.config.limits.clone(), f.broker.keys.store_for_tests()).unwrap();
+    let app = f.config.broker.as_ref().unwrap().app("ios-app").unwrap().clone();
+    let other_device = pair(Algorithm::ES256, None);
+    let token_for = |sub: &str, device: &Pair| {
+        let jkt = jose::thumbprint(&device.jwk).unwrap();
+        f.broker.issue(&app, sub, PUBLIC_URL, &Grant::of_app(&app), &jkt, None, NOW).unwrap().0
+    };
+    let admit = |sub: &'static str, device: &'static str| {
+        let device_key = if device == "phone" { &f.device } else { &other_device };
+        let token = token_for(sub, device_key);
+        let proof = f.proof_with(device_key, &f.proof_claims("POST", INFER_URL, Some(&token)));
+        let (broker, limiter) = (&f.broker, &limiter);
+        async move {
+            let principal = broker.authenticate(&token, &proof, "POST", "/v2/models/demo/infer", NOW).await.unwrap();
+            let limits = crate::limits::Effective::of(&principal.limits, limiter.config());
+            limiter.admit(&principal, &limits, None).await.map(|_| ()).map_err(|error| error.code)
+        }
+    };
+    assert_eq!(admit("alice", "phone").await, Ok(()));
+    assert_eq!(admit("alice", "tablet").await, Err("rate_limited"), "alice's own rate is spent");
+    assert_eq!(admit("bob", "phone").await, Err("rate_limited"), "the phone's device rate is spent");
+    assert_eq!(admit("carol", "tablet").await, Ok(()), "another user on another device");
 }
