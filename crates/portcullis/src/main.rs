@@ -4,6 +4,7 @@
 //! scanning commands), 2 error.
 
 mod cmd_audit;
+mod cmd_data;
 mod cmd_demo;
 mod cmd_keys;
 mod cmd_serve;
@@ -48,6 +49,9 @@ enum Command {
     /// The token broker's signing keys: rotate, list.
     #[command(subcommand)]
     SigningKeys(cmd_signing_keys::Command),
+    /// Personal data in datasets: scan.
+    #[command(subcommand)]
+    Data(cmd_data::Command),
 }
 
 /// How log lines are written: JSON for servers (machines read them), compact text for people.
@@ -93,6 +97,10 @@ fn main() -> ExitCode {
             Command::Keys(command) => {
                 init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
                 cmd_keys::run(&cli.config, command).await
+            }
+            Command::Data(command) => {
+                init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
+                cmd_data::run(command)
             }
             Command::SigningKeys(command) => {
                 init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);

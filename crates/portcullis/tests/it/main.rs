@@ -8,6 +8,7 @@
 )]
 
 mod audit;
+mod data;
 mod demo;
 mod keys;
 mod mobile;

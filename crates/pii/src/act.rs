@@ -1,0 +1,325 @@
+//! Actions on personal data (sans-IO): what `data protect` does to a value, or to the spans
+//! found in free text.
+//!
+//! - `drop` removes the column; `redact` replaces a value (or span) with `[KIND]`;
+//! - `mask` keeps the last N characters and the character classes' shape of the rest;
+//! - `pseudonymise` is HMAC-SHA-256 over the normalised value under a named key: stable and
+//!   joinable across files and runs, irreversible without the key (never a bare hash);
+//! - `generalise` coarsens: dates to month or year, ages to bands, postcodes truncated,
+//!   coordinates rounded;
+//! - `date_shift` moves dates by a per-subject offset derived from the key, so intervals within
+//!   one subject's records survive.
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use zeroize::Zeroizing;
+
+use crate::Kind;
+
+/// A key for pseudonyms and date shifts. Never printed.
+pub struct DataKey {
+    pub id: String,
+    bytes: Zeroizing<Vec<u8>>,
+}
+
+impl std::fmt::Debug for DataKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DataKey").field("id", &self.id).finish_non_exhaustive()
+    }
+}
+
+/// The shortest key accepted: 256 bits.
+pub const MIN_KEY_BYTES: usize = 32;
+
+impl DataKey {
+    /// A key from its text form: hex (64+ digits) or base64. Too short or malformed is an error.
+    pub fn parse(id: &str, text: &str) -> Result<DataKey, String> {
+        let text = text.trim();
+        let bytes = if text.len() >= 2 * MIN_KEY_BYTES && text.bytes().all(|b| b.is_ascii_hexdigit()) {
+            (0..text.len() / 2).map(|i| u8::from_str_radix(&text[2 * i..2 * i + 2], 16).unwrap_or(0)).collect()
+        } else {
+            use base64::Engine;
+            base64::engine::general_purpose::STANDARD
+                .decode(text)
+                .or_else(|_| base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(text))
+                .map_err(|_| format!("key '{id}' is neither hex nor base64"))?
+        };
+        if bytes.len() < MIN_KEY_BYTES {
+            return Err(format!(
+                "key '{id}' is {} bytes; pseudonymisation keys must be at least {MIN_KEY_BYTES} bytes (256 bits)",
+                bytes.len()
+            ));
+        }
+        Ok(DataKey { id: id.to_owned(), bytes: Zeroizing::new(bytes) })
+    }
+
+    fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes).unwrap_or_else(|_| unreachable_hmac());
+        for part in parts {
+            mac.update(part);
+            mac.update(&[0]);
+        }
+        mac.finalize().into_bytes().into()
+    }
+}
+
+#[expect(clippy::panic, reason = "HMAC accepts keys of every length, so this is unreachable")]
+fn unreachable_hmac() -> Hmac<Sha256> {
+    panic!("HMAC rejected a key")
+}
+
+/// The canonical form of a value of `kind`, so that spellings of one value pseudonymise alike.
+pub fn normalise(kind: Kind, value: &str) -> String {
+    let value = value.trim();
+    match kind {
+        Kind::Email => value.to_lowercase(),
+        Kind::Phone => {
+            let plus = value.starts_with('+');
+            let digits: String = value.chars().filter(char::is_ascii_digit).collect();
+            if plus { format!("+{digits}") } else { digits }
+        }
+        Kind::PaymentCard | Kind::Imei | Kind::UsSsn | Kind::UkNhs => {
+            value.chars().filter(char::is_ascii_digit).collect()
+        }
+        Kind::Iban | Kind::UkNino | Kind::Postcode | Kind::Passport => {
+            value.chars().filter(|c| !c.is_whitespace() && *c != '-').collect::<String>().to_uppercase()
+        }
+        Kind::PersonName => value.split_whitespace().collect::<Vec<_>>().join(" ").to_lowercase(),
+        Kind::MacAddress => value.chars().filter(char::is_ascii_hexdigit).collect::<String>().to_lowercase(),
+        _ => value.to_owned(),
+    }
+}
+
+/// `<kind>_<26 base32 characters>`: 128 bits of HMAC-SHA-256 over the normalised value.
+pub fn pseudonym(key: &DataKey, kind: Kind, value: &str) -> String {
+    let digest = key.mac(&[b"pseudonym v1", kind.name().as_bytes(), normalise(kind, value).as_bytes()]);
+    format!("{}_{}", kind.name(), base32(&digest[..16]))
+}
+
+fn base32(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::with_capacity(bytes.len() * 8 / 5 + 1);
+    let (mut buffer, mut bits) = (0u32, 0u32);
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(char::from(ALPHABET[((buffer >> bits) & 31) as usize]));
+        }
+    }
+    if bits > 0 {
+        out.push(char::from(ALPHABET[((buffer << (5 - bits)) & 31) as usize]));
+    }
+    out
+}
+
+/// Keeps the last `keep` alphanumerics; others become `*` (letters) or `#` (digits), so the
+/// length and character classes survive (`+44 20 **** 0958` → `+## ## #### 0958`).
+pub fn mask(value: &str, keep: usize) -> String {
+    let total = value.chars().filter(|c| c.is_alphanumeric()).count();
+    let mut seen = 0;
+    value
+        .chars()
+        .map(|c| {
+            if !c.is_alphanumeric() {
+                return c;
+            }
+            seen += 1;
+            if seen + keep > total {
+                c
+            } else if c.is_ascii_digit() {
+                '#'
+            } else {
+                '*'
+            }
+        })
+        .collect()
+}
+
+/// `[EMAIL]`, `[PHONE]`, ...
+pub fn redaction(kind: Kind) -> String {
+    format!("[{}]", kind.name().to_uppercase())
+}
+
+/// A date as (year, month, day) from `YYYY-MM-DD`, `YYYY/MM/DD`, `DD/MM/YYYY` or `DD.MM.YYYY`
+/// (day first when ambiguous, as outside the US).
+pub fn parse_date(text: &str) -> Option<(i32, u32, u32)> {
+    let parts: Vec<&str> = text.trim().split(['-', '/', '.']).collect();
+    let [a, b, c] = parts[..] else { return None };
+    let (year, month, day) = if a.len() == 4 {
+        (a.parse().ok()?, b.parse().ok()?, c.parse().ok()?)
+    } else {
+        (c.parse().ok()?, b.parse().ok()?, a.parse().ok()?)
+    };
+    ((1..=12).contains(&month) && (1..=days_in_month(year, month)).contains(&day)).then_some((year, month, day))
+}
+
+fn days_in_month(year: i32, month: u32) -> u32 {
+    match month {
+        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    }
+}
+
+/// Days since 1970-01-01 (proleptic Gregorian), and back.
+fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
+    let year = i64::from(year) - i64::from(month <= 2);
+    let era = year.div_euclid(400);
+    let yoe = year - era * 400;
+    let month = i64::from(month);
+    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
+fn civil_from_days(days: i64) -> (i32, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
+    (year, month, day)
+}
+
+/// Shifts a date by the subject's offset (within ±`max_days`, never 0), derived from the key
+/// and the subject, so one subject's dates move together. `None` if `value` is not a date.
+pub fn date_shift(key: &DataKey, subject: &str, value: &str, max_days: u32) -> Option<String> {
+    let (year, month, day) = parse_date(value)?;
+    let digest = key.mac(&[b"date shift v1", subject.as_bytes()]);
+    let raw = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
+    let span = max_days.max(1);
+    let magnitude = i64::from(raw % span + 1);
+    let offset = if digest[4] & 1 == 0 { magnitude } else { -magnitude };
+    let (year, month, day) = civil_from_days(days_from_civil(year, month, day) + offset);
+    Some(format!("{year:04}-{month:02}-{day:02}"))
+}
+
+/// Ways to coarsen a value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Generalise {
+    /// A date to `YYYY`.
+    Year,
+    /// A date to `YYYY-MM`.
+    Month,
+    /// An age (or a birth date, as of `reference_year`) to a band of `width` years (`30-39`).
+    AgeBand { width: u32, reference_year: i32 },
+    /// Keep the first `keep` characters (postcodes, ZIP codes): `SW1A 1AA` → `SW1`.
+    Truncate { keep: usize },
+    /// Round numbers (coordinates) to `decimals`.
+    Round { decimals: u32 },
+}
+
+/// Applies a generalisation; `None` if the value does not have the shape it needs.
+pub fn generalise(how: Generalise, value: &str) -> Option<String> {
+    let value = value.trim();
+    match how {
+        Generalise::Year => parse_date(value).map(|(year, _, _)| format!("{year:04}")),
+        Generalise::Month => parse_date(value).map(|(year, month, _)| format!("{year:04}-{month:02}")),
+        Generalise::AgeBand { width, reference_year } => {
+            let age = match value.parse::<u32>() {
+                Ok(age) => age,
+                Err(_) => u32::try_from(reference_year - parse_date(value)?.0).ok()?,
+            };
+            let width = width.max(1);
+            let low = age / width * width;
+            Some(format!("{low}-{}", low + width - 1))
+        }
+        Generalise::Truncate { keep } => {
+            let compact: String = value.chars().filter(|c| !c.is_whitespace()).collect();
+            Some(compact.chars().take(keep).collect())
+        }
+        Generalise::Round { decimals } => {
+            let number: f64 = value.parse().ok()?;
+            Some(format!("{number:.prec$}", prec = decimals as usize))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn key(byte: u8) -> DataKey {
+        DataKey::parse("k", &format!("{byte:02x}").repeat(32)).unwrap()
+    }
+
+    #[test]
+    fn short_or_malformed_keys_are_refused() {
+        assert!(DataKey::parse("k", "abcd").unwrap_err().contains("at least 32 bytes"));
+        assert!(DataKey::parse("k", "!!!").is_err());
+        assert!(DataKey::parse("k", &"ab".repeat(32)).is_ok());
+        assert!(!format!("{:?}", key(1)).contains("01"), "Debug shows no key material");
+    }
+
+    #[test]
+    fn pseudonyms_join_across_spellings() {
+        let key = key(7);
+        assert_eq!(pseudonym(&key, Kind::Email, "Jane@Example.com "), pseudonym(&key, Kind::Email, "jane@example.com"));
+        assert_eq!(pseudonym(&key, Kind::Phone, "+44 20 7946 0958"), pseudonym(&key, Kind::Phone, "+442079460958"));
+        assert!(pseudonym(&key, Kind::Email, "a@example.com").starts_with("email_"));
+        assert_eq!(pseudonym(&key, Kind::Email, "a@example.com").len(), "email_".len() + 26);
+    }
+
+    #[test]
+    fn generalisations() {
+        assert_eq!(generalise(Generalise::Year, "1984-07-23").as_deref(), Some("1984"));
+        assert_eq!(generalise(Generalise::Month, "23/07/1984").as_deref(), Some("1984-07"));
+        assert_eq!(generalise(Generalise::AgeBand { width: 10, reference_year: 2026 }, "37").as_deref(), Some("30-39"));
+        assert_eq!(
+            generalise(Generalise::AgeBand { width: 10, reference_year: 2026 }, "1984-07-23").as_deref(),
+            Some("40-49")
+        );
+        assert_eq!(generalise(Generalise::Truncate { keep: 3 }, "SW1A 1AA").as_deref(), Some("SW1"));
+        assert_eq!(generalise(Generalise::Round { decimals: 2 }, "51.50735").as_deref(), Some("51.51"));
+        assert_eq!(generalise(Generalise::Year, "not a date"), None);
+    }
+
+    #[test]
+    fn date_shifts_are_consistent_per_subject() {
+        let key = key(3);
+        let first = date_shift(&key, "alice", "2024-01-10", 30).unwrap();
+        let second = date_shift(&key, "alice", "2024-01-20", 30).unwrap();
+        let (a, b) = (parse_date(&first).unwrap(), parse_date(&second).unwrap());
+        assert_eq!(days_from_civil(b.0, b.1, b.2) - days_from_civil(a.0, a.1, a.2), 10, "intervals survive");
+        assert_ne!(first, "2024-01-10");
+        assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
+    }
+
+    proptest! {
+        #[test]
+        fn pseudonyms_are_deterministic_per_key_and_differ_across_keys(value in "[a-z0-9._]{1,20}@example\\.com") {
+            let (one, two) = (key(1), key(2));
+            prop_assert_eq!(pseudonym(&one, Kind::Email, &value), pseudonym(&one, Kind::Email, &value));
+            prop_assert_ne!(pseudonym(&one, Kind::Email, &value), pseudonym(&two, Kind::Email, &value));
+        }
+
+        #[test]
+        fn mask_keeps_length_and_character_classes(value in "[A-Za-z0-9 +()-]{0,40}", keep in 0usize..6) {
+            let masked = mask(&value, keep);
+            prop_assert_eq!(masked.chars().count(), value.chars().count());
+            for (original, masked) in value.chars().zip(masked.chars()) {
+                if original.is_ascii_digit() { prop_assert!(masked == '#' || masked == original); }
+                else if original.is_alphabetic() { prop_assert!(masked == '*' || masked == original); }
+                else { prop_assert_eq!(masked, original); }
+            }
+        }
+
+        #[test]
+        fn shifted_dates_stay_within_the_bound(days in 0i64..40_000, max in 1u32..400) {
+            let (y, m, d) = civil_from_days(days);
+            let text = format!("{y:04}-{m:02}-{d:02}");
+            let shifted = date_shift(&key(9), "s", &text, max).unwrap();
+            let (sy, sm, sd) = parse_date(&shifted).unwrap();
+            let delta = (days_from_civil(sy, sm, sd) - days).abs();
+            prop_assert!(delta >= 1 && delta <= i64::from(max));
+        }
+    }
+}

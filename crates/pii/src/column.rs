@@ -1,0 +1,127 @@
+//! Column classification: what a column's header says it holds. Headers are normalised
+//! (lower case, separators to `_`); names that are unambiguous count wherever they appear as a
+//! word (`customer_email`), ambiguous ones (`name`, `lat`) only as the whole header.
+
+use crate::Kind;
+
+/// Normalises a header: lower case, runs of non-alphanumerics to one `_`, camelCase split.
+pub fn normalise(header: &str) -> String {
+    let mut out = String::with_capacity(header.len() + 4);
+    let mut previous_lower = false;
+    for c in header.chars() {
+        if c.is_alphanumeric() {
+            if c.is_uppercase() && previous_lower {
+                out.push('_');
+            }
+            out.extend(c.to_lowercase());
+            previous_lower = c.is_lowercase() || c.is_ascii_digit();
+        } else {
+            if !out.ends_with('_') && !out.is_empty() {
+                out.push('_');
+            }
+            previous_lower = false;
+        }
+    }
+    out.trim_end_matches('_').to_owned()
+}
+
+/// Words that name a kind wherever they appear in a header.
+const WORDS: &[(&str, Kind)] = &[
+    ("email", Kind::Email),
+    ("mail", Kind::Email),
+    ("phone", Kind::Phone),
+    ("telephone", Kind::Phone),
+    ("mobile", Kind::Phone),
+    ("msisdn", Kind::Phone),
+    ("iban", Kind::Iban),
+    ("ssn", Kind::UsSsn),
+    ("nhs", Kind::UkNhs),
+    ("nino", Kind::UkNino),
+    ("dob", Kind::DateOfBirth),
+    ("birthdate", Kind::DateOfBirth),
+    ("birthday", Kind::DateOfBirth),
+    ("zip", Kind::Postcode),
+    ("zipcode", Kind::Postcode),
+    ("postcode", Kind::Postcode),
+    ("imei", Kind::Imei),
+    ("passport", Kind::Passport),
+    ("wallet", Kind::CryptoWallet),
+    ("latitude", Kind::Coordinates),
+    ("longitude", Kind::Coordinates),
+    ("ip", Kind::IpAddress),
+    ("ipv4", Kind::IpAddress),
+    ("ipv6", Kind::IpAddress),
+    ("mac", Kind::MacAddress),
+    ("password", Kind::Credential),
+    ("secret", Kind::Credential),
+];
+
+/// Whole headers (after normalising) that name a kind.
+const HEADERS: &[(&str, Kind)] = &[
+    ("name", Kind::PersonName),
+    ("full_name", Kind::PersonName),
+    ("first_name", Kind::PersonName),
+    ("firstname", Kind::PersonName),
+    ("last_name", Kind::PersonName),
+    ("lastname", Kind::PersonName),
+    ("surname", Kind::PersonName),
+    ("given_name", Kind::PersonName),
+    ("family_name", Kind::PersonName),
+    ("middle_name", Kind::PersonName),
+    ("customer_name", Kind::PersonName),
+    ("contact_name", Kind::PersonName),
+    ("patient_name", Kind::PersonName),
+    ("tel", Kind::Phone),
+    ("cell", Kind::Phone),
+    ("fax", Kind::Phone),
+    ("card", Kind::PaymentCard),
+    ("card_number", Kind::PaymentCard),
+    ("credit_card", Kind::PaymentCard),
+    ("cc", Kind::PaymentCard),
+    ("cc_number", Kind::PaymentCard),
+    ("pan", Kind::PaymentCard),
+    ("date_of_birth", Kind::DateOfBirth),
+    ("birth_date", Kind::DateOfBirth),
+    ("postal_code", Kind::Postcode),
+    ("post_code", Kind::Postcode),
+    ("lat", Kind::Coordinates),
+    ("lon", Kind::Coordinates),
+    ("lng", Kind::Coordinates),
+    ("coordinates", Kind::Coordinates),
+    ("ip_address", Kind::IpAddress),
+    ("mac_address", Kind::MacAddress),
+    ("social_security_number", Kind::UsSsn),
+    ("ni_number", Kind::UkNino),
+    ("national_insurance_number", Kind::UkNino),
+    ("api_key", Kind::Credential),
+    ("access_token", Kind::Credential),
+    ("token", Kind::Credential),
+];
+
+/// The kind a header names, if it names one.
+pub fn kind_from_header(header: &str) -> Option<Kind> {
+    let normal = normalise(header);
+    if let Some((_, kind)) = HEADERS.iter().find(|(name, _)| *name == normal) {
+        return Some(*kind);
+    }
+    // The last word of a JSON path or header carries the meaning (`user.contact.email`).
+    let words: Vec<&str> = normal.split('_').collect();
+    words.iter().rev().find_map(|word| WORDS.iter().find(|(name, _)| name == word).map(|(_, kind)| *kind))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn headers_name_kinds() {
+        assert_eq!(kind_from_header("Customer E-mail"), Some(Kind::Email));
+        assert_eq!(kind_from_header("customerEmail"), Some(Kind::Email));
+        assert_eq!(kind_from_header("user.contact.phone"), Some(Kind::Phone));
+        assert_eq!(kind_from_header("First Name"), Some(Kind::PersonName));
+        assert_eq!(kind_from_header("ZIP"), Some(Kind::Postcode));
+        assert_eq!(kind_from_header("product_name"), None, "a name, but not a person's");
+        assert_eq!(kind_from_header("shipping"), None, "ip is a word, not a substring");
+        assert_eq!(kind_from_header("order_id"), None);
+    }
+}

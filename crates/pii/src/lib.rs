@@ -1,0 +1,25 @@
+//! `portcullis data`: find personal data in datasets (CSV/TSV and JSON Lines, compressed or
+//! not) and report where it is.
+//!
+//! The core is sans-IO: [`rules`] (rules as data, each with examples), [`validate`] (Luhn,
+//! mod-97, mod-11, Base58Check, Bech32, numbering plans, public suffixes), [`detect`] (one
+//! combined pass, then validators, context and overlap resolution), [`column`] (what a header
+//! says). At the edge, [`read`] streams records with bounded memory, [`scan`] accumulates a
+//! report per column, and [`report`] writes it for people, programs or code-scanning UIs.
+
+pub mod act;
+pub mod column;
+pub mod detect;
+pub mod kind;
+pub mod mask;
+pub mod names;
+pub mod protect;
+pub mod read;
+pub mod report;
+pub mod risk;
+pub mod rules;
+pub mod scan;
+pub mod validate;
+
+pub use detect::{Detector, Finding};
+pub use kind::Kind;

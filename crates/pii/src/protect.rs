@@ -1,0 +1,547 @@
+//! `data protect`: a policy decides, per column or per kind, what happens to personal data;
+//! the output keeps the input's format; a manifest records what was done (never a value or a
+//! key). The output is written to a temporary file beside the target and renamed at the end,
+//! so it is whole or absent.
+
+use std::{
+    collections::BTreeMap,
+    io::{BufWriter, Read, Write},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::{
+    Kind,
+    act::{self, DataKey, Generalise},
+    column::kind_from_header,
+    detect::Detector,
+    read::{self, Format, Problem, ReadError, Record},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProtectError {
+    #[error("policy: {0}")]
+    Policy(String),
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("cannot write {path}: {error}")]
+    Write { path: String, error: std::io::Error },
+}
+
+/// What to do with a value or span.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Keep,
+    Drop,
+    Redact,
+    Mask { keep: usize },
+    Pseudonymise { key: String },
+    Generalise(Generalise),
+    DateShift { key: String, subject: String, max_days: u32 },
+}
+
+impl Action {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Action::Keep => "keep",
+            Action::Drop => "drop",
+            Action::Redact => "redact",
+            Action::Mask { .. } => "mask",
+            Action::Pseudonymise { .. } => "pseudonymise",
+            Action::Generalise(_) => "generalise",
+            Action::DateShift { .. } => "date_shift",
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+enum RawAction {
+    Name(String),
+    Full {
+        action: String,
+        key: Option<String>,
+        keep: Option<usize>,
+        to: Option<String>,
+        width: Option<u32>,
+        decimals: Option<u32>,
+        subject: Option<String>,
+        max_days: Option<u32>,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKey {
+    env: Option<String>,
+    file: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    keys: BTreeMap<String, RawKey>,
+    #[serde(default)]
+    kinds: BTreeMap<String, RawAction>,
+    #[serde(default)]
+    columns: BTreeMap<String, RawAction>,
+    /// What to do with personal data the policy does not name: "redact" (default) or "keep".
+    unmatched: Option<String>,
+}
+
+/// A validated policy, with its keys loaded.
+#[derive(Debug)]
+pub struct Policy {
+    pub kinds: BTreeMap<Kind, Action>,
+    pub columns: BTreeMap<String, Action>,
+    pub unmatched: Action,
+    pub keys: BTreeMap<String, DataKey>,
+    /// SHA-256 of the policy text, for the manifest.
+    pub sha256: String,
+}
+
+fn action(raw: &RawAction, keys: &BTreeMap<String, RawKey>, at: &str) -> Result<Action, String> {
+    let (name, key, keep, to, width, decimals, subject, max_days) = match raw {
+        RawAction::Name(name) => (name.as_str(), None, None, None, None, None, None, None),
+        RawAction::Full { action, key, keep, to, width, decimals, subject, max_days } => {
+            (action.as_str(), key.as_ref(), *keep, to.as_deref(), *width, *decimals, subject.as_ref(), *max_days)
+        }
+    };
+    let need_key = || -> Result<String, String> {
+        let key = key.ok_or_else(|| format!("{at}: '{name}' needs key = \"<name of a [keys] entry>\""))?;
+        if !keys.contains_key(key) {
+            return Err(format!("{at}: no key named '{key}' in [keys]"));
+        }
+        Ok(key.clone())
+    };
+    Ok(match name {
+        "keep" => Action::Keep,
+        "drop" => Action::Drop,
+        "redact" => Action::Redact,
+        "mask" => Action::Mask { keep: keep.unwrap_or(4) },
+        "pseudonymise" | "pseudonymize" => Action::Pseudonymise { key: need_key()? },
+        "generalise" | "generalize" => Action::Generalise(match to {
+            Some("year") => Generalise::Year,
+            Some("month") => Generalise::Month,
+            Some("age_band") => Generalise::AgeBand { width: width.unwrap_or(10), reference_year: current_year() },
+            Some("truncate") => Generalise::Truncate { keep: keep.unwrap_or(3) },
+            Some("round") => Generalise::Round { decimals: decimals.unwrap_or(2) },
+            other => {
+                return Err(format!(
+                    "{at}: generalise needs to = year, month, age_band, truncate or round (got {other:?})"
+                ));
+            }
+        }),
+        "date_shift" => Action::DateShift {
+            key: need_key()?,
+            subject: subject.cloned().ok_or_else(|| format!("{at}: date_shift needs subject = \"<column>\""))?,
+            max_days: max_days.unwrap_or(30).clamp(1, 3650),
+        },
+        "tokenise" | "tokenize" => {
+            return Err(format!("{at}: tokenise (format-preserving encryption) is not available yet"));
+        }
+        other => {
+            return Err(format!(
+                "{at}: unknown action '{other}': use keep, drop, redact, mask, pseudonymise, generalise, date_shift"
+            ));
+        }
+    })
+}
+
+fn current_year() -> i32 {
+    let seconds = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    1970 + i32::try_from(seconds / 31_556_952).unwrap_or(56)
+}
+
+impl Policy {
+    /// Parses a policy and loads its keys (from the environment or files). A missing or short
+    /// key is an error here, before any output exists.
+    pub fn load(text: &str, base: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<Policy, ProtectError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| ProtectError::Policy(e.to_string()))?;
+        let mut keys = BTreeMap::new();
+        for (id, source) in &raw.keys {
+            let text = match (&source.env, &source.file) {
+                (Some(variable), None) => env(variable).ok_or_else(|| {
+                    ProtectError::Policy(format!("key '{id}': the environment variable {variable} is not set"))
+                })?,
+                (None, Some(file)) => {
+                    let path = base.join(file);
+                    std::fs::read_to_string(&path)
+                        .map_err(|e| ProtectError::Policy(format!("key '{id}': cannot read {}: {e}", path.display())))?
+                }
+                _ => return Err(ProtectError::Policy(format!("key '{id}': give env or file, one of them"))),
+            };
+            keys.insert(id.clone(), DataKey::parse(id, &text).map_err(ProtectError::Policy)?);
+        }
+        let mut kinds = BTreeMap::new();
+        for (name, raw_action) in &raw.kinds {
+            let kind =
+                Kind::parse(name).ok_or_else(|| ProtectError::Policy(format!("[kinds]: unknown kind '{name}'")))?;
+            kinds
+                .insert(kind, action(raw_action, &raw.keys, &format!("[kinds] {name}")).map_err(ProtectError::Policy)?);
+        }
+        let mut columns = BTreeMap::new();
+        for (name, raw_action) in &raw.columns {
+            columns.insert(
+                name.clone(),
+                action(raw_action, &raw.keys, &format!("[columns] {name}")).map_err(ProtectError::Policy)?,
+            );
+        }
+        let unmatched = match raw.unmatched.as_deref() {
+            None | Some("redact") => Action::Redact,
+            Some("keep") => Action::Keep,
+            Some(other) => return Err(ProtectError::Policy(format!("unmatched = '{other}': use redact or keep"))),
+        };
+        Ok(Policy { kinds, columns, unmatched, keys, sha256: hex(&Sha256::digest(text.as_bytes())) })
+    }
+
+    fn for_kind(&self, kind: Kind) -> &Action {
+        self.kinds.get(&kind).unwrap_or(&self.unmatched)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The manifest: what was done, with hashes, never values or keys.
+#[derive(Debug, Serialize)]
+pub struct Manifest {
+    pub tool: String,
+    pub input: FileDigest,
+    pub output: FileDigest,
+    pub format: &'static str,
+    pub policy_sha256: String,
+    pub key_ids: Vec<String>,
+    pub records: u64,
+    /// column → action → values changed.
+    pub counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    pub rejected: u64,
+    pub rejected_examples: Vec<Problem>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FileDigest {
+    pub path: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+fn digest_file(path: &Path) -> Result<FileDigest, ProtectError> {
+    let shown = path.display().to_string();
+    let mut file =
+        std::fs::File::open(path).map_err(|error| ProtectError::Read(ReadError::Io { path: shown.clone(), error }))?;
+    let mut hasher = Sha256::new();
+    let mut buffer = vec![0u8; 1 << 16];
+    let mut bytes = 0u64;
+    loop {
+        let read =
+            file.read(&mut buffer).map_err(|error| ProtectError::Read(ReadError::Io { path: shown.clone(), error }))?;
+        if read == 0 {
+            break;
+        }
+        bytes += read as u64;
+        hasher.update(&buffer[..read]);
+    }
+    Ok(FileDigest { path: shown, sha256: hex(&hasher.finalize()), bytes })
+}
+
+/// Applies the policy to one record's fields in place; `None` for a dropped column.
+struct Protector<'a> {
+    policy: &'a Policy,
+    detector: &'a Detector,
+    counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
+}
+
+impl Protector<'_> {
+    fn count(&mut self, column: &str, action: &Action) {
+        *self.counts.entry(column.to_owned()).or_default().entry(action.name()).or_default() += 1;
+    }
+
+    /// The value that replaces `value` (a whole value or a span) of `kind` under `action`.
+    fn apply(&self, action: &Action, kind: Kind, value: &str, record: &Record) -> String {
+        match action {
+            Action::Keep | Action::Drop => value.to_owned(),
+            Action::Redact => act::redaction(kind),
+            Action::Mask { keep } => act::mask(value, *keep),
+            Action::Pseudonymise { key } => match self.policy.keys.get(key) {
+                Some(key) => act::pseudonym(key, kind, value),
+                None => act::redaction(kind),
+            },
+            Action::Generalise(how) => act::generalise(*how, value).unwrap_or_else(|| act::redaction(kind)),
+            Action::DateShift { key, subject, max_days } => {
+                let subject_value =
+                    record.fields.iter().find(|(name, _)| name == subject).map_or("", |(_, v)| v.as_str());
+                match self.policy.keys.get(key) {
+                    Some(key) => {
+                        act::date_shift(key, subject_value, value, *max_days).unwrap_or_else(|| act::redaction(kind))
+                    }
+                    None => act::redaction(kind),
+                }
+            }
+        }
+    }
+
+    /// Protects one field; `None` when its column is dropped.
+    fn field(&mut self, column: &str, value: &str, record: &Record) -> Option<String> {
+        if let Some(action) = self.policy.columns.get(column).cloned() {
+            if action == Action::Drop {
+                self.count(column, &action);
+                return None;
+            }
+            if value.trim().is_empty() || action == Action::Keep {
+                return Some(value.to_owned());
+            }
+            let kind = kind_from_header(column).unwrap_or(Kind::PersonName);
+            // A column action on free text applies to the spans found in it; on a value of
+            // one kind, to the whole value.
+            let whole = kind_from_header(column).and_then(|kind| self.detector.value_is(kind, value)).is_some()
+                || !matches!(action, Action::Redact | Action::Mask { .. } | Action::Pseudonymise { .. });
+            self.count(column, &action);
+            if whole {
+                return Some(self.apply(&action, kind, value, record));
+            }
+            return Some(self.spans(column, value, record, Some(&action)));
+        }
+        if value.trim().is_empty() {
+            return Some(value.to_owned());
+        }
+        Some(self.spans(column, value, record, None))
+    }
+
+    /// Replaces every finding in `value`, by `forced` or by its kind's action.
+    fn spans(&mut self, column: &str, value: &str, record: &Record, forced: Option<&Action>) -> String {
+        let header = kind_from_header(column);
+        let findings = match header.and_then(|kind| self.detector.value_is(kind, value)) {
+            Some(finding) => vec![finding],
+            None => self.detector.find(value, header),
+        };
+        if findings.is_empty() {
+            return value.to_owned();
+        }
+        let mut out = String::with_capacity(value.len());
+        let mut at = 0;
+        for finding in findings {
+            let action = forced.cloned().unwrap_or_else(|| self.policy.for_kind(finding.kind).clone());
+            out.push_str(&value[at..finding.start]);
+            let span = &value[finding.start..finding.end];
+            if action == Action::Drop || action == Action::Keep {
+                // Drop is a column action; for a span in free text it means redact.
+                let replaced = if action == Action::Keep { span.to_owned() } else { act::redaction(finding.kind) };
+                out.push_str(&replaced);
+            } else {
+                out.push_str(&self.apply(&action, finding.kind, span, record));
+            }
+            if forced.is_none() {
+                self.count(column, &action);
+            }
+            at = finding.end;
+        }
+        out.push_str(&value[at..]);
+        out
+    }
+}
+
+/// Writes through a temporary file that becomes `target` only when complete.
+struct Staged {
+    temporary: PathBuf,
+    target: PathBuf,
+}
+
+impl Staged {
+    fn new(target: &Path) -> Staged {
+        let mut suffix = [0u8; 6];
+        let _ = getrandom_fill(&mut suffix);
+        let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        Staged { temporary: target.with_file_name(format!(".{name}.{}.tmp", hex(&suffix))), target: target.to_owned() }
+    }
+
+    fn commit(self) -> Result<(), ProtectError> {
+        std::fs::rename(&self.temporary, &self.target)
+            .map_err(|error| ProtectError::Write { path: self.target.display().to_string(), error })
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.temporary);
+    }
+}
+
+fn getrandom_fill(bytes: &mut [u8]) -> Result<(), ()> {
+    // Uniqueness, not secrecy: time and process id suffice for a temporary name.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+    let seed = nanos ^ (u128::from(std::process::id()) << 64);
+    for (index, byte) in bytes.iter_mut().enumerate() {
+        *byte = (seed >> (index * 8)) as u8;
+    }
+    Ok(())
+}
+
+/// Protects `input` into `output` by `policy`; returns the manifest (also the caller's to write).
+pub fn protect_file(
+    detector: &Detector,
+    policy: &Policy,
+    input: &Path,
+    output: &Path,
+) -> Result<Manifest, ProtectError> {
+    let input_digest = digest_file(input)?;
+    let mut reader = read::open(input)?;
+    let format = read::detect_format(input, &mut reader)?;
+    let staged = Staged::new(output);
+    let write_error = |error: std::io::Error| ProtectError::Write { path: output.display().to_string(), error };
+    let file = std::fs::File::create(&staged.temporary).map_err(write_error)?;
+    let protector = std::cell::RefCell::new(Protector { policy, detector, counts: BTreeMap::new() });
+    let rejected = std::cell::RefCell::new(Vec::<Problem>::new());
+    let mut records = 0u64;
+    let mut failure: Option<std::io::Error> = None;
+    match format {
+        Format::Csv { delimiter } => {
+            let mut writer =
+                csv::WriterBuilder::new().delimiter(delimiter).flexible(true).from_writer(BufWriter::new(file));
+            let mut header_written = false;
+            let mut kept_columns: Vec<String> = Vec::new();
+            let headers = read::csv_records(
+                reader,
+                delimiter,
+                |record| {
+                    records += 1;
+                    if !header_written {
+                        kept_columns = record
+                            .fields
+                            .iter()
+                            .map(|(name, _)| name.clone())
+                            .filter(|name| policy.columns.get(name) != Some(&Action::Drop))
+                            .collect();
+                        if let Err(error) = writer.write_record(&kept_columns) {
+                            failure.get_or_insert(error.into());
+                        }
+                        header_written = true;
+                    }
+                    let values: Vec<String> = record
+                        .fields
+                        .iter()
+                        .filter_map(|(column, value)| protector.borrow_mut().field(column, value, record))
+                        .collect();
+                    if let Err(error) = writer.write_record(&values) {
+                        failure.get_or_insert(error.into());
+                    }
+                },
+                |problem| rejected.borrow_mut().push(problem),
+            )?;
+            if !header_written {
+                let kept: Vec<&String> =
+                    headers.iter().filter(|name| policy.columns.get(*name) != Some(&Action::Drop)).collect();
+                writer.write_record(kept).map_err(|e| write_error(e.into()))?;
+            }
+            let inner = writer.into_inner().map_err(|e| write_error(std::io::Error::other(e.to_string())))?;
+            let file = inner.into_inner().map_err(|e| write_error(e.into_error()))?;
+            file.sync_all().map_err(write_error)?;
+        }
+        Format::JsonLines => {
+            let mut writer = BufWriter::new(file);
+            let mut bad_lines: Vec<u64> = Vec::new();
+            // JSON lines are rewritten from their parsed form with protected leaves.
+            read::jsonl_values(
+                reader,
+                |number, mut value| {
+                    records += 1;
+                    let mut flat = Vec::new();
+                    read::flatten_into(&value, &mut flat);
+                    let record = Record { number, fields: flat };
+                    protect_json(&mut value, &mut String::new(), &mut protector.borrow_mut(), &record, 0);
+                    let written = serde_json::to_writer(&mut writer, &value)
+                        .map_err(std::io::Error::other)
+                        .and_then(|()| writer.write_all(b"\n"));
+                    if let Err(error) = written {
+                        failure.get_or_insert(error);
+                    }
+                },
+                |problem| {
+                    if let Some(number) = problem.location.strip_prefix("line ").and_then(|n| n.parse().ok()) {
+                        bad_lines.push(number);
+                    }
+                    rejected.borrow_mut().push(problem);
+                },
+            )?;
+            let file = writer.into_inner().map_err(|e| write_error(e.into_error()))?;
+            file.sync_all().map_err(write_error)?;
+        }
+    }
+    if let Some(error) = failure {
+        return Err(write_error(error));
+    }
+    staged.commit()?;
+    let rejected = rejected.into_inner();
+    Ok(Manifest {
+        tool: concat!("portcullis ", env!("CARGO_PKG_VERSION")).to_owned(),
+        input: input_digest,
+        output: digest_file(output)?,
+        format: format.name(),
+        policy_sha256: policy.sha256.clone(),
+        key_ids: policy.keys.keys().cloned().collect(),
+        records,
+        counts: protector.into_inner().counts,
+        rejected: rejected.len() as u64,
+        rejected_examples: rejected.into_iter().take(100).collect(),
+    })
+}
+
+fn protect_json(
+    value: &mut serde_json::Value,
+    path: &mut String,
+    protector: &mut Protector<'_>,
+    record: &Record,
+    depth: usize,
+) {
+    if depth > 64 {
+        return;
+    }
+    match value {
+        serde_json::Value::Object(members) => {
+            let names: Vec<String> = members.keys().cloned().collect();
+            for name in names {
+                let length = path.len();
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(&name);
+                if protector.policy.columns.get(path.as_str()) == Some(&Action::Drop) {
+                    members.remove(&name);
+                    protector.count(path, &Action::Drop);
+                } else if let Some(member) = members.get_mut(&name) {
+                    protect_json(member, path, protector, record, depth + 1);
+                }
+                path.truncate(length);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            let length = path.len();
+            path.push_str("[]");
+            for item in items {
+                protect_json(item, path, protector, record, depth + 1);
+            }
+            path.truncate(length);
+        }
+        serde_json::Value::String(text) => {
+            if let Some(protected) = protector.field(path, text, record) {
+                *text = protected;
+            }
+        }
+        serde_json::Value::Number(number) => {
+            let text = number.to_string();
+            if let Some(protected) = protector.field(path, &text, record)
+                && protected != text
+            {
+                *value = serde_json::Value::String(protected);
+            }
+        }
+        serde_json::Value::Bool(_) | serde_json::Value::Null => {}
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,100 @@
+use super::*;
+
+const KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn policy(text: &str) -> Policy {
+    Policy::load(text, Path::new("."), &|name| (name == "DATA_KEY").then(|| KEY.to_owned())).unwrap()
+}
+
+const POLICY: &str = r#"
+[keys]
+main = { env = "DATA_KEY" }
+[kinds]
+email = { action = "pseudonymise", key = "main" }
+phone = { action = "mask", keep = 4 }
+[columns]
+ssn = "drop"
+dob = { action = "generalise", to = "year" }
+visit = { action = "date_shift", key = "main", subject = "id", max_days = 30 }
+"#;
+
+fn run(name: &str, contents: &str, policy_text: &str) -> (String, Manifest) {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join(name);
+    std::fs::write(&input, contents).unwrap();
+    let output = dir.path().join(format!("out-{name}"));
+    let manifest = protect_file(&Detector::new(), &policy(policy_text), &input, &output).unwrap();
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|entry| entry.ok())
+        .filter(|entry| entry.file_name().to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "no temporary file stays behind");
+    (std::fs::read_to_string(&output).unwrap(), manifest)
+}
+
+#[test]
+fn csv_is_protected_column_by_column_and_span_by_span() {
+    let input = "id,email,ssn,dob,visit,notes\n\
+                 7,Jane@Example.com,536-90-4399,1984-07-23,2024-01-10,call +44 20 7946 0958 or mail jane@example.com\n";
+    let (out, manifest) = run("people.csv", input, POLICY);
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some("id,email,dob,visit,notes"), "ssn dropped");
+    let row = lines.next().unwrap();
+    let key = DataKey::parse("main", KEY).unwrap();
+    let pseudonym = act::pseudonym(&key, Kind::Email, "jane@example.com");
+    assert!(row.starts_with(&format!("7,{pseudonym},1984,")), "{row}");
+    assert!(!row.contains("2024-01-10"), "date shifted: {row}");
+    assert!(row.contains("+## ## #### 0958"), "phone masked in free text: {row}");
+    assert!(row.contains(&pseudonym) && !row.contains("jane@example.com"), "same pseudonym in free text: {row}");
+    assert_eq!(manifest.records, 1);
+    assert_eq!(manifest.counts["ssn"]["drop"], 1);
+    assert_eq!(manifest.counts["notes"]["mask"], 1);
+    assert_eq!(manifest.key_ids, ["main"]);
+    let text = serde_json::to_string(&manifest).unwrap();
+    assert!(!text.contains(KEY) && !text.contains("536-90-4399") && !text.contains("jane@"), "no values or keys");
+    assert_eq!(manifest.input.sha256.len(), 64);
+}
+
+#[test]
+fn unmatched_personal_data_is_redacted_by_default() {
+    let (out, _) = run("x.csv", "card\n4111 1111 1111 1111\n", "");
+    assert_eq!(out.lines().nth(1), Some("[PAYMENT_CARD]"));
+    let (out, _) = run("y.csv", "card\n4111 1111 1111 1111\n", "unmatched = \"keep\"");
+    assert_eq!(out.lines().nth(1), Some("4111 1111 1111 1111"));
+}
+
+#[test]
+fn jsonl_is_protected_by_path_and_bad_lines_are_rejected() {
+    let input = "{\"user\":{\"email\":\"a@example.com\",\"ssn\":\"536-90-4399\"},\"n\":1}\nnot json\n";
+    let text = "[kinds]\nemail = \"redact\"\n[columns]\n\"user.ssn\" = \"drop\"\n";
+    let (out, manifest) = run("e.jsonl", input, text);
+    let line: serde_json::Value = serde_json::from_str(out.lines().next().unwrap()).unwrap();
+    assert_eq!(line, serde_json::json!({"user": {"email": "[EMAIL]"}, "n": 1}));
+    assert_eq!(out.lines().count(), 1, "the unparsable line is not written");
+    assert_eq!((manifest.rejected, manifest.rejected_examples[0].location.as_str()), (1, "line 2"));
+}
+
+#[test]
+fn a_missing_or_short_key_fails_before_any_output() {
+    let env = |_: &str| None;
+    let error = Policy::load("[keys]\nk = { env = \"NOPE\" }\n", Path::new("."), &env).unwrap_err();
+    assert!(error.to_string().contains("NOPE is not set"), "{error}");
+    let short = |_: &str| Some("abcd".to_owned());
+    let error = Policy::load("[keys]\nk = { env = \"X\" }\n", Path::new("."), &short).unwrap_err();
+    assert!(error.to_string().contains("at least 32 bytes"), "{error}");
+    let error = Policy::load("[kinds]\nemail = { action = \"pseudonymise\" }\n", Path::new("."), &env).unwrap_err();
+    assert!(error.to_string().contains("needs key"), "{error}");
+    let error = Policy::load("[kinds]\nshoe = \"drop\"\n", Path::new("."), &env).unwrap_err();
+    assert!(error.to_string().contains("unknown kind"), "{error}");
+}
+
+#[test]
+fn a_failed_run_leaves_no_output() {
+    let dir = tempfile::tempdir().unwrap();
+    let output = dir.path().join("out.csv");
+    let error = protect_file(&Detector::new(), &policy(POLICY), &dir.path().join("missing.csv"), &output).unwrap_err();
+    assert!(error.to_string().contains("cannot read"));
+    assert!(!output.exists());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}

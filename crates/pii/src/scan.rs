@@ -1,0 +1,330 @@
+//! `data scan`: where is personal data, column by column.
+//!
+//! Each column is classified first: by its header, and after a sample of values by what they
+//! are (a column whose sampled values are nearly all one kind becomes that kind). A classified
+//! column's values get that kind's validator only; a value that fails it, and every value of an
+//! unclassified column, gets the combined pass of all rules.
+
+use std::{collections::BTreeMap, path::Path};
+
+use serde::Serialize;
+
+use crate::{
+    Kind,
+    column::kind_from_header,
+    detect::{Detector, Finding},
+    mask,
+    read::{self, Format, Problem, ReadError, Record},
+};
+
+/// Values sampled before a column without a telling header is classified by its contents.
+const SAMPLE: u64 = 200;
+/// Share of a sample that must be one kind for the column to be classified as it.
+const CLASSIFY_SHARE: f64 = 0.8;
+/// Masked examples kept per column and kind.
+const EXAMPLES: usize = 3;
+/// Problems kept for the report (all are counted).
+const MAX_PROBLEMS: usize = 100;
+
+/// What one column holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct KindReport {
+    pub kind: Kind,
+    /// Values with at least one finding of this kind.
+    pub values: u64,
+    /// `values` over the column's non-empty values.
+    pub share: f64,
+    /// Mean confidence of its findings.
+    pub confidence: f64,
+    pub examples: Vec<String>,
+    /// The first record (row or line) it was found in.
+    pub first_seen: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ColumnReport {
+    pub column: String,
+    /// What the header says, if anything.
+    pub header_kind: Option<Kind>,
+    /// The kind the column was classified as (header or sample).
+    pub classified: Option<Kind>,
+    pub non_empty: u64,
+    pub findings: Vec<KindReport>,
+}
+
+/// The report for one file.
+#[derive(Debug, Clone, Serialize)]
+pub struct FileReport {
+    pub path: String,
+    pub format: &'static str,
+    pub records: u64,
+    pub bytes: u64,
+    pub columns: Vec<ColumnReport>,
+    pub problems: u64,
+    pub problem_examples: Vec<Problem>,
+}
+
+impl FileReport {
+    /// The kinds found anywhere in the file.
+    pub fn kinds(&self) -> Vec<Kind> {
+        let mut kinds: Vec<Kind> =
+            self.columns.iter().flat_map(|column| column.findings.iter().map(|finding| finding.kind)).collect();
+        kinds.sort();
+        kinds.dedup();
+        kinds
+    }
+}
+
+#[derive(Debug, Default)]
+struct KindState {
+    values: u64,
+    confidence: f64,
+    examples: Vec<String>,
+    first_seen: u64,
+}
+
+#[derive(Debug)]
+struct ColumnState {
+    header_kind: Option<Kind>,
+    classified: Option<Kind>,
+    non_empty: u64,
+    sampled: BTreeMap<Kind, u64>,
+    kinds: BTreeMap<Kind, KindState>,
+}
+
+/// Accumulates findings over records.
+#[derive(Debug)]
+pub struct Scanner<'d> {
+    detector: &'d Detector,
+    columns: Vec<(String, ColumnState)>,
+    records: u64,
+    problems: u64,
+    problem_examples: Vec<Problem>,
+}
+
+impl<'d> Scanner<'d> {
+    pub fn new(detector: &'d Detector) -> Scanner<'d> {
+        Scanner { detector, columns: Vec::new(), records: 0, problems: 0, problem_examples: Vec::new() }
+    }
+
+    fn column(&mut self, name: &str) -> &mut ColumnState {
+        let index = match self.columns.iter().position(|(known, _)| known == name) {
+            Some(index) => index,
+            None => {
+                let header_kind = kind_from_header(name);
+                self.columns.push((
+                    name.to_owned(),
+                    ColumnState {
+                        header_kind,
+                        classified: header_kind,
+                        non_empty: 0,
+                        sampled: BTreeMap::new(),
+                        kinds: BTreeMap::new(),
+                    },
+                ));
+                self.columns.len() - 1
+            }
+        };
+        &mut self.columns[index].1
+    }
+
+    pub fn problem(&mut self, problem: Problem) {
+        self.problems += 1;
+        if self.problem_examples.len() < MAX_PROBLEMS {
+            self.problem_examples.push(problem);
+        }
+    }
+
+    /// Scans one record.
+    pub fn record(&mut self, record: &Record) {
+        self.records += 1;
+        for (column, value) in &record.fields {
+            if value.trim().is_empty() {
+                continue;
+            }
+            let detector = self.detector;
+            let state = self.column(column);
+            state.non_empty += 1;
+            let findings: Vec<Finding> = match state.classified.and_then(|kind| detector.value_is(kind, value)) {
+                Some(finding) => vec![finding],
+                None => detector.find(value, state.header_kind),
+            };
+            // Classify by the sample: a column whose values are nearly all one whole-value kind.
+            if state.classified.is_none() && state.non_empty <= SAMPLE {
+                if let [only] = findings.as_slice()
+                    && only.end - only.start >= value.trim().len()
+                {
+                    *state.sampled.entry(only.kind).or_default() += 1;
+                }
+                if state.non_empty == SAMPLE {
+                    state.classified = state
+                        .sampled
+                        .iter()
+                        .find(|(_, count)| (**count as f64) >= CLASSIFY_SHARE * SAMPLE as f64)
+                        .map(|(kind, _)| *kind);
+                }
+            }
+            let mut seen: Vec<Kind> = Vec::new();
+            for finding in findings {
+                let kind_state = state.kinds.entry(finding.kind).or_default();
+                kind_state.confidence += f64::from(finding.confidence);
+                if !seen.contains(&finding.kind) {
+                    seen.push(finding.kind);
+                    kind_state.values += 1;
+                    if kind_state.first_seen == 0 {
+                        kind_state.first_seen = record.number;
+                    }
+                }
+                if kind_state.examples.len() < EXAMPLES
+                    && let Some(text) = value.get(finding.start..finding.end)
+                {
+                    kind_state.examples.push(mask::example(finding.kind, text));
+                }
+            }
+        }
+    }
+
+    pub fn finish(self, path: &str, format: Format, bytes: u64) -> FileReport {
+        let columns = self
+            .columns
+            .into_iter()
+            .map(|(column, state)| {
+                let non_empty = state.non_empty;
+                let mut findings: Vec<KindReport> = state
+                    .kinds
+                    .into_iter()
+                    .map(|(kind, kind_state)| KindReport {
+                        kind,
+                        values: kind_state.values,
+                        share: if non_empty == 0 { 0.0 } else { kind_state.values as f64 / non_empty as f64 },
+                        confidence: if kind_state.values == 0 {
+                            0.0
+                        } else {
+                            (kind_state.confidence / kind_state.values as f64).min(1.0)
+                        },
+                        examples: kind_state.examples,
+                        first_seen: kind_state.first_seen,
+                    })
+                    .collect();
+                findings.sort_by_key(|finding| std::cmp::Reverse(finding.values));
+                ColumnReport {
+                    column,
+                    header_kind: state.header_kind,
+                    classified: state.classified,
+                    non_empty,
+                    findings,
+                }
+            })
+            .collect();
+        FileReport {
+            path: path.to_owned(),
+            format: format.name(),
+            records: self.records,
+            bytes,
+            columns,
+            problems: self.problems,
+            problem_examples: self.problem_examples,
+        }
+    }
+}
+
+/// Scans one file (CSV/TSV or JSON Lines, optionally gzip or zstd compressed).
+pub fn scan_file(detector: &Detector, path: &Path) -> Result<FileReport, ReadError> {
+    let bytes = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
+    let mut reader = read::open(path)?;
+    let format = read::detect_format(path, &mut reader)?;
+    let shown = path.display().to_string();
+    let scanner = std::cell::RefCell::new(Scanner::new(detector));
+    let located = |error: ReadError| match error {
+        ReadError::Io { error, .. } => ReadError::Io { path: shown.clone(), error },
+        ReadError::Format { message, .. } => ReadError::Format { path: shown.clone(), message },
+    };
+    match format {
+        Format::Csv { delimiter } => {
+            read::csv_records(
+                reader,
+                delimiter,
+                |record| scanner.borrow_mut().record(record),
+                |problem| scanner.borrow_mut().problem(problem),
+            )
+            .map_err(located)?;
+        }
+        Format::JsonLines => {
+            read::jsonl_records(
+                reader,
+                |record| scanner.borrow_mut().record(record),
+                |problem| scanner.borrow_mut().problem(problem),
+            )
+            .map_err(located)?;
+        }
+    }
+    Ok(scanner.into_inner().finish(&shown, format, bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scan(name: &str, contents: &[u8]) -> FileReport {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(name);
+        std::fs::write(&path, contents).unwrap();
+        scan_file(&Detector::new(), &path).unwrap()
+    }
+
+    fn kinds_of(report: &FileReport, column: &str) -> Vec<Kind> {
+        report
+            .columns
+            .iter()
+            .find(|c| c.column == column)
+            .map(|c| c.findings.iter().map(|f| f.kind).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_csv_is_scanned_column_by_column() {
+        let report = scan(
+            "people.csv",
+            b"id,name,email,notes,zip\n1,Jane Smith,jane@example.com,call +44 20 7946 0958,94105\n2,Bob Jones,bob@example.org,nothing here,10001\n",
+        );
+        assert_eq!(report.records, 2);
+        assert_eq!(kinds_of(&report, "email"), [Kind::Email]);
+        assert_eq!(kinds_of(&report, "name"), [Kind::PersonName]);
+        assert_eq!(kinds_of(&report, "notes"), [Kind::Phone]);
+        assert_eq!(kinds_of(&report, "zip"), [Kind::Postcode]);
+        assert!(kinds_of(&report, "id").is_empty());
+        let email = &report.columns[2].findings[0];
+        assert_eq!((email.values, email.share), (2, 1.0));
+        assert_eq!(email.examples, ["j***@e***.com", "b***@e***.org"]);
+    }
+
+    #[test]
+    fn jsonl_paths_and_compressed_input() {
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        std::io::Write::write_all(
+            &mut gz,
+            b"{\"user\":{\"contact\":\"x@example.com\",\"card\":\"4111 1111 1111 1111\"}}\n",
+        )
+        .unwrap();
+        let report = scan("events.jsonl.gz", &gz.finish().unwrap());
+        assert_eq!(kinds_of(&report, "user.contact"), [Kind::Email]);
+        assert_eq!(kinds_of(&report, "user.card"), [Kind::PaymentCard]);
+    }
+
+    #[test]
+    fn a_column_is_classified_by_its_sample() {
+        let mut csv = b"c\n".to_vec();
+        for i in 0..250 {
+            csv.extend_from_slice(format!("user{i}@example.com\n").as_bytes());
+        }
+        let report = scan("x.csv", &csv);
+        assert_eq!(report.columns[0].classified, Some(Kind::Email));
+        assert_eq!(report.columns[0].findings[0].values, 250);
+    }
+
+    #[test]
+    fn a_clean_file_has_no_findings() {
+        let report = scan("clean.csv", b"product,qty,price\nwidget,3,9.99\ngadget,10,19.50\n");
+        assert!(report.kinds().is_empty(), "{report:?}");
+    }
+}

@@ -1,0 +1,118 @@
+//! `portcullis data scan` on real files: reports, formats and exit codes for CI gates.
+
+use crate::process::run;
+
+fn write(dir: &std::path::Path, name: &str, contents: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, contents).unwrap();
+    path.to_str().unwrap().to_owned()
+}
+
+#[test]
+fn scan_exit_codes_gate_ci() {
+    let dir = tempfile::tempdir().unwrap();
+    let people = write(dir.path(), "people.csv", "id,email,card\n1,jane@example.com,4111 1111 1111 1111\n");
+    let clean = write(dir.path(), "clean.csv", "product,qty\nwidget,3\n");
+
+    let found = run(&["data", "scan", &people]);
+    assert_eq!(found.status.code(), Some(1), "{}", String::from_utf8_lossy(&found.stderr));
+    let text = String::from_utf8_lossy(&found.stdout);
+    assert!(text.contains("email") && text.contains("j***@e***.com"), "{text}");
+    assert!(!text.contains("jane@example.com"), "values are masked");
+    assert!(!text.contains("4111 1111 1111 1111"));
+
+    assert_eq!(run(&["data", "scan", &clean]).status.code(), Some(0));
+    // --fail-on narrows the gate.
+    assert_eq!(run(&["data", "scan", &people, "--fail-on", "iban"]).status.code(), Some(0));
+    assert_eq!(run(&["data", "scan", &people, "--fail-on", "iban,email"]).status.code(), Some(1));
+    // Errors are 2, with a message.
+    let missing = run(&["data", "scan", "/nonexistent/file.csv"]);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+    assert_eq!(run(&["data", "scan", &people, "--fail-on", "shoe_size"]).status.code(), Some(2));
+}
+
+#[test]
+fn scan_writes_json_and_sarif() {
+    let dir = tempfile::tempdir().unwrap();
+    let events = write(dir.path(), "events.jsonl", "{\"user\":{\"phone\":\"+44 20 7946 0958\"}}\nnot json\n");
+    let json = run(&["data", "scan", &events, "--format", "json"]);
+    let report: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let file = &report["files"][0];
+    assert_eq!(file["format"], "jsonl");
+    assert_eq!(file["problems"], 1);
+    assert_eq!(file["problem_examples"][0]["location"], "line 2");
+    assert_eq!(file["columns"][0]["column"], "user.phone");
+    assert_eq!(file["columns"][0]["findings"][0]["kind"], "phone");
+
+    let sarif = run(&["data", "scan", &events, "--format", "sarif"]);
+    let sarif: serde_json::Value = serde_json::from_slice(&sarif.stdout).unwrap();
+    assert_eq!(sarif["version"], "2.1.0");
+    assert_eq!(sarif["runs"][0]["results"][0]["ruleId"], "phone");
+    assert_eq!(sarif["runs"][0]["tool"]["driver"]["rules"][0]["id"], "phone");
+}
+
+#[test]
+fn protect_writes_a_protected_copy_and_a_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = write(
+        dir.path(),
+        "people.csv",
+        "id,email,ssn,notes\n1,jane@example.com,536-90-4399,call +44 20 7946 0958\n2,bob@example.org,078-05-1121,none\n",
+    );
+    let policy = write(
+        dir.path(),
+        "policy.toml",
+        "[keys]\nmain = { env = \"IT_DATA_KEY\" }\n[kinds]\nemail = { action = \"pseudonymise\", key = \"main\" }\n[columns]\nssn = \"drop\"\n",
+    );
+    let out = dir.path().join("out.csv");
+    let out = out.to_str().unwrap();
+    let key = "ab".repeat(32);
+    let run_with_key = |key: Option<&str>| {
+        let mut command = std::process::Command::new(crate::process::binary());
+        command.args(["data", "protect", &input, "--policy", &policy, "--out", out]);
+        match key {
+            Some(key) => command.env("IT_DATA_KEY", key),
+            None => command.env_remove("IT_DATA_KEY"),
+        };
+        command.output().unwrap()
+    };
+    // A missing or short key: an error, and no output at all.
+    let missing = run_with_key(None);
+    assert_eq!(missing.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&missing.stderr).contains("IT_DATA_KEY is not set"));
+    assert!(!std::path::Path::new(out).exists());
+    assert_eq!(run_with_key(Some("abcd")).status.code(), Some(2));
+    assert!(!std::path::Path::new(out).exists());
+
+    let done = run_with_key(Some(&key));
+    assert!(done.status.success(), "{}", String::from_utf8_lossy(&done.stderr));
+    let protected = std::fs::read_to_string(out).unwrap();
+    assert!(protected.starts_with("id,email,notes\n"), "{protected}");
+    assert!(!protected.contains("jane@example.com") && !protected.contains("536-90-4399"), "{protected}");
+    assert!(protected.contains("email_") && protected.contains("[PHONE]"), "{protected}");
+    // Pseudonyms are stable across runs: the same key gives the same output.
+    let again = run_with_key(Some(&key));
+    assert!(again.status.success());
+    assert_eq!(std::fs::read_to_string(out).unwrap(), protected);
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(format!("{out}.manifest.json")).unwrap()).unwrap();
+    assert_eq!(manifest["records"], 2);
+    assert_eq!(manifest["key_ids"], serde_json::json!(["main"]));
+    assert_eq!(manifest["counts"]["ssn"]["drop"], 2);
+    assert!(!manifest.to_string().contains(&key));
+}
+
+#[test]
+fn risk_reports_k_anonymity_and_a_generalisation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "r.csv", "age,zip,disease\n34,94105,flu\n36,94107,cold\n31,94103,flu\n38,94109,x\n");
+    let output = run(&["data", "risk", &file, "--quasi", "age,zip", "--k", "2", "--json"]);
+    assert_eq!(output.status.code(), Some(1), "{}", String::from_utf8_lossy(&output.stderr));
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["assessment"]["smallest_class"], 1);
+    assert_eq!(report["suggestion"][0]["generalise"], "age bands of 5");
+    let unknown = run(&["data", "risk", &file, "--quasi", "age,height", "--k", "2"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no column 'height'"));
+}
