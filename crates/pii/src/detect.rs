@@ -153,9 +153,10 @@ fn judge(rule: &Rule, text: &str, start: usize, candidate: &str, column: Option<
     let glued = |c: Option<char>| c.is_some_and(|c| c.is_alphanumeric() || c == '_');
     let (mut left, mut right) = (text[..start].chars().rev(), text[start + candidate.len()..].chars());
     let (previous, next) = (left.next(), right.next());
-    // `1.2.3.4.5` holds no IP address: a dot followed by a digit continues the number.
+    // `1.2.3.4.5` holds no IP address and `2025-11-03 17:36` no phone number: a dot or a colon
+    // followed by a digit continues the number.
     let dotted = |separator: Option<char>, beyond: Option<char>| {
-        separator == Some('.') && beyond.is_some_and(|c| c.is_ascii_digit())
+        matches!(separator, Some('.' | ':')) && beyond.is_some_and(|c| c.is_ascii_digit())
     };
     if glued(previous) && rule.kind != Kind::Email
         || glued(next)

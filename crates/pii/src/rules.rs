@@ -114,7 +114,7 @@ pub static RULES: &[Rule] = &[
         context: &["phone", "tel", "telephone", "mobile", "cell", "call", "fax"],
         veto: &["order", "invoice", "ref", "sku", "version", "v"],
         examples: &["(202) 555-0143", "020 7946 0958", "030 901820 11", "01 42 68 53 00", "phone 98765 43210"],
-        counterexamples: &["order 202 555 0143", "2023-01-15", "12 34"],
+        counterexamples: &["order 202 555 0143", "2023-01-15", "12 34", "created 2025-11-03 17:36:00"],
     },
     Rule {
         id: "payment_card",
@@ -155,13 +155,17 @@ pub static RULES: &[Rule] = &[
     Rule {
         id: "ipv6",
         kind: Kind::IpAddress,
-        pattern: r"(?i)\b(?:[0-9a-f]{1,4}:){2,7}[0-9a-f]{1,4}\b|(?i)\b(?:[0-9a-f]{1,4}:){1,6}:[0-9a-f]{1,4}\b",
+        pattern: r"(?i)\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b|(?i)\b(?:[0-9a-f]{1,4}:){1,6}(?::[0-9a-f]{1,4}){1,6}\b",
         validate: validate::ipv6,
         base: 0.75,
         needs_context: false,
         context: &["ip", "ipv6", "address", "client", "host"],
         veto: &["time", "at"],
-        examples: &["from 2001:db8::8a2e:370:7334", "fe80::1ff:fe23:4567:890a"],
+        examples: &[
+            "from 2001:db8::8a2e:370:7334",
+            "fe80::1ff:fe23:4567:890a",
+            "2001:0db8:85a3:0000:0000:8a2e:0370:7334",
+        ],
         counterexamples: &["at 12:30:45", "ratio 3:4"],
     },
     Rule {

@@ -92,25 +92,63 @@ struct ColumnState {
     kinds: BTreeMap<Kind, KindState>,
 }
 
+/// One finding as `--format findings` writes it: where and what, never the value.
+#[derive(Debug, Clone, Serialize)]
+pub struct Located<'a> {
+    pub record: u64,
+    pub column: &'a str,
+    pub kind: Kind,
+    pub rule: &'static str,
+    pub start: usize,
+    pub end: usize,
+    pub confidence: f32,
+}
+
+/// Receives each finding as it is made.
+pub type Sink<'s> = &'s mut dyn FnMut(&Located<'_>);
+
 /// Accumulates findings over records.
-#[derive(Debug)]
-pub struct Scanner<'d> {
+pub struct Scanner<'d, 's> {
     detector: &'d Detector,
     columns: Vec<(String, ColumnState)>,
+    /// Column name → index in `columns` (columns keep their first-seen order for the report).
+    index: std::collections::HashMap<String, usize>,
     records: u64,
     problems: u64,
     problem_examples: Vec<Problem>,
+    sink: Option<Sink<'s>>,
 }
 
-impl<'d> Scanner<'d> {
-    pub fn new(detector: &'d Detector) -> Scanner<'d> {
-        Scanner { detector, columns: Vec::new(), records: 0, problems: 0, problem_examples: Vec::new() }
+impl std::fmt::Debug for Scanner<'_, '_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Scanner").field("records", &self.records).finish_non_exhaustive()
+    }
+}
+
+impl<'d, 's> Scanner<'d, 's> {
+    pub fn new(detector: &'d Detector) -> Scanner<'d, 's> {
+        Scanner {
+            detector,
+            columns: Vec::new(),
+            index: std::collections::HashMap::new(),
+            records: 0,
+            problems: 0,
+            problem_examples: Vec::new(),
+            sink: None,
+        }
+    }
+
+    /// Also hands every finding to `sink` as it is made.
+    pub fn with_sink(mut self, sink: Sink<'s>) -> Scanner<'d, 's> {
+        self.sink = Some(sink);
+        self
     }
 
     fn column(&mut self, name: &str) -> &mut ColumnState {
-        let index = match self.columns.iter().position(|(known, _)| known == name) {
-            Some(index) => index,
+        let index = match self.index.get(name) {
+            Some(index) => *index,
             None => {
+                self.index.insert(name.to_owned(), self.columns.len());
                 let header_kind = kind_from_header(name);
                 self.columns.push((
                     name.to_owned(),
@@ -164,6 +202,20 @@ impl<'d> Scanner<'d> {
                         .map(|(kind, _)| *kind);
                 }
             }
+            if let Some(sink) = self.sink.as_mut() {
+                for finding in &findings {
+                    sink(&Located {
+                        record: record.number,
+                        column,
+                        kind: finding.kind,
+                        rule: finding.rule,
+                        start: finding.start,
+                        end: finding.end,
+                        confidence: finding.confidence,
+                    });
+                }
+            }
+            let state = self.column(column);
             let mut seen: Vec<Kind> = Vec::new();
             for finding in findings {
                 let kind_state = state.kinds.entry(finding.kind).or_default();
@@ -230,11 +282,20 @@ impl<'d> Scanner<'d> {
 
 /// Scans one file (CSV/TSV or JSON Lines, optionally gzip or zstd compressed).
 pub fn scan_file(detector: &Detector, path: &Path) -> Result<FileReport, ReadError> {
+    scan_file_with(detector, path, None)
+}
+
+/// [`scan_file`], handing each finding to `sink` as well.
+pub fn scan_file_with(detector: &Detector, path: &Path, sink: Option<Sink<'_>>) -> Result<FileReport, ReadError> {
     let bytes = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
     let mut reader = read::open(path)?;
     let format = read::detect_format(path, &mut reader)?;
     let shown = path.display().to_string();
-    let scanner = std::cell::RefCell::new(Scanner::new(detector));
+    let mut scanner = Scanner::new(detector);
+    if let Some(sink) = sink {
+        scanner = scanner.with_sink(sink);
+    }
+    let scanner = std::cell::RefCell::new(scanner);
     let located = |error: ReadError| match error {
         ReadError::Io { error, .. } => ReadError::Io { path: shown.clone(), error },
         ReadError::Format { message, .. } => ReadError::Format { path: shown.clone(), message },

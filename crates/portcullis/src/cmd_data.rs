@@ -10,6 +10,9 @@ pub enum OutputFormat {
     Human,
     Json,
     Sarif,
+    /// One JSON line per finding (file, record, column, kind, rule, byte span, confidence;
+    /// never the value), for evaluation and pipelines.
+    Findings,
 }
 
 #[derive(Debug, Subcommand)]
@@ -71,14 +74,35 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             let detector = Detector::new();
             let mut reports = Vec::with_capacity(files.len());
             for file in &files {
-                reports.push(pii::scan::scan_file(&detector, file)?);
+                if matches!(format, OutputFormat::Findings) {
+                    use std::io::Write;
+                    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+                    let shown = file.display().to_string();
+                    let mut failed = None;
+                    let mut sink = |located: &pii::scan::Located<'_>| {
+                        let line = serde_json::json!({ "file": shown, "finding": located });
+                        if let Err(error) = writeln!(out, "{line}") {
+                            failed.get_or_insert(error);
+                        }
+                    };
+                    reports.push(pii::scan::scan_file_with(&detector, file, Some(&mut sink))?);
+                    if let Some(error) = failed {
+                        anyhow::bail!("cannot write the findings: {error}");
+                    }
+                    out.flush()?;
+                } else {
+                    reports.push(pii::scan::scan_file(&detector, file)?);
+                }
             }
             let text = match format {
                 OutputFormat::Human => pii::report::human(&reports),
                 OutputFormat::Json => pii::report::json(&reports),
                 OutputFormat::Sarif => pii::report::sarif(&reports),
+                OutputFormat::Findings => String::new(),
             };
-            println!("{}", text.trim_end());
+            if !text.is_empty() {
+                println!("{}", text.trim_end());
+            }
             let found = reports
                 .iter()
                 .flat_map(pii::scan::FileReport::kinds)
