@@ -107,7 +107,26 @@ impl Detector {
             }
             _ => {}
         }
+        // Kinds whose validator checks the whole shape need no pattern: one check per value.
+        let self_checking = matches!(
+            kind,
+            Kind::PaymentCard
+                | Kind::Iban
+                | Kind::UsSsn
+                | Kind::UkNhs
+                | Kind::UkNino
+                | Kind::Imei
+                | Kind::CryptoWallet
+                | Kind::Phone
+                | Kind::DateOfBirth
+        );
         for (rule, regex) in RULES.iter().zip(&self.regexes).filter(|(rule, _)| rule.kind == kind) {
+            if self_checking {
+                if value_trimmed.len() <= 64 && (rule.validate)(value_trimmed) {
+                    return Some(found(rule.id, (rule.base + CONTEXT_BONUS).min(1.0)));
+                }
+                continue;
+            }
             if let Some(candidate) = regex.find(value_trimmed)
                 && candidate.start() == 0
                 && candidate.end() == value_trimmed.len()

@@ -148,20 +148,32 @@ pub fn csv_records(
             continue;
         }
         current.number = number;
-        current.fields.clear();
+        // The strings of the previous record are reused: no allocation per field once warm.
+        current.fields.truncate(record.len());
         for (index, field) in record.iter().enumerate() {
-            let column = headers.get(index).cloned().unwrap_or_else(|| format!("column_{}", index + 1));
-            let value = match std::str::from_utf8(field) {
-                Ok(text) => text.to_owned(),
+            if current.fields.len() <= index {
+                current.fields.push((String::new(), String::new()));
+            }
+            let (column, value) = &mut current.fields[index];
+            column.clear();
+            match headers.get(index) {
+                Some(header) => column.push_str(header),
+                None => {
+                    use std::fmt::Write as _;
+                    let _ = write!(column, "column_{}", index + 1);
+                }
+            }
+            value.clear();
+            match std::str::from_utf8(field) {
+                Ok(text) => value.push_str(text),
                 Err(_) => {
                     problem(Problem {
                         location: format!("row {number}, column {column}"),
                         message: "invalid UTF-8 (scanned with replacement characters)".into(),
                     });
-                    String::from_utf8_lossy(field).into_owned()
+                    value.push_str(&String::from_utf8_lossy(field));
                 }
-            };
-            current.fields.push((column, value));
+            }
         }
         each(&current);
     }

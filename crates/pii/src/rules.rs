@@ -46,16 +46,7 @@ pub const PHONE_REGIONS: [phonenumber::country::Id; 6] = {
 };
 
 fn phone(text: &str) -> bool {
-    let digits = text.bytes().filter(u8::is_ascii_digit).count();
-    if !(7..=15).contains(&digits) || crate::act::parse_date(text).is_some() {
-        return false;
-    }
-    if text.starts_with('+') {
-        return phonenumber::parse(None, text).is_ok_and(|number| phonenumber::is_valid(&number));
-    }
-    PHONE_REGIONS
-        .iter()
-        .any(|region| phonenumber::parse(Some(*region), text).is_ok_and(|number| phonenumber::is_valid(&number)))
+    crate::act::parse_date(text).is_none() && crate::phone::valid(text)
 }
 
 fn credential(text: &str) -> bool {

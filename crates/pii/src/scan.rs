@@ -144,7 +144,11 @@ impl<'d, 's> Scanner<'d, 's> {
         self
     }
 
-    fn column(&mut self, name: &str) -> &mut ColumnState {
+    fn column(&mut self, position: usize, name: &str) -> &mut ColumnState {
+        // Fast path: CSV fields arrive in header order, so the field's position is its column.
+        if self.columns.get(position).is_some_and(|(known, _)| known == name) {
+            return &mut self.columns[position].1;
+        }
         let index = match self.index.get(name) {
             Some(index) => *index,
             None => {
@@ -176,12 +180,12 @@ impl<'d, 's> Scanner<'d, 's> {
     /// Scans one record.
     pub fn record(&mut self, record: &Record) {
         self.records += 1;
-        for (column, value) in &record.fields {
+        for (position, (column, value)) in record.fields.iter().enumerate() {
             if value.trim().is_empty() {
                 continue;
             }
             let detector = self.detector;
-            let state = self.column(column);
+            let state = self.column(position, column);
             state.non_empty += 1;
             let findings: Vec<Finding> = match state.classified.and_then(|kind| detector.value_is(kind, value)) {
                 Some(finding) => vec![finding],
@@ -215,7 +219,7 @@ impl<'d, 's> Scanner<'d, 's> {
                     });
                 }
             }
-            let state = self.column(column);
+            let state = self.column(position, column);
             let mut seen: Vec<Kind> = Vec::new();
             for finding in findings {
                 let kind_state = state.kinds.entry(finding.kind).or_default();
