@@ -1,6 +1,5 @@
 //! Per-detector costs: a whole value checked as its column's kind (one validator), and the
 //! combined pass over free text with and without personal data in it.
-#![expect(clippy::unwrap_used, reason = "benchmark setup")]
 
 use std::hint::black_box;
 

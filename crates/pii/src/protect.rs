@@ -36,10 +36,22 @@ pub enum Action {
     Keep,
     Drop,
     Redact,
-    Mask { keep: usize },
-    Pseudonymise { key: String },
+    Mask {
+        keep: usize,
+    },
+    Pseudonymise {
+        key: String,
+    },
     Generalise(Generalise),
-    DateShift { key: String, subject: String, max_days: u32 },
+    DateShift {
+        key: String,
+        subject: String,
+        max_days: u32,
+    },
+    /// FF1 format-preserving encryption, reversible by `data reveal` (columns only).
+    Tokenise {
+        key: String,
+    },
 }
 
 impl Action {
@@ -52,6 +64,7 @@ impl Action {
             Action::Pseudonymise { .. } => "pseudonymise",
             Action::Generalise(_) => "generalise",
             Action::DateShift { .. } => "date_shift",
+            Action::Tokenise { .. } => "tokenise",
         }
     }
 }
@@ -140,12 +153,10 @@ fn action(raw: &RawAction, keys: &BTreeMap<String, RawKey>, at: &str) -> Result<
             subject: subject.cloned().ok_or_else(|| format!("{at}: date_shift needs subject = \"<column>\""))?,
             max_days: max_days.unwrap_or(30).clamp(1, 3650),
         },
-        "tokenise" | "tokenize" => {
-            return Err(format!("{at}: tokenise (format-preserving encryption) is not available yet"));
-        }
+        "tokenise" | "tokenize" => Action::Tokenise { key: need_key()? },
         other => {
             return Err(format!(
-                "{at}: unknown action '{other}': use keep, drop, redact, mask, pseudonymise, generalise, date_shift"
+                "{at}: unknown action '{other}': use keep, drop, redact, mask, pseudonymise, generalise, date_shift, tokenise"
             ));
         }
     })
@@ -180,8 +191,14 @@ impl Policy {
         for (name, raw_action) in &raw.kinds {
             let kind =
                 Kind::parse(name).ok_or_else(|| ProtectError::Policy(format!("[kinds]: unknown kind '{name}'")))?;
-            kinds
-                .insert(kind, action(raw_action, &raw.keys, &format!("[kinds] {name}")).map_err(ProtectError::Policy)?);
+            let kind_action =
+                action(raw_action, &raw.keys, &format!("[kinds] {name}")).map_err(ProtectError::Policy)?;
+            if matches!(kind_action, Action::Tokenise { .. }) {
+                return Err(ProtectError::Policy(format!(
+                    "[kinds] {name}: tokenise applies to whole columns ([columns]), so that `data reveal` finds every token"
+                )));
+            }
+            kinds.insert(kind, kind_action);
         }
         let mut columns = BTreeMap::new();
         for (name, raw_action) in &raw.columns {
@@ -262,8 +279,15 @@ impl Protector<'_> {
     }
 
     /// The value that replaces `value` (a whole value or a span) of `kind` under `action`.
-    fn apply(&self, action: &Action, kind: Kind, value: &str, record: &Record) -> String {
+    fn apply(&self, action: &Action, kind: Kind, column: &str, value: &str, record: &Record) -> String {
         match action {
+            Action::Tokenise { key } => {
+                match self.policy.keys.get(key).map(|key| act::tokenise(key, column, kind, value)) {
+                    Some(Ok(token)) => token,
+                    // Too short a value to tokenise safely: redacted instead.
+                    _ => act::redaction(kind),
+                }
+            }
             Action::Keep | Action::Drop => value.to_owned(),
             Action::Redact => act::redaction(kind),
             Action::Mask { keep } => act::mask(value, *keep),
@@ -302,7 +326,7 @@ impl Protector<'_> {
                 || !matches!(action, Action::Redact | Action::Mask { .. } | Action::Pseudonymise { .. });
             self.count(column, &action);
             if whole {
-                return Some(self.apply(&action, kind, value, record));
+                return Some(self.apply(&action, kind, column, value, record));
             }
             return Some(self.spans(column, value, record, Some(&action)));
         }
@@ -333,7 +357,7 @@ impl Protector<'_> {
                 let replaced = if action == Action::Keep { span.to_owned() } else { act::redaction(finding.kind) };
                 out.push_str(&replaced);
             } else {
-                out.push_str(&self.apply(&action, finding.kind, span, record));
+                out.push_str(&self.apply(&action, finding.kind, column, span, record));
             }
             if forced.is_none() {
                 self.count(column, &action);
@@ -381,60 +405,61 @@ fn getrandom_fill(bytes: &mut [u8]) -> Result<(), ()> {
     Ok(())
 }
 
-/// Protects `input` into `output` by `policy`; returns the manifest (also the caller's to write).
-pub fn protect_file(
-    detector: &Detector,
-    policy: &Policy,
+/// What a rewrite did.
+struct Rewritten {
+    format: Format,
+    records: u64,
+    rejected: Vec<Problem>,
+    /// JSON paths removed whole, with how many times.
+    json_drops: BTreeMap<String, u64>,
+}
+
+/// Rewrites `input` into `output` (same format), field by field: `field` returns the new value,
+/// or `None` to drop it; `dropped` names columns (and JSON paths) removed whole. The output
+/// appears only when complete.
+fn rewrite(
     input: &Path,
     output: &Path,
-) -> Result<Manifest, ProtectError> {
-    let input_digest = digest_file(input)?;
+    dropped: &dyn Fn(&str) -> bool,
+    field: &mut dyn FnMut(&str, &str, &Record) -> Option<String>,
+) -> Result<Rewritten, ProtectError> {
     let mut reader = read::open(input)?;
     let format = read::detect_format(input, &mut reader)?;
     let staged = Staged::new(output);
     let write_error = |error: std::io::Error| ProtectError::Write { path: output.display().to_string(), error };
     let file = std::fs::File::create(&staged.temporary).map_err(write_error)?;
-    let protector = std::cell::RefCell::new(Protector { policy, detector, counts: BTreeMap::new() });
-    let rejected = std::cell::RefCell::new(Vec::<Problem>::new());
+    let mut rejected = Vec::<Problem>::new();
     let mut records = 0u64;
     let mut failure: Option<std::io::Error> = None;
+    let mut json_drops = BTreeMap::new();
     match format {
         Format::Csv { delimiter } => {
             let mut writer =
                 csv::WriterBuilder::new().delimiter(delimiter).flexible(true).from_writer(BufWriter::new(file));
             let mut header_written = false;
-            let mut kept_columns: Vec<String> = Vec::new();
             let headers = read::csv_records(
                 reader,
                 delimiter,
                 |record| {
                     records += 1;
                     if !header_written {
-                        kept_columns = record
-                            .fields
-                            .iter()
-                            .map(|(name, _)| name.clone())
-                            .filter(|name| policy.columns.get(name) != Some(&Action::Drop))
-                            .collect();
-                        if let Err(error) = writer.write_record(&kept_columns) {
+                        let kept: Vec<&String> =
+                            record.fields.iter().map(|(name, _)| name).filter(|name| !dropped(name)).collect();
+                        if let Err(error) = writer.write_record(kept) {
                             failure.get_or_insert(error.into());
                         }
                         header_written = true;
                     }
-                    let values: Vec<String> = record
-                        .fields
-                        .iter()
-                        .filter_map(|(column, value)| protector.borrow_mut().field(column, value, record))
-                        .collect();
+                    let values: Vec<String> =
+                        record.fields.iter().filter_map(|(column, value)| field(column, value, record)).collect();
                     if let Err(error) = writer.write_record(&values) {
                         failure.get_or_insert(error.into());
                     }
                 },
-                |problem| rejected.borrow_mut().push(problem),
+                |problem| rejected.push(problem),
             )?;
             if !header_written {
-                let kept: Vec<&String> =
-                    headers.iter().filter(|name| policy.columns.get(*name) != Some(&Action::Drop)).collect();
+                let kept: Vec<&String> = headers.iter().filter(|name| !dropped(name)).collect();
                 writer.write_record(kept).map_err(|e| write_error(e.into()))?;
             }
             let inner = writer.into_inner().map_err(|e| write_error(std::io::Error::other(e.to_string())))?;
@@ -443,8 +468,7 @@ pub fn protect_file(
         }
         Format::JsonLines => {
             let mut writer = BufWriter::new(file);
-            let mut bad_lines: Vec<u64> = Vec::new();
-            // JSON lines are rewritten from their parsed form with protected leaves.
+            // JSON lines are rewritten from their parsed form with new leaves.
             read::jsonl_values(
                 reader,
                 |number, mut value| {
@@ -452,7 +476,7 @@ pub fn protect_file(
                     let mut flat = Vec::new();
                     read::flatten_into(&value, &mut flat);
                     let record = Record { number, fields: flat };
-                    protect_json(&mut value, &mut String::new(), &mut protector.borrow_mut(), &record, 0);
+                    rewrite_json(&mut value, &mut String::new(), (dropped, &mut json_drops), field, &record, 0);
                     let written = serde_json::to_writer(&mut writer, &value)
                         .map_err(std::io::Error::other)
                         .and_then(|()| writer.write_all(b"\n"));
@@ -460,12 +484,7 @@ pub fn protect_file(
                         failure.get_or_insert(error);
                     }
                 },
-                |problem| {
-                    if let Some(number) = problem.location.strip_prefix("line ").and_then(|n| n.parse().ok()) {
-                        bad_lines.push(number);
-                    }
-                    rejected.borrow_mut().push(problem);
-                },
+                |problem| rejected.push(problem),
             )?;
             let file = writer.into_inner().map_err(|e| write_error(e.into_error()))?;
             file.sync_all().map_err(write_error)?;
@@ -475,25 +494,95 @@ pub fn protect_file(
         return Err(write_error(error));
     }
     staged.commit()?;
-    let rejected = rejected.into_inner();
+    Ok(Rewritten { format, records, rejected, json_drops })
+}
+
+/// Protects `input` into `output` by `policy`; returns the manifest (the caller writes it).
+pub fn protect_file(
+    detector: &Detector,
+    policy: &Policy,
+    input: &Path,
+    output: &Path,
+) -> Result<Manifest, ProtectError> {
+    let input_digest = digest_file(input)?;
+    let mut protector = Protector { policy, detector, counts: BTreeMap::new() };
+    let dropped = |column: &str| policy.columns.get(column) == Some(&Action::Drop);
+    let mut field = |column: &str, value: &str, record: &Record| protector.field(column, value, record);
+    let rewritten = rewrite(input, output, &dropped, &mut field)?;
+    // JSON members dropped whole are counted by the rewrite (CSV drops count per value in `field`).
+    let mut counts = protector.counts;
+    for (path, count) in rewritten.json_drops {
+        *counts.entry(path).or_default().entry("drop").or_default() += count;
+    }
     Ok(Manifest {
         tool: concat!("portcullis ", env!("CARGO_PKG_VERSION")).to_owned(),
         input: input_digest,
         output: digest_file(output)?,
-        format: format.name(),
+        format: rewritten.format.name(),
         policy_sha256: policy.sha256.clone(),
         key_ids: policy.keys.keys().cloned().collect(),
-        records,
-        counts: protector.into_inner().counts,
-        rejected: rejected.len() as u64,
-        rejected_examples: rejected.into_iter().take(100).collect(),
+        records: rewritten.records,
+        counts,
+        rejected: rewritten.rejected.len() as u64,
+        rejected_examples: rewritten.rejected.into_iter().take(100).collect(),
     })
 }
 
-fn protect_json(
+/// What `data reveal` did.
+#[derive(Debug, Serialize)]
+pub struct Revealed {
+    pub records: u64,
+    /// column → values revealed.
+    pub columns: BTreeMap<String, u64>,
+    /// Values that were not tokens of this key and column (left as they were).
+    pub failed: u64,
+}
+
+/// Reverses `tokenise` for every column the policy tokenises, with the same keys.
+pub fn reveal_file(policy: &Policy, input: &Path, output: &Path) -> Result<Revealed, ProtectError> {
+    let tokenised: BTreeMap<&String, &DataKey> = policy
+        .columns
+        .iter()
+        .filter_map(|(column, action)| match action {
+            Action::Tokenise { key } => policy.keys.get(key).map(|key| (column, key)),
+            _ => None,
+        })
+        .collect();
+    if tokenised.is_empty() {
+        return Err(ProtectError::Policy("the policy tokenises no column: there is nothing to reveal".into()));
+    }
+    let mut columns: BTreeMap<String, u64> = BTreeMap::new();
+    let mut failed = 0u64;
+    let mut field = |column: &str, value: &str, _: &Record| {
+        let Some(key) = tokenised.get(&column.to_owned()) else {
+            return Some(value.to_owned());
+        };
+        if value.trim().is_empty() {
+            return Some(value.to_owned());
+        }
+        let kind = kind_from_header(column).unwrap_or(Kind::PersonName);
+        match act::reveal(key, column, kind, value) {
+            Ok(clear) => {
+                *columns.entry(column.to_owned()).or_default() += 1;
+                Some(clear)
+            }
+            Err(_) => {
+                failed += 1;
+                Some(value.to_owned())
+            }
+        }
+    };
+    let rewritten = rewrite(input, output, &|_| false, &mut field)?;
+    Ok(Revealed { records: rewritten.records, columns, failed })
+}
+
+type Drops<'a> = (&'a dyn Fn(&str) -> bool, &'a mut BTreeMap<String, u64>);
+
+fn rewrite_json(
     value: &mut serde_json::Value,
     path: &mut String,
-    protector: &mut Protector<'_>,
+    drops: Drops<'_>,
+    field: &mut dyn FnMut(&str, &str, &Record) -> Option<String>,
     record: &Record,
     depth: usize,
 ) {
@@ -509,11 +598,11 @@ fn protect_json(
                     path.push('.');
                 }
                 path.push_str(&name);
-                if protector.policy.columns.get(path.as_str()) == Some(&Action::Drop) {
+                if (drops.0)(path) {
                     members.remove(&name);
-                    protector.count(path, &Action::Drop);
+                    *drops.1.entry(path.clone()).or_default() += 1;
                 } else if let Some(member) = members.get_mut(&name) {
-                    protect_json(member, path, protector, record, depth + 1);
+                    rewrite_json(member, path, (drops.0, &mut *drops.1), field, record, depth + 1);
                 }
                 path.truncate(length);
             }
@@ -522,21 +611,21 @@ fn protect_json(
             let length = path.len();
             path.push_str("[]");
             for item in items {
-                protect_json(item, path, protector, record, depth + 1);
+                rewrite_json(item, path, (drops.0, &mut *drops.1), field, record, depth + 1);
             }
             path.truncate(length);
         }
         serde_json::Value::String(text) => {
-            if let Some(protected) = protector.field(path, text, record) {
-                *text = protected;
+            if let Some(new) = field(path, text, record) {
+                *text = new;
             }
         }
         serde_json::Value::Number(number) => {
             let text = number.to_string();
-            if let Some(protected) = protector.field(path, &text, record)
-                && protected != text
+            if let Some(new) = field(path, &text, record)
+                && new != text
             {
-                *value = serde_json::Value::String(protected);
+                *value = serde_json::Value::String(new);
             }
         }
         serde_json::Value::Bool(_) | serde_json::Value::Null => {}

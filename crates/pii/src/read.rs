@@ -51,11 +51,35 @@ pub struct Record {
     pub fields: Vec<(String, String)>,
 }
 
+/// Counts the bytes read from the file (before decompression), for progress.
+#[derive(Debug)]
+struct Counted<R> {
+    inner: R,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl<R: Read> Read for Counted<R> {
+    fn read(&mut self, buffer: &mut [u8]) -> std::io::Result<usize> {
+        let read = self.inner.read(buffer)?;
+        self.read.fetch_add(read as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(read)
+    }
+}
+
 /// Opens `path`, undoing gzip or zstd compression found by magic bytes.
 pub fn open(path: &Path) -> Result<Box<dyn BufRead + Send>, ReadError> {
+    open_counted(path, std::sync::Arc::default())
+}
+
+/// [`open`], adding the bytes read from the file to `read` as it goes.
+pub fn open_counted(
+    path: &Path,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> Result<Box<dyn BufRead + Send>, ReadError> {
     let shown = path.display().to_string();
     let io = |error| ReadError::Io { path: shown.clone(), error };
-    let mut file = BufReader::with_capacity(1 << 16, File::open(path).map_err(io)?);
+    let file = Counted { inner: File::open(path).map_err(io)?, read };
+    let mut file = BufReader::with_capacity(1 << 16, file);
     let head = file.fill_buf().map_err(io)?;
     if head.starts_with(&[0x1f, 0x8b]) {
         return Ok(Box::new(BufReader::with_capacity(1 << 16, flate2::bufread::MultiGzDecoder::new(file))));

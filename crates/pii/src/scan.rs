@@ -289,10 +289,58 @@ pub fn scan_file(detector: &Detector, path: &Path) -> Result<FileReport, ReadErr
     scan_file_with(detector, path, None)
 }
 
+/// Progress on a terminal: bytes, rows per second and the time left, twice a second.
+#[derive(Debug)]
+struct Progress {
+    total: u64,
+    read: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    started: std::time::Instant,
+    last: std::time::Instant,
+}
+
+impl Progress {
+    fn tick(&mut self, rows: u64) {
+        if !rows.is_multiple_of(1024) || self.last.elapsed() < std::time::Duration::from_millis(500) {
+            return;
+        }
+        self.last = std::time::Instant::now();
+        let read = self.read.load(std::sync::atomic::Ordering::Relaxed);
+        let seconds = self.started.elapsed().as_secs_f64().max(0.001);
+        let rate = read as f64 / seconds;
+        let left = if rate > 0.0 { (self.total.saturating_sub(read)) as f64 / rate } else { 0.0 };
+        eprint!(
+            "\r{:>8.1} / {:.1} MB  {:>10.0} rows/s  {:>6.1} MB/s  ETA {:>4.0} s ",
+            read as f64 / 1e6,
+            self.total as f64 / 1e6,
+            rows as f64 / seconds,
+            rate / 1e6,
+            left
+        );
+    }
+
+    fn done(&self) {
+        eprint!("\r{:80}\r", "");
+    }
+}
+
 /// [`scan_file`], handing each finding to `sink` as well.
 pub fn scan_file_with(detector: &Detector, path: &Path, sink: Option<Sink<'_>>) -> Result<FileReport, ReadError> {
+    scan_file_reporting(detector, path, sink, false)
+}
+
+/// [`scan_file_with`], showing progress on stderr when `progress` is set (a terminal).
+pub fn scan_file_reporting(
+    detector: &Detector,
+    path: &Path,
+    sink: Option<Sink<'_>>,
+    progress: bool,
+) -> Result<FileReport, ReadError> {
     let bytes = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
-    let mut reader = read::open(path)?;
+    let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut reader = read::open_counted(path, std::sync::Arc::clone(&counter))?;
+    let now = std::time::Instant::now();
+    let progress =
+        std::cell::RefCell::new(progress.then_some(Progress { total: bytes, read: counter, started: now, last: now }));
     let format = read::detect_format(path, &mut reader)?;
     let shown = path.display().to_string();
     let mut scanner = Scanner::new(detector);
@@ -309,7 +357,12 @@ pub fn scan_file_with(detector: &Detector, path: &Path, sink: Option<Sink<'_>>) 
             read::csv_records(
                 reader,
                 delimiter,
-                |record| scanner.borrow_mut().record(record),
+                |record| {
+                    scanner.borrow_mut().record(record);
+                    if let Some(progress) = progress.borrow_mut().as_mut() {
+                        progress.tick(record.number);
+                    }
+                },
                 |problem| scanner.borrow_mut().problem(problem),
             )
             .map_err(located)?;
@@ -317,11 +370,19 @@ pub fn scan_file_with(detector: &Detector, path: &Path, sink: Option<Sink<'_>>) 
         Format::JsonLines => {
             read::jsonl_records(
                 reader,
-                |record| scanner.borrow_mut().record(record),
+                |record| {
+                    scanner.borrow_mut().record(record);
+                    if let Some(progress) = progress.borrow_mut().as_mut() {
+                        progress.tick(record.number);
+                    }
+                },
                 |problem| scanner.borrow_mut().problem(problem),
             )
             .map_err(located)?;
         }
+    }
+    if let Some(progress) = progress.borrow().as_ref() {
+        progress.done();
     }
     Ok(scanner.into_inner().finish(&shown, format, bytes))
 }

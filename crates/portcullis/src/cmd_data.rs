@@ -40,6 +40,14 @@ pub enum Command {
         #[arg(long)]
         manifest: Option<PathBuf>,
     },
+    /// Undo `tokenise` for the columns the policy tokenises (needs the same keys).
+    Reveal {
+        input: PathBuf,
+        #[arg(long)]
+        policy: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// k-anonymity (and l-diversity) of quasi-identifiers, with the least generalisation that
     /// reaches the target. Exit code 0 when it is reached, 1 when not, 2 on error.
     Risk {
@@ -91,7 +99,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                     }
                     out.flush()?;
                 } else {
-                    reports.push(pii::scan::scan_file(&detector, file)?);
+                    use std::io::IsTerminal;
+                    let progress = std::io::stderr().is_terminal();
+                    reports.push(pii::scan::scan_file_reporting(&detector, file, None, progress)?);
                 }
             }
             let text = match format {
@@ -157,11 +167,23 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             }
             Ok(if reached { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
+        Command::Reveal { input, policy, out } => {
+            let policy = load_policy(&policy)?;
+            if out == input {
+                anyhow::bail!("--out must differ from the input");
+            }
+            let revealed = pii::protect::reveal_file(&policy, &input, &out)?;
+            let total: u64 = revealed.columns.values().sum();
+            eprintln!(
+                "{} records, {total} values revealed, {} not tokens of this key; wrote {}",
+                revealed.records,
+                revealed.failed,
+                out.display()
+            );
+            Ok(if revealed.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
+        }
         Command::Protect { input, policy, out, manifest } => {
-            let text = std::fs::read_to_string(&policy)
-                .map_err(|e| anyhow::anyhow!("cannot read the policy {}: {e}", policy.display()))?;
-            let base = policy.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
-            let policy = pii::protect::Policy::load(&text, &base, &|name| std::env::var(name).ok())?;
+            let policy = load_policy(&policy)?;
             if out == input {
                 anyhow::bail!("--out must differ from the input");
             }
@@ -187,4 +209,11 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+fn load_policy(path: &std::path::Path) -> anyhow::Result<pii::protect::Policy> {
+    let text =
+        std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("cannot read the policy {}: {e}", path.display()))?;
+    let base = path.parent().map(std::path::Path::to_path_buf).unwrap_or_default();
+    Ok(pii::protect::Policy::load(&text, &base, &|name| std::env::var(name).ok())?)
 }

@@ -98,3 +98,41 @@ fn a_failed_run_leaves_no_output() {
     assert!(!output.exists());
     assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
 }
+
+#[test]
+fn tokenised_columns_reveal_to_the_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = "[keys]\nmain = { env = \"DATA_KEY\" }\n[columns]\ncard = { action = \"tokenise\", key = \"main\" }\nemail = { action = \"tokenise\", key = \"main\" }\n";
+    let policy = policy(text);
+    for (name, contents) in [
+        ("t.csv", "id,card,email\n1,4111 1111 1111 1111,jane@example.com\n2,5500-0000-0000-0004,bob@example.org\n"),
+        ("t.jsonl", "{\"card\":\"4111 1111 1111 1111\",\"email\":\"jane@example.com\",\"id\":1}\n"),
+    ] {
+        let input = dir.path().join(name);
+        std::fs::write(&input, contents).unwrap();
+        let tokens = dir.path().join(format!("tokens-{name}"));
+        let manifest = protect_file(&Detector::new(), &policy, &input, &tokens).unwrap();
+        let tokenised = std::fs::read_to_string(&tokens).unwrap();
+        assert!(!tokenised.contains("4111 1111 1111 1111") && !tokenised.contains("jane@example.com"), "{tokenised}");
+        assert_eq!(manifest.counts["card"]["tokenise"], if name.ends_with("csv") { 2 } else { 1 });
+        let back = dir.path().join(format!("back-{name}"));
+        let revealed = reveal_file(&policy, &tokens, &back).unwrap();
+        assert_eq!(revealed.failed, 0);
+        let restored = std::fs::read_to_string(&back).unwrap();
+        if name.ends_with("csv") {
+            assert_eq!(restored, contents);
+        } else {
+            let original: serde_json::Value = serde_json::from_str(contents.trim()).unwrap();
+            let restored: serde_json::Value = serde_json::from_str(restored.trim()).unwrap();
+            assert_eq!(restored, original);
+        }
+    }
+    // Tokenise is for whole columns only.
+    let error = Policy::load(
+        "[keys]\nk = { env = \"DATA_KEY\" }\n[kinds]\nemail = { action = \"tokenise\", key = \"k\" }\n",
+        Path::new("."),
+        &|_| Some(KEY.to_owned()),
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("whole columns"), "{error}");
+}

@@ -116,3 +116,26 @@ fn risk_reports_k_anonymity_and_a_generalisation() {
     assert_eq!(unknown.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no column 'height'"));
 }
+
+#[test]
+fn tokenise_then_reveal_round_trips_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let contents = "id,card_number\n1,4111 1111 1111 1111\n2,378282246310005\n";
+    let input = write(dir.path(), "cards.csv", contents);
+    let policy = write(
+        dir.path(),
+        "policy.toml",
+        "[keys]\nmain = { file = \"k.key\" }\n[columns]\ncard_number = { action = \"tokenise\", key = \"main\" }\n",
+    );
+    write(dir.path(), "k.key", &"cd".repeat(32));
+    let tokens = dir.path().join("tokens.csv");
+    let back = dir.path().join("back.csv");
+    let protect = run(&["data", "protect", &input, "--policy", &policy, "--out", tokens.to_str().unwrap()]);
+    assert!(protect.status.success(), "{}", String::from_utf8_lossy(&protect.stderr));
+    let tokenised = std::fs::read_to_string(&tokens).unwrap();
+    assert!(!tokenised.contains("4111 1111 1111 1111"), "{tokenised}");
+    let reveal =
+        run(&["data", "reveal", tokens.to_str().unwrap(), "--policy", &policy, "--out", back.to_str().unwrap()]);
+    assert!(reveal.status.success(), "{}", String::from_utf8_lossy(&reveal.stderr));
+    assert_eq!(std::fs::read_to_string(&back).unwrap(), contents);
+}
