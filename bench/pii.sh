@@ -9,6 +9,6 @@ venv=target/pii-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
-"$venv/bin/pip" install --quiet --disable-pip-version-check presidio-analyzer phonenumbers
+"$venv/bin/pip" install --quiet --disable-pip-version-check presidio-analyzer phonenumbers pyarrow
 "$venv/bin/python" bench/pii_gen.py --rows 20000 --out target/pii-eval
 "$venv/bin/python" bench/pii.py --binary target/release/portcullis --set target/pii-eval "$@"

@@ -113,7 +113,9 @@ def main():
     labels = load_labels(os.path.join(args.set, "labels.jsonl"))
     kinds = sorted({kind for spans in labels.values() for kind, _, _ in spans})
     results = {}
-    for name in ["eval.csv", "eval.jsonl"]:
+    for name in ["eval.csv", "eval.jsonl", "eval.parquet"]:
+        if not os.path.exists(os.path.join(args.set, name)):
+            continue
         findings, elapsed = portcullis_findings(args.binary, os.path.join(args.set, name))
         counts = score(findings, labels, kinds)
         results[f"portcullis {name}"] = counts

@@ -210,7 +210,8 @@ def main():
     parser.add_argument("--rows", type=int, default=20000)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--out", required=True)
-    parser.add_argument("--format", choices=["csv", "jsonl", "both"], default="both")
+    parser.add_argument("--format", choices=["csv", "jsonl", "parquet", "both", "all"], default="all",
+                        help="both = csv and jsonl; all = csv, jsonl and parquet (parquet needs pyarrow)")
     parser.add_argument("--no-labels", action="store_true")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
@@ -219,8 +220,9 @@ def main():
     if validate is None:
         print("note: the phonenumbers package is not installed; phone numbers are not checked against numbering plans")
     import csv
-    formats = ["csv", "jsonl"] if args.format == "both" else [args.format]
-    outputs = {fmt: open(os.path.join(args.out, f"eval.{fmt}"), "w", newline="") for fmt in formats}
+    formats = {"both": ["csv", "jsonl"], "all": ["csv", "jsonl", "parquet"]}.get(args.format, [args.format])
+    parquet_rows = [] if "parquet" in formats else None
+    outputs = {fmt: open(os.path.join(args.out, f"eval.{fmt}"), "w", newline="") for fmt in formats if fmt != "parquet"}
     labels_out = None if args.no_labels else open(os.path.join(args.out, "labels.jsonl"), "w")
     writer = None
     for index in range(1, args.rows + 1):
@@ -232,11 +234,22 @@ def main():
             writer.writerow(fields)
         if "jsonl" in outputs:
             outputs["jsonl"].write(json.dumps(fields) + "\n")
+        if parquet_rows is not None:
+            parquet_rows.append(fields)
         if labels_out:
             for column, kind, start, end in labels:
                 labels_out.write(json.dumps({"record": index, "column": column, "kind": kind, "start": start, "end": end}) + "\n")
     for handle in outputs.values():
         handle.close()
+    if parquet_rows:
+        try:
+            import pyarrow
+            import pyarrow.parquet
+        except ImportError:
+            print("note: pyarrow is not installed; no Parquet file written")
+        else:
+            table = pyarrow.Table.from_pylist(parquet_rows)
+            pyarrow.parquet.write_table(table, os.path.join(args.out, "eval.parquet"), row_group_size=5000)
     if labels_out:
         labels_out.close()
 

@@ -13,6 +13,7 @@ pub mod detect;
 pub mod kind;
 pub mod mask;
 pub mod names;
+pub mod parquet;
 pub mod phone;
 pub mod protect;
 pub mod read;

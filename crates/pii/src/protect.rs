@@ -423,6 +423,13 @@ fn rewrite(
     dropped: &dyn Fn(&str) -> bool,
     field: &mut dyn FnMut(&str, &str, &Record) -> Option<String>,
 ) -> Result<Rewritten, ProtectError> {
+    if crate::parquet::is_parquet(input) {
+        let staged = Staged::new(output);
+        let mut rejected = Vec::new();
+        let records = crate::parquet::rewrite(input, &staged.temporary, dropped, field, &mut |p| rejected.push(p))?;
+        staged.commit()?;
+        return Ok(Rewritten { format: Format::Parquet, records, rejected, json_drops: BTreeMap::new() });
+    }
     let mut reader = read::open(input)?;
     let format = read::detect_format(input, &mut reader)?;
     let staged = Staged::new(output);
@@ -465,6 +472,9 @@ fn rewrite(
             let inner = writer.into_inner().map_err(|e| write_error(std::io::Error::other(e.to_string())))?;
             let file = inner.into_inner().map_err(|e| write_error(e.into_error()))?;
             file.sync_all().map_err(write_error)?;
+        }
+        Format::Parquet => {
+            return Err(ProtectError::Policy("a Parquet file is read by its own path".into()));
         }
         Format::JsonLines => {
             let mut writer = BufWriter::new(file);

@@ -31,6 +31,7 @@ pub struct Problem {
 pub enum Format {
     Csv { delimiter: u8 },
     JsonLines,
+    Parquet,
 }
 
 impl Format {
@@ -39,6 +40,7 @@ impl Format {
             Format::Csv { delimiter: b'\t' } => "tsv",
             Format::Csv { .. } => "csv",
             Format::JsonLines => "jsonl",
+            Format::Parquet => "parquet",
         }
     }
 }

@@ -204,8 +204,14 @@ impl Table {
 
 /// Reads `path` and counts its quasi-identifier combinations.
 pub fn table_from_file(path: &Path, quasi: &[String], sensitive: Option<&str>) -> Result<Table, ReadError> {
-    let mut reader = read::open(path)?;
-    let format = read::detect_format(path, &mut reader)?;
+    let parquet = crate::parquet::is_parquet(path);
+    let (mut reader, format) = if parquet {
+        (None, Format::Parquet)
+    } else {
+        let mut reader = read::open(path)?;
+        let format = read::detect_format(path, &mut reader)?;
+        (Some(reader), format)
+    };
     let mut table = Table { quasi: quasi.to_vec(), ..Table::default() };
     let mut missing: BTreeMap<String, u64> = BTreeMap::new();
     let each = |record: &read::Record| {
@@ -219,8 +225,23 @@ pub fn table_from_file(path: &Path, quasi: &[String], sensitive: Option<&str>) -
         }
         table.add(values, sensitive.and_then(lookup));
     };
-    match format {
-        Format::Csv { delimiter } => {
+    let check = |headers: &[String]| -> Result<(), ReadError> {
+        for name in quasi.iter().map(String::as_str).chain(sensitive) {
+            if !headers.iter().any(|header| header == name) {
+                return Err(ReadError::Format {
+                    path: path.display().to_string(),
+                    message: format!("no column '{name}' (columns: {})", headers.join(", ")),
+                });
+            }
+        }
+        Ok(())
+    };
+    match (format, reader.take()) {
+        (Format::Parquet, _) => {
+            let headers = crate::parquet::records(path, each, |_| {})?;
+            check(&headers)?;
+        }
+        (Format::Csv { delimiter }, Some(reader)) => {
             let headers = read::csv_records(reader, delimiter, each, |_| {})?;
             for name in quasi.iter().map(String::as_str).chain(sensitive) {
                 if !headers.iter().any(|header| header == name) {
@@ -231,7 +252,8 @@ pub fn table_from_file(path: &Path, quasi: &[String], sensitive: Option<&str>) -
                 }
             }
         }
-        Format::JsonLines => read::jsonl_records(reader, each, |_| {})?,
+        (Format::JsonLines, Some(reader)) => read::jsonl_records(reader, each, |_| {})?,
+        (_, None) => {}
     }
     Ok(table)
 }

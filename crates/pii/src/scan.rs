@@ -336,6 +336,19 @@ pub fn scan_file_reporting(
     progress: bool,
 ) -> Result<FileReport, ReadError> {
     let bytes = std::fs::metadata(path).map(|meta| meta.len()).unwrap_or(0);
+    if crate::parquet::is_parquet(path) {
+        let mut scanner = Scanner::new(detector);
+        if let Some(sink) = sink {
+            scanner = scanner.with_sink(sink);
+        }
+        let scanner = std::cell::RefCell::new(scanner);
+        crate::parquet::records(
+            path,
+            |record| scanner.borrow_mut().record(record),
+            |problem| scanner.borrow_mut().problem(problem),
+        )?;
+        return Ok(scanner.into_inner().finish(&path.display().to_string(), Format::Parquet, bytes));
+    }
     let counter = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut reader = read::open_counted(path, std::sync::Arc::clone(&counter))?;
     let now = std::time::Instant::now();
@@ -367,6 +380,7 @@ pub fn scan_file_reporting(
             )
             .map_err(located)?;
         }
+        Format::Parquet => {}
         Format::JsonLines => {
             read::jsonl_records(
                 reader,
