@@ -238,6 +238,35 @@ pub struct Manifest {
     pub counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
     pub rejected: u64,
     pub rejected_examples: Vec<Problem>,
+    /// The `age` recipients the output is encrypted to (public keys), if any.
+    pub encrypted_to: Vec<String>,
+}
+
+/// Parses `age` recipients (`age1...`) given for `--encrypt-to`.
+pub fn parse_recipients(texts: &[String]) -> Result<Vec<age::x25519::Recipient>, ProtectError> {
+    texts
+        .iter()
+        .map(|text| {
+            text.trim().parse::<age::x25519::Recipient>().map_err(|error| {
+                ProtectError::Policy(format!("--encrypt-to '{text}' is not an age recipient: {error}"))
+            })
+        })
+        .collect()
+}
+
+/// Encrypts `plain` into `output` (through a temporary file) to `recipients`.
+fn encrypt_into(plain: &Path, output: &Path, recipients: &[age::x25519::Recipient]) -> Result<(), ProtectError> {
+    let write_error = |error: std::io::Error| ProtectError::Write { path: output.display().to_string(), error };
+    let staged = Staged::new(output);
+    let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
+        .map_err(|error| write_error(std::io::Error::other(error.to_string())))?;
+    let file = std::fs::File::create(&staged.temporary).map_err(write_error)?;
+    let mut writer = encryptor.wrap_output(BufWriter::new(file)).map_err(write_error)?;
+    let mut source = std::fs::File::open(plain).map_err(write_error)?;
+    std::io::copy(&mut source, &mut writer).map_err(write_error)?;
+    let file = writer.finish().map_err(write_error)?.into_inner().map_err(|e| write_error(e.into_error()))?;
+    file.sync_all().map_err(write_error)?;
+    staged.commit()
 }
 
 #[derive(Debug, Serialize)]
@@ -514,6 +543,31 @@ pub fn protect_file(
     input: &Path,
     output: &Path,
 ) -> Result<Manifest, ProtectError> {
+    protect_file_to(detector, policy, input, output, &[])
+}
+
+/// [`protect_file`], with the output encrypted to `recipients` when there are any (the
+/// protected plaintext exists only as a temporary file beside the output, removed at the end).
+pub fn protect_file_to(
+    detector: &Detector,
+    policy: &Policy,
+    input: &Path,
+    output: &Path,
+    recipients: &[age::x25519::Recipient],
+) -> Result<Manifest, ProtectError> {
+    let plain = Staged::new(output);
+    let written_to = if recipients.is_empty() { output } else { plain.temporary.as_path() };
+    let mut manifest = protect_plain(detector, policy, input, written_to)?;
+    if !recipients.is_empty() {
+        encrypt_into(written_to, output, recipients)?;
+        manifest.output = digest_file(output)?;
+        manifest.encrypted_to = recipients.iter().map(ToString::to_string).collect();
+    }
+    drop(plain);
+    Ok(manifest)
+}
+
+fn protect_plain(detector: &Detector, policy: &Policy, input: &Path, output: &Path) -> Result<Manifest, ProtectError> {
     let input_digest = digest_file(input)?;
     let mut protector = Protector { policy, detector, counts: BTreeMap::new() };
     let dropped = |column: &str| policy.columns.get(column) == Some(&Action::Drop);
@@ -535,6 +589,7 @@ pub fn protect_file(
         counts,
         rejected: rewritten.rejected.len() as u64,
         rejected_examples: rewritten.rejected.into_iter().take(100).collect(),
+        encrypted_to: Vec::new(),
     })
 }
 

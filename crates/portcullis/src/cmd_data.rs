@@ -39,6 +39,9 @@ pub enum Command {
         /// Where the manifest goes (default: OUT.manifest.json).
         #[arg(long)]
         manifest: Option<PathBuf>,
+        /// Encrypt the output to this age recipient (age1...); may repeat.
+        #[arg(long)]
+        encrypt_to: Vec<String>,
     },
     /// Undo `tokenise` for the columns the policy tokenises (needs the same keys).
     Reveal {
@@ -182,12 +185,13 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
             );
             Ok(if revealed.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) })
         }
-        Command::Protect { input, policy, out, manifest } => {
+        Command::Protect { input, policy, out, manifest, encrypt_to } => {
             let policy = load_policy(&policy)?;
+            let recipients = pii::protect::parse_recipients(&encrypt_to)?;
             if out == input {
                 anyhow::bail!("--out must differ from the input");
             }
-            let report = pii::protect::protect_file(&Detector::new(), &policy, &input, &out)?;
+            let report = pii::protect::protect_file_to(&Detector::new(), &policy, &input, &out, &recipients)?;
             let manifest_path = manifest.unwrap_or_else(|| {
                 let mut name = out.as_os_str().to_owned();
                 name.push(".manifest.json");

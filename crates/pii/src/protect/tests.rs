@@ -136,3 +136,26 @@ fn tokenised_columns_reveal_to_the_input() {
     .unwrap_err();
     assert!(error.to_string().contains("whole columns"), "{error}");
 }
+
+#[test]
+fn the_output_can_be_encrypted_to_age_recipients() {
+    use std::io::Read as _;
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("p.csv");
+    std::fs::write(&input, "email\njane@example.com\n").unwrap();
+    let identity = age::x25519::Identity::generate();
+    let recipients = parse_recipients(&[identity.to_public().to_string()]).unwrap();
+    let output = dir.path().join("p.csv.age");
+    let manifest = protect_file_to(&Detector::new(), &policy(""), &input, &output, &recipients).unwrap();
+    assert_eq!(manifest.encrypted_to, [identity.to_public().to_string()]);
+    let sealed = std::fs::read(&output).unwrap();
+    assert!(sealed.starts_with(b"age-encryption.org/v1"));
+    let decryptor = age::Decryptor::new(&sealed[..]).unwrap();
+    let mut plain = String::new();
+    decryptor.decrypt(std::iter::once(&identity as &dyn age::Identity)).unwrap().read_to_string(&mut plain).unwrap();
+    assert_eq!(plain, "email\n[EMAIL]\n");
+    let names: Vec<String> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    assert_eq!(names.len(), 2, "no plaintext left behind: {names:?}");
+    assert!(parse_recipients(&["age1nope".into()]).is_err());
+}
