@@ -120,6 +120,56 @@ def make_validator():
     return valid
 
 
+def mac(rng):
+    sep = rng.choice([":", "-"])
+    return sep.join(f"{rng.randrange(256):02x}" for _ in range(6))
+
+
+def nhs(rng):
+    while True:
+        digits = [rng.randrange(10) for _ in range(9)]
+        check = 11 - sum(d * (10 - i) for i, d in enumerate(digits)) % 11
+        check = 0 if check == 11 else check
+        if check != 10:
+            text = "".join(map(str, digits + [check]))
+            return f"{text[:3]} {text[3:6]} {text[6:]}"
+
+
+def nino(rng):
+    first = rng.choice("ABCEGHJKLMNOPRSTWXYZ")
+    second = rng.choice("ABCEGHJKLMNPRSTWXYZ")
+    if first + second in ("BG", "GB", "NK", "KN", "TN", "NT", "ZZ"):
+        first, second = "A", "B"
+    return f"{first}{second}{rng.randrange(10**6):06d}{rng.choice('ABCD')}"
+
+
+BASE58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+
+
+def wallet(rng):
+    import hashlib
+    payload = bytes([0]) + bytes(rng.randrange(256) for _ in range(20))
+    checksum = hashlib.sha256(hashlib.sha256(payload).digest()).digest()[:4]
+    number = int.from_bytes(payload + checksum, "big")
+    text = ""
+    while number:
+        number, digit = divmod(number, 58)
+        text = BASE58[digit] + text
+    return "1" * (len(payload + checksum) - len((payload + checksum).lstrip(b"\0"))) + text
+
+
+def imei(rng):
+    return luhn_complete(f"{rng.randrange(10, 100)}", 15, rng)
+
+
+def coordinates(rng):
+    return f"{rng.uniform(-60, 70):.5f}, {rng.uniform(-170, 170):.5f}"
+
+
+def aws_key(rng):
+    return "AKIA" + "".join(rng.choice("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567") for _ in range(16))
+
+
 def ipv4(rng):
     return f"{rng.choice([10, 172, 192, 81, 203])}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
 
@@ -167,6 +217,14 @@ def row(rng, validate, index):
     put("ssn", ssn(rng), "us_ssn")
     put("date_of_birth", dob(rng), "date_of_birth")
     put("zip", f"{rng.randrange(10000, 99999)}", "postcode")
+    put("device_mac", mac(rng), "mac_address")
+    put("nhs_number", nhs(rng), "uk_nhs")
+    put("ni_number", nino(rng), "uk_nino")
+    put("btc_wallet", wallet(rng), "crypto_wallet")
+    put("imei", imei(rng), "imei")
+    put("location", coordinates(rng), "coordinates")
+    put("api_key", aws_key(rng), "credential")
+    put("passport", f"{rng.choice('CKLM')}{rng.randrange(10**7, 10**8)}", "passport")
     put("product_code", f"PRD-{rng.randrange(10**4, 10**5)}")
     put("created_at", f"2025-{rng.randrange(1, 13):02d}-{rng.randrange(1, 29):02d} {rng.randrange(24):02d}:{rng.randrange(60):02d}:00")
     # Free text: words, one or two planted values, and a hard negative.

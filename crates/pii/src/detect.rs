@@ -49,8 +49,18 @@ impl Detector {
     /// as context for that kind.
     pub fn find(&self, text: &str, column: Option<Kind>) -> Vec<Finding> {
         let mut findings = Vec::new();
+        let mut lower: Option<String> = None;
         for index in self.set.matches(text).iter() {
             let (rule, regex) = (&RULES[index], &self.regexes[index]);
+            // A rule that needs context cannot match without one of its words in the text (or
+            // a header naming its kind): skip its search outright. Dates, five-digit numbers and
+            // digit runs are everywhere; this keeps them cheap.
+            if rule.needs_context && column != Some(rule.kind) {
+                let lower = lower.get_or_insert_with(|| text.to_lowercase());
+                if !rule.context.iter().any(|word| lower.contains(word)) {
+                    continue;
+                }
+            }
             for candidate in regex.find_iter(text) {
                 // A run of capitalised words may start with one that is not part of the name
                 // ("Dear Jane Smith"): try it from each word on.

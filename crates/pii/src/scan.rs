@@ -187,13 +187,21 @@ impl<'d, 's> Scanner<'d, 's> {
             let detector = self.detector;
             let state = self.column(position, column);
             state.non_empty += 1;
-            let findings: Vec<Finding> = match state.classified.and_then(|kind| detector.value_is(kind, value)) {
-                Some(finding) => vec![finding],
-                None => detector.find(value, state.header_kind),
+            // One finding for a classified value (no allocation), else the combined pass.
+            let (single, many);
+            let findings: &[Finding] = match state.classified.and_then(|kind| detector.value_is(kind, value)) {
+                Some(finding) => {
+                    single = [finding];
+                    &single
+                }
+                None => {
+                    many = detector.find(value, state.header_kind);
+                    &many
+                }
             };
             // Classify by the sample: a column whose values are nearly all one whole-value kind.
             if state.classified.is_none() && state.non_empty <= SAMPLE {
-                if let [only] = findings.as_slice()
+                if let [only] = findings
                     && only.end - only.start >= value.trim().len()
                 {
                     *state.sampled.entry(only.kind).or_default() += 1;
@@ -207,7 +215,7 @@ impl<'d, 's> Scanner<'d, 's> {
                 }
             }
             if let Some(sink) = self.sink.as_mut() {
-                for finding in &findings {
+                for finding in findings {
                     sink(&Located {
                         record: record.number,
                         column,
