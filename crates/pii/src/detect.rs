@@ -129,6 +129,8 @@ impl Detector {
                 | Kind::CryptoWallet
                 | Kind::Phone
                 | Kind::DateOfBirth
+                | Kind::Email
+                | Kind::IpAddress
         );
         for (rule, regex) in RULES.iter().zip(&self.regexes).filter(|(rule, _)| rule.kind == kind) {
             if self_checking {

@@ -32,8 +32,13 @@ fn always(_: &str) -> bool {
 
 fn email(text: &str) -> bool {
     let Some((local, domain)) = text.rsplit_once('@') else { return false };
+    let local_ok = |b: u8| b.is_ascii_alphanumeric() || b".%+'_-".contains(&b);
+    let domain_ok = |b: u8| b.is_ascii_alphanumeric() || b == b'.' || b == b'-';
     !local.is_empty()
         && local.len() <= 64
+        && local.bytes().all(local_ok)
+        && domain.bytes().all(domain_ok)
+        && !domain.split('.').any(str::is_empty)
         && domain.contains('.')
         && !domain.starts_with('.')
         && psl::suffix(domain.to_ascii_lowercase().as_bytes()).is_some_and(|suffix| suffix.is_known())
