@@ -19,7 +19,9 @@ use crate::Kind;
 /// A key for pseudonyms and date shifts. Never printed.
 pub struct DataKey {
     pub id: String,
-    bytes: Zeroizing<Vec<u8>>,
+    /// HMAC keyed once (the raw key bytes are zeroised as soon as it is): each use clones it
+    /// instead of hashing the key again.
+    keyed: Hmac<Sha256>,
 }
 
 impl std::fmt::Debug for DataKey {
@@ -50,11 +52,14 @@ impl DataKey {
                 bytes.len()
             ));
         }
-        Ok(DataKey { id: id.to_owned(), bytes: Zeroizing::new(bytes) })
+        let bytes: Vec<u8> = bytes;
+        let keyed = <Hmac<Sha256> as Mac>::new_from_slice(&bytes).unwrap_or_else(|_| unreachable_hmac());
+        let _wiped = Zeroizing::new(bytes);
+        Ok(DataKey { id: id.to_owned(), keyed })
     }
 
     pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.bytes).unwrap_or_else(|_| unreachable_hmac());
+        let mut mac = self.keyed.clone();
         for part in parts {
             mac.update(part);
             mac.update(&[0]);

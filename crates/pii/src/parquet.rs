@@ -87,13 +87,19 @@ fn scanned(data_type: &DataType) -> bool {
 }
 
 /// Reads a Parquet file batch by batch, calling `each` per row. Returns the column names.
-pub fn records(
+pub fn records(path: &Path, each: impl FnMut(&Record), problem: impl FnMut(Problem)) -> Result<Vec<String>, ReadError> {
+    let file = File::open(path).map_err(|error| ReadError::Io { path: path.display().to_string(), error })?;
+    records_from(file, path, each, problem)
+}
+
+/// [`records`] from any Parquet source (a file, or bytes in memory: the fuzz target's).
+pub fn records_from<R: parquet::file::reader::ChunkReader + 'static>(
+    source: R,
     path: &Path,
     mut each: impl FnMut(&Record),
     mut problem: impl FnMut(Problem),
 ) -> Result<Vec<String>, ReadError> {
-    let file = File::open(path).map_err(|error| ReadError::Io { path: path.display().to_string(), error })?;
-    let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format_error(path, e))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(source).map_err(|e| format_error(path, e))?;
     let schema = Arc::clone(builder.schema());
     let names: Vec<String> = schema.fields().iter().map(|field| field.name().clone()).collect();
     for field in schema.fields() {

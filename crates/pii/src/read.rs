@@ -348,3 +348,61 @@ mod tests {
         assert!(problems[0].message.contains("UTF-8"));
     }
 }
+
+#[cfg(test)]
+mod bad_input {
+    use super::*;
+
+    fn csv(bytes: Vec<u8>) -> (Vec<Record>, Vec<Problem>) {
+        let (mut records, mut problems) = (Vec::new(), Vec::new());
+        csv_records(Box::new(std::io::Cursor::new(bytes)), b',', |r| records.push(r.clone()), |p| problems.push(p))
+            .unwrap();
+        (records, problems)
+    }
+
+    #[test]
+    fn a_giant_field_is_skipped_and_located_and_reading_goes_on() {
+        let mut bytes = b"note\nfirst\n".to_vec();
+        bytes.extend(std::iter::repeat_n(b'x', MAX_RECORD_BYTES + 10));
+        bytes.extend_from_slice(b"\nlast\n");
+        let (records, problems) = csv(bytes);
+        let values: Vec<&str> = records.iter().map(|r| r.fields[0].1.as_str()).collect();
+        assert_eq!(values, ["first", "last"]);
+        assert_eq!(problems[0].location, "row 2");
+        assert!(problems[0].message.contains("too long"));
+
+        let mut lines = b"{\"a\":\"first\"}\n{\"a\":\"".to_vec();
+        lines.extend(std::iter::repeat_n(b'y', MAX_RECORD_BYTES + 10));
+        lines.extend_from_slice(b"\"}\n{\"a\":\"last\"}\n");
+        let (mut records, mut problems) = (Vec::new(), Vec::new());
+        jsonl_records(Box::new(std::io::Cursor::new(lines)), |r| records.push(r.clone()), |p| problems.push(p))
+            .unwrap();
+        assert_eq!(records.len(), 2);
+        assert_eq!(problems[0].location, "line 2");
+    }
+
+    #[test]
+    fn broken_quoting_is_read_to_the_end_without_losing_later_rows() {
+        // An unterminated quote swallows the rest of the file into one field: the row is kept
+        // (and scanned), and the file ends cleanly.
+        let (records, _) = csv(b"a,b\n1,\"open quote\n2,ok\n".to_vec());
+        assert_eq!(records.len(), 1);
+        assert!(records[0].fields[1].1.contains("2,ok"));
+        // A stray quote inside a field is taken literally.
+        let (records, problems) = csv(b"a,b\n1,x\"y\n2,z\n".to_vec());
+        assert_eq!(records.len(), 2);
+        assert!(problems.is_empty());
+    }
+
+    #[test]
+    fn mixed_types_in_a_json_column_are_all_scanned_as_text() {
+        let lines = b"{\"id\":1}\n{\"id\":\"two\"}\n{\"id\":[3,4]}\n{\"id\":{\"n\":5}}\n{\"id\":null}\n".to_vec();
+        let (mut records, mut problems) = (Vec::new(), Vec::new());
+        jsonl_records(Box::new(std::io::Cursor::new(lines)), |r| records.push(r.clone()), |p| problems.push(p))
+            .unwrap();
+        let paths: Vec<Vec<&str>> =
+            records.iter().map(|r| r.fields.iter().map(|(path, _)| path.as_str()).collect()).collect();
+        assert_eq!(paths, [vec!["id"], vec!["id"], vec!["id[]", "id[]"], vec!["id.n"], vec![]]);
+        assert!(problems.is_empty());
+    }
+}
