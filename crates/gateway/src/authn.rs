@@ -382,6 +382,11 @@ async fn bearer_jwt(gateway: &crate::serve::Gateway, token: &str) -> Result<Prin
             tracing::info!(reason = %error, issuer = %provider.name, "request refused: bearer JWT");
             ApiError::unauthenticated(true).with_audit_reason("jwt_invalid")
         })?;
+    // A sender-constrained token (`cnf`) needs its proof (RFC 9449 7.1): as a plain Bearer it
+    // would let whoever copied it use it.
+    if verified.claims.contains_key("cnf") {
+        return Err(refuse("bound_token_as_bearer"));
+    }
     let subject = match verified.claims.get(&provider.subject_claim).and_then(serde_json::Value::as_str) {
         Some(subject)
             if !subject.is_empty() && subject.len() <= 255 && subject.bytes().all(|b| b.is_ascii_graphic()) =>

@@ -254,8 +254,19 @@ impl Broker {
         bound_jkt: Option<&str>,
     ) -> Result<dpop::Proof, DpopError> {
         let proof = dpop::verify_proof(proof, expected, &self.policy, &self.nonces, bound_jkt)?;
-        self.replay.first_use(&proof, expected.now, self.replay_window()).await?;
+        self.remember_proof(&proof, expected.now).await?;
         Ok(proof)
+    }
+
+    /// Checks a proof without recording it (the token endpoint records it only once the
+    /// request has authenticated, so unauthenticated proofs cannot fill the replay cache).
+    pub fn verify_proof(&self, proof: &str, expected: &Expected<'_>) -> Result<dpop::Proof, DpopError> {
+        dpop::verify_proof(proof, expected, &self.policy, &self.nonces, None)
+    }
+
+    /// Records a verified proof: an error if it was used before.
+    pub async fn remember_proof(&self, proof: &dpop::Proof, now: i64) -> Result<(), DpopError> {
+        self.replay.first_use(proof, now, self.replay_window()).await
     }
 
     /// The attestation verifier an app requires.

@@ -146,6 +146,7 @@ pub fn rewrite(
     dropped: &dyn Fn(&str) -> bool,
     field: &mut dyn FnMut(&str, &str, &Record) -> Option<String>,
     problem: &mut dyn FnMut(Problem),
+    may_copy_unscanned: &dyn Fn(&str) -> bool,
 ) -> Result<u64, ReadError> {
     let file = File::open(input).map_err(|error| ReadError::Io { path: input.display().to_string(), error })?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| format_error(input, e))?;
@@ -153,11 +154,22 @@ pub fn rewrite(
     let kept: Vec<usize> = (0..schema.fields().len()).filter(|&index| !dropped(schema.field(index).name())).collect();
     let out_schema = Arc::new(schema.project(&kept).map_err(|e| format_error(input, e))?);
     let reader = builder.with_batch_size(BATCH_ROWS).build().map_err(|e| format_error(input, e))?;
-    let out = File::create(output).map_err(|error| ReadError::Io { path: output.display().to_string(), error })?;
+    let out = crate::protect::create_private(output)
+        .map_err(|error| ReadError::Io { path: output.display().to_string(), error })?;
     let mut writer = ArrowWriter::try_new(out, Arc::clone(&out_schema), None).map_err(|e| format_error(output, e))?;
     let names: Vec<String> = schema.fields().iter().map(|f| f.name().clone()).collect();
     for &index in &kept {
         if !scanned(schema.field(index).data_type()) {
+            if !may_copy_unscanned(&names[index]) {
+                return Err(format_error(
+                    input,
+                    format!(
+                        "column {} has type {}, which is not scanned: drop it, or keep it explicitly in the policy",
+                        names[index],
+                        schema.field(index).data_type()
+                    ),
+                ));
+            }
             problem(Problem {
                 location: format!("column {}", names[index]),
                 message: format!("type {} copied unchanged: not scanned", schema.field(index).data_type()),
@@ -220,7 +232,10 @@ pub fn rewrite(
             };
             columns.push(rewritten);
         }
-        let out_batch = RecordBatch::try_new(Arc::clone(&out_schema), columns).map_err(|e| format_error(output, e))?;
+        // The row count is explicit: a policy may drop every column.
+        let options = arrow_array::RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+        let out_batch = RecordBatch::try_new_with_options(Arc::clone(&out_schema), columns, &options)
+            .map_err(|e| format_error(output, e))?;
         writer.write(&out_batch).map_err(|e| format_error(output, e))?;
         rows += batch.num_rows() as u64;
     }
@@ -309,5 +324,37 @@ mod tests {
         let bytes = std::fs::read(&input).unwrap();
         std::fs::write(&input, &bytes[..bytes.len() / 2]).unwrap();
         assert!(crate::scan::scan_file(&crate::Detector::new(), &input).is_err());
+    }
+}
+
+#[cfg(test)]
+mod unscanned {
+    use super::*;
+    use arrow_array::BinaryArray;
+    use arrow_schema::{Field, Schema};
+
+    #[test]
+    fn a_column_that_cannot_be_scanned_is_never_copied_unless_kept_explicitly() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("b.parquet");
+        let schema = Arc::new(Schema::new(vec![Field::new("blob", DataType::Binary, true)]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![Arc::new(BinaryArray::from(vec![Some(b"jane@example.com".as_ref())]))],
+        )
+        .unwrap();
+        let mut writer = ArrowWriter::try_new(File::create(&input).unwrap(), schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let protect = |text: &str| {
+            let policy = crate::protect::Policy::load(text, Path::new("."), &|_| None).unwrap();
+            let output = dir.path().join("o.parquet");
+            let _ = std::fs::remove_file(&output);
+            crate::protect::protect_file(&crate::Detector::new(), &policy, &input, &output).map(|_| ())
+        };
+        let error = protect("").unwrap_err();
+        assert!(error.to_string().contains("not scanned"), "{error}");
+        assert!(protect("[columns]\nblob = \"keep\"\n").is_ok());
+        assert!(protect("[columns]\nblob = \"drop\"\n").is_ok());
     }
 }

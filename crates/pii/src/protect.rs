@@ -260,7 +260,7 @@ fn encrypt_into(plain: &Path, output: &Path, recipients: &[age::x25519::Recipien
     let staged = Staged::new(output);
     let encryptor = age::Encryptor::with_recipients(recipients.iter().map(|r| r as &dyn age::Recipient))
         .map_err(|error| write_error(std::io::Error::other(error.to_string())))?;
-    let file = std::fs::File::create(&staged.temporary).map_err(write_error)?;
+    let file = create_private(&staged.temporary).map_err(write_error)?;
     let mut writer = encryptor.wrap_output(BufWriter::new(file)).map_err(write_error)?;
     let mut source = std::fs::File::open(plain).map_err(write_error)?;
     std::io::copy(&mut source, &mut writer).map_err(write_error)?;
@@ -351,7 +351,9 @@ impl Protector<'_> {
             let kind = kind_from_header(column).unwrap_or(Kind::PersonName);
             // A column action on free text applies to the spans found in it; on a value of
             // one kind, to the whole value.
-            let whole = kind_from_header(column).and_then(|kind| self.detector.value_is(kind, value)).is_some()
+            // A column whose header names a kind is one value: what the validators do not
+            // recognise in it (an unusual name, an ITIN in `ssn`) is still covered.
+            let whole = kind_from_header(column).is_some()
                 || !matches!(action, Action::Redact | Action::Mask { .. } | Action::Pseudonymise { .. });
             self.count(column, &action);
             if whole {
@@ -425,13 +427,19 @@ impl Drop for Staged {
 }
 
 fn getrandom_fill(bytes: &mut [u8]) -> Result<(), ()> {
-    // Uniqueness, not secrecy: time and process id suffice for a temporary name.
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
-    let seed = nanos ^ (u128::from(std::process::id()) << 64);
-    for (index, byte) in bytes.iter_mut().enumerate() {
-        *byte = (seed >> (index * 8)) as u8;
+    getrandom::fill(bytes).map_err(|_| ())
+}
+
+/// A new file readable by its owner only, never an existing one (nor a planted symlink).
+pub(crate) fn create_private(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
     }
-    Ok(())
+    options.open(path)
 }
 
 /// What a rewrite did.
@@ -446,16 +454,33 @@ struct Rewritten {
 /// Rewrites `input` into `output` (same format), field by field: `field` returns the new value,
 /// or `None` to drop it; `dropped` names columns (and JSON paths) removed whole. The output
 /// appears only when complete.
+/// How a rewrite treats what it cannot inspect: columns of types it does not scan (Parquet)
+/// and header cells.
+struct Guards<'a> {
+    /// Whether a column it cannot scan may be copied as it is (else the run fails).
+    may_copy_unscanned: &'a dyn Fn(&str) -> bool,
+    /// Whether a header cell looks like personal data (a file without a header row).
+    header_is_data: &'a dyn Fn(&str) -> bool,
+}
+
 fn rewrite(
     input: &Path,
     output: &Path,
     dropped: &dyn Fn(&str) -> bool,
     field: &mut dyn FnMut(&str, &str, &Record) -> Option<String>,
+    guards: &Guards<'_>,
 ) -> Result<Rewritten, ProtectError> {
     if crate::parquet::is_parquet(input) {
         let staged = Staged::new(output);
         let mut rejected = Vec::new();
-        let records = crate::parquet::rewrite(input, &staged.temporary, dropped, field, &mut |p| rejected.push(p))?;
+        let records = crate::parquet::rewrite(
+            input,
+            &staged.temporary,
+            dropped,
+            field,
+            &mut |p| rejected.push(p),
+            guards.may_copy_unscanned,
+        )?;
         staged.commit()?;
         return Ok(Rewritten { format: Format::Parquet, records, rejected, json_drops: BTreeMap::new() });
     }
@@ -463,11 +488,12 @@ fn rewrite(
     let format = read::detect_format(input, &mut reader)?;
     let staged = Staged::new(output);
     let write_error = |error: std::io::Error| ProtectError::Write { path: output.display().to_string(), error };
-    let file = std::fs::File::create(&staged.temporary).map_err(write_error)?;
+    let file = create_private(&staged.temporary).map_err(write_error)?;
     let mut rejected = Vec::<Problem>::new();
     let mut records = 0u64;
     let mut failure: Option<std::io::Error> = None;
     let mut json_drops = BTreeMap::new();
+    let mut header_error: Option<String> = None;
     match format {
         Format::Csv { delimiter } => {
             let mut writer =
@@ -479,6 +505,9 @@ fn rewrite(
                 |record| {
                     records += 1;
                     if !header_written {
+                        if let Some((name, _)) = record.fields.iter().find(|(name, _)| (guards.header_is_data)(name)) {
+                            header_error.get_or_insert_with(|| name.clone());
+                        }
                         let kept: Vec<&String> =
                             record.fields.iter().map(|(name, _)| name).filter(|name| !dropped(name)).collect();
                         if let Err(error) = writer.write_record(kept) {
@@ -529,6 +558,11 @@ fn rewrite(
             file.sync_all().map_err(write_error)?;
         }
     }
+    if header_error.is_some() {
+        return Err(ProtectError::Policy(
+            "the first row holds personal data, so it is not a header: give the file a header row".into(),
+        ));
+    }
     if let Some(error) = failure {
         return Err(write_error(error));
     }
@@ -572,7 +606,13 @@ fn protect_plain(detector: &Detector, policy: &Policy, input: &Path, output: &Pa
     let mut protector = Protector { policy, detector, counts: BTreeMap::new() };
     let dropped = |column: &str| policy.columns.get(column) == Some(&Action::Drop);
     let mut field = |column: &str, value: &str, record: &Record| protector.field(column, value, record);
-    let rewritten = rewrite(input, output, &dropped, &mut field)?;
+    let may_copy = |column: &str| match policy.columns.get(column) {
+        Some(action) => *action == Action::Keep,
+        None => policy.unmatched == Action::Keep,
+    };
+    let header_is_data = |name: &str| !detector.find(name, None).is_empty();
+    let guards = Guards { may_copy_unscanned: &may_copy, header_is_data: &header_is_data };
+    let rewritten = rewrite(input, output, &dropped, &mut field, &guards)?;
     // JSON members dropped whole are counted by the rewrite (CSV drops count per value in `field`).
     let mut counts = protector.counts;
     for (path, count) in rewritten.json_drops {
@@ -637,7 +677,8 @@ pub fn reveal_file(policy: &Policy, input: &Path, output: &Path) -> Result<Revea
             }
         }
     };
-    let rewritten = rewrite(input, output, &|_| false, &mut field)?;
+    let guards = Guards { may_copy_unscanned: &|_| true, header_is_data: &|_| false };
+    let rewritten = rewrite(input, output, &|_| false, &mut field, &guards)?;
     Ok(Revealed { records: rewritten.records, columns, failed })
 }
 
@@ -652,6 +693,8 @@ fn rewrite_json(
     depth: usize,
 ) {
     if depth > 64 {
+        // Deeper than we follow: never copied unprotected.
+        *value = serde_json::Value::Null;
         return;
     }
     match value {
@@ -680,17 +723,17 @@ fn rewrite_json(
             }
             path.truncate(length);
         }
-        serde_json::Value::String(text) => {
-            if let Some(new) = field(path, text, record) {
-                *text = new;
-            }
-        }
+        // A leaf the policy drops (`tags[] = "drop"`) becomes null: it is never kept.
+        serde_json::Value::String(text) => match field(path, text, record) {
+            Some(new) => *text = new,
+            None => *value = serde_json::Value::Null,
+        },
         serde_json::Value::Number(number) => {
             let text = number.to_string();
-            if let Some(new) = field(path, &text, record)
-                && new != text
-            {
-                *value = serde_json::Value::String(new);
+            match field(path, &text, record) {
+                Some(new) if new != text => *value = serde_json::Value::String(new),
+                Some(_) => {}
+                None => *value = serde_json::Value::Null,
             }
         }
         serde_json::Value::Bool(_) | serde_json::Value::Null => {}

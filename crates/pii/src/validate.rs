@@ -209,7 +209,7 @@ pub fn uk_nino(text: &str) -> bool {
         && second.is_ascii_uppercase()
         && !b"DFIQUV".contains(&first)
         && !b"DFIOQUV".contains(&second);
-    let prefix = &compact[..2];
+    let Some(prefix) = compact.get(..2) else { return false };
     letters_ok
         && !["BG", "GB", "NK", "KN", "TN", "NT", "ZZ"].contains(&prefix)
         && bytes[2..8].iter().all(u8::is_ascii_digit)
@@ -244,7 +244,7 @@ const BASE58: &[u8] = b"123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwx
 
 /// A Bitcoin address: Base58Check (`1…`, `3…`) or Bech32/Bech32m (`bc1…`).
 pub fn crypto_wallet(text: &str) -> bool {
-    if text.len() > 3 && text[..3].eq_ignore_ascii_case("bc1") {
+    if text.len() > 3 && text.get(..3).is_some_and(|head| head.eq_ignore_ascii_case("bc1")) {
         return bech32(text);
     }
     base58check(text)
@@ -395,6 +395,13 @@ mod tests {
         assert!(crypto_wallet("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdq"));
         assert!(!crypto_wallet("1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN3"), "checksum");
         assert!(!crypto_wallet("bc1qar0srrr7xfkvy5l643lydnw9re59gtzzwf5mdr"), "bech32 checksum");
+    }
+
+    #[test]
+    fn non_ascii_input_is_refused_not_a_panic() {
+        assert!(!crypto_wallet("x€"));
+        assert!(!uk_nino("Aé123456"));
+        assert!(!iban("GB82 WEST 1234 5698 7654 3€"));
     }
 
     #[test]

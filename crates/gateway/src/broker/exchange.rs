@@ -153,7 +153,7 @@ pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
     let proof = dpop::proof_header(&parts.headers).map_err(|error| proof_refused(broker, &error, now))?;
     let htu = broker.config.htu(super::TOKEN_PATH);
     let expected = Expected { method: "POST", htu: &htu, access_token: None, now };
-    let proof = broker.check_proof(proof, &expected, None).await.map_err(|error| proof_refused(broker, &error, now))?;
+    let proof = broker.verify_proof(proof, &expected).map_err(|error| proof_refused(broker, &error, now))?;
     // The user, by the app's identity provider.
     let Some((provider, keys)) = gateway.issuers.by_name(&app.identity_provider) else {
         return Err(ApiError::internal());
@@ -197,6 +197,8 @@ pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
             }
         }
     };
+    // Only now, with the user and the app authenticated, is the proof recorded (replay check).
+    broker.remember_proof(&proof, now).await.map_err(|error| proof_refused(broker, &error, now))?;
     // Issuance rate per user and per device key.
     if let Some(rate) = app.token_rate {
         let buckets =

@@ -159,3 +159,29 @@ fn the_output_can_be_encrypted_to_age_recipients() {
     assert_eq!(names.len(), 2, "no plaintext left behind: {names:?}");
     assert!(parse_recipients(&["age1nope".into()]).is_err());
 }
+
+#[test]
+fn nothing_the_policy_covers_is_copied_unprotected() {
+    // Dropped array elements and values nested past the depth followed become null.
+    let (out, _) = run("a.jsonl", "{\"tags\":[\"jane@example.com\"],\"n\":1}\n", "[columns]\n\"tags[]\" = \"drop\"\n");
+    assert_eq!(out.trim(), "{\"n\":1,\"tags\":[null]}");
+    let mut deep = String::new();
+    for _ in 0..70 {
+        deep.push_str("{\"a\":");
+    }
+    deep.push_str("\"jane@example.com\"");
+    deep.push_str(&"}".repeat(70));
+    let (out, _) = run("d.jsonl", &format!("{deep}\n"), "unmatched = \"keep\"");
+    assert!(!out.contains("jane@example.com"), "nested past the limit: nulled");
+    // A header row that is data (a file without headers) is refused, not copied.
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("h.csv");
+    std::fs::write(&input, "jane@example.com,+44 20 7946 0958\nbob@example.org,+44 20 7946 0000\n").unwrap();
+    let output = dir.path().join("o.csv");
+    let error = protect_file(&Detector::new(), &policy(""), &input, &output).unwrap_err();
+    assert!(error.to_string().contains("not a header"), "{error}");
+    assert!(!output.exists());
+    // A column named for a kind is redacted whole, even where the validators see nothing.
+    let (out, _) = run("n.csv", "first_name\nXochitl\n", "[columns]\nfirst_name = \"redact\"\n");
+    assert_eq!(out.lines().nth(1), Some("[PERSON_NAME]"));
+}
