@@ -271,6 +271,8 @@ def main():
     parser.add_argument("--format", choices=["csv", "jsonl", "parquet", "both", "all"], default="all",
                         help="both = csv and jsonl; all = csv, jsonl and parquet (parquet needs pyarrow)")
     parser.add_argument("--no-labels", action="store_true")
+    parser.add_argument("--anonymous-headers", action="store_true",
+                        help="name the columns c01, c02, ... so that only the values can tell what they hold")
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     rng = random.Random(args.seed)
@@ -285,6 +287,10 @@ def main():
     writer = None
     for index in range(1, args.rows + 1):
         fields, labels = row(rng, validate, index)
+        if args.anonymous_headers:
+            names = {name: f"c{position:02d}" for position, name in enumerate(fields, start=1)}
+            fields = {names[name]: value for name, value in fields.items()}
+            labels = [(names[column], kind, start, end) for column, kind, start, end in labels]
         if "csv" in outputs:
             if writer is None:
                 writer = csv.DictWriter(outputs["csv"], fieldnames=list(fields))
