@@ -21,6 +21,15 @@ use crate::{
 const SAMPLE: u64 = 200;
 /// Share of a sample that must be one kind for the column to be classified as it.
 const CLASSIFY_SHARE: f64 = 0.8;
+/// Kinds a single value of which needs context, but a column of which is telling: their
+/// checksums make a sample of nearly all valid values evidence enough.
+const COLUMN_ONLY_KINDS: [Kind; 2] = [Kind::UkNhs, Kind::Imei];
+
+/// Kinds whose values carry a check digit or checksum.
+fn checksummed(kind: Kind) -> bool {
+    matches!(kind, Kind::PaymentCard | Kind::Iban | Kind::UkNhs | Kind::Imei | Kind::CryptoWallet)
+}
+
 /// Masked examples kept per column and kind.
 const EXAMPLES: usize = 3;
 /// Problems kept for the report (all are counted).
@@ -206,11 +215,20 @@ impl<'d, 's> Scanner<'d, 's> {
                 {
                     *state.sampled.entry(only.kind).or_default() += 1;
                 }
+                for kind in COLUMN_ONLY_KINDS {
+                    if !findings.iter().any(|finding| finding.kind == kind) && detector.value_is(kind, value).is_some()
+                    {
+                        *state.sampled.entry(kind).or_default() += 1;
+                    }
+                }
                 if state.non_empty == SAMPLE {
+                    // Of the kinds most values are, a checksummed one wins: a column of valid
+                    // NHS numbers is not a column of phone numbers that happen to validate.
                     state.classified = state
                         .sampled
                         .iter()
-                        .find(|(_, count)| (**count as f64) >= CLASSIFY_SHARE * SAMPLE as f64)
+                        .filter(|(_, count)| (**count as f64) >= CLASSIFY_SHARE * SAMPLE as f64)
+                        .max_by_key(|(kind, count)| (checksummed(**kind), **count))
                         .map(|(kind, _)| *kind);
                 }
             }
@@ -468,6 +486,31 @@ mod tests {
         let report = scan("x.csv", &csv);
         assert_eq!(report.columns[0].classified, Some(Kind::Email));
         assert_eq!(report.columns[0].findings[0].values, 250);
+    }
+
+    #[test]
+    fn a_column_of_checksummed_numbers_is_classified_by_its_values() {
+        // Valid NHS numbers in a column with no telling header: alone each needs context, but
+        // 250 of them that all pass modulus 11 are an NHS column, not phone numbers.
+        let mut csv = b"c1\n".to_vec();
+        let mut written = 0;
+        let mut n: u64 = 400_000_000;
+        while written < 250 {
+            n += 7;
+            let digits: Vec<u64> = n.to_string().bytes().map(|b| u64::from(b - b'0')).collect();
+            let sum: u64 = digits.iter().enumerate().map(|(i, d)| d * (10 - i as u64)).sum();
+            let check = (11 - sum % 11) % 11;
+            if check == 10 {
+                continue;
+            }
+            let text = format!("{n}{check}");
+            csv.extend_from_slice(format!("{} {} {}\n", &text[..3], &text[3..6], &text[6..]).as_bytes());
+            written += 1;
+        }
+        let report = scan("nhs.csv", &csv);
+        assert_eq!(report.columns[0].classified, Some(Kind::UkNhs));
+        let nhs = report.columns[0].findings.iter().find(|f| f.kind == Kind::UkNhs).unwrap();
+        assert!(nhs.values >= 50, "{:?}", report.columns[0].findings);
     }
 
     #[test]
