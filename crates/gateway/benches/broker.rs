@@ -24,6 +24,45 @@ fn proof(alg: Algorithm, url: &str, token: &str) -> String {
     jose::sign_compact(alg, &der, &header, &claims).unwrap()
 }
 
+/// The identity provider's key set, written to `dir/idp.jwks`; returns its private key.
+fn write_idp_keys(dir: &std::path::Path) -> Vec<u8> {
+    let (der, mut jwk) = jose::generate(Algorithm::ES256).unwrap();
+    jwk.common.key_id = Some("idp-1".into());
+    std::fs::write(dir.join("idp.jwks"), serde_json::json!({ "keys": [jwk] }).to_string()).unwrap();
+    der
+}
+
+/// A config with a store in `dir`, one identity provider and one app reaching `model`;
+/// `local` adds sections (audit, models).
+fn config(dir: &std::path::Path, local: &str, model: &str, lifetime: &str) -> gateway::Config {
+    let text = format!(
+        r#"
+[store]
+sqlite = "{d}/keys.db"
+pepper_file = "{d}/pepper"
+{local}
+[[identity_providers]]
+name = "accounts"
+issuer = "https://accounts.example.com"
+audiences = ["app"]
+algorithms = ["ES256"]
+jwks_file = "{d}/idp.jwks"
+tokens = "id_token"
+[broker]
+issuer = "https://broker.example.com"
+public_url = "https://models.example.com"
+token_lifetime = "{lifetime}"
+signing_secret_file = "{d}/signing.secret"
+[[broker.apps]]
+client_id = "app"
+identity_provider = "accounts"
+models = ["{model}"]
+"#,
+        d = dir.display()
+    );
+    gateway::Config::from_toml(&text, dir).unwrap()
+}
+
 fn bench(c: &mut Criterion) {
     jose::install();
     let url = "https://models.example.com/v2/models/demo/infer";
@@ -45,35 +84,8 @@ fn bench(c: &mut Criterion) {
 
     // Issuance: verify an ES256 ID token against the identity provider's keys, then sign.
     let dir = tempfile::tempdir().unwrap();
-    let (idp_der, mut idp_jwk) = jose::generate(Algorithm::ES256).unwrap();
-    idp_jwk.common.key_id = Some("idp-1".into());
-    std::fs::write(dir.path().join("idp.jwks"), serde_json::json!({ "keys": [idp_jwk] }).to_string()).unwrap();
-    let text = format!(
-        r#"
-[store]
-sqlite = "{d}/keys.db"
-pepper_file = "{d}/pepper"
-[audit]
-enabled = false
-[[identity_providers]]
-name = "accounts"
-issuer = "https://accounts.example.com"
-audiences = ["app"]
-algorithms = ["ES256"]
-jwks_file = "{d}/idp.jwks"
-tokens = "id_token"
-[broker]
-issuer = "https://broker.example.com"
-public_url = "https://models.example.com"
-signing_secret_file = "{d}/signing.secret"
-[[broker.apps]]
-client_id = "app"
-identity_provider = "accounts"
-models = ["demo"]
-"#,
-        d = dir.path().display()
-    );
-    let config = gateway::Config::from_toml(&text, dir.path()).unwrap();
+    let idp_der = write_idp_keys(dir.path());
+    let config = config(dir.path(), "[audit]\nenabled = false\n", "demo", "10m");
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let (broker, issuers) = runtime.block_on(async {
         let store: Arc<dyn gateway::store::Store> =
@@ -134,43 +146,14 @@ fn full_stack(c: &mut Criterion) {
     jose::install();
     let dir = tempfile::tempdir().unwrap();
     let models = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../models/fixtures/mlp");
-    let (_, mut idp_jwk) = jose::generate(Algorithm::ES256).unwrap();
-    idp_jwk.common.key_id = Some("idp-1".into());
-    std::fs::write(dir.path().join("idp.jwks"), serde_json::json!({ "keys": [idp_jwk] }).to_string()).unwrap();
-    let text = format!(
-        r#"
-[store]
-sqlite = "{d}/keys.db"
-pepper_file = "{d}/pepper"
-[audit]
-path = "{d}/audit.log"
-signing_key = "{d}/audit.key"
-[inference]
-threads = 1
-[[models]]
-name = "mlp"
-path = "{m}/model.onnx"
-[[identity_providers]]
-name = "accounts"
-issuer = "https://accounts.example.com"
-audiences = ["app"]
-algorithms = ["ES256"]
-jwks_file = "{d}/idp.jwks"
-tokens = "id_token"
-[broker]
-issuer = "https://broker.example.com"
-public_url = "https://models.example.com"
-token_lifetime = "15m"
-signing_secret_file = "{d}/signing.secret"
-[[broker.apps]]
-client_id = "app"
-identity_provider = "accounts"
-models = ["mlp"]
-"#,
+    write_idp_keys(dir.path());
+    let local = format!(
+        "[audit]\npath = \"{d}/audit.log\"\nsigning_key = \"{d}/audit.key\"\n[inference]\nthreads = 1\n\
+         [[models]]\nname = \"mlp\"\npath = \"{m}/model.onnx\"\n",
         d = dir.path().display(),
         m = models.display()
     );
-    let config = gateway::Config::from_toml(&text, dir.path()).unwrap();
+    let config = config(dir.path(), &local, "mlp", "15m");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
     let (router, key, token, device) = runtime.block_on(async {
         let store: Arc<dyn gateway::store::Store> =

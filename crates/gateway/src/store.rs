@@ -111,6 +111,54 @@ mod row {
         }};
     }
 
+    /// The signing-key methods of either store (the same SQL: `$n` parameters are numbered
+    /// parameters in SQLite too): `signing_keys!(insert, pool, key)`, `(list, pool)`,
+    /// `(prune, pool, before)`.
+    macro_rules! signing_keys {
+        (insert, $pool:expr, $key:expr) => {{
+            let key = $key;
+            let mut transaction = $pool.begin().await.map_err(unavailable)?;
+            sqlx::query("UPDATE signing_keys SET retired_at = $1 WHERE retired_at IS NULL")
+                .bind(key.created_at)
+                .execute(&mut *transaction)
+                .await
+                .map_err(unavailable)?;
+            sqlx::query(
+                "INSERT INTO signing_keys (kid, alg, public_jwk, sealed, created_at, retired_at) \
+                 VALUES ($1, $2, $3, $4, $5, NULL)",
+            )
+            .bind(&key.kid)
+            .bind(&key.alg)
+            .bind(&key.public_jwk)
+            .bind(&key.sealed)
+            .bind(key.created_at)
+            .execute(&mut *transaction)
+            .await
+            .map_err(|error| match &error {
+                sqlx::Error::Database(db) if db.is_unique_violation() => {
+                    StoreError::Conflict("a signing key with that id exists".into())
+                }
+                _ => unavailable(error),
+            })?;
+            transaction.commit().await.map_err(unavailable)
+        }};
+        (list, $pool:expr) => {{
+            let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
+                .fetch_all($pool)
+                .await
+                .map_err(unavailable)?;
+            rows.iter().map(|row| signing_key_from_row!(row)).collect()
+        }};
+        (prune, $pool:expr, $before:expr) => {{
+            let result = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < $1")
+                .bind($before)
+                .execute($pool)
+                .await
+                .map_err(unavailable)?;
+            Ok(result.rows_affected())
+        }};
+    }
+
     /// Reads a `Usage` from a `usage` row of either store.
     macro_rules! usage_from_row {
         ($row:expr) => {{

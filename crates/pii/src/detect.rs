@@ -117,23 +117,8 @@ impl Detector {
             }
             _ => {}
         }
-        // Kinds whose validator checks the whole shape need no pattern: one check per value.
-        let self_checking = matches!(
-            kind,
-            Kind::PaymentCard
-                | Kind::Iban
-                | Kind::UsSsn
-                | Kind::UkNhs
-                | Kind::UkNino
-                | Kind::Imei
-                | Kind::CryptoWallet
-                | Kind::Phone
-                | Kind::DateOfBirth
-                | Kind::Email
-                | Kind::IpAddress
-        );
         for (rule, regex) in RULES.iter().zip(&self.regexes).filter(|(rule, _)| rule.kind == kind) {
-            if self_checking {
+            if rule.whole_value {
                 if value_trimmed.len() <= 64 && (rule.validate)(value_trimmed) {
                     return Some(found(rule.id, (rule.base + CONTEXT_BONUS).min(1.0)));
                 }

@@ -409,7 +409,8 @@ struct Staged {
 impl Staged {
     fn new(target: &Path) -> Staged {
         let mut suffix = [0u8; 6];
-        let _ = getrandom_fill(&mut suffix);
+        // A failed draw leaves zeros: the file is still created new (0600), never reused.
+        let _ = getrandom::fill(&mut suffix);
         let name = target.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
         Staged { temporary: target.with_file_name(format!(".{name}.{}.tmp", hex(&suffix))), target: target.to_owned() }
     }
@@ -424,10 +425,6 @@ impl Drop for Staged {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.temporary);
     }
-}
-
-fn getrandom_fill(bytes: &mut [u8]) -> Result<(), ()> {
-    getrandom::fill(bytes).map_err(|_| ())
 }
 
 /// A new file readable by its owner only, never an existing one (nor a planted symlink).

@@ -82,10 +82,16 @@ impl Pepper {
     /// HMAC-SHA-256 of the whole key.
     pub fn hash(&self, key: &str) -> [u8; 32] {
         // HMAC takes keys of any length; this cannot fail.
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.0).unwrap_or_else(|_| unreachable_hmac());
+        let mut mac = hmac_sha256(&self.0);
         mac.update(key.as_bytes());
         mac.finalize().into_bytes().into()
     }
+}
+
+/// HMAC-SHA-256 keyed with `key` (the gateway's one constructor: keys, nonces, sealing).
+pub(crate) fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
+    // HMAC takes keys of any length; this cannot fail.
+    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac())
 }
 
 #[expect(clippy::panic, reason = "HMAC accepts keys of every length, so this is unreachable")]

@@ -12,7 +12,7 @@ use std::{
     time::Duration,
 };
 
-use hmac::{Hmac, Mac};
+use hmac::Mac;
 use http::HeaderMap;
 use jsonwebtoken::{Algorithm, jwk::Jwk};
 use serde::Deserialize;
@@ -275,7 +275,7 @@ impl Nonces {
     }
 
     fn mac(&self, issued_at: i64) -> [u8; 16] {
-        let mut mac = <Hmac<Sha256> as Mac>::new_from_slice(&self.key).unwrap_or_else(|_| unreachable_hmac());
+        let mut mac = crate::authn::api_key::hmac_sha256(&self.key);
         mac.update(b"portcullis dpop nonce v1");
         mac.update(&issued_at.to_be_bytes());
         let full: [u8; 32] = mac.finalize().into_bytes().into();
@@ -302,11 +302,6 @@ impl Nonces {
             && issued_at <= now.saturating_add(5)
             && now.saturating_sub(issued_at) <= self.lifetime
     }
-}
-
-#[expect(clippy::panic, reason = "HMAC accepts keys of every length, so this is unreachable")]
-fn unreachable_hmac() -> Hmac<Sha256> {
-    panic!("HMAC rejected a key")
 }
 
 /// Remembers proofs (`jkt`, `jti`) for as long as they could be accepted.

@@ -130,16 +130,11 @@ impl SigningSecret {
 
     /// A key for another purpose, derived from this one (DPoP nonces).
     pub fn derive(&self, purpose: &str) -> Vec<u8> {
-        use hmac::{Hmac, Mac};
-        let mut mac = <Hmac<sha2::Sha256> as Mac>::new_from_slice(self.0.as_ref()).unwrap_or_else(|_| unreachable());
+        use hmac::Mac;
+        let mut mac = crate::authn::api_key::hmac_sha256(self.0.as_ref());
         mac.update(purpose.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }
-}
-
-#[expect(clippy::panic, reason = "HMAC accepts keys of every length, so this is unreachable")]
-fn unreachable() -> hmac::Hmac<sha2::Sha256> {
-    panic!("HMAC rejected a key")
 }
 
 /// Creates a new signing key and makes it the one that signs (retiring the previous one).

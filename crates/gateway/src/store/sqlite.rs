@@ -189,47 +189,15 @@ impl Store for SqliteStore {
     }
 
     async fn insert_signing_key(&self, key: &SigningKeyRecord) -> Result<(), StoreError> {
-        let mut transaction = self.pool.begin().await.map_err(unavailable)?;
-        sqlx::query("UPDATE signing_keys SET retired_at = ? WHERE retired_at IS NULL")
-            .bind(key.created_at)
-            .execute(&mut *transaction)
-            .await
-            .map_err(unavailable)?;
-        sqlx::query(
-            "INSERT INTO signing_keys (kid, alg, public_jwk, sealed, created_at, retired_at) \
-             VALUES (?, ?, ?, ?, ?, NULL)",
-        )
-        .bind(&key.kid)
-        .bind(&key.alg)
-        .bind(&key.public_jwk)
-        .bind(&key.sealed)
-        .bind(key.created_at)
-        .execute(&mut *transaction)
-        .await
-        .map_err(|error| match &error {
-            sqlx::Error::Database(db) if db.is_unique_violation() => {
-                StoreError::Conflict("a signing key with that id exists".into())
-            }
-            _ => unavailable(error),
-        })?;
-        transaction.commit().await.map_err(unavailable)
+        signing_keys!(insert, self.pool, key)
     }
 
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError> {
-        let rows = sqlx::query("SELECT * FROM signing_keys ORDER BY created_at, kid")
-            .fetch_all(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        rows.iter().map(|row| signing_key_from_row!(row)).collect()
+        signing_keys!(list, &self.pool)
     }
 
     async fn prune_signing_keys(&self, before: i64) -> Result<u64, StoreError> {
-        let result = sqlx::query("DELETE FROM signing_keys WHERE retired_at IS NOT NULL AND retired_at < ?")
-            .bind(before)
-            .execute(&self.pool)
-            .await
-            .map_err(unavailable)?;
-        Ok(result.rows_affected())
+        signing_keys!(prune, &self.pool, before)
     }
 }
 
