@@ -312,6 +312,28 @@ mod tests {
         assert_eq!(notes.value(0), "call [PHONE]");
         assert!(batch.column(3).is_null(0), "a postcode in an integer column is nulled");
 
+        // Tokenise a string column, then reveal it: the Parquet file comes back the same.
+        let text = "unmatched = \"keep\"\n[keys]\nk = { env = \"K\" }\n\
+                    [columns]\nemail = { action = \"tokenise\", key = \"k\" }\n";
+        let policy = crate::protect::Policy::load(text, Path::new("."), &|_| Some("ab".repeat(32))).unwrap();
+        let tokens = dir.path().join("tokens.parquet");
+        crate::protect::protect_file(&crate::Detector::new(), &policy, &input, &tokens).unwrap();
+        let back = dir.path().join("back.parquet");
+        assert_eq!(crate::protect::reveal_file(&policy, &tokens, &back).unwrap().failed, 0);
+        let emails = |path: &Path| {
+            let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+                .unwrap()
+                .build()
+                .unwrap()
+                .next()
+                .unwrap()
+                .unwrap();
+            let column = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap().clone();
+            (0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_owned())).collect::<Vec<_>>()
+        };
+        assert_ne!(emails(&tokens), emails(&input));
+        assert_eq!(emails(&back), emails(&input));
+
         let table = crate::risk::table_from_file(&input, &["zip".into()], None).unwrap();
         assert_eq!(table.assess(2, None).smallest_class, 1);
     }

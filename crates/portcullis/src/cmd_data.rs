@@ -84,6 +84,9 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .collect::<anyhow::Result<Vec<Kind>>>()?;
             let detector = Detector::new();
             let mut reports = Vec::with_capacity(files.len());
+            // A file that cannot be read is an error (exit 2), but the others are still scanned
+            // and reported.
+            let mut unreadable = 0usize;
             for file in &files {
                 if matches!(format, OutputFormat::Findings) {
                     use std::io::Write;
@@ -96,7 +99,13 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                             failed.get_or_insert(error);
                         }
                     };
-                    reports.push(pii::scan::scan_file_with(&detector, file, Some(&mut sink))?);
+                    match pii::scan::scan_file_with(&detector, file, Some(&mut sink)) {
+                        Ok(report) => reports.push(report),
+                        Err(error) => {
+                            eprintln!("error: {error}");
+                            unreadable += 1;
+                        }
+                    }
                     if let Some(error) = failed {
                         anyhow::bail!("cannot write the findings: {error}");
                     }
@@ -104,7 +113,13 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 } else {
                     use std::io::IsTerminal;
                     let progress = std::io::stderr().is_terminal();
-                    reports.push(pii::scan::scan_file_reporting(&detector, file, None, progress)?);
+                    match pii::scan::scan_file_reporting(&detector, file, None, progress) {
+                        Ok(report) => reports.push(report),
+                        Err(error) => {
+                            eprintln!("error: {error}");
+                            unreadable += 1;
+                        }
+                    }
                 }
             }
             let text = match format {
@@ -120,7 +135,13 @@ pub fn run(command: Command) -> anyhow::Result<ExitCode> {
                 .iter()
                 .flat_map(pii::scan::FileReport::kinds)
                 .any(|kind| fail_on.is_empty() || fail_on.contains(&kind));
-            Ok(if found { ExitCode::from(1) } else { ExitCode::SUCCESS })
+            Ok(if unreadable > 0 {
+                ExitCode::from(2)
+            } else if found {
+                ExitCode::from(1)
+            } else {
+                ExitCode::SUCCESS
+            })
         }
         Command::Risk { file, quasi, k, sensitive, l, json } => {
             if k < 2 {

@@ -25,10 +25,11 @@ fn scan_exit_codes_gate_ci() {
     // --fail-on narrows the gate.
     assert_eq!(run(&["data", "scan", &people, "--fail-on", "iban"]).status.code(), Some(0));
     assert_eq!(run(&["data", "scan", &people, "--fail-on", "iban,email"]).status.code(), Some(1));
-    // Errors are 2, with a message.
-    let missing = run(&["data", "scan", "/nonexistent/file.csv"]);
+    // Errors are 2, with a message; the other files are still scanned and reported.
+    let missing = run(&["data", "scan", "/nonexistent/file.csv", &people]);
     assert_eq!(missing.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&missing.stderr).contains("cannot read"));
+    assert!(String::from_utf8_lossy(&missing.stdout).contains("j***@e***.com"), "the readable file is reported");
     assert_eq!(run(&["data", "scan", &people, "--fail-on", "shoe_size"]).status.code(), Some(2));
 }
 
