@@ -92,6 +92,12 @@ pub enum AuditEvent {
     KeyRevoked {
         kid: String,
     },
+    /// `leaks scan --revoke` found the key's secret where it does not belong and revoked it.
+    LeakedKeyRevoked {
+        kid: String,
+        /// Where the secret was found (a path, with `!` between an archive and its member).
+        found_in: String,
+    },
     KeyRotated {
         kid: String,
         successor: String,

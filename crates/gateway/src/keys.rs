@@ -42,6 +42,17 @@ pub enum KeyError {
     Audit(#[from] crate::audit::AuditError),
 }
 
+/// What `revoke_leaked` did with a found secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LeakedKey {
+    /// Revoked now; `was_live`: it was unexpired and usable until this moment; `announced`: the
+    /// running nodes were told at once (else they see it within their key cache interval).
+    Revoked { kid: String, was_live: bool, announced: bool },
+    AlreadyRevoked { kid: String },
+    /// No key in this store has this secret.
+    NotInStore,
+}
+
 /// Key management over a store. Every change leaves an admin record in the audit log.
 #[derive(Debug, Clone)]
 pub struct Keyring {
@@ -144,6 +155,28 @@ impl Keyring {
         self.record(AuditEvent::KeyRevoked { kid: kid.to_owned() })?;
         self.store.revoke_key(kid, crate::time::now()).await?;
         Ok(self.announce(kid).await)
+    }
+
+    /// Revokes the key whose whole secret was found leaked (`leaks scan --revoke`). The secret
+    /// must match the stored hash: a string that merely carries a known key id (a forgery, or
+    /// another installation's key) revokes nothing.
+    pub async fn revoke_leaked(&self, secret: &str, found_in: &str) -> Result<LeakedKey, KeyError> {
+        use subtle::ConstantTimeEq;
+        let Ok(parsed) = apikey::parse(secret) else { return Ok(LeakedKey::NotInStore) };
+        let kid = parsed.kid().to_owned();
+        let Some(record) = self.store.find_key(&kid).await? else { return Ok(LeakedKey::NotInStore) };
+        if !bool::from(self.pepper.hash(secret).ct_eq(&record.hash)) {
+            return Ok(LeakedKey::NotInStore);
+        }
+        if record.revoked_at.is_some() {
+            return Ok(LeakedKey::AlreadyRevoked { kid });
+        }
+        let was_live = record.usable_at(crate::time::now()).is_ok();
+        // The record comes first: a change that cannot be audited is not made.
+        self.record(AuditEvent::LeakedKeyRevoked { kid: kid.clone(), found_in: found_in.to_owned() })?;
+        self.store.revoke_key(&kid, crate::time::now()).await?;
+        let announced = self.announce(&kid).await;
+        Ok(LeakedKey::Revoked { kid, was_live, announced })
     }
 
     /// Usage rows from `since_day` on.

@@ -9,5 +9,11 @@
 //! secrets redacted.
 
 pub mod decode;
+pub mod enumerate;
+
+pub mod secret;
+pub mod validate;
+
+
 #[cfg(any(test, feature = "corpus"))]
 pub mod corpus;

@@ -1,0 +1,182 @@
+//! Checks a candidate secret must pass after its pattern matched: the placeholder veto every
+//! rule shares, Shannon entropy for weakly anchored rules, and the named validators (our own
+//! key checksum, JWT lifetime, PEM body).
+
+use base64::Engine as _;
+
+/// A rule's extra check, named in `rules.toml`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Validator {
+    /// A Portcullis key whose CRC-32 checksum is right: exact precision.
+    Ptcl,
+    /// A JWT that lives longer than a day (or forever).
+    Jwt,
+    /// A PEM private-key block with a real body.
+    Pem,
+}
+
+impl Validator {
+    pub fn check(self, secret: &str) -> bool {
+        match self {
+            Validator::Ptcl => apikey::parse(secret).is_ok(),
+            Validator::Jwt => jwt_is_long_lived(secret),
+            Validator::Pem => pem_has_body(secret),
+        }
+    }
+}
+
+/// Words and marks that say "this is not a real value": documentation keys, templates,
+/// interpolations.
+const PLACEHOLDER_MARKS: &[&str] = &[
+    "example",
+    "placeholder",
+    "your_",
+    "your-",
+    "xxxx",
+    "changeme",
+    "dummy",
+    "sample",
+    "redacted",
+    "<",
+    ">",
+    "${",
+    "{{",
+    "%s",
+];
+
+/// Whether `secret` is a placeholder: a marked template value, one character repeated, or a
+/// plain ascending run such as `1234567890` or `abcdefgh`.
+pub fn is_placeholder(secret: &str) -> bool {
+    let lower = secret.to_ascii_lowercase();
+    if PLACEHOLDER_MARKS.iter().any(|mark| lower.contains(mark)) {
+        return true;
+    }
+    let bytes = lower.as_bytes();
+    let Some(&first) = bytes.first() else { return true };
+    if bytes.iter().all(|&byte| byte == first) {
+        return true;
+    }
+    bytes.len() > 1 && bytes.windows(2).all(|pair| pair[1] == pair[0].wrapping_add(1))
+}
+
+/// Shannon entropy of the characters of `text`, in bits per character.
+pub fn entropy(text: &str) -> f64 {
+    let mut counts = [0u32; 256];
+    let mut total = 0u32;
+    for byte in text.bytes() {
+        counts[usize::from(byte)] += 1;
+        total += 1;
+    }
+    if total == 0 {
+        return 0.0;
+    }
+    let total = f64::from(total);
+    counts
+        .iter()
+        .filter(|&&count| count > 0)
+        .map(|&count| {
+            let p = f64::from(count) / total;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Tokens that live at most this long are not worth a finding: they expire before anyone can
+/// use a copy pulled from an app.
+const SHORT_LIVED_SECONDS: i64 = 86_400;
+
+fn jwt_is_long_lived(token: &str) -> bool {
+    let mut parts = token.split('.');
+    let (Some(header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return false;
+    };
+    let decode = |part: &str| -> Option<serde_json::Map<String, serde_json::Value>> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(part.trim_end_matches('=')).ok()?;
+        match serde_json::from_slice(&bytes).ok()? {
+            serde_json::Value::Object(map) => Some(map),
+            _ => None,
+        }
+    };
+    let (Some(header), Some(claims)) = (decode(header), decode(payload)) else { return false };
+    if !header.contains_key("alg") {
+        return false;
+    }
+    let number = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
+    let Some(expires) = number("exp") else { return true };
+    match number("iat").or_else(|| number("nbf")) {
+        Some(issued) => expires.saturating_sub(issued) > SHORT_LIVED_SECONDS,
+        None => true,
+    }
+}
+
+/// A private-key block needs a body of at least this many base64 characters to hold a key.
+const MIN_PEM_BODY: usize = 64;
+
+fn pem_has_body(block: &str) -> bool {
+    let body_chars = block
+        .lines()
+        .flat_map(|line| line.split("\\n"))
+        .filter(|line| !line.starts_with("-----") && !line.contains(':'))
+        .flat_map(str::chars)
+        .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
+        .count();
+    body_chars >= MIN_PEM_BODY
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_recognised() {
+        for text in ["AKIAIOSFODNN7EXAMPLE", "sk_live_xxxxxxxxxxxx", "${API_KEY}", "aaaaaaaa", "123456789", "abcdefgh"] {
+            assert!(is_placeholder(text), "{text}");
+        }
+        for text in ["sk_live_4eC39HqLyjWDarjtT1zdp7dc", "hunter2hunter3", "q8Zt1"] {
+            assert!(!is_placeholder(text), "{text}");
+        }
+    }
+
+    #[test]
+    fn entropy_of_uniform_and_random_text() {
+        assert_eq!(entropy(""), 0.0);
+        assert_eq!(entropy("aaaa"), 0.0);
+        assert!((entropy("abcd") - 2.0).abs() < 1e-9);
+        assert!(entropy("4eC39HqLyjWDarjtT1zdp7dc") > 4.0);
+    }
+
+    fn jwt(header: &str, claims: &str) -> String {
+        let engine = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        format!("{}.{}.c2lnbmF0dXJl", engine.encode(header), engine.encode(claims))
+    }
+
+    #[test]
+    fn jwt_lifetime_decides() {
+        let header = r#"{"alg":"HS256","typ":"JWT"}"#;
+        assert!(Validator::Jwt.check(&jwt(header, r#"{"sub":"svc","iat":1700000000,"exp":1900000000}"#)));
+        assert!(Validator::Jwt.check(&jwt(header, r#"{"sub":"svc"}"#)));
+        assert!(Validator::Jwt.check(&jwt(header, r#"{"exp":1900000000}"#)));
+        assert!(!Validator::Jwt.check(&jwt(header, r#"{"iat":1700000000,"exp":1700000900}"#)));
+        assert!(!Validator::Jwt.check(&jwt(r#"{"typ":"JWT"}"#, r#"{"sub":"svc"}"#)));
+        assert!(!Validator::Jwt.check(&jwt(header, "[1,2]")));
+        assert!(!Validator::Jwt.check("eyJhbGciOi.not-json.sig"));
+    }
+
+    #[test]
+    fn pem_needs_a_body() {
+        let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvuNMoSfm76oqFvAp8Gy0iz5sxjZmSnXyCdPEovGhLa0VzMaQ8s+CLOyS56YyCFGeJZ";
+        let block = format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----");
+        assert!(Validator::Pem.check(&block));
+        let escaped = format!("-----BEGIN PRIVATE KEY-----\\n{body}\\n-----END PRIVATE KEY-----");
+        assert!(Validator::Pem.check(&escaped));
+        assert!(!Validator::Pem.check("-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----"));
+    }
+
+    #[test]
+    fn ptcl_checksum_is_verified() {
+        assert!(Validator::Ptcl.check("ptcl_sk_0000TEST0123456789abcdefghijABCDEFGHIJxy35ki4W"));
+        assert!(!Validator::Ptcl.check("ptcl_sk_0000TEST0123456789abcdefghijABCDEFGHIJxy35ki4X"));
+    }
+}
