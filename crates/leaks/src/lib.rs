@@ -10,10 +10,11 @@
 
 pub mod decode;
 pub mod enumerate;
-
+pub mod rule;
 pub mod secret;
 pub mod validate;
 
+pub use rule::Rules;
 
 #[cfg(any(test, feature = "corpus"))]
 pub mod corpus;

@@ -1,0 +1,310 @@
+//! The rules, as data: `rules.toml` holds each rule's id, pattern, keywords, checks, and the
+//! examples it must and must not match (checked by `cargo test`). [`Rules`] compiles them once
+//! and finds secrets in a text: a case-insensitive keyword pass (Aho-Corasick) picks the rules
+//! worth running, their patterns run, and each candidate must clear the placeholder veto, the
+//! rule's entropy floor and its validator. Where matches of several rules overlap, the rule
+//! listed first (the more specific) wins.
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use regex::Regex;
+
+use crate::validate::{Validator, entropy, is_placeholder};
+
+/// The rule set shipped with the binary.
+pub const RULES_TOML: &str = include_str!("../rules.toml");
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, serde::Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Severity {
+    Info,
+    Low,
+    Medium,
+    High,
+    Critical,
+}
+
+impl Severity {
+    pub fn name(self) -> &'static str {
+        match self {
+            Severity::Info => "info",
+            Severity::Low => "low",
+            Severity::Medium => "medium",
+            Severity::High => "high",
+            Severity::Critical => "critical",
+        }
+    }
+}
+
+/// One rule as written in `rules.toml`.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rule {
+    /// Stable: baselines, SARIF and suppressions refer to it.
+    pub id: String,
+    pub title: String,
+    pub severity: Severity,
+    /// A public-by-design identifier (Google `AIza` keys, publishable keys): reported as
+    /// "check its restrictions", not as a leak.
+    #[serde(default)]
+    pub public: bool,
+    /// Lowercase literals; the rule runs only on text holding one of them.
+    pub keywords: Vec<String>,
+    pub pattern: String,
+    #[serde(default)]
+    pub min_entropy: Option<f64>,
+    #[serde(default)]
+    pub validator: Option<Validator>,
+    pub examples: Vec<String>,
+    pub counterexamples: Vec<String>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleFile {
+    rule: Vec<Rule>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RuleError {
+    #[error("the rules file does not parse: {0}")]
+    Toml(#[from] toml::de::Error),
+    #[error("rule {id}: {message}")]
+    Invalid { id: String, message: String },
+}
+
+fn invalid(id: &str, message: impl Into<String>) -> RuleError {
+    RuleError::Invalid { id: id.to_owned(), message: message.into() }
+}
+
+#[derive(Debug)]
+struct Compiled {
+    rule: Rule,
+    regex: Regex,
+    /// The capture group that holds the secret (the whole match when the rule names none).
+    secret_group: usize,
+}
+
+/// A secret one rule found: the index of the rule and the byte range of the secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hit {
+    pub rule: usize,
+    pub start: usize,
+    pub end: usize,
+}
+
+/// The compiled rule set.
+#[derive(Debug)]
+pub struct Rules {
+    rules: Vec<Compiled>,
+    keywords: AhoCorasick,
+    /// For each keyword pattern, the rules it enables.
+    keyword_rules: Vec<Vec<usize>>,
+}
+
+/// A pattern's compiled program may take at most this much memory.
+const REGEX_SIZE_LIMIT: usize = 4 << 20;
+
+impl Rules {
+    /// The shipped rules.
+    pub fn builtin() -> Result<Rules, RuleError> {
+        Rules::parse(RULES_TOML)
+    }
+
+    pub fn parse(toml_text: &str) -> Result<Rules, RuleError> {
+        let file: RuleFile = toml::from_str(toml_text)?;
+        let mut ids = std::collections::HashSet::new();
+        let mut keyword_patterns: Vec<String> = Vec::new();
+        let mut keyword_rules: Vec<Vec<usize>> = Vec::new();
+        let mut rules = Vec::with_capacity(file.rule.len());
+        for (index, rule) in file.rule.into_iter().enumerate() {
+            if !ids.insert(rule.id.clone()) {
+                return Err(invalid(&rule.id, "the id is used twice"));
+            }
+            if rule.keywords.is_empty() {
+                return Err(invalid(&rule.id, "needs at least one keyword"));
+            }
+            let regex = regex::RegexBuilder::new(&rule.pattern)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .build()
+                .map_err(|error| invalid(&rule.id, format!("pattern: {error}")))?;
+            let secret_group = regex.capture_names().position(|name| name == Some("secret")).unwrap_or(0);
+            for keyword in &rule.keywords {
+                if keyword.is_empty() || keyword.bytes().any(|byte| byte.is_ascii_uppercase()) {
+                    return Err(invalid(&rule.id, format!("keyword {keyword:?} must be non-empty lowercase")));
+                }
+                match keyword_patterns.iter().position(|known| known == keyword) {
+                    Some(at) => keyword_rules[at].push(index),
+                    None => {
+                        keyword_patterns.push(keyword.clone());
+                        keyword_rules.push(vec![index]);
+                    }
+                }
+            }
+            rules.push(Compiled { rule, regex, secret_group });
+        }
+        let keywords = AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(&keyword_patterns)
+            .map_err(|error| invalid("(keywords)", error.to_string()))?;
+        Ok(Rules { rules, keywords, keyword_rules })
+    }
+
+    pub fn len(&self) -> usize {
+        self.rules.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    pub fn get(&self, index: usize) -> Option<&Rule> {
+        self.rules.get(index).map(|compiled| &compiled.rule)
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Rule> {
+        self.rules.iter().map(|compiled| &compiled.rule)
+    }
+
+    /// Every secret in `text`, overlaps resolved, in order of position.
+    pub fn find(&self, text: &str) -> Vec<Hit> {
+        let mut enabled = vec![false; self.rules.len()];
+        let mut any = false;
+        for found in self.keywords.find_overlapping_iter(text) {
+            for &rule in &self.keyword_rules[found.pattern().as_usize()] {
+                enabled[rule] = true;
+                any = true;
+            }
+        }
+        if !any {
+            return Vec::new();
+        }
+        let mut hits = Vec::new();
+        for (index, compiled) in self.rules.iter().enumerate().filter(|(index, _)| enabled[*index]) {
+            self.find_rule(index, compiled, text, &mut hits);
+        }
+        resolve_overlaps(hits)
+    }
+
+    fn find_rule(&self, index: usize, compiled: &Compiled, text: &str, hits: &mut Vec<Hit>) {
+        let rule = &compiled.rule;
+        for captures in compiled.regex.captures_iter(text) {
+            let Some(secret) = captures.get(compiled.secret_group) else { continue };
+            let value = secret.as_str();
+            if value.is_empty() || is_placeholder(value) {
+                continue;
+            }
+            if rule.min_entropy.is_some_and(|floor| entropy(value) < floor) {
+                continue;
+            }
+            if rule.validator.is_some_and(|validator| !validator.check(value)) {
+                continue;
+            }
+            hits.push(Hit { rule: index, start: secret.start(), end: secret.end() });
+        }
+    }
+}
+
+/// Keeps, among hits whose secrets overlap, the one of the rule listed first.
+fn resolve_overlaps(mut hits: Vec<Hit>) -> Vec<Hit> {
+    hits.sort_by_key(|hit| (hit.rule, hit.start));
+    let mut kept: Vec<Hit> = Vec::with_capacity(hits.len());
+    for hit in hits {
+        if !kept.iter().any(|other| other.start < hit.end && hit.start < other.end) {
+            kept.push(hit);
+        }
+    }
+    kept.sort_by_key(|hit| (hit.start, hit.rule));
+    kept
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> Rules {
+        match Rules::builtin() {
+            Ok(rules) => rules,
+            Err(error) => unreachable_rules(error),
+        }
+    }
+
+    #[expect(clippy::panic, reason = "a test fails loudly when the shipped rules do not load")]
+    fn unreachable_rules(error: RuleError) -> Rules {
+        panic!("{error}")
+    }
+
+    /// The shipped rules load, and there are enough of them to cover what apps leak.
+    #[test]
+    fn builtin_rules_load() {
+        assert!(rules().len() >= 60, "{} rules", rules().len());
+    }
+
+    /// `rules.toml`'s own examples: each must be found by its rule, each counterexample must not.
+    #[test]
+    fn every_rule_matches_its_examples_and_not_its_counterexamples() {
+        let rules = rules();
+        let mut failures = Vec::new();
+        for (index, rule) in rules.iter().enumerate() {
+            assert!(rule.examples.len() >= 2 && rule.counterexamples.len() >= 2, "{}: too few examples", rule.id);
+            for example in &rule.examples {
+                let hits = rules.find(example);
+                // The rule itself must find it (another rule winning the overlap is fine only
+                // if this rule also matched on its own).
+                let mut own = Vec::new();
+                rules.find_rule(index, &rules.rules[index], example, &mut own);
+                if own.is_empty() {
+                    failures.push(format!("{}: does not match {example:?}", rule.id));
+                } else if hits.is_empty() {
+                    failures.push(format!("{}: {example:?} found nothing overall", rule.id));
+                }
+            }
+            for counterexample in &rule.counterexamples {
+                let mut own = Vec::new();
+                rules.find_rule(index, &rules.rules[index], counterexample, &mut own);
+                if !own.is_empty() {
+                    failures.push(format!("{}: matches counterexample {counterexample:?}", rule.id));
+                }
+            }
+        }
+        assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn ids_are_stable_kebab_case() {
+        for rule in rules().iter() {
+            assert!(
+                rule.id.bytes().all(|byte| byte.is_ascii_lowercase() || byte.is_ascii_digit() || byte == b'-'),
+                "{}",
+                rule.id
+            );
+        }
+    }
+
+    #[test]
+    fn bad_rule_files_are_refused_with_the_rule_named() {
+        let base = |extra: &str| {
+            format!(
+                "[[rule]]\nid = \"x\"\ntitle = \"X\"\nseverity = \"high\"\nkeywords = [\"x\"]\npattern = '''x'''\nexamples = []\ncounterexamples = []\n{extra}"
+            )
+        };
+        assert!(Rules::parse(&base("")).is_ok());
+        let error = Rules::parse(&base("colour = 1")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("colour"), "{error}");
+        let twice = format!("{}\n{}", base(""), base(""));
+        let error = Rules::parse(&twice).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.contains("used twice"), "{error}");
+        let error = Rules::parse(&base("").replace("'''x'''", "'''(x'''")).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(error.starts_with("rule x: pattern"), "{error}");
+    }
+
+    #[test]
+    fn the_more_specific_rule_wins_an_overlap() {
+        let hits = resolve_overlaps(vec![
+            Hit { rule: 5, start: 0, end: 10 },
+            Hit { rule: 1, start: 2, end: 10 },
+            Hit { rule: 7, start: 20, end: 30 },
+        ]);
+        assert_eq!(hits, vec![Hit { rule: 1, start: 2, end: 10 }, Hit { rule: 7, start: 20, end: 30 }]);
+    }
+}
