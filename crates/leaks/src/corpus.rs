@@ -3,6 +3,7 @@
 //! and the benchmark can plant keys in every place an app keeps strings. Never used by the
 //! scanner itself.
 
+pub mod app;
 pub mod arsc;
 pub mod axml;
 pub mod dex;

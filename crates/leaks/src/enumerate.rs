@@ -174,8 +174,10 @@ impl<'v, V: Visit> Enumerator<'v, V> {
         if self.entries >= self.limits.max_entries {
             if self.entries == self.limits.max_entries {
                 self.entries += 1;
-                self.visitor
-                    .warning(path, format!("more than {} archive members: the rest are skipped", self.limits.max_entries));
+                self.visitor.warning(
+                    path,
+                    format!("more than {} archive members: the rest are skipped", self.limits.max_entries),
+                );
             }
             return false;
         }
@@ -225,10 +227,8 @@ impl<'v, V: Visit> Enumerator<'v, V> {
 
     fn member_name_ok(&mut self, path: &[String], name: &str) -> bool {
         if name.len() > self.limits.max_path_len {
-            self.visitor.warning(
-                path,
-                format!("a member name is longer than {} bytes: skipped", self.limits.max_path_len),
-            );
+            self.visitor
+                .warning(path, format!("a member name is longer than {} bytes: skipped", self.limits.max_path_len));
             return false;
         }
         true

@@ -8,13 +8,17 @@
 //! validators); [`report`] writes findings for people, programs or code-scanning UIs, with
 //! secrets redacted.
 
+pub mod baseline;
 pub mod decode;
 pub mod enumerate;
+pub mod report;
 pub mod rule;
+pub mod scan;
 pub mod secret;
 pub mod validate;
 
 pub use rule::Rules;
+pub use scan::{Finding, Options, Outcome, Warning, scan, scan_bytes};
 
 #[cfg(any(test, feature = "corpus"))]
 pub mod corpus;

@@ -88,7 +88,8 @@ const SHORT_LIVED_SECONDS: i64 = 86_400;
 
 fn jwt_is_long_lived(token: &str) -> bool {
     let mut parts = token.split('.');
-    let (Some(header), Some(payload), Some(_signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(header), Some(payload), Some(_signature), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return false;
     };
@@ -131,7 +132,8 @@ mod tests {
 
     #[test]
     fn placeholders_are_recognised() {
-        for text in ["AKIAIOSFODNN7EXAMPLE", "sk_live_xxxxxxxxxxxx", "${API_KEY}", "aaaaaaaa", "123456789", "abcdefgh"] {
+        for text in ["AKIAIOSFODNN7EXAMPLE", "sk_live_xxxxxxxxxxxx", "${API_KEY}", "aaaaaaaa", "123456789", "abcdefgh"]
+        {
             assert!(is_placeholder(text), "{text}");
         }
         for text in ["sk_live_4eC39HqLyjWDarjtT1zdp7dc", "hunter2hunter3", "q8Zt1"] {

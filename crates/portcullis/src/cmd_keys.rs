@@ -122,7 +122,7 @@ pub enum Command {
     },
 }
 
-async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
+pub(crate) async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
     let config = gateway::Config::load(config_path).context("invalid configuration")?;
     let (store, pepper) = gateway::serve::open_keyring(&config).await?;
     // With shared limits, key changes are announced to every running node at once.

@@ -7,6 +7,7 @@ mod cmd_audit;
 mod cmd_data;
 mod cmd_demo;
 mod cmd_keys;
+mod cmd_leaks;
 mod cmd_serve;
 mod cmd_signing_keys;
 
@@ -52,6 +53,8 @@ enum Command {
     /// Personal data in datasets: scan.
     #[command(subcommand)]
     Data(cmd_data::Command),
+    #[command(subcommand)]
+    Leaks(cmd_leaks::Command),
 }
 
 /// How log lines are written: JSON for servers (machines read them), compact text for people.
@@ -101,6 +104,10 @@ fn main() -> ExitCode {
             Command::Data(command) => {
                 init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
                 cmd_data::run(command)
+            }
+            Command::Leaks(command) => {
+                init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);
+                cmd_leaks::run(&cli.config, command).await
             }
             Command::SigningKeys(command) => {
                 init_logging(cli.log.as_deref().unwrap_or("warn"), LogFormat::Text);

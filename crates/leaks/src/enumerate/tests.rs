@@ -31,7 +31,9 @@ impl Visit for Recorder {
 fn zip_of(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
     for (name, bytes) in members {
-        writer.start_file(*name, SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated)).unwrap();
+        writer
+            .start_file(*name, SimpleFileOptions::default().compression_method(zip::CompressionMethod::Deflated))
+            .unwrap();
         writer.write_all(bytes).unwrap();
     }
     writer.finish().unwrap().into_inner()

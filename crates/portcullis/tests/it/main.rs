@@ -11,6 +11,7 @@ mod audit;
 mod data;
 mod demo;
 mod keys;
+mod leaks;
 mod mobile;
 mod multinode;
 mod process;

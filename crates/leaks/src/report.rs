@@ -1,0 +1,175 @@
+//! Reports: for people (`human`), for programs (`json`), and SARIF 2.1.0 for code-scanning
+//! UIs. Secrets are redacted unless the caller passes `show_secrets`; the fingerprint is what
+//! a baseline stores.
+
+use std::fmt::Write as _;
+
+use crate::baseline::fingerprint;
+use crate::rule::Rules;
+use crate::scan::{Finding, Warning};
+
+/// What a report shows.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Show {
+    /// Print secret values instead of their redacted form.
+    pub secrets: bool,
+}
+
+fn secret_text(finding: &Finding, show: Show) -> String {
+    if show.secrets { finding.secret.expose().to_owned() } else { finding.secret.redacted() }
+}
+
+fn verdict(finding: &Finding) -> &'static str {
+    if finding.public { "public by design: check its restrictions" } else { "leaked: revoke and rotate it" }
+}
+
+/// One block per finding, then the warnings and a summary line.
+pub fn human(findings: &[Finding], warnings: &[Warning], show: Show, files: u64, bytes: u64) -> String {
+    let mut out = String::new();
+    for finding in findings {
+        let _ = writeln!(out, "{}  {}", finding.severity.name().to_uppercase(), finding.title);
+        let _ = writeln!(out, "  where:   {}", finding.location());
+        let _ = writeln!(out, "  rule:    {} ({})", finding.rule, verdict(finding));
+        let _ = writeln!(out, "  secret:  {}", secret_text(finding, show));
+        if !finding.context.is_empty() {
+            let context = if show.secrets {
+                finding.context.replace(&finding.secret.redacted(), finding.secret.expose())
+            } else {
+                finding.context.clone()
+            };
+            let _ = writeln!(out, "  context: {context}");
+        }
+        out.push('\n');
+    }
+    for warning in warnings {
+        let _ = writeln!(out, "warning: {}: {}", warning.path, warning.message);
+    }
+    let leaks = findings.iter().filter(|finding| !finding.public).count();
+    let _ = writeln!(
+        out,
+        "{leaks} leaked secret(s), {} public identifier(s) to check, {} warning(s); {files} file(s), {bytes} bytes scanned",
+        findings.len() - leaks,
+        warnings.len(),
+    );
+    out
+}
+
+fn finding_json(finding: &Finding, show: Show) -> serde_json::Value {
+    serde_json::json!({
+        "rule": finding.rule,
+        "title": finding.title,
+        "severity": finding.severity.name(),
+        "public": finding.public,
+        "path": finding.shown_path(),
+        "file": finding.path.first(),
+        "members": finding.path.get(1..).unwrap_or_default(),
+        "within": finding.within,
+        "line": finding.line,
+        "column": finding.column,
+        "location": finding.location(),
+        "context": if show.secrets {
+            finding.context.replace(&finding.secret.redacted(), finding.secret.expose())
+        } else {
+            finding.context.clone()
+        },
+        "secret": secret_text(finding, show),
+        "fingerprint": fingerprint(finding),
+    })
+}
+
+pub fn json(findings: &[Finding], warnings: &[Warning], show: Show, files: u64, bytes: u64) -> String {
+    let document = serde_json::json!({
+        "findings": findings.iter().map(|finding| finding_json(finding, show)).collect::<Vec<_>>(),
+        "warnings": warnings,
+        "scanned": { "files": files, "bytes": bytes },
+    });
+    let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
+    text.push('\n');
+    text
+}
+
+fn level(finding: &Finding) -> &'static str {
+    use crate::rule::Severity;
+    match finding.severity {
+        _ if finding.public => "note",
+        Severity::Critical | Severity::High => "error",
+        Severity::Medium | Severity::Low => "warning",
+        Severity::Info => "note",
+    }
+}
+
+/// SARIF 2.1.0: every rule of the set in the driver, a result per finding. A finding inside
+/// an archive points at the archive file, names the member path as a logical location, and
+/// carries the full `!` path in its message.
+pub fn sarif(rules: &Rules, findings: &[Finding], warnings: &[Warning], show: Show) -> String {
+    let rule_list: Vec<serde_json::Value> = rules
+        .iter()
+        .map(|rule| {
+            serde_json::json!({
+                "id": rule.id,
+                "name": rule.id.replace('-', "_"),
+                "shortDescription": { "text": rule.title },
+                "fullDescription": { "text": if rule.public {
+                    format!("{}: public by design; check that it is restricted (by app, API and referrer).", rule.title)
+                } else {
+                    format!("{}: a credential that must not ship in an app or a repository; revoke and rotate it.", rule.title)
+                } },
+                "defaultConfiguration": { "level": if rule.public { "note" } else { "error" } },
+                "properties": { "severity": rule.severity.name(), "tags": ["security", "secret"] },
+            })
+        })
+        .collect();
+    let results: Vec<serde_json::Value> = findings
+        .iter()
+        .map(|finding| {
+            let mut physical = serde_json::json!({
+                "artifactLocation": { "uri": finding.path.first().map(|path| path.replace('\\', "/")).unwrap_or_default() },
+            });
+            if finding.path.len() == 1
+                && let (Some(line), Some(column)) = (finding.line, finding.column)
+            {
+                physical["region"] = serde_json::json!({ "startLine": line, "startColumn": column });
+            }
+            let mut location = serde_json::json!({ "physicalLocation": physical });
+            let inner: Vec<String> =
+                finding.path.iter().skip(1).cloned().chain(finding.within.iter().cloned()).collect();
+            if !inner.is_empty() {
+                location["logicalLocations"] =
+                    serde_json::json!([{ "fullyQualifiedName": inner.join("!"), "kind": "member" }]);
+            }
+            serde_json::json!({
+                "ruleId": finding.rule,
+                "level": level(finding),
+                "message": { "text": format!("{} ({}) at {}: {}", finding.title, secret_text(finding, show), finding.location(), verdict(finding)) },
+                "locations": [location],
+                "partialFingerprints": { "portcullisLeak/v1": fingerprint(finding) },
+            })
+        })
+        .collect();
+    let notifications: Vec<serde_json::Value> = warnings
+        .iter()
+        .map(|warning| {
+            serde_json::json!({
+                "level": "warning",
+                "message": { "text": format!("{}: {}", warning.path, warning.message) },
+            })
+        })
+        .collect();
+    let document = serde_json::json!({
+        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
+        "version": "2.1.0",
+        "runs": [{
+            "tool": { "driver": {
+                "name": "portcullis leaks scan",
+                "informationUri": "https://github.com/portcullis",
+                "version": env!("CARGO_PKG_VERSION"),
+                "rules": rule_list,
+            } },
+            "invocations": [{ "executionSuccessful": true, "toolExecutionNotifications": notifications }],
+            "results": results,
+        }],
+    });
+    let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
+    text.push('\n');
+    text
+}

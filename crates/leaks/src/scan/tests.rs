@@ -1,0 +1,101 @@
+#![expect(clippy::unwrap_used, reason = "tests build their own inputs")]
+
+use super::*;
+
+const GITHUB: &str = "ghp_Zk3Lm9Qw2Er5Ty8Ui1Op4As7Df0Gh3Jk6LzX";
+
+fn rules() -> Rules {
+    Rules::builtin().unwrap()
+}
+
+fn scan_one(name: &str, bytes: &[u8]) -> Outcome {
+    scan_bytes(&rules(), name, bytes, &Limits::default())
+}
+
+#[test]
+fn text_findings_have_line_column_and_a_redacted_context() {
+    let text = format!("first line\n  token: \"{GITHUB}\" # ci\nlast\n");
+    let outcome = scan_one("ci.yml", text.as_bytes());
+    assert_eq!(outcome.findings.len(), 1);
+    let finding = &outcome.findings[0];
+    assert_eq!((finding.line, finding.column), (Some(2), Some(11)));
+    assert_eq!(finding.location(), "ci.yml:2:11");
+    assert_eq!(finding.secret.expose(), GITHUB);
+    assert!(!finding.context.contains(&GITHUB[8..]), "{}", finding.context);
+    assert!(finding.context.starts_with("token: \"ghp_…"), "{}", finding.context);
+}
+
+#[test]
+fn decoded_strings_are_matched_with_their_name_as_context() {
+    // A high-entropy value with no vendor format is a secret only because of its name.
+    let value = "q8Zt1Lmw9Pxv0RsT7uYb2Nc4Kd6Hf3Jg";
+    let arsc = crate::corpus::arsc::build("com.example", &[("string", "api_secret", value), ("string", "build_id", value)], true);
+    let outcome = scan_one("resources.arsc", &arsc);
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    let finding = &outcome.findings[0];
+    assert_eq!(finding.within.as_deref(), Some("string/api_secret"));
+    assert_eq!(finding.secret.expose(), value);
+    assert_eq!(finding.location(), "resources.arsc#string/api_secret");
+}
+
+#[test]
+fn a_decoder_failure_falls_back_to_raw_bytes_without_duplicates() {
+    let dex = crate::corpus::dex::build(&["Lcom/example/A;", GITHUB]);
+    // The first string id points past the end: the decoder stops before the key.
+    let mut broken = dex.clone();
+    broken[0x70..0x74].copy_from_slice(&u32::MAX.to_le_bytes());
+    let outcome = scan_one("classes.dex", &broken);
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    assert!(outcome.findings[0].within.as_deref().is_some_and(|within| within.starts_with("offset 0x")));
+    assert!(outcome.warnings.iter().any(|warning| warning.message.contains("raw bytes")), "{:?}", outcome.warnings);
+}
+
+#[test]
+fn binary_data_is_scanned_as_printable_runs() {
+    let mut blob = vec![0u8, 1, 2, 3, 200, 201];
+    blob.extend_from_slice(GITHUB.as_bytes());
+    blob.extend_from_slice(&[0, 0, 255]);
+    let outcome = scan_one("blob.bin", &blob);
+    assert_eq!(outcome.findings.len(), 1);
+    assert_eq!(outcome.findings[0].within.as_deref(), Some("offset 0x6"));
+}
+
+#[test]
+fn a_stream_finds_a_key_across_a_piece_boundary_once_on_the_right_line() {
+    let mut text = String::new();
+    let mut line = 1u64;
+    while text.len() + 100 < STREAM_CHUNK {
+        text.push_str("let x = 1; // filler line of source\n");
+        line += 1;
+    }
+    let padding = STREAM_CHUNK - 10 - text.len();
+    text.push_str(&" ".repeat(padding));
+    text.push_str(GITHUB);
+    text.push_str("\nend\n");
+    let rules = rules();
+    let mut scanner = Scanner { rules: &rules, outcome: Outcome::default() };
+    scanner.large_file(&["big.txt".to_owned()], &mut text.as_bytes());
+    let findings = &scanner.outcome.findings;
+    assert_eq!(findings.len(), 1, "{findings:?}");
+    assert_eq!(findings[0].line, Some(line));
+    assert_eq!(findings[0].secret.expose(), GITHUB);
+}
+
+#[test]
+fn sniffing_goes_by_content_not_name() {
+    assert_eq!(sniff(&["a.png".into()], b"dex\n035\0rest"), Format::Dex);
+    assert_eq!(sniff(&["x".into()], &[0x02, 0x00, 0x0c, 0x00, 1]), Format::Arsc);
+    assert_eq!(sniff(&["x".into()], &[0x03, 0x00, 0x08, 0x00, 1]), Format::Axml);
+    assert_eq!(sniff(&["notes.pb".into()], b"plain text, not protobuf"), Format::Text);
+    assert_eq!(sniff(&["app.aab".into(), "base/resources.pb".into()], &[0x0a, 0x02, 0x00, 0x01]), Format::Protobuf);
+    assert_eq!(sniff(&["x".into()], &[0, 1, 2, 3, 0xff]), Format::Raw);
+    assert_eq!(sniff(&["x".into()], b"bplist00rest"), Format::Plist);
+}
+
+#[test]
+fn public_identifiers_are_findings_marked_public() {
+    let outcome = scan_one("google-services.json", b"{\"current_key\": \"AIzaSyB3x9Qp2Lm7Rt5Vw8Zy1Ab4Cd6Ef0Gh2Ij\"}");
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    assert!(outcome.findings[0].public);
+}
+

@@ -1,0 +1,204 @@
+//! `portcullis leaks scan`: find credentials in app bundles (APK, AAB, IPA, XAPK, jars, zips,
+//! tarballs) and source trees; optionally revoke our own keys it finds.
+
+use std::{
+    io::Write as _,
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use anyhow::Context;
+use leaks::{Rules, baseline::Baseline, enumerate::Limits, report};
+
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+pub enum Format {
+    Human,
+    Json,
+    Sarif,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum Command {
+    /// Scan files, directories and archives for embedded credentials. Exit 1 when a secret is
+    /// found that the baseline does not accept, 0 when none is, 2 on error. Public-by-design
+    /// identifiers (Google AIza keys, publishable keys) are reported but do not fail the run.
+    Scan(ScanArgs),
+    /// List the rules: id, severity, title.
+    Rules,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ScanArgs {
+    /// Files, directories or archives (APK, AAB, IPA, XAPK, zip, jar, tar, gzip).
+    #[arg(required = true)]
+    paths: Vec<PathBuf>,
+    #[arg(long, value_enum, default_value = "human")]
+    format: Format,
+    /// Write the report here (written whole, then renamed) instead of standard output.
+    #[arg(long)]
+    output: Option<PathBuf>,
+    /// Print secret values; without it they are redacted to their prefix and length.
+    #[arg(long)]
+    show_secrets: bool,
+    /// Accept the findings listed in this baseline file.
+    #[arg(long)]
+    baseline: Option<PathBuf>,
+    /// Write every finding of this scan to a baseline file (accepting them), then exit 0.
+    #[arg(long, conflicts_with = "baseline")]
+    write_baseline: Option<PathBuf>,
+    /// In directories, skip what .gitignore, .git/info/exclude and .ignore files exclude.
+    #[arg(long)]
+    gitignore: bool,
+    /// More rules (same format as the built-in rules.toml), added to the built-in ones.
+    #[arg(long)]
+    rules: Option<PathBuf>,
+    /// Revoke the Portcullis keys found (in the store of --config); audit-logged.
+    #[arg(long)]
+    revoke: bool,
+    /// Archives inside archives opened at most.
+    #[arg(long, default_value_t = 5)]
+    max_depth: usize,
+    /// Archive members per input at most.
+    #[arg(long, default_value_t = 200_000)]
+    max_entries: u64,
+    /// Decompressed bytes per input at most, e.g. 4G, 512M.
+    #[arg(long, default_value = "4G")]
+    max_bytes: String,
+    /// A member may decompress to at most this many times its compressed size.
+    #[arg(long, default_value_t = 200)]
+    max_ratio: u64,
+}
+
+/// `512M`, `4G`, `100K`, `1000`.
+fn parse_size(text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let (digits, scale) = match text.char_indices().last() {
+        Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),
+        Some((at, 'M' | 'm')) => (&text[..at], 1 << 20),
+        Some((at, 'G' | 'g')) => (&text[..at], 1 << 30),
+        _ => (text, 1),
+    };
+    digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|number| number.checked_mul(scale))
+        .filter(|&bytes| bytes > 0)
+        .with_context(|| format!("--max-bytes {text}: use a size such as 512M or 4G"))
+}
+
+pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Rules => {
+            let rules = Rules::builtin().context("the built-in rules")?;
+            let mut out = String::new();
+            for rule in rules.iter() {
+                let kind = if rule.public { " (public by design)" } else { "" };
+                out.push_str(&format!("{:<36} {:<8} {}{kind}\n", rule.id, rule.severity.name(), rule.title));
+            }
+            print!("{out}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Scan(args) => scan(config_path, args).await,
+    }
+}
+
+async fn scan(config_path: &Path, args: ScanArgs) -> anyhow::Result<ExitCode> {
+    let rules = match &args.rules {
+        None => Rules::builtin().context("the built-in rules")?,
+        Some(path) => {
+            let extra =
+                std::fs::read_to_string(path).with_context(|| format!("cannot read the rules {}", path.display()))?;
+            Rules::parse(&format!("{}\n{extra}", leaks::rule::RULES_TOML))
+                .with_context(|| format!("the rules {}", path.display()))?
+        }
+    };
+    for path in &args.paths {
+        std::fs::metadata(path).with_context(|| format!("cannot read {}", path.display()))?;
+    }
+    let baseline = match &args.baseline {
+        Some(path) => Baseline::load(path)?,
+        None => Baseline::default(),
+    };
+    // The keyring is opened before the scan so a bad --config fails fast.
+    let keyring = if args.revoke { Some(crate::cmd_keys::keyring(config_path).await?) } else { None };
+    let limits = Limits {
+        max_depth: args.max_depth,
+        max_entries: args.max_entries,
+        max_total_bytes: parse_size(&args.max_bytes)?,
+        max_ratio: args.max_ratio,
+        ..Limits::default()
+    };
+    let options = leaks::Options { limits, gitignore: args.gitignore };
+    let inputs: Vec<&Path> = args.paths.iter().map(PathBuf::as_path).collect();
+    let outcome = tokio::task::block_in_place(|| leaks::scan(&rules, &inputs, &options));
+
+    if let Some(path) = &args.write_baseline {
+        Baseline::write(path, &outcome.findings)?;
+        eprintln!("Wrote {} finding(s) to the baseline {}.", outcome.findings.len(), path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    let accepted = outcome.findings.iter().filter(|finding| baseline.contains(finding)).count();
+    let findings: Vec<leaks::Finding> =
+        outcome.findings.iter().filter(|finding| !baseline.contains(finding)).cloned().collect();
+    let show = report::Show { secrets: args.show_secrets };
+    let text = match args.format {
+        Format::Human => {
+            let mut text = report::human(&findings, &outcome.warnings, show, outcome.files, outcome.bytes);
+            if accepted > 0 {
+                text.push_str(&format!("{accepted} finding(s) accepted by the baseline.\n"));
+            }
+            text
+        }
+        Format::Json => report::json(&findings, &outcome.warnings, show, outcome.files, outcome.bytes),
+        Format::Sarif => report::sarif(&rules, &findings, &outcome.warnings, show),
+    };
+    match &args.output {
+        Some(path) => write_whole(path, text.as_bytes())?,
+        None => {
+            let mut stdout = std::io::stdout().lock();
+            stdout.write_all(text.as_bytes())?;
+            stdout.flush()?;
+        }
+    }
+    if let Some(keyring) = keyring {
+        // Every key found is revoked, those the baseline accepts included: it leaked.
+        revoke(&keyring, &outcome.findings).await?;
+    }
+    let leaked = findings.iter().any(|finding| !finding.public);
+    Ok(if leaked { ExitCode::from(1) } else { ExitCode::SUCCESS })
+}
+
+/// Revokes each distinct Portcullis key found, and says which were live.
+async fn revoke(keyring: &gateway::keys::Keyring, findings: &[leaks::Finding]) -> anyhow::Result<()> {
+    use gateway::keys::LeakedKey;
+    let mut done = std::collections::HashSet::new();
+    for finding in findings {
+        let secret = finding.secret.expose();
+        let Ok(key) = apikey::parse(secret) else { continue };
+        if !done.insert(secret.to_owned()) {
+            continue;
+        }
+        let kid = key.kid();
+        let shown = finding.location();
+        match keyring.revoke_leaked(secret, &shown).await? {
+            LeakedKey::Revoked { was_live, announced, .. } => {
+                let state = if was_live { "was live" } else { "had expired" };
+                let when = if announced { "every running server was told" } else { "servers refuse it within their key cache interval" };
+                eprintln!("revoked: key {kid} ({state}; found at {shown}); {when}");
+            }
+            LeakedKey::AlreadyRevoked { .. } => eprintln!("already revoked: key {kid} (found at {shown})"),
+            LeakedKey::NotInStore => eprintln!("not in this store: key {kid} (found at {shown}); nothing revoked"),
+        }
+    }
+    Ok(())
+}
+
+/// Writes a report to a temporary file beside `path` and renames it into place.
+fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
+    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut temporary = tempfile::NamedTempFile::new_in(directory)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    temporary.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
+    temporary.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
