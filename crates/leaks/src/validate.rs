@@ -14,6 +14,9 @@ pub enum Validator {
     Jwt,
     /// A PEM private-key block with a real body.
     Pem,
+    /// A value found only by its name: it must mix letters and digits and must not read as a
+    /// code identifier (`__X32_SYSCALL_BIT`, `empty_brace_token`, `my-secret-key-name`).
+    Generic,
 }
 
 impl Validator {
@@ -22,6 +25,7 @@ impl Validator {
             Validator::Ptcl => apikey::parse(secret).is_ok(),
             Validator::Jwt => jwt_is_long_lived(secret),
             Validator::Pem => pem_has_body(secret),
+            Validator::Generic => generic_value(secret),
         }
     }
 }
@@ -112,6 +116,25 @@ fn jwt_is_long_lived(token: &str) -> bool {
     }
 }
 
+fn generic_value(value: &str) -> bool {
+    let has_digit = value.bytes().any(|byte| byte.is_ascii_digit());
+    let has_letter = value.bytes().any(|byte| byte.is_ascii_alphabetic());
+    if !has_digit || !has_letter {
+        return false;
+    }
+    let constant = value.bytes().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_');
+    if constant && value.contains('_') {
+        return false;
+    }
+    // Words joined by separators, each all letters or all digits: a name, not a secret.
+    let parts: Vec<&str> = value.split(['_', '-', '.']).filter(|part| !part.is_empty()).collect();
+    let wordy = parts.len() >= 2
+        && parts.iter().all(|part| {
+            part.bytes().all(|byte| byte.is_ascii_alphabetic()) || part.bytes().all(|byte| byte.is_ascii_digit())
+        });
+    !wordy
+}
+
 /// A private-key block needs a body of at least this many base64 characters to hold a key.
 const MIN_PEM_BODY: usize = 64;
 
@@ -174,6 +197,16 @@ mod tests {
         let escaped = format!("-----BEGIN PRIVATE KEY-----\\n{body}\\n-----END PRIVATE KEY-----");
         assert!(Validator::Pem.check(&escaped));
         assert!(!Validator::Pem.check("-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----"));
+    }
+
+    #[test]
+    fn generic_values_must_not_read_as_identifiers() {
+        for value in ["cfg2Iuh9A5weDri7hxuizv2szGqrlJKx", "uP_yk3xUbapjf0ETx6xLLXknVcXKaiJCmSM8dbBu", "0123abcd9876fedc"] {
+            assert!(Validator::Generic.check(value), "{value}");
+        }
+        for value in ["__X32_SYSCALL_BIT", "empty_brace_token", "my-secret-key-2024-prod", "abcdefghijklmnopqrst", "12345678901234567"] {
+            assert!(!Validator::Generic.check(value), "{value}");
+        }
     }
 
     #[test]
