@@ -15,7 +15,9 @@ pub fn fingerprint(finding: &Finding) -> String {
     let mut hash = Sha256::new();
     hash.update(finding.rule.as_bytes());
     hash.update([0]);
-    hash.update(finding.shown_path().as_bytes());
+    // The same file named `./src/a` or `src/a`, with `/` or `\\`, is the same file.
+    let path = finding.shown_path().replace('\\', "/");
+    hash.update(path.strip_prefix("./").unwrap_or(&path).as_bytes());
     hash.update([0]);
     hash.update(finding.secret.expose().as_bytes());
     hash.finalize().iter().take(16).map(|byte| format!("{byte:02x}")).collect()

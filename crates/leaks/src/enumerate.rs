@@ -137,6 +137,22 @@ impl<'v, V: Visit> Enumerator<'v, V> {
             return self.visitor.warning(&shown, format!("cannot read: {error}"));
         }
         if bytes.len() as u64 > self.limits.max_member_bytes {
+            // A large zip (an App Store IPA, a game's XAPK) is opened from disk, seeking, so its
+            // members are read one at a time under the usual caps.
+            if container(&bytes) == Some(Container::Zip) {
+                drop(bytes);
+                let opened = std::fs::File::open(path).map_err(|error| format!("cannot read: {error}"));
+                let result = opened.and_then(|file| self.zip(&shown, std::io::BufReader::new(file), 0));
+                match result {
+                    Ok(()) => return,
+                    Err(message) => self.visitor.warning(&shown, format!("{message}; scanned as raw bytes")),
+                }
+                match std::fs::File::open(path) {
+                    Ok(mut file) => self.visitor.large_file(&shown, &mut file),
+                    Err(error) => self.visitor.warning(&shown, format!("cannot read: {error}")),
+                }
+                return;
+            }
             // Too large to decode whole: scan what was read and the rest as one stream.
             let mut rest = capped.into_inner();
             let mut stream = Cursor::new(bytes).chain(&mut rest);
@@ -157,7 +173,7 @@ impl<'v, V: Visit> Enumerator<'v, V> {
             return self.visitor.file(path, bytes);
         }
         let result = match kind {
-            Container::Zip => self.zip(path, bytes, depth),
+            Container::Zip => self.zip(path, Cursor::new(bytes), depth),
             Container::Gzip => self.gzip(path, bytes, depth),
             Container::Tar => self.tar(path, bytes, depth),
         };
@@ -169,8 +185,12 @@ impl<'v, V: Visit> Enumerator<'v, V> {
         }
     }
 
-    /// Counts one member against the entry cap; false once the cap is reached.
+    /// Counts one member against the entry cap; false once it, or the byte cap, is reached.
     fn admit(&mut self, path: &[String]) -> bool {
+        if self.total_bytes >= self.limits.max_total_bytes {
+            // The read that reached the cap said so; the rest of every archive is skipped.
+            return false;
+        }
         if self.entries >= self.limits.max_entries {
             if self.entries == self.limits.max_entries {
                 self.entries += 1;
@@ -234,8 +254,8 @@ impl<'v, V: Visit> Enumerator<'v, V> {
         true
     }
 
-    fn zip(&mut self, path: &[String], bytes: &[u8], depth: usize) -> Result<(), String> {
-        let mut archive = zip::ZipArchive::new(Cursor::new(bytes)).map_err(|error| format!("corrupt zip: {error}"))?;
+    fn zip<R: Read + std::io::Seek>(&mut self, path: &[String], reader: R, depth: usize) -> Result<(), String> {
+        let mut archive = zip::ZipArchive::new(reader).map_err(|error| format!("corrupt zip: {error}"))?;
         for index in 0..archive.len() {
             if !self.admit(path) {
                 break;
@@ -300,6 +320,8 @@ impl<'v, V: Visit> Enumerator<'v, V> {
     fn tar(&mut self, path: &[String], bytes: &[u8], depth: usize) -> Result<(), String> {
         let mut archive = tar::Archive::new(bytes);
         let entries = archive.entries().map_err(|error| format!("corrupt tar: {error}"))?;
+        // Where the member after the last good one begins.
+        let mut resume = 0usize;
         for entry in entries {
             if !self.admit(path) {
                 break;
@@ -307,11 +329,19 @@ impl<'v, V: Visit> Enumerator<'v, V> {
             let mut entry = match entry {
                 Ok(entry) => entry,
                 Err(error) => {
-                    // The stream is out of step after a bad header: stop this archive.
-                    self.visitor.warning(path, format!("corrupt tar member: {error}; the rest is skipped"));
+                    // The stream is out of step after a bad header: what follows is scanned as
+                    // raw bytes, so stored text (keys included) is still seen.
+                    self.visitor.warning(path, format!("corrupt tar member: {error}; the rest is scanned as raw bytes"));
+                    if let Some(rest) = bytes.get(resume..).filter(|rest| !rest.is_empty()) {
+                        self.visitor.file(path, rest);
+                    }
                     break;
                 }
             };
+            let size = usize::try_from(entry.size()).unwrap_or(usize::MAX);
+            resume = usize::try_from(entry.raw_file_position())
+                .unwrap_or(usize::MAX)
+                .saturating_add(size.saturating_add(511) / 512 * 512);
             let name = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
             if !self.member_name_ok(path, &name) {
                 continue;

@@ -15,6 +15,16 @@ pub struct Show {
     pub secrets: bool,
 }
 
+/// Text from the scanned files (member names, context) with control characters escaped, so a
+/// hostile archive cannot rewrite the terminal a report is read on.
+fn shown(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.chars().any(char::is_control) {
+        text.chars().map(|c| if c.is_control() { c.escape_default().to_string() } else { c.to_string() }).collect()
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 fn secret_text(finding: &Finding, show: Show) -> String {
     if show.secrets { finding.secret.expose().to_owned() } else { finding.secret.redacted() }
 }
@@ -28,21 +38,21 @@ pub fn human(findings: &[Finding], warnings: &[Warning], show: Show, files: u64,
     let mut out = String::new();
     for finding in findings {
         let _ = writeln!(out, "{}  {}", finding.severity.name().to_uppercase(), finding.title);
-        let _ = writeln!(out, "  where:   {}", finding.location());
+        let _ = writeln!(out, "  where:   {}", shown(&finding.location()));
         let _ = writeln!(out, "  rule:    {} ({})", finding.rule, verdict(finding));
-        let _ = writeln!(out, "  secret:  {}", secret_text(finding, show));
+        let _ = writeln!(out, "  secret:  {}", shown(&secret_text(finding, show)));
         if !finding.context.is_empty() {
             let context = if show.secrets {
                 finding.context.replace(&finding.secret.redacted(), finding.secret.expose())
             } else {
                 finding.context.clone()
             };
-            let _ = writeln!(out, "  context: {context}");
+            let _ = writeln!(out, "  context: {}", shown(&context));
         }
         out.push('\n');
     }
     for warning in warnings {
-        let _ = writeln!(out, "warning: {}: {}", warning.path, warning.message);
+        let _ = writeln!(out, "warning: {}: {}", shown(&warning.path), shown(&warning.message));
     }
     let leaks = findings.iter().filter(|finding| !finding.public).count();
     let _ = writeln!(
@@ -88,6 +98,22 @@ pub fn json(findings: &[Finding], warnings: &[Warning], show: Show, files: u64, 
     text
 }
 
+/// A path as a SARIF URI reference: `/` separators, and every byte outside the unreserved and
+/// path characters percent-encoded (a space, `#`, `%`, `?`, and `:` so `C:` is not a scheme).
+fn uri(path: &str) -> String {
+    let path = path.replace('\\', "/");
+    let path = path.strip_prefix("./").unwrap_or(&path);
+    let mut out = String::with_capacity(path.len());
+    for byte in path.bytes() {
+        if byte.is_ascii_alphanumeric() || matches!(byte, b'/' | b'-' | b'.' | b'_' | b'~') {
+            out.push(char::from(byte));
+        } else {
+            out.push_str(&format!("%{byte:02X}"));
+        }
+    }
+    out
+}
+
 fn level(finding: &Finding) -> &'static str {
     use crate::rule::Severity;
     match finding.severity {
@@ -123,7 +149,7 @@ pub fn sarif(rules: &Rules, findings: &[Finding], warnings: &[Warning], show: Sh
         .iter()
         .map(|finding| {
             let mut physical = serde_json::json!({
-                "artifactLocation": { "uri": finding.path.first().map(|path| path.replace('\\', "/")).unwrap_or_default() },
+                "artifactLocation": { "uri": finding.path.first().map(|path| uri(path)).unwrap_or_default() },
             });
             if finding.path.len() == 1
                 && let (Some(line), Some(column)) = (finding.line, finding.column)
@@ -139,6 +165,7 @@ pub fn sarif(rules: &Rules, findings: &[Finding], warnings: &[Warning], show: Sh
             }
             serde_json::json!({
                 "ruleId": finding.rule,
+                "ruleIndex": rules.iter().position(|rule| rule.id == finding.rule).map_or(-1, |index| index as i64),
                 "level": level(finding),
                 "message": { "text": format!("{} ({}) at {}: {}", finding.title, secret_text(finding, show), finding.location(), verdict(finding)) },
                 "locations": [location],
@@ -165,6 +192,7 @@ pub fn sarif(rules: &Rules, findings: &[Finding], warnings: &[Warning], show: Sh
                 "version": env!("CARGO_PKG_VERSION"),
                 "rules": rule_list,
             } },
+            "columnKind": "unicodeCodePoints",
             "invocations": [{ "executionSuccessful": true, "toolExecutionNotifications": notifications }],
             "results": results,
         }],

@@ -101,6 +101,10 @@ pub struct Rules {
     keyword_rules: Vec<Vec<usize>>,
 }
 
+/// One rule reports at most this many secrets from one text (a hostile file could hold
+/// millions); the scanner's per-file cap is lower still.
+const MAX_HITS_PER_RULE: usize = 10_000;
+
 /// A pattern's compiled program may take at most this much memory.
 const REGEX_SIZE_LIMIT: usize = 4 << 20;
 
@@ -162,6 +166,22 @@ impl Rules {
         self.rules.get(index).map(|compiled| &compiled.rule)
     }
 
+    /// How much of a secret found by `rule` is its public format prefix: the longest of the
+    /// rule's keywords the secret starts with (`sk_live_`, `akia`), or nothing (generic rules).
+    pub fn public_prefix(&self, rule: usize, secret: &str) -> usize {
+        let Some(compiled) = self.rules.get(rule) else { return 0 };
+        compiled
+            .rule
+            .keywords
+            .iter()
+            .filter(|keyword| {
+                secret.len() >= keyword.len() && secret.as_bytes()[..keyword.len()].eq_ignore_ascii_case(keyword.as_bytes())
+            })
+            .map(String::len)
+            .max()
+            .unwrap_or(0)
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = &Rule> {
         self.rules.iter().map(|compiled| &compiled.rule)
     }
@@ -188,7 +208,11 @@ impl Rules {
 
     fn find_rule(&self, index: usize, compiled: &Compiled, text: &str, hits: &mut Vec<Hit>) {
         let rule = &compiled.rule;
+        let mut found = 0usize;
         for captures in compiled.regex.captures_iter(text) {
+            if found >= MAX_HITS_PER_RULE {
+                break;
+            }
             let Some(secret) = captures.get(compiled.secret_group) else { continue };
             let value = secret.as_str();
             if value.is_empty() || is_placeholder(value) {
@@ -201,21 +225,24 @@ impl Rules {
                 continue;
             }
             hits.push(Hit { rule: index, start: secret.start(), end: secret.end() });
+            found += 1;
         }
     }
 }
 
-/// Keeps, among hits whose secrets overlap, the one of the rule listed first.
+/// Keeps, among hits whose secrets overlap, the one of the rule listed first. The kept
+/// intervals never overlap, so one look at the kept interval starting last before a
+/// candidate's end tells whether it overlaps any: O(n log n).
 fn resolve_overlaps(mut hits: Vec<Hit>) -> Vec<Hit> {
     hits.sort_by_key(|hit| (hit.rule, hit.start));
-    let mut kept: Vec<Hit> = Vec::with_capacity(hits.len());
+    let mut kept: std::collections::BTreeMap<usize, Hit> = std::collections::BTreeMap::new();
     for hit in hits {
-        if !kept.iter().any(|other| other.start < hit.end && hit.start < other.end) {
-            kept.push(hit);
+        let overlaps = kept.range(..hit.end).next_back().is_some_and(|(_, other)| other.end > hit.start);
+        if !overlaps {
+            kept.insert(hit.start, hit);
         }
     }
-    kept.sort_by_key(|hit| (hit.start, hit.rule));
-    kept
+    kept.into_values().collect()
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use std::path::Path;
 
 use crate::decode::{self, DecodeError};
 use crate::enumerate::{Enumerator, Limits, Visit};
-use crate::rule::{Rules, Severity};
+use crate::rule::{Hit, Rules, Severity};
 use crate::secret::Secret;
 
 /// A secret found, and where.
@@ -112,6 +112,8 @@ enum Format {
     Plist,
     Binary,
     Text,
+    /// Text in UTF-16 with a byte-order mark (iOS `.strings` files, Windows tools).
+    Utf16,
     Raw,
 }
 
@@ -120,6 +122,8 @@ fn sniff(path: &[String], bytes: &[u8]) -> Format {
     let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
     if bytes.starts_with(b"dex\n") {
         Format::Dex
+    } else if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
+        Format::Utf16
     } else if bytes.starts_with(&[0x02, 0x00, 0x0c, 0x00]) {
         Format::Arsc
     } else if bytes.starts_with(&[0x03, 0x00, 0x08, 0x00]) {
@@ -166,7 +170,8 @@ impl Visit for Scanner<'_> {
         self.outcome.files += 1;
         self.outcome.bytes += bytes.len() as u64;
         match sniff(path, bytes) {
-            Format::Text => self.text(path, &String::from_utf8_lossy(bytes), 0),
+            Format::Text => self.text(path, &String::from_utf8_lossy(bytes)),
+            Format::Utf16 => self.text(path, &utf16_text(bytes)),
             Format::Raw => self.raw(path, bytes, 0, &mut HashSet::new()),
             format => self.structured(path, bytes, format),
         }
@@ -175,41 +180,57 @@ impl Visit for Scanner<'_> {
     fn large_file(&mut self, path: &[String], reader: &mut dyn Read) {
         self.outcome.files += 1;
         let mut buffer: Vec<u8> = Vec::with_capacity(STREAM_CHUNK + STREAM_OVERLAP);
-        // Bytes of the buffer that came from the previous piece, and its place in the file.
-        let mut carried = 0usize;
+        // The buffer's place in the file, in bytes and in lines.
         let mut offset = 0u64;
         let mut lines_before = 0u64;
         let mut text = None;
         let mut seen = HashSet::new();
         loop {
             let mut piece = Vec::with_capacity(STREAM_CHUNK);
-            match reader.take(STREAM_CHUNK as u64).read_to_end(&mut piece) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(error) => {
-                    self.warning(path, format!("cannot read further: {error}"));
-                    break;
-                }
+            let read = reader.take(STREAM_CHUNK as u64).read_to_end(&mut piece);
+            if let Err(error) = &read {
+                self.warning(path, format!("cannot read further: {error}"));
             }
+            // A short piece (or an error) is the end of the stream.
+            let last = read.map_or(true, |count| count < STREAM_CHUNK);
             self.outcome.bytes += piece.len() as u64;
             buffer.extend_from_slice(&piece);
-            let is_text = *text.get_or_insert_with(|| looks_like_text(&buffer[..buffer.len().min(SNIFF_BYTES)]));
-            if is_text {
-                self.text_piece(path, &String::from_utf8_lossy(&buffer), carried, lines_before);
-            } else {
-                self.raw(path, &buffer, offset, &mut seen);
+            if buffer.is_empty() {
+                break;
             }
-            let dropped = buffer.len() - buffer.len().min(STREAM_OVERLAP);
-            lines_before += bytecount_newlines(&buffer[..dropped]);
-            offset += dropped as u64;
-            buffer.drain(..dropped);
-            carried = buffer.len();
+            let is_text = *text.get_or_insert_with(|| looks_like_text(&buffer[..buffer.len().min(SNIFF_BYTES)]));
+            // Secrets that start in the last STREAM_OVERLAP bytes are left to the next piece,
+            // which begins with those bytes: each secret is matched whole, and once.
+            let keep = if last { 0 } else { buffer.len().min(STREAM_OVERLAP) };
+            let report_before = buffer.len() - keep;
+            if is_text {
+                let piece_text = String::from_utf8_lossy(&buffer);
+                let limit = report_before.min(piece_text.len());
+                self.text_piece(path, &piece_text, lines_before, limit, &mut seen);
+            } else {
+                self.raw_piece(path, &buffer, offset, report_before, &mut seen);
+            }
+            if last {
+                break;
+            }
+            lines_before += bytecount_newlines(&buffer[..report_before]);
+            offset += report_before as u64;
+            buffer.drain(..report_before);
         }
     }
 
     fn warning(&mut self, path: &[String], message: String) {
         self.outcome.warnings.push(Warning { path: path.join("!"), message });
     }
+}
+
+/// UTF-16 text after its byte-order mark, decoded (unpaired surrogates become U+FFFD).
+fn utf16_text(bytes: &[u8]) -> String {
+    let little_endian = bytes.starts_with(&[0xff, 0xfe]);
+    let units = bytes.get(2..).unwrap_or_default().chunks_exact(2).map(|pair| {
+        if little_endian { u16::from_le_bytes([pair[0], pair[1]]) } else { u16::from_be_bytes([pair[0], pair[1]]) }
+    });
+    char::decode_utf16(units).map(|unit| unit.unwrap_or(char::REPLACEMENT_CHARACTER)).collect()
 }
 
 fn bytecount_newlines(bytes: &[u8]) -> u64 {
@@ -254,34 +275,40 @@ impl Scanner<'_> {
                 }
                 Err(error) => Err(error),
             },
-            Format::Text | Format::Raw => Ok(()),
+            Format::Text | Format::Utf16 | Format::Raw => Ok(()),
         };
         for (rule, secret, within, name) in found {
-            self.push(path, rule, Secret::new(secret), Some(within), None, name.unwrap_or_default());
+            let secret = Secret::with_prefix(secret.clone(), rules.public_prefix(rule, &secret));
+            self.push(path, rule, secret, Some(within), None, name.unwrap_or_default());
         }
         if let Err(error) = result {
             self.warning(path, format!("{error}; the whole file is also scanned as raw bytes"));
             // Keep what the decoder found; the raw pass adds only what it missed.
-            let mut known: HashSet<(usize, String)> = self
-                .outcome
-                .findings
-                .iter()
-                .filter(|finding| finding.path == path)
-                .filter_map(|finding| self.rule_index(&finding.rule).map(|rule| (rule, finding.secret.expose().to_owned())))
-                .collect();
-            self.raw(path, bytes, 0, &mut known);
+            self.raw(path, bytes, 0, &mut seen);
         }
-    }
-
-    fn rule_index(&self, id: &str) -> Option<usize> {
-        self.rules.iter().position(|rule| rule.id == id)
     }
 
     /// Printable runs of binary data, each matched on its own.
     fn raw(&mut self, path: &[String], bytes: &[u8], base: u64, seen: &mut HashSet<(usize, String)>) {
+        self.raw_piece(path, bytes, base, usize::MAX, seen);
+    }
+
+    /// The raw pass over a piece of a stream: runs that start at or after `report_before` are
+    /// left to the next piece.
+    fn raw_piece(
+        &mut self,
+        path: &[String],
+        bytes: &[u8],
+        base: u64,
+        report_before: usize,
+        seen: &mut HashSet<(usize, String)>,
+    ) {
         let rules = self.rules;
         let mut found = Vec::new();
         decode::binary::printable_runs(bytes, MIN_RAW_STRING, |offset, run| {
+            if offset >= report_before {
+                return;
+            }
             for hit in rules.find(run) {
                 let secret = &run[hit.start..hit.end];
                 if seen.insert((hit.rule, secret.to_owned())) {
@@ -291,33 +318,60 @@ impl Scanner<'_> {
             }
         });
         for (rule, secret, within) in found {
-            self.push(path, rule, Secret::new(secret), Some(within), None, String::new());
+            let secret = Secret::with_prefix(secret.clone(), rules.public_prefix(rule, &secret));
+            self.push(path, rule, secret, Some(within), None, String::new());
         }
     }
 
-    fn text(&mut self, path: &[String], text: &str, first_line: u64) {
-        self.text_piece(path, text, 0, first_line);
+    fn text(&mut self, path: &[String], text: &str) {
+        self.text_piece(path, text, 0, text.len(), &mut HashSet::new());
     }
 
-    /// Matches a piece of text whose first `carried` bytes were matched with the piece before
-    /// (hits wholly inside them are not reported twice); `first_line` counts the lines before.
-    fn text_piece(&mut self, path: &[String], text: &str, carried: usize, first_line: u64) {
-        let hits = self.rules.find(text);
-        let mut line = first_line + 1;
+    /// Matches a piece of text that follows `lines_before` lines of its file; secrets starting
+    /// at or after `report_before` are left to the next piece. A secret already reported for
+    /// this file (same rule, same value) is not reported again.
+    fn text_piece(
+        &mut self,
+        path: &[String],
+        text: &str,
+        lines_before: u64,
+        report_before: usize,
+        seen: &mut HashSet<(usize, String)>,
+    ) {
+        let rules = self.rules;
+        let hits = rules.find(text);
+        let mut line = lines_before + 1;
         let mut line_start = 0usize;
         let mut scanned = 0usize;
-        for hit in hits {
-            if hit.end <= carried {
-                continue;
+        // The column of `column_at` (a position on the current line), so columns are counted
+        // from the previous secret, not from the start of a long line each time.
+        let (mut column_at, mut column) = (0usize, 1u64);
+        let mut reported = 0usize;
+        for (index, hit) in hits.iter().enumerate() {
+            if hit.start >= report_before {
+                break;
             }
-            for (index, _) in text[scanned..hit.start].match_indices('\n') {
+            for (at, _) in text[scanned..hit.start].match_indices('\n') {
                 line += 1;
-                line_start = scanned + index + 1;
+                line_start = scanned + at + 1;
             }
             scanned = hit.start;
-            let column = text[line_start..hit.start].chars().count() as u64 + 1;
-            let secret = Secret::new(text[hit.start..hit.end].to_owned());
-            let context = context_line(text, line_start, hit.start, hit.end, &secret);
+            if column_at < line_start {
+                (column_at, column) = (line_start, 1);
+            }
+            column += text[column_at..hit.start].chars().count() as u64;
+            column_at = hit.start;
+            let value = &text[hit.start..hit.end];
+            if !seen.insert((hit.rule, value.to_owned())) {
+                continue;
+            }
+            if reported == MAX_FINDINGS_PER_FILE {
+                self.warning(path, format!("more than {MAX_FINDINGS_PER_FILE} secrets in one file: the rest are not reported"));
+                break;
+            }
+            reported += 1;
+            let context = context_line(rules, text, line_start, &hits, index);
+            let secret = Secret::with_prefix(value.to_owned(), rules.public_prefix(hit.rule, value));
             self.push(path, hit.rule, secret, None, Some((line, column)), context);
         }
     }
@@ -347,15 +401,40 @@ impl Scanner<'_> {
     }
 }
 
-/// The secret's line, cut to a window around it, with the secret redacted.
-fn context_line(text: &str, line_start: usize, start: usize, end: usize, secret: &Secret) -> String {
-    let line_end = text[end..].find('\n').map_or(text.len(), |at| end + at);
-    let before: String = {
-        let chars: Vec<char> = text[line_start..start].chars().rev().take(CONTEXT_CHARS).collect();
-        chars.into_iter().rev().collect()
-    };
-    let after: String = text[end..line_end].chars().take(CONTEXT_CHARS).collect();
-    format!("{}{}{}", before.trim_start(), secret.redacted(), after.trim_end())
+/// One file reports at most this many secrets; a file with more is hostile or generated.
+const MAX_FINDINGS_PER_FILE: usize = 1000;
+
+/// The line around `hits[index]`, cut to a window of [`CONTEXT_CHARS`] each side, with every
+/// secret in the window redacted (not only the one reported).
+fn context_line(rules: &Rules, text: &str, line_start: usize, hits: &[Hit], index: usize) -> String {
+    let hit = &hits[index];
+    let window_start = text[line_start..hit.start]
+        .char_indices()
+        .rev()
+        .take(CONTEXT_CHARS)
+        .last()
+        .map_or(hit.start, |(at, _)| line_start + at);
+    let window_end = text[hit.end..]
+        .char_indices()
+        .take_while(|(_, c)| *c != '\n')
+        .take(CONTEXT_CHARS)
+        .last()
+        .map_or(hit.end, |(at, c)| hit.end + at + c.len_utf8());
+    let mut out = String::new();
+    let mut at = window_start;
+    let overlapping = hits.iter().skip_while(|other| other.end <= window_start).take_while(|other| other.start < window_end);
+    for other in overlapping {
+        if other.start > at {
+            out.push_str(&text[at..other.start]);
+        }
+        let value = &text[other.start..other.end];
+        out.push_str(&Secret::with_prefix(value.to_owned(), rules.public_prefix(other.rule, value)).redacted());
+        at = other.end.max(at);
+    }
+    if at < window_end {
+        out.push_str(&text[at..window_end]);
+    }
+    out.trim().to_owned()
 }
 
 #[cfg(test)]

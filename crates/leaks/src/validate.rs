@@ -17,6 +17,8 @@ pub enum Validator {
     /// A value found only by its name: it must mix letters and digits and must not read as a
     /// code identifier (`__X32_SYSCALL_BIT`, `empty_brace_token`, `my-secret-key-name`).
     Generic,
+    /// A password found by its name: it must not read as a code identifier or a path.
+    Password,
 }
 
 impl Validator {
@@ -26,6 +28,8 @@ impl Validator {
             Validator::Jwt => jwt_is_long_lived(secret),
             Validator::Pem => pem_has_body(secret),
             Validator::Generic => generic_value(secret),
+            // Passwords may be words joined by dashes (`correct-horse-battery-staple`).
+            Validator::Password => !reads_as_code(secret, false),
         }
     }
 }
@@ -119,30 +123,80 @@ fn jwt_is_long_lived(token: &str) -> bool {
 fn generic_value(value: &str) -> bool {
     let has_digit = value.bytes().any(|byte| byte.is_ascii_digit());
     let has_letter = value.bytes().any(|byte| byte.is_ascii_alphabetic());
-    if !has_digit || !has_letter {
-        return false;
-    }
+    // A bare 40-hex value is a commit or a SHA-1 digest far more often than a key.
+    let sha1 = value.len() == 40 && value.bytes().all(|byte| byte.is_ascii_hexdigit());
+    has_digit && has_letter && !sha1 && !reads_as_code(value, true)
+}
+
+/// Whether a value reads as code rather than as a secret: a constant (`__X32_SYSCALL_BIT`),
+/// words joined by separators (`empty_brace_token`, `my-secret-key-2024-prod`), a camelCase
+/// identifier (`accessTokenFromOAuth2Response`, `bcryptHashSync`), or a path without capitals
+/// (`certs/prod2/server_rsa`).
+fn reads_as_code(value: &str, joined_words: bool) -> bool {
     let constant = value.bytes().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_');
     if constant && value.contains('_') {
-        return false;
+        return true;
     }
-    // Words joined by separators, each all letters or all digits: a name, not a secret.
     let parts: Vec<&str> = value.split(['_', '-', '.']).filter(|part| !part.is_empty()).collect();
-    let wordy = parts.len() >= 2
+    let wordy = joined_words
+        && parts.len() >= 2
         && parts.iter().all(|part| {
             part.bytes().all(|byte| byte.is_ascii_alphabetic()) || part.bytes().all(|byte| byte.is_ascii_digit())
         });
-    !wordy
+    if wordy {
+        return true;
+    }
+    if value.contains('/') && !value.bytes().any(|byte| byte.is_ascii_uppercase()) {
+        return true;
+    }
+    camel_case_words(value)
+}
+
+/// `accessTokenFromOAuth2Response`: starts lower-case, and every letter run (split where case
+/// rises and after digits) is at least three letters, as words are. Random strings change case
+/// every couple of characters, so some run is shorter.
+fn camel_case_words(value: &str) -> bool {
+    let bytes = value.as_bytes();
+    if !bytes.first().is_some_and(u8::is_ascii_lowercase) || !bytes.iter().all(u8::is_ascii_alphanumeric) {
+        return false;
+    }
+    let mut runs = 0usize;
+    let mut shortest = usize::MAX;
+    let mut current = 0usize;
+    let mut previous: Option<u8> = None;
+    for &byte in bytes {
+        if byte.is_ascii_alphabetic() {
+            let starts_run = match previous {
+                None => true,
+                Some(before) => before.is_ascii_digit() || (byte.is_ascii_uppercase() && before.is_ascii_lowercase()),
+            };
+            if starts_run {
+                if current > 0 {
+                    shortest = shortest.min(current);
+                }
+                runs += 1;
+                current = 0;
+            }
+            current += 1;
+        }
+        previous = Some(byte);
+    }
+    shortest = shortest.min(current);
+    runs >= 2 && shortest >= 3
 }
 
 /// A private-key block needs a body of at least this many base64 characters to hold a key.
 const MIN_PEM_BODY: usize = 64;
 
 fn pem_has_body(block: &str) -> bool {
+    // The parts between `-----` markers that are not BEGIN/END labels: the body, on one line
+    // or many, with header lines (`Proc-Type:`) left out.
     let body_chars = block
-        .lines()
+        .split("-----")
+        .filter(|part| !part.starts_with("BEGIN ") && !part.starts_with("END "))
+        .flat_map(|part| part.lines())
         .flat_map(|line| line.split("\\n"))
-        .filter(|line| !line.starts_with("-----") && !line.contains(':'))
+        .filter(|line| !line.contains(':'))
         .flat_map(str::chars)
         .filter(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '='))
         .count();
@@ -196,6 +250,8 @@ mod tests {
         assert!(Validator::Pem.check(&block));
         let escaped = format!("-----BEGIN PRIVATE KEY-----\\n{body}\\n-----END PRIVATE KEY-----");
         assert!(Validator::Pem.check(&escaped));
+        let one_line = format!("-----BEGIN PRIVATE KEY----- {body} -----END PRIVATE KEY-----");
+        assert!(Validator::Pem.check(&one_line));
         assert!(!Validator::Pem.check("-----BEGIN PRIVATE KEY-----\n...\n-----END PRIVATE KEY-----"));
     }
 
@@ -204,8 +260,24 @@ mod tests {
         for value in ["cfg2Iuh9A5weDri7hxuizv2szGqrlJKx", "uP_yk3xUbapjf0ETx6xLLXknVcXKaiJCmSM8dbBu", "0123abcd9876fedc"] {
             assert!(Validator::Generic.check(value), "{value}");
         }
-        for value in ["__X32_SYSCALL_BIT", "empty_brace_token", "my-secret-key-2024-prod", "abcdefghijklmnopqrst", "12345678901234567"] {
+        for value in [
+            "__X32_SYSCALL_BIT",
+            "empty_brace_token",
+            "my-secret-key-2024-prod",
+            "abcdefghijklmnopqrst",
+            "12345678901234567",
+            "accessTokenFromOAuth2Response",
+            "generateCsrfToken2",
+            "3f786850e387550fdab836ed7e6dc881de23001b",
+            "certs/prod2/server_rsa",
+        ] {
             assert!(!Validator::Generic.check(value), "{value}");
+        }
+        for value in ["encryptedPassword", "confirmPassword", "bcryptHashSync", "certs/prod2/server_rsa"] {
+            assert!(!Validator::Password.check(value), "{value}");
+        }
+        for value in ["wlNAl__mLt7oKW", "Gg7Nk_U4Wi0MeSgE", "Tr0ub4dor$xK9pLm2qRt", "correct-horse-battery-staple", "uJaosgwgEodm"] {
+            assert!(Validator::Password.check(value), "{value}");
         }
     }
 

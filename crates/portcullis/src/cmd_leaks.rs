@@ -132,10 +132,15 @@ async fn scan(config_path: &Path, args: ScanArgs) -> anyhow::Result<ExitCode> {
     let inputs: Vec<&Path> = args.paths.iter().map(PathBuf::as_path).collect();
     let outcome = tokio::task::block_in_place(|| leaks::scan(&rules, &inputs, &options));
 
+    // Every key found is revoked, those a baseline accepts included: it leaked.
+    let revoked_all = match &keyring {
+        Some(keyring) => revoke(keyring, &outcome.findings).await,
+        None => true,
+    };
     if let Some(path) = &args.write_baseline {
         Baseline::write(path, &outcome.findings)?;
         eprintln!("Wrote {} finding(s) to the baseline {}.", outcome.findings.len(), path.display());
-        return Ok(ExitCode::SUCCESS);
+        return Ok(if revoked_all { ExitCode::SUCCESS } else { ExitCode::from(2) });
     }
     let accepted = outcome.findings.iter().filter(|finding| baseline.contains(finding)).count();
     let findings: Vec<leaks::Finding> =
@@ -160,16 +165,21 @@ async fn scan(config_path: &Path, args: ScanArgs) -> anyhow::Result<ExitCode> {
             stdout.flush()?;
         }
     }
-    if let Some(keyring) = keyring {
-        // Every key found is revoked, those the baseline accepts included: it leaked.
-        revoke(&keyring, &outcome.findings).await?;
-    }
     let leaked = findings.iter().any(|finding| !finding.public);
-    Ok(if leaked { ExitCode::from(1) } else { ExitCode::SUCCESS })
+    Ok(if !revoked_all {
+        ExitCode::from(2)
+    } else if leaked {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
-/// Revokes each distinct Portcullis key found, and says which were live.
-async fn revoke(keyring: &gateway::keys::Keyring, findings: &[leaks::Finding]) -> anyhow::Result<()> {
+/// Revokes each distinct Portcullis key found, and says which were live. A key that cannot be
+/// revoked (the store or the audit log failing) is reported and the others are still tried;
+/// returns whether every one was dealt with.
+async fn revoke(keyring: &gateway::keys::Keyring, findings: &[leaks::Finding]) -> bool {
+    let mut all = true;
     use gateway::keys::LeakedKey;
     let mut done = std::collections::HashSet::new();
     for finding in findings {
@@ -180,17 +190,21 @@ async fn revoke(keyring: &gateway::keys::Keyring, findings: &[leaks::Finding]) -
         }
         let kid = key.kid();
         let shown = finding.location();
-        match keyring.revoke_leaked(secret, &shown).await? {
-            LeakedKey::Revoked { was_live, announced, .. } => {
+        match keyring.revoke_leaked(secret, &shown).await {
+            Err(error) => {
+                all = false;
+                eprintln!("error: key {kid} (found at {shown}) could not be revoked: {error}");
+            }
+            Ok(LeakedKey::Revoked { was_live, announced, .. }) => {
                 let state = if was_live { "was live" } else { "had expired" };
                 let when = if announced { "every running server was told" } else { "servers refuse it within their key cache interval" };
                 eprintln!("revoked: key {kid} ({state}; found at {shown}); {when}");
             }
-            LeakedKey::AlreadyRevoked { .. } => eprintln!("already revoked: key {kid} (found at {shown})"),
-            LeakedKey::NotInStore => eprintln!("not in this store: key {kid} (found at {shown}); nothing revoked"),
+            Ok(LeakedKey::AlreadyRevoked { .. }) => eprintln!("already revoked: key {kid} (found at {shown})"),
+            Ok(LeakedKey::NotInStore) => eprintln!("not in this store: key {kid} (found at {shown}); nothing revoked"),
         }
     }
-    Ok(())
+    all
 }
 
 /// Writes a report to a temporary file beside `path` and renames it into place.

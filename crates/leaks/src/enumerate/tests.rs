@@ -211,3 +211,48 @@ fn missing_input_is_a_warning() {
     assert_eq!(recorder.warnings.len(), 1);
     assert!(recorder.warnings[0].1.starts_with("cannot read"));
 }
+
+#[test]
+fn a_zip_too_large_to_hold_is_opened_from_disk_member_by_member() {
+    let members: Vec<(String, Vec<u8>)> = (0..8).map(|i| (format!("m{i}.txt"), vec![b'a' + i as u8; 4000])).collect();
+    let refs: Vec<(&str, &[u8])> = members.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())).collect();
+    let directory = tempfile::tempdir().unwrap();
+    let path = directory.path().join("big.ipa");
+    std::fs::write(&path, zip_of(&refs)).unwrap();
+    let mut recorder = Recorder::default();
+    Enumerator::new(Limits { max_member_bytes: 1000, ..Limits::default() }, &mut recorder).input(&path, false);
+    // Each member is itself over the in-memory cap, so each is streamed: but as a member.
+    let streamed: Vec<&str> = recorder.large.iter().map(|(name, _)| name.rsplit('!').next().unwrap()).collect();
+    assert_eq!(streamed, ["m0.txt", "m1.txt", "m2.txt", "m3.txt", "m4.txt", "m5.txt", "m6.txt", "m7.txt"]);
+    assert!(recorder.warnings.is_empty(), "{:?}", recorder.warnings);
+}
+
+#[test]
+fn after_a_corrupt_tar_header_the_rest_is_scanned_raw() {
+    let mut tar = tar::Builder::new(Vec::new());
+    for (name, body) in [("a.txt", &b"first member"[..]), ("b.txt", &b"second member holds the key"[..])] {
+        let mut header = tar::Header::new_gnu();
+        header.set_size(body.len() as u64);
+        header.set_mode(0o644);
+        header.set_cksum();
+        tar.append_data(&mut header, name, body).unwrap();
+    }
+    let mut bytes = tar.into_inner().unwrap();
+    // Break the second header's checksum.
+    bytes[1024 + 148] ^= 0x55;
+    let recorder = run(&bytes, Limits::default());
+    assert_eq!(recorder.files[0].0, "app.zip!a.txt");
+    assert!(recorder.warnings[0].1.contains("corrupt tar member"), "{:?}", recorder.warnings);
+    let rest = &recorder.files[1].1;
+    assert!(rest.windows(8).any(|window| window == b"the key\0" || window == b"olds the"), "raw rest scanned");
+}
+
+#[test]
+fn once_the_byte_cap_is_spent_the_rest_of_the_archive_is_skipped() {
+    let data = vec![9u8; 200_000];
+    let members: Vec<(String, Vec<u8>)> = (0..20).map(|i| (format!("f{i}"), data.clone())).collect();
+    let refs: Vec<(&str, &[u8])> = members.iter().map(|(name, bytes)| (name.as_str(), bytes.as_slice())).collect();
+    let recorder = run(&zip_of(&refs), Limits { max_total_bytes: 500_000, ..Limits::default() });
+    assert!(recorder.files.len() <= 3, "{}", recorder.files.len());
+    assert_eq!(recorder.warnings.len(), 1, "{:?}", recorder.warnings);
+}

@@ -99,3 +99,39 @@ fn public_identifiers_are_findings_marked_public() {
     assert!(outcome.findings[0].public);
 }
 
+
+#[test]
+fn context_redacts_every_secret_in_its_window_not_only_its_own() {
+    let stripe = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+    let text = format!("{{apiKey:\"AIzaSyB3x9Qp2Lm7Rt5Vw8Zy1Ab4Cd6Ef0Gh2Ij\",stripeKey:\"{stripe}\"}}\n");
+    let outcome = scan_one("bundle.js", text.as_bytes());
+    assert_eq!(outcome.findings.len(), 2, "{:?}", outcome.findings);
+    for finding in &outcome.findings {
+        assert!(!finding.context.contains("4eC39HqLyjWD"), "{}", finding.context);
+        assert!(!finding.context.contains("B3x9Qp2Lm7"), "{}", finding.context);
+    }
+}
+
+#[test]
+fn a_file_full_of_secrets_is_capped_and_repeats_are_reported_once() {
+    let mut random = crate::corpus::app::Random::new(3);
+    let mut text = String::new();
+    for _ in 0..3000 {
+        text.push_str(&format!("AKIA{} ", random.string(b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", 16)));
+    }
+    let outcome = scan_one("hostile.txt", text.as_bytes());
+    assert_eq!(outcome.findings.len(), MAX_FINDINGS_PER_FILE);
+    assert!(outcome.warnings[0].message.contains("the rest are not reported"));
+    let repeated = format!("{GITHUB}\n").repeat(50);
+    assert_eq!(scan_one("repeated.txt", repeated.as_bytes()).findings.len(), 1);
+}
+
+#[test]
+fn utf16_text_with_a_byte_order_mark_is_read_as_text() {
+    let text = format!("\"api_url\" = \"https://example.com\";\n\"token\" = \"{GITHUB}\";\n");
+    let mut bytes = vec![0xff, 0xfe];
+    bytes.extend(text.encode_utf16().flat_map(u16::to_le_bytes));
+    let outcome = scan_one("Localizable.strings", &bytes);
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    assert_eq!(outcome.findings[0].line, Some(2));
+}
