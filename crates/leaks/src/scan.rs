@@ -132,11 +132,9 @@ fn sniff(path: &[String], bytes: &[u8]) -> Format {
         Format::Binary
     } else if decode::plist::sniff(bytes) {
         Format::Plist
-    } else if !looks_like_text(head)
-        && (name.ends_with(".pb")
-            || (name.ends_with("AndroidManifest.xml") && path.len() > 1)
-            || name.ends_with("/resources.pb"))
-    {
+    } else if !looks_like_text(head) && path.len() > 1 && (name.ends_with(".pb") || name.ends_with(".xml")) {
+        // In an AAB, resource tables and every compiled XML file (the manifest, `res/xml`,
+        // layouts) are aapt2 protobuf; binary XML with the AXML magic was taken above.
         Format::Protobuf
     } else if looks_like_text(head) {
         Format::Text

@@ -166,7 +166,8 @@ fn scan_runs(bytes: &[u8], min_len: usize, each: &mut dyn FnMut(usize, &str) -> 
     ControlFlow::Continue(())
 }
 
-/// Which bytes count as printable: 0x20 to 0x7e, and tab.
+/// Which bytes count as printable: 0x20 to 0x7e, tab, and line breaks, so a multi-line string
+/// in a binary (a PEM private key in `.rodata` or `__cstring`) stays one run.
 static PRINTABLE: [bool; 256] = {
     let mut table = [false; 256];
     let mut byte = 0x20;
@@ -175,6 +176,8 @@ static PRINTABLE: [bool; 256] = {
         byte += 1;
     }
     table[b'\t' as usize] = true;
+    table[b'\n' as usize] = true;
+    table[b'\r' as usize] = true;
     table
 };
 
@@ -905,9 +908,9 @@ mod tests {
     }
 
     #[test]
-    fn tab_is_printable_and_newline_and_high_bytes_end_a_run() {
+    fn tab_and_line_breaks_are_printable_and_high_bytes_end_a_run() {
         assert_eq!(runs(b"key\tvalue1", 8), [(0, "key\tvalue1".to_owned())]);
-        assert_eq!(runs(b"abcdefgh\nijklmnop\xe9qrstuvwx", 8).len(), 3);
+        assert_eq!(runs(b"abcdefgh\nijklmnop\xe9qrstuvwx", 8), [(0, "abcdefgh\nijklmnop".to_owned()), (18, "qrstuvwx".to_owned())]);
     }
 
     #[test]

@@ -90,6 +90,8 @@ fn sniffing_goes_by_content_not_name() {
     assert_eq!(sniff(&["app.aab".into(), "base/resources.pb".into()], &[0x0a, 0x02, 0x00, 0x01]), Format::Protobuf);
     assert_eq!(sniff(&["x".into()], &[0, 1, 2, 3, 0xff]), Format::Raw);
     assert_eq!(sniff(&["x".into()], b"bplist00rest"), Format::Plist);
+    assert_eq!(sniff(&["app.aab".into(), "base/res/xml/config.xml".into()], &[0x0a, 0x02, 0x00, 0x01]), Format::Protobuf);
+    assert_eq!(sniff(&["strings.xml".into()], b"<resources/>"), Format::Text);
 }
 
 #[test]
@@ -134,4 +136,17 @@ fn utf16_text_with_a_byte_order_mark_is_read_as_text() {
     let outcome = scan_one("Localizable.strings", &bytes);
     assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
     assert_eq!(outcome.findings[0].line, Some(2));
+}
+
+#[test]
+fn a_pem_private_key_in_a_native_library_is_found_whole() {
+    let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7VJTUt9Us8cKjMzEfYyjiWA4R4/M2bS1GB4t7NXp98C3SC6dVMvDuictGeurT8jNbvJZHtCSuYEvuNMoSfm76oqFvAp8Gy0iz5sxjZmSnXyCdPEovGhLa0VzMaQ8s+CLOyS56YyCFGeJZ";
+    let pem = format!("-----BEGIN PRIVATE KEY-----\n{body}\n-----END PRIVATE KEY-----\n");
+    let mut rodata = b"JNI_OnLoad\0".to_vec();
+    rodata.extend_from_slice(pem.as_bytes());
+    rodata.push(0);
+    let outcome = scan_one("libnative.so", &crate::corpus::elf::build(&rodata));
+    assert_eq!(outcome.findings.len(), 1, "{:?} {:?}", outcome.findings, outcome.warnings);
+    assert_eq!(outcome.findings[0].rule, "private-key-pem");
+    assert_eq!(outcome.findings[0].secret.expose(), pem.trim_end());
 }
