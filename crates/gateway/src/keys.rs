@@ -47,8 +47,14 @@ pub enum KeyError {
 pub enum LeakedKey {
     /// Revoked now; `was_live`: it was unexpired and usable until this moment; `announced`: the
     /// running nodes were told at once (else they see it within their key cache interval).
-    Revoked { kid: String, was_live: bool, announced: bool },
-    AlreadyRevoked { kid: String },
+    Revoked {
+        kid: String,
+        was_live: bool,
+        announced: bool,
+    },
+    AlreadyRevoked {
+        kid: String,
+    },
     /// No key in this store has this secret.
     NotInStore,
 }

@@ -34,7 +34,11 @@ fn bench(c: &mut Criterion) {
     text.bench_function("source_one_secret", |b| b.iter(|| rules.find(black_box(&dirty))));
     text.finish();
 
-    let strings = ["Lcom/example/app/MainActivity;", "https://api.example.com/v1/models", "google_api_key = AIzaSyB3x9Qp2Lm7Rt5Vw8Zy1Ab4Cd6Ef0Gh2Ij"];
+    let strings = [
+        "Lcom/example/app/MainActivity;",
+        "https://api.example.com/v1/models",
+        "google_api_key = AIzaSyB3x9Qp2Lm7Rt5Vw8Zy1Ab4Cd6Ef0Gh2Ij",
+    ];
     let mut short = c.benchmark_group("rules_find_string");
     for (name, value) in [("class_name", strings[0]), ("url", strings[1]), ("named_key", strings[2])] {
         short.bench_function(name, |b| b.iter(|| rules.find(black_box(value))));
@@ -58,7 +62,9 @@ fn bench(c: &mut Criterion) {
     let apk = leaks::corpus::app::android("app.apk", &mut random, &mut truth);
     let mut whole = c.benchmark_group("scan_bytes");
     whole.throughput(Throughput::Bytes(apk.len() as u64));
-    whole.bench_function("seeded_apk", |b| b.iter(|| leaks::scan_bytes(&rules, "app.apk", black_box(&apk), &Limits::default())));
+    whole.bench_function("seeded_apk", |b| {
+        b.iter(|| leaks::scan_bytes(&rules, "app.apk", black_box(&apk), &Limits::default()))
+    });
     whole.finish();
     c.bench_function("rules_builtin", |b| b.iter(|| black_box(Rules::builtin().is_ok())));
 }

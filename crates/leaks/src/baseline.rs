@@ -59,7 +59,8 @@ impl Baseline {
     pub fn load(path: &Path) -> Result<Baseline, BaselineError> {
         let shown = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|error| BaselineError::Read(shown.clone(), error))?;
-        let file: BaselineFile = serde_json::from_str(&text).map_err(|error| BaselineError::Parse(shown.clone(), error))?;
+        let file: BaselineFile =
+            serde_json::from_str(&text).map_err(|error| BaselineError::Parse(shown.clone(), error))?;
         if file.version != 1 {
             return Err(BaselineError::Version(shown, file.version));
         }

@@ -331,7 +331,8 @@ impl<'v, V: Visit> Enumerator<'v, V> {
                 Err(error) => {
                     // The stream is out of step after a bad header: what follows is scanned as
                     // raw bytes, so stored text (keys included) is still seen.
-                    self.visitor.warning(path, format!("corrupt tar member: {error}; the rest is scanned as raw bytes"));
+                    self.visitor
+                        .warning(path, format!("corrupt tar member: {error}; the rest is scanned as raw bytes"));
                     if let Some(rest) = bytes.get(resume..).filter(|rest| !rest.is_empty()) {
                         self.visitor.file(path, rest);
                     }

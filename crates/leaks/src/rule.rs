@@ -175,7 +175,8 @@ impl Rules {
             .keywords
             .iter()
             .filter(|keyword| {
-                secret.len() >= keyword.len() && secret.as_bytes()[..keyword.len()].eq_ignore_ascii_case(keyword.as_bytes())
+                secret.len() >= keyword.len()
+                    && secret.as_bytes()[..keyword.len()].eq_ignore_ascii_case(keyword.as_bytes())
             })
             .map(String::len)
             .max()
@@ -250,15 +251,7 @@ mod tests {
     use super::*;
 
     fn rules() -> Rules {
-        match Rules::builtin() {
-            Ok(rules) => rules,
-            Err(error) => unreachable_rules(error),
-        }
-    }
-
-    #[expect(clippy::panic, reason = "a test fails loudly when the shipped rules do not load")]
-    fn unreachable_rules(error: RuleError) -> Rules {
-        panic!("{error}")
+        Rules::builtin().unwrap_or_else(|error| panic!("{error}"))
     }
 
     /// The shipped rules load, and there are enough of them to cover what apps leak.
@@ -321,7 +314,8 @@ mod tests {
         let twice = format!("{}\n{}", base(""), base(""));
         let error = Rules::parse(&twice).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(error.contains("used twice"), "{error}");
-        let error = Rules::parse(&base("").replace("'''x'''", "'''(x'''")).err().map(|e| e.to_string()).unwrap_or_default();
+        let error =
+            Rules::parse(&base("").replace("'''x'''", "'''(x'''")).err().map(|e| e.to_string()).unwrap_or_default();
         assert!(error.starts_with("rule x: pattern"), "{error}");
     }
 

@@ -364,7 +364,10 @@ impl Scanner<'_> {
                 continue;
             }
             if reported == MAX_FINDINGS_PER_FILE {
-                self.warning(path, format!("more than {MAX_FINDINGS_PER_FILE} secrets in one file: the rest are not reported"));
+                self.warning(
+                    path,
+                    format!("more than {MAX_FINDINGS_PER_FILE} secrets in one file: the rest are not reported"),
+                );
                 break;
             }
             reported += 1;
@@ -420,7 +423,8 @@ fn context_line(rules: &Rules, text: &str, line_start: usize, hits: &[Hit], inde
         .map_or(hit.end, |(at, c)| hit.end + at + c.len_utf8());
     let mut out = String::new();
     let mut at = window_start;
-    let overlapping = hits.iter().skip_while(|other| other.end <= window_start).take_while(|other| other.start < window_end);
+    let overlapping =
+        hits.iter().skip_while(|other| other.end <= window_start).take_while(|other| other.start < window_end);
     for other in overlapping {
         if other.start > at {
             out.push_str(&text[at..other.start]);

@@ -257,7 +257,9 @@ mod tests {
 
     #[test]
     fn generic_values_must_not_read_as_identifiers() {
-        for value in ["cfg2Iuh9A5weDri7hxuizv2szGqrlJKx", "uP_yk3xUbapjf0ETx6xLLXknVcXKaiJCmSM8dbBu", "0123abcd9876fedc"] {
+        for value in
+            ["cfg2Iuh9A5weDri7hxuizv2szGqrlJKx", "uP_yk3xUbapjf0ETx6xLLXknVcXKaiJCmSM8dbBu", "0123abcd9876fedc"]
+        {
             assert!(Validator::Generic.check(value), "{value}");
         }
         for value in [
@@ -276,7 +278,13 @@ mod tests {
         for value in ["encryptedPassword", "confirmPassword", "bcryptHashSync", "certs/prod2/server_rsa"] {
             assert!(!Validator::Password.check(value), "{value}");
         }
-        for value in ["wlNAl__mLt7oKW", "Gg7Nk_U4Wi0MeSgE", "Tr0ub4dor$xK9pLm2qRt", "correct-horse-battery-staple", "uJaosgwgEodm"] {
+        for value in [
+            "wlNAl__mLt7oKW",
+            "Gg7Nk_U4Wi0MeSgE",
+            "Tr0ub4dor$xK9pLm2qRt",
+            "correct-horse-battery-staple",
+            "uJaosgwgEodm",
+        ] {
             assert!(Validator::Password.check(value), "{value}");
         }
     }

@@ -197,7 +197,11 @@ async fn revoke(keyring: &gateway::keys::Keyring, findings: &[leaks::Finding]) -
             }
             Ok(LeakedKey::Revoked { was_live, announced, .. }) => {
                 let state = if was_live { "was live" } else { "had expired" };
-                let when = if announced { "every running server was told" } else { "servers refuse it within their key cache interval" };
+                let when = if announced {
+                    "every running server was told"
+                } else {
+                    "servers refuse it within their key cache interval"
+                };
                 eprintln!("revoked: key {kid} ({state}; found at {shown}); {when}");
             }
             Ok(LeakedKey::AlreadyRevoked { .. }) => eprintln!("already revoked: key {kid} (found at {shown})"),
@@ -210,8 +214,8 @@ async fn revoke(keyring: &gateway::keys::Keyring, findings: &[leaks::Finding]) -
 /// Writes a report to a temporary file beside `path` and renames it into place.
 fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
     let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut temporary = tempfile::NamedTempFile::new_in(directory)
-        .with_context(|| format!("cannot write {}", path.display()))?;
+    let mut temporary =
+        tempfile::NamedTempFile::new_in(directory).with_context(|| format!("cannot write {}", path.display()))?;
     temporary.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
     temporary.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
     Ok(())

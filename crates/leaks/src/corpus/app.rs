@@ -58,7 +58,7 @@ impl Random {
         Random(seed)
     }
 
-    pub fn next(&mut self) -> u64 {
+    pub fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
         let mut z = self.0;
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
@@ -67,7 +67,7 @@ impl Random {
     }
 
     pub fn string(&mut self, alphabet: &[u8], len: usize) -> String {
-        (0..len).map(|_| char::from(alphabet[(self.next() % alphabet.len() as u64) as usize])).collect()
+        (0..len).map(|_| char::from(alphabet[(self.next_u64() % alphabet.len() as u64) as usize])).collect()
     }
 
     pub fn digits(&mut self, len: usize) -> String {
@@ -100,10 +100,7 @@ impl Keys<'_> {
         ("github-pat", format!("ghp_{}", self.0.string(ALNUM, 36)))
     }
     pub fn openai(&mut self) -> (&'static str, String) {
-        (
-            "openai-project-key",
-            format!("sk-proj-{}T3BlbkFJ{}", self.0.string(URLSAFE, 74), self.0.string(URLSAFE, 74)),
-        )
+        ("openai-project-key", format!("sk-proj-{}T3BlbkFJ{}", self.0.string(URLSAFE, 74), self.0.string(URLSAFE, 74)))
     }
     pub fn anthropic(&mut self) -> (&'static str, String) {
         ("anthropic-api-key", format!("sk-ant-api03-{}AA", self.0.string(URLSAFE, 93)))
@@ -132,10 +129,7 @@ impl Keys<'_> {
     }
     pub fn slack_webhook(&mut self) -> (&'static str, String) {
         let (team, bot) = (self.0.string(UPPER32, 10), self.0.string(UPPER32, 10));
-        (
-            "slack-webhook-url",
-            format!("https://hooks.slack.com/services/T{team}/B{bot}/{}", self.0.string(ALNUM, 24)),
-        )
+        ("slack-webhook-url", format!("https://hooks.slack.com/services/T{team}/B{bot}/{}", self.0.string(ALNUM, 24)))
     }
     /// A high-entropy value with no vendor format: found only by its name.
     pub fn generic(&mut self) -> (&'static str, String) {
@@ -155,7 +149,14 @@ fn decoy_values(random: &mut Random) -> Vec<String> {
         bad_crc,
         "AKIAIOSFODNN7EXAMPLE".to_owned(),
         "sk_live_xxxxxxxxxxxxxxxxxxxxxxxx".to_owned(),
-        format!("{}-{}-4{}-a{}-{}", random.string(HEX, 8), random.string(HEX, 4), random.string(HEX, 3), random.string(HEX, 3), random.string(HEX, 12)),
+        format!(
+            "{}-{}-4{}-a{}-{}",
+            random.string(HEX, 8),
+            random.string(HEX, 4),
+            random.string(HEX, 3),
+            random.string(HEX, 3),
+            random.string(HEX, 12)
+        ),
         format!("build {}", random.string(HEX, 40)),
         format!("sha256:{}", random.string(HEX, 64)),
         format!("ghp_{}", random.string(ALNUM, 12)),
@@ -168,7 +169,8 @@ fn zip_of(members: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
     for (name, bytes, stored) in members {
         let method = if *stored { zip::CompressionMethod::Stored } else { zip::CompressionMethod::Deflated };
-        let options = SimpleFileOptions::default().compression_method(method).last_modified_time(zip::DateTime::default());
+        let options =
+            SimpleFileOptions::default().compression_method(method).last_modified_time(zip::DateTime::default());
         // Writing to memory with names we chose cannot fail.
         if writer.start_file(name.as_str(), options).is_ok() {
             let _ = writer.write_all(bytes);
@@ -183,7 +185,13 @@ struct App<'t> {
 }
 
 impl App<'_> {
-    fn plant(&mut self, members: &[&str], within: Option<String>, place: &str, (rule, secret): (&str, String)) -> String {
+    fn plant(
+        &mut self,
+        members: &[&str],
+        within: Option<String>,
+        place: &str,
+        (rule, secret): (&str, String),
+    ) -> String {
         self.truth.planted.push(Planted {
             file: self.file.clone(),
             members: members.iter().map(|member| (*member).to_owned()).collect(),
@@ -217,13 +225,14 @@ pub fn android(file: &str, random: &mut Random, truth: &mut Truth) -> Vec<u8> {
     let mut keys = Keys(random);
 
     let stripe = app.plant(&["classes.dex"], None, "dex", keys.stripe());
-    let mut dex_strings = vec!["Lcom/example/app/MainActivity;".to_owned(), stripe, "https://api.example.com/v1".to_owned()];
+    let mut dex_strings =
+        vec!["Lcom/example/app/MainActivity;".to_owned(), stripe, "https://api.example.com/v1".to_owned()];
     for value in &decoys[..4] {
         app.decoy("dex", value);
         dex_strings.push(value.clone());
     }
     let ours = app.plant(&["classes2.dex"], None, "dex", keys.portcullis());
-    let dex2_strings = vec!["Lcom/example/app/ModelClient;".to_owned(), "Authorization".to_owned(), ours];
+    let dex2_strings = ["Lcom/example/app/ModelClient;".to_owned(), "Authorization".to_owned(), ours];
 
     let openai = app.plant(&["resources.arsc"], Some("string/openai_api_key".into()), "arsc", keys.openai());
     let google = app.plant(&["resources.arsc"], Some("string/google_api_key".into()), "arsc", keys.google_api_key());
@@ -349,11 +358,8 @@ pub fn ios(file: &str, random: &mut Random, truth: &mut Truth) -> Vec<u8> {
 
     let info_key = member("Info.plist");
     let ours = app.plant(&[&info_key], Some("ModelAPIKey".into()), "binary-plist", keys.portcullis());
-    let info = binary_plist(&[
-        ("CFBundleIdentifier", "com.example.app"),
-        ("ModelAPIKey", &ours),
-        ("BuildHash", &decoys[4]),
-    ]);
+    let info =
+        binary_plist(&[("CFBundleIdentifier", "com.example.app"), ("ModelAPIKey", &ours), ("BuildHash", &decoys[4])]);
     app.decoy("binary-plist", &decoys[4]);
     let google_member = member("GoogleService-Info.plist");
     let google = app.plant(&[&google_member], Some("API_KEY".into()), "xml-plist", keys.google_api_key());
@@ -410,7 +416,12 @@ pub fn source_tree(prefix: &str, random: &mut Random, truth: &mut Truth) -> Vec<
     let mut keys = Keys(random);
     let ours = plant(".env", "env", keys.portcullis());
     let aws = plant(".env", "env", keys.aws_key_id());
-    add(".env", format!("PORTCULLIS_KEY={ours}\nAWS_ACCESS_KEY_ID={aws}\nAWS_REGION=eu-west-1\nDATABASE_URL=${{DATABASE_URL}}\n"));
+    add(
+        ".env",
+        format!(
+            "PORTCULLIS_KEY={ours}\nAWS_ACCESS_KEY_ID={aws}\nAWS_REGION=eu-west-1\nDATABASE_URL=${{DATABASE_URL}}\n"
+        ),
+    );
     let stripe = plant("app/src/main/java/com/example/Payments.kt", "kotlin", keys.stripe());
     add(
         "app/src/main/java/com/example/Payments.kt",
@@ -446,7 +457,10 @@ pub fn source_tree(prefix: &str, random: &mut Random, truth: &mut Truth) -> Vec<
     let github = plant(".github/workflows/release.yml", "yaml", keys.github());
     add(
         ".github/workflows/release.yml",
-        format!("name: release\non: push\nenv:\n  GH_TOKEN: {github}\n  API_KEY: ${{{{ secrets.API_KEY }}}}\n  IMAGE: \"{}\"\n", decoys[5]),
+        format!(
+            "name: release\non: push\nenv:\n  GH_TOKEN: {github}\n  API_KEY: ${{{{ secrets.API_KEY }}}}\n  IMAGE: \"{}\"\n",
+            decoys[5]
+        ),
     );
     let slack = plant("ios/Example/Info.plist", "xml-plist", keys.slack());
     add(
@@ -456,7 +470,10 @@ pub fn source_tree(prefix: &str, random: &mut Random, truth: &mut Truth) -> Vec<
     );
     add(
         "README.md",
-        format!("# Example\n\nSet `AWS_ACCESS_KEY_ID` (for example `{}`) and `STRIPE_KEY` (`{}`).\n", decoys[1], decoys[2]),
+        format!(
+            "# Example\n\nSet `AWS_ACCESS_KEY_ID` (for example `{}`) and `STRIPE_KEY` (`{}`).\n",
+            decoys[1], decoys[2]
+        ),
     );
     for (index, value) in decoys.iter().enumerate() {
         if matches!(index, 1 | 2 | 3 | 4 | 5 | 8) {

@@ -910,7 +910,10 @@ mod tests {
     #[test]
     fn tab_and_line_breaks_are_printable_and_high_bytes_end_a_run() {
         assert_eq!(runs(b"key\tvalue1", 8), [(0, "key\tvalue1".to_owned())]);
-        assert_eq!(runs(b"abcdefgh\nijklmnop\xe9qrstuvwx", 8), [(0, "abcdefgh\nijklmnop".to_owned()), (18, "qrstuvwx".to_owned())]);
+        assert_eq!(
+            runs(b"abcdefgh\nijklmnop\xe9qrstuvwx", 8),
+            [(0, "abcdefgh\nijklmnop".to_owned()), (18, "qrstuvwx".to_owned())]
+        );
     }
 
     #[test]

@@ -1,5 +1,3 @@
-#![expect(clippy::unwrap_used, reason = "tests build their own archives")]
-
 use std::io::Write;
 
 use zip::write::SimpleFileOptions;

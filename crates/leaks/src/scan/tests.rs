@@ -1,5 +1,3 @@
-#![expect(clippy::unwrap_used, reason = "tests build their own inputs")]
-
 use super::*;
 
 const GITHUB: &str = "ghp_Zk3Lm9Qw2Er5Ty8Ui1Op4As7Df0Gh3Jk6LzX";
@@ -29,7 +27,11 @@ fn text_findings_have_line_column_and_a_redacted_context() {
 fn decoded_strings_are_matched_with_their_name_as_context() {
     // A high-entropy value with no vendor format is a secret only because of its name.
     let value = "q8Zt1Lmw9Pxv0RsT7uYb2Nc4Kd6Hf3Jg";
-    let arsc = crate::corpus::arsc::build("com.example", &[("string", "api_secret", value), ("string", "build_id", value)], true);
+    let arsc = crate::corpus::arsc::build(
+        "com.example",
+        &[("string", "api_secret", value), ("string", "build_id", value)],
+        true,
+    );
     let outcome = scan_one("resources.arsc", &arsc);
     assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
     let finding = &outcome.findings[0];
@@ -90,7 +92,10 @@ fn sniffing_goes_by_content_not_name() {
     assert_eq!(sniff(&["app.aab".into(), "base/resources.pb".into()], &[0x0a, 0x02, 0x00, 0x01]), Format::Protobuf);
     assert_eq!(sniff(&["x".into()], &[0, 1, 2, 3, 0xff]), Format::Raw);
     assert_eq!(sniff(&["x".into()], b"bplist00rest"), Format::Plist);
-    assert_eq!(sniff(&["app.aab".into(), "base/res/xml/config.xml".into()], &[0x0a, 0x02, 0x00, 0x01]), Format::Protobuf);
+    assert_eq!(
+        sniff(&["app.aab".into(), "base/res/xml/config.xml".into()], &[0x0a, 0x02, 0x00, 0x01]),
+        Format::Protobuf
+    );
     assert_eq!(sniff(&["strings.xml".into()], b"<resources/>"), Format::Text);
 }
 
@@ -100,7 +105,6 @@ fn public_identifiers_are_findings_marked_public() {
     assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
     assert!(outcome.findings[0].public);
 }
-
 
 #[test]
 fn context_redacts_every_secret_in_its_window_not_only_its_own() {

@@ -42,7 +42,14 @@ fn every_planted_key_is_found_in_its_place_and_no_decoy_is() {
             .filter(|finding| finding["secret"] == planted.secret.as_str())
             .filter(|finding| finding["file"].as_str().unwrap().ends_with(&planted.file))
             .collect();
-        assert!(!matching.is_empty(), "not found: {} {} in {} {:?}", planted.place, planted.rule, planted.file, planted.members);
+        assert!(
+            !matching.is_empty(),
+            "not found: {} {} in {} {:?}",
+            planted.place,
+            planted.rule,
+            planted.file,
+            planted.members
+        );
         let finding = matching[0];
         let members: Vec<&str> = finding["members"].as_array().unwrap().iter().map(|m| m.as_str().unwrap()).collect();
         assert_eq!(members, planted.members, "{}: wrong member", planted.place);
@@ -110,7 +117,12 @@ fn sarif_is_2_1_0_with_a_result_per_finding() {
     assert!(nested["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].as_str().unwrap().ends_with(".apk"));
     let text_result = results
         .iter()
-        .find(|result| result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"].as_str().unwrap().ends_with("settings.py"))
+        .find(|result| {
+            result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+                .as_str()
+                .unwrap()
+                .ends_with("settings.py")
+        })
         .unwrap();
     assert_eq!(text_result["locations"][0]["physicalLocation"]["region"]["startLine"], 3);
 }
@@ -225,7 +237,11 @@ fn hostile_inputs_are_located_warnings_and_the_scan_goes_on() {
     let arsc = &arsc[..arsc.len() * 2 / 3];
     put(
         "broken.apk",
-        &zip_of(&[("classes.dex", &dex[..dex.len() / 2]), ("resources.arsc", arsc), ("assets/key.txt", live.as_bytes())]),
+        &zip_of(&[
+            ("classes.dex", &dex[..dex.len() / 2]),
+            ("resources.arsc", arsc),
+            ("assets/key.txt", live.as_bytes()),
+        ]),
     );
     // Zip bomb: 64 MiB of zeros in a few kilobytes.
     put("bomb.zip", &zip_of(&[("zeros.bin", &vec![0u8; 64 << 20])]));
@@ -275,7 +291,11 @@ fn bad_arguments_exit_2_with_a_clear_message() {
     std::fs::write(&rules, "[[rule]]\nid = \"mine\"\ntitle = \"Mine\"\nseverity = \"high\"\nkeywords = [\"x\"]\npattern = '''(x'''\nexamples = []\ncounterexamples = []\n").unwrap();
     let output = run(&["leaks", "scan", dir.path().to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("rule mine: pattern"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("rule mine: pattern"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     // An empty directory: nothing found, exit 0.
     let output = run(&["leaks", "scan", dir.path().join("empty").to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(2));
