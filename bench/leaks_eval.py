@@ -120,8 +120,10 @@ class Portcullis(Tool):
 
     def findings(self, root, result):
         report = json.loads(result.stdout)
-        self.scanned = report.get("scanned", {})
-        self.warnings = report.get("warnings", [])
+        # Kept for the corpus only: the files inside archives that Portcullis opened.
+        if os.path.basename(os.path.normpath(root)) == "corpus":
+            self.scanned = report.get("scanned", {})
+            self.warnings = report.get("warnings", [])
         return [
             Finding(
                 relative(item["file"], root, os.getcwd()),
@@ -208,18 +210,28 @@ class Secretlint(Tool):
     def __init__(self, node, rc):
         self.executable = os.path.abspath(os.path.join(node, "node_modules", ".bin", "secretlint"))
         self.rc = os.path.abspath(rc)
+        # Written to a file: piped, its stdout is cut off at 64 KiB when the process exits.
+        self.reports = os.path.dirname(self.rc)
+
+    def report(self, root):
+        name = os.path.basename(os.path.normpath(root))
+        return os.path.abspath(os.path.join(self.reports, f"secretlint-report-{name}.json"))
 
     def version(self):
         return subprocess.run([self.executable, "--version"], capture_output=True, text=True, check=True).stdout.strip()
 
     def command(self, root):
-        return [self.executable, "**/*", "--format", "json", "--no-color", "--no-maskSecrets", "--secretlintrc", self.rc]
+        return [
+            self.executable, "**/*", "--format", "json", "--no-color", "--no-maskSecrets",
+            "--secretlintrc", self.rc, "--output", self.report(root),
+        ]
 
     def cwd(self, root):
         return root
 
     def findings(self, root, result):
-        report = json.loads(result.stdout)
+        with open(self.report(root), encoding="utf-8") as handle:
+            report = json.load(handle)
         found = []
         for item in report:
             messages = item.get("messages") or []
@@ -390,7 +402,7 @@ def main():
         warnings = getattr(tools[0], "warnings", [])
         if scanned:
             lines.append(
-                f"Portcullis's own count on the corpus (`scanned`): {scanned.get('files', 0):,} files, "
+                f"Portcullis's own count on the corpus (`scanned`, archive members included): {scanned.get('files', 0):,} files, "
                 f"{scanned.get('bytes', 0) / 1e6:.1f} MB; {len(warnings)} warning(s)."
             )
         lines.append("")

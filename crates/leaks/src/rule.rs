@@ -3,7 +3,8 @@
 //! and finds secrets in a text: a case-insensitive keyword pass (Aho-Corasick) picks the rules
 //! worth running, their patterns run, and each candidate must clear the placeholder veto, the
 //! rule's entropy floor and its validator. Where matches of several rules overlap, the rule
-//! listed first (the more specific) wins.
+//! listed first (the more specific) wins. Patterns are checked when the rules load and compiled
+//! on first use: most scans need a handful of the rules, and start-up stays a few milliseconds.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
@@ -79,9 +80,21 @@ fn invalid(id: &str, message: impl Into<String>) -> RuleError {
 #[derive(Debug)]
 struct Compiled {
     rule: Rule,
-    regex: Regex,
-    /// The capture group that holds the secret (the whole match when the rule names none).
-    secret_group: usize,
+    /// The pattern, compiled on first use, and the capture group that holds the secret (the
+    /// whole match when the rule names none). `None`: it parsed but exceeds the size limit.
+    program: std::sync::OnceLock<Option<(Regex, usize)>>,
+}
+
+impl Compiled {
+    fn program(&self) -> Option<&(Regex, usize)> {
+        self.program
+            .get_or_init(|| {
+                let regex = regex::RegexBuilder::new(&self.rule.pattern).size_limit(REGEX_SIZE_LIMIT).build().ok()?;
+                let group = regex.capture_names().position(|name| name == Some("secret")).unwrap_or(0);
+                Some((regex, group))
+            })
+            .as_ref()
+    }
 }
 
 /// A secret one rule found: the index of the rule and the byte range of the secret.
@@ -127,11 +140,9 @@ impl Rules {
             if rule.keywords.is_empty() {
                 return Err(invalid(&rule.id, "needs at least one keyword"));
             }
-            let regex = regex::RegexBuilder::new(&rule.pattern)
-                .size_limit(REGEX_SIZE_LIMIT)
-                .build()
+            regex_syntax::Parser::new()
+                .parse(&rule.pattern)
                 .map_err(|error| invalid(&rule.id, format!("pattern: {error}")))?;
-            let secret_group = regex.capture_names().position(|name| name == Some("secret")).unwrap_or(0);
             for keyword in &rule.keywords {
                 if keyword.is_empty() || keyword.bytes().any(|byte| byte.is_ascii_uppercase()) {
                     return Err(invalid(&rule.id, format!("keyword {keyword:?} must be non-empty lowercase")));
@@ -144,7 +155,7 @@ impl Rules {
                     }
                 }
             }
-            rules.push(Compiled { rule, regex, secret_group });
+            rules.push(Compiled { rule, program: std::sync::OnceLock::new() });
         }
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
@@ -209,12 +220,13 @@ impl Rules {
 
     fn find_rule(&self, index: usize, compiled: &Compiled, text: &str, hits: &mut Vec<Hit>) {
         let rule = &compiled.rule;
+        let Some((regex, secret_group)) = compiled.program() else { return };
         let mut found = 0usize;
-        for captures in compiled.regex.captures_iter(text) {
+        for captures in regex.captures_iter(text) {
             if found >= MAX_HITS_PER_RULE {
                 break;
             }
-            let Some(secret) = captures.get(compiled.secret_group) else { continue };
+            let Some(secret) = captures.get(*secret_group) else { continue };
             let value = secret.as_str();
             if value.is_empty() || is_placeholder(value) {
                 continue;
@@ -288,6 +300,14 @@ mod tests {
             }
         }
         assert!(failures.is_empty(), "{}", failures.join("\n"));
+    }
+
+    #[test]
+    fn every_pattern_compiles_within_the_size_limit() {
+        let rules = rules();
+        for compiled in &rules.rules {
+            assert!(compiled.program().is_some(), "{}: does not compile within {REGEX_SIZE_LIMIT} bytes", compiled.rule.id);
+        }
     }
 
     #[test]
