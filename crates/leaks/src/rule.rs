@@ -306,7 +306,11 @@ mod tests {
     fn every_pattern_compiles_within_the_size_limit() {
         let rules = rules();
         for compiled in &rules.rules {
-            assert!(compiled.program().is_some(), "{}: does not compile within {REGEX_SIZE_LIMIT} bytes", compiled.rule.id);
+            assert!(
+                compiled.program().is_some(),
+                "{}: does not compile within {REGEX_SIZE_LIMIT} bytes",
+                compiled.rule.id
+            );
         }
     }
 
