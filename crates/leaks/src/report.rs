@@ -201,3 +201,50 @@ pub fn sarif(rules: &Rules, findings: &[Finding], warnings: &[Warning], show: Sh
     text.push('\n');
     text
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::secret::Secret;
+
+    fn finding(path: &[&str]) -> Finding {
+        Finding {
+            rule: "github-pat".into(),
+            title: "GitHub token".into(),
+            severity: crate::rule::Severity::Critical,
+            public: false,
+            path: path.iter().map(|part| (*part).to_owned()).collect(),
+            within: None,
+            line: Some(3),
+            column: Some(7),
+            context: "token: ghp_…[40 chars]".into(),
+            secret: Secret::with_prefix("ghp_Zk3Lm9Qw2Er5Ty8Ui1Op4As7Df0Gh3Jk6LzX".into(), 4),
+        }
+    }
+
+    #[test]
+    fn control_characters_in_names_cannot_rewrite_the_terminal() {
+        let hostile = finding(&["app.apk", "assets/\u{1b}[1A\u{1b}[2Kclean.txt"]);
+        let text = human(&[hostile], &[], Show::default(), 1, 1);
+        assert!(!text.contains('\u{1b}'), "{text}");
+        assert!(text.contains("\\u{1b}[1A"), "{text}");
+    }
+
+    #[test]
+    fn sarif_uris_are_percent_encoded_and_columns_are_code_points() {
+        assert_eq!(uri("./my app/C:#1%.js"), "my%20app/C%3A%231%25.js");
+        assert_eq!(uri("src\\main.rs"), "src/main.rs");
+        let rules = crate::Rules::builtin().unwrap_or_else(|error| panic!("{error}"));
+        let document: serde_json::Value =
+            serde_json::from_str(&sarif(&rules, &[finding(&["my app/x.env"])], &[], Show::default()))
+                .unwrap_or_default();
+        let run = &document["runs"][0];
+        assert_eq!(run["columnKind"], "unicodeCodePoints");
+        let result = &run["results"][0];
+        assert_eq!(result["locations"][0]["physicalLocation"]["artifactLocation"]["uri"], "my%20app/x.env");
+        assert_eq!(result["locations"][0]["physicalLocation"]["region"]["startLine"], 3);
+        let index = result["ruleIndex"].as_u64().unwrap_or(u64::MAX) as usize;
+        assert_eq!(run["tool"]["driver"]["rules"][index]["id"], "github-pat");
+        assert!(!result.to_string().contains("Zk3Lm9Qw2Er5"), "redacted in SARIF");
+    }
+}
