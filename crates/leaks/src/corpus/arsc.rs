@@ -264,12 +264,12 @@ fn put_u32(out: &mut Vec<u8>, value: u32) {
 
 /// Strings in first-seen order, each with its index.
 #[derive(Default)]
-struct Interner {
-    strings: Vec<String>,
+pub(crate) struct Interner {
+    pub(crate) strings: Vec<String>,
 }
 
 impl Interner {
-    fn index(&mut self, string: &str) -> u32 {
+    pub(crate) fn index(&mut self, string: &str) -> u32 {
         let index = match self.strings.iter().position(|known| known == string) {
             Some(index) => index,
             None => {

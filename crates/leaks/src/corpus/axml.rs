@@ -3,7 +3,7 @@
 //! the framework attributes used, the `android` namespace, and start, end and CDATA chunks.
 //! Attribute values are written as strings (raw value and a `TYPE_STRING` typed value).
 
-use super::arsc::{put_header, string_pool};
+use super::arsc::{Interner, put_header, string_pool};
 use crate::decode::axml::ANDROID_ATTRIBUTES;
 
 /// The namespace of `android:` attributes.
@@ -84,7 +84,7 @@ pub fn build_with(root: &Element, utf8: bool) -> Vec<u8> {
             }
         }
     });
-    let mut pool = Pool { strings };
+    let mut pool = Interner { strings };
 
     let mut body = Vec::new();
     if !ids.is_empty() {
@@ -117,7 +117,7 @@ fn walk(element: &Element, visit: &mut impl FnMut(&Element)) {
     }
 }
 
-fn element(out: &mut Vec<u8>, element: &Element, pool: &mut Pool, android: Option<u32>) {
+fn element(out: &mut Vec<u8>, element: &Element, pool: &mut Interner, android: Option<u32>) {
     if let Some(text) = element.as_text() {
         let data = pool.index(text);
         // The text reference, then an untyped `Res_value`.
@@ -160,22 +160,5 @@ fn node(out: &mut Vec<u8>, kind: u16, extension: &[u32]) {
     out.extend_from_slice(&NO_STRING.to_le_bytes());
     for word in extension {
         out.extend_from_slice(&word.to_le_bytes());
-    }
-}
-
-struct Pool {
-    strings: Vec<String>,
-}
-
-impl Pool {
-    fn index(&mut self, string: &str) -> u32 {
-        let index = match self.strings.iter().position(|known| known == string) {
-            Some(index) => index,
-            None => {
-                self.strings.push(string.to_owned());
-                self.strings.len() - 1
-            }
-        };
-        index as u32
     }
 }

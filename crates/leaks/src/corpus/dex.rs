@@ -97,17 +97,9 @@ pub fn encode_mutf8(units: &[u16]) -> Vec<u8> {
     out
 }
 
-/// Appends `value` as ULEB128.
-pub fn uleb128(out: &mut Vec<u8>, mut value: u32) {
-    loop {
-        let byte = (value & 0x7f) as u8;
-        value >>= 7;
-        if value == 0 {
-            out.push(byte);
-            return;
-        }
-        out.push(byte | 0x80);
-    }
+/// Appends `value` as ULEB128: the same base-128 encoding as a protobuf varint.
+pub fn uleb128(out: &mut Vec<u8>, value: u32) {
+    super::protobuf::varint(out, u64::from(value));
 }
 
 fn put_u32(out: &mut Vec<u8>, value: u32) {

@@ -15,7 +15,7 @@
 //! The chunk walker and the string pool reader are shared with the binary XML reader
 //! ([`super::axml`]), which uses the same chunk and pool layout.
 
-use super::{DecodeError, MAX_STRINGS, Sink};
+use super::{DecodeError, Emitter, Sink, output_budget};
 
 const FORMAT: &str = "arsc";
 pub(crate) const RES_STRING_POOL_TYPE: u16 = 0x0001;
@@ -44,13 +44,6 @@ pub(crate) const MAX_NAME_BYTES: usize = 1024;
 /// the global string pool.
 pub fn decode(bytes: &[u8], sink: &mut dyn Sink) -> Result<(), DecodeError> {
     decode_within(bytes, sink, output_budget(bytes.len()))
-}
-
-/// How many bytes one file may decode and emit (strings read, locations, names and values
-/// emitted): eight times its size plus 64 MiB, far above what a real file needs and far below
-/// what many entries pointing at one long string could multiply.
-pub(crate) fn output_budget(input_len: usize) -> usize {
-    input_len.saturating_mul(8).saturating_add(64 << 20)
 }
 
 fn decode_within(bytes: &[u8], sink: &mut dyn Sink, budget: usize) -> Result<(), DecodeError> {
@@ -500,77 +493,19 @@ impl<'a> StringPool<'a> {
     }
 }
 
-/// Passes strings to the sink under two caps: [`MAX_STRINGS`] strings, and a budget in bytes
-/// for the work of decoding and emitting (many entries may point at one long string or one
-/// map; the budget keeps that from multiplying).
-pub(crate) struct Emitter<'s> {
-    sink: &'s mut dyn Sink,
-    format: &'static str,
-    strings: usize,
-    budget: usize,
-}
-
-impl<'s> Emitter<'s> {
-    pub(crate) fn new(sink: &'s mut dyn Sink, format: &'static str, budget: usize) -> Emitter<'s> {
-        Emitter { sink, format, strings: 0, budget }
-    }
-
-    /// Spends `cost` bytes of the budget on work that may not be emitted (a string decoded, a
-    /// map item read), so shared offsets cannot multiply it either.
-    pub(crate) fn charge(&mut self, offset: usize, cost: usize) -> Result<(), DecodeError> {
-        self.budget = self.budget.checked_sub(cost).ok_or_else(|| {
-            DecodeError::new(self.format, offset, "output budget spent; the rest is left to the raw pass")
-        })?;
-        Ok(())
-    }
-
-    pub(crate) fn emit(
-        &mut self,
-        offset: usize,
-        location: &str,
-        name: Option<&str>,
-        value: &str,
-    ) -> Result<(), DecodeError> {
-        if self.strings >= MAX_STRINGS {
-            return Err(DecodeError::new(
-                self.format,
-                offset,
-                "string limit reached; the rest is left to the raw pass",
-            ));
-        }
-        self.charge(offset, location.len() + name.map_or(0, str::len) + value.len())?;
-        self.strings += 1;
-        self.sink.string(location, name, value);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::corpus::arsc::{Offsets, Options, build, build_arrays, build_with};
+    use crate::decode::testing::{Found, collect, found};
     use proptest::prelude::*;
-
-    type Found = Vec<(String, Option<String>, String)>;
 
     fn run(bytes: &[u8]) -> (Found, Result<(), DecodeError>) {
         run_within(bytes, output_budget(bytes.len()))
     }
 
     fn run_within(bytes: &[u8], budget: usize) -> (Found, Result<(), DecodeError>) {
-        let mut found = Found::new();
-        let result = decode_within(
-            bytes,
-            &mut |location: &str, name: Option<&str>, value: &str| {
-                found.push((location.to_owned(), name.map(str::to_owned), value.to_owned()));
-            },
-            budget,
-        );
-        (found, result)
-    }
-
-    fn found(location: &str, name: Option<&str>, value: &str) -> (String, Option<String>, String) {
-        (location.to_owned(), name.map(str::to_owned), value.to_owned())
+        collect(|sink| decode_within(bytes, sink, budget))
     }
 
     const KEY: &str = "AIzaSyD-planted-key-0123456789abcdefghi";

@@ -14,8 +14,9 @@
 //! references (`@0x7f…`) or numbers are not emitted; resolving references needs the resource
 //! table, which is decoded on its own. Elements nest at most 256 deep.
 
-use super::arsc::{Chunk, Emitter, RES_STRING_POOL_TYPE, StringPool, TYPE_STRING, output_budget};
+use super::arsc::{Chunk, RES_STRING_POOL_TYPE, StringPool, TYPE_STRING};
 use super::{DecodeError, Sink};
+use super::{Emitter, cut_name, output_budget};
 
 const FORMAT: &str = "axml";
 const RES_XML_TYPE: u16 = 0x0003;
@@ -28,8 +29,6 @@ const NODE_HEADER_MIN: usize = 16;
 const ATTRIBUTE_SIZE_MIN: usize = 20;
 const NO_STRING: u32 = 0xffff_ffff;
 const MAX_DEPTH: usize = 256;
-/// Element and attribute names longer than this are cut in locations.
-const MAX_NAME_CHARS: usize = 256;
 
 /// Framework attribute ids (`android.R.attr`) for the names the reader uses as context, so a
 /// manifest whose attribute name strings were blanked by an obfuscator still reads right.
@@ -107,7 +106,7 @@ impl<'a> Reader<'a, '_> {
             return Err(bad(ext + 10, "attribute size too small"));
         }
         let pool = *self.pool(chunk)?;
-        let element = cut(pool.get_name(name as usize)?);
+        let element = cut_name(&pool.get_name(name as usize)?);
         self.out.charge(chunk.offset, element.len())?;
 
         // Attributes are read (bounded by the chunk) before any is emitted, so the `value`
@@ -162,7 +161,7 @@ impl<'a> Reader<'a, '_> {
         if let Some(&(_, known)) = id.and_then(|id| ANDROID_ATTRIBUTES.iter().find(|(known, _)| *known == id)) {
             return Ok(known.to_owned());
         }
-        let name = cut(pool.get_name(index as usize)?);
+        let name = cut_name(&pool.get_name(index as usize)?);
         Ok(match id {
             Some(id) if name.is_empty() => format!("{id:#010x}"),
             _ => name,
@@ -193,40 +192,20 @@ impl<'a> Reader<'a, '_> {
     }
 }
 
-/// `name`, cut to [`MAX_NAME_CHARS`] characters for use in a location.
-fn cut(name: String) -> String {
-    match name.char_indices().nth(MAX_NAME_CHARS) {
-        Some((end, _)) => name.get(..end).unwrap_or_default().to_owned(),
-        None => name,
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::corpus::axml::{Element, build, build_with};
+    use crate::decode::MAX_NAME_CHARS;
+    use crate::decode::testing::{Found, collect, found};
     use proptest::prelude::*;
-
-    type Found = Vec<(String, Option<String>, String)>;
 
     fn run(bytes: &[u8]) -> (Found, Result<(), DecodeError>) {
         run_within(bytes, output_budget(bytes.len()))
     }
 
     fn run_within(bytes: &[u8], budget: usize) -> (Found, Result<(), DecodeError>) {
-        let mut found = Found::new();
-        let result = decode_within(
-            bytes,
-            &mut |location: &str, name: Option<&str>, value: &str| {
-                found.push((location.to_owned(), name.map(str::to_owned), value.to_owned()));
-            },
-            budget,
-        );
-        (found, result)
-    }
-
-    fn found(location: &str, name: Option<&str>, value: &str) -> (String, Option<String>, String) {
-        (location.to_owned(), name.map(str::to_owned), value.to_owned())
+        collect(|sink| decode_within(bytes, sink, budget))
     }
 
     const KEY: &str = "AIzaSyD-planted-key-0123456789abcdefghi";

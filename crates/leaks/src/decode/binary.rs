@@ -31,7 +31,7 @@ use goblin::mach::load_command::{
 };
 use goblin::mach::segment::{Section, Segment};
 
-use super::{DecodeError, MAX_STRINGS, Sink};
+use super::{DecodeError, Sink};
 
 const ELF: &str = "ELF";
 const MACH_O: &str = "Mach-O";
@@ -227,42 +227,32 @@ fn emit_pieces(
     }
 }
 
-/// Passes section strings to the sink under two caps: [`MAX_STRINGS`] strings, and an output
-/// budget in bytes (overlapping section headers could otherwise have one region read many times).
+/// Passes section strings through the shared [`super::Emitter`] caps (overlapping section
+/// headers could otherwise have one region read many times).
 struct Emitter<'s> {
-    sink: &'s mut dyn Sink,
-    strings: usize,
-    budget: usize,
+    out: super::Emitter<'s>,
     /// Set when a cap was reached; no more strings are emitted.
-    full: Option<&'static str>,
+    full: Option<String>,
 }
 
 impl<'s> Emitter<'s> {
     fn new(sink: &'s mut dyn Sink, input_len: usize) -> Emitter<'s> {
-        // Eight times the input plus 64 MiB: far above what real sections give, far below what
-        // overlapping sections could multiply.
-        let budget = input_len.saturating_mul(8).saturating_add(64 << 20);
-        Emitter { sink, strings: 0, budget, full: None }
+        Emitter { out: super::Emitter::new(sink, "binary", super::output_budget(input_len)), full: None }
     }
 
     /// Emits the printable runs of one section; `Break` once a cap is reached.
     fn section(&mut self, data: &[u8], section: &str) -> ControlFlow<()> {
         let mut location = String::new();
         scan_runs(data, MIN_SECTION_RUN, &mut |offset, run| {
-            if self.strings >= MAX_STRINGS {
-                self.full = Some("string limit reached; the rest is left to the raw pass");
-                return ControlFlow::Break(());
-            }
             location.clear();
             let _ = write!(location, "{section}+0x{offset:x}");
-            let Some(budget) = self.budget.checked_sub(location.len() + run.len()) else {
-                self.full = Some("output budget spent; the rest is left to the raw pass");
-                return ControlFlow::Break(());
-            };
-            self.budget = budget;
-            self.strings += 1;
-            self.sink.string(&location, None, run);
-            ControlFlow::Continue(())
+            match self.out.emit(offset, &location, None, run) {
+                Ok(()) => ControlFlow::Continue(()),
+                Err(error) => {
+                    self.full = Some(error.message);
+                    ControlFlow::Break(())
+                }
+            }
         })
     }
 }
@@ -339,7 +329,7 @@ fn elf(bytes: &[u8], out: &mut Emitter<'_>) -> Result<(), DecodeError> {
             continue;
         };
         if out.section(data, name).is_break() {
-            return Err(error(0, out.full.unwrap_or_default().into()));
+            return Err(error(0, out.full.take().unwrap_or_default()));
         }
     }
     match problem {
@@ -463,7 +453,7 @@ fn macho(bytes: &[u8], arch: Option<&str>, out: &mut Emitter<'_>) -> Result<bool
             continue;
         };
         if out.section(data, &format!("{prefix}{segname},{sectname}")).is_break() {
-            return Err(error(0, out.full.unwrap_or_default().into()));
+            return Err(error(0, out.full.take().unwrap_or_default()));
         }
     }
     match problem {
@@ -549,16 +539,12 @@ fn fat(bytes: &[u8], out: &mut Emitter<'_>) -> Result<bool, DecodeError> {
 mod tests {
     use super::*;
     use crate::corpus::{elf, macho};
+    use crate::decode::MAX_STRINGS;
+    use crate::decode::testing::{Found, collect};
     use proptest::prelude::*;
 
-    type Found = Vec<(String, Option<String>, String)>;
-
     fn run(bytes: &[u8]) -> (Found, Result<BinaryInfo, DecodeError>) {
-        let mut found = Found::new();
-        let result = decode(bytes, &mut |location: &str, name: Option<&str>, value: &str| {
-            found.push((location.to_owned(), name.map(str::to_owned), value.to_owned()));
-        });
-        (found, result)
+        collect(|sink| decode(bytes, sink))
     }
 
     fn runs(bytes: &[u8], min_len: usize) -> Vec<(usize, String)> {
@@ -953,7 +939,7 @@ mod tests {
         let mut found_count = 0;
         let mut sink = |_: &str, _: Option<&str>, _: &str| found_count += 1;
         let mut out = Emitter::new(&mut sink, 0);
-        out.strings = MAX_STRINGS - 1;
+        out.out.strings = MAX_STRINGS - 1;
         assert!(out.section(b"first-string\0second-string", ".rodata").is_break());
         assert!(out.full.is_some());
         assert_eq!(found_count, 1);
@@ -964,7 +950,7 @@ mod tests {
         let mut found_count = 0;
         let mut sink = |_: &str, _: Option<&str>, _: &str| found_count += 1;
         let mut out = Emitter::new(&mut sink, 0);
-        out.budget = 40;
+        out.out.budget = 40;
         assert!(out.section(b"first-string\0second-string", ".rodata").is_break());
         assert_eq!(found_count, 1);
     }

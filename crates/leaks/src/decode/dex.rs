@@ -7,7 +7,7 @@
 //! read; classes, methods and code are not, since every literal the code uses is in the pool.
 //! Strings shorter than eight characters are skipped: no key is that short.
 
-use super::{DecodeError, MAX_STRINGS, Sink};
+use super::{DecodeError, Emitter, Sink, output_budget};
 
 const FORMAT: &str = "dex";
 const HEADER_SIZE: usize = 0x70;
@@ -25,17 +25,11 @@ pub fn decode(bytes: &[u8], sink: &mut dyn Sink) -> Result<(), DecodeError> {
     decode_within(bytes, sink, output_budget(bytes.len()))
 }
 
-/// How many bytes (locations and values together) one file may emit: eight times its size plus
-/// 64 MiB, far above what a real file gives and far below what shared offsets could multiply.
-fn output_budget(input_len: usize) -> usize {
-    input_len.saturating_mul(8).saturating_add(64 << 20)
-}
-
 fn decode_within(bytes: &[u8], sink: &mut dyn Sink, budget: usize) -> Result<(), DecodeError> {
     check_header(bytes)?;
     let count = u32_at(bytes, STRING_IDS_SIZE_OFFSET).unwrap_or(0);
     let ids_off = u32_at(bytes, STRING_IDS_OFF_OFFSET).unwrap_or(0) as usize;
-    let mut out = Emitter { sink, strings: 0, budget };
+    let mut out = Emitter::new(sink, FORMAT, budget);
     // The loop is bounded by the count, but each step reads its id from the buffer first, so a
     // declared count larger than the file ends at the first id past the end.
     for index in 0..count as usize {
@@ -46,7 +40,7 @@ fn decode_within(bytes: &[u8], sink: &mut dyn Sink, budget: usize) -> Result<(),
         let text = string_data(bytes, data_off)
             .map_err(|message| DecodeError::new(FORMAT, data_off, format!("string_ids[{index}]: {message}")))?;
         if text.chars().nth(MIN_CHARS - 1).is_some() {
-            out.emit(data_off, &format!("string_ids[{index}]"), &text)?;
+            out.emit(data_off, &format!("string_ids[{index}]"), None, &text)?;
         }
     }
     Ok(())
@@ -127,43 +121,15 @@ fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
     Some(u32::from_le_bytes(field.try_into().ok()?))
 }
 
-/// Passes strings to the sink under two caps: [`MAX_STRINGS`] strings, and an output budget in
-/// bytes (many ids may point at one long string; the budget keeps that from multiplying).
-struct Emitter<'s> {
-    sink: &'s mut dyn Sink,
-    strings: usize,
-    budget: usize,
-}
-
-impl Emitter<'_> {
-    fn emit(&mut self, offset: usize, location: &str, value: &str) -> Result<(), DecodeError> {
-        if self.strings >= MAX_STRINGS {
-            return Err(DecodeError::new(FORMAT, offset, "string limit reached; the rest is left to the raw pass"));
-        }
-        self.budget = self
-            .budget
-            .checked_sub(location.len() + value.len())
-            .ok_or_else(|| DecodeError::new(FORMAT, offset, "output budget spent; the rest is left to the raw pass"))?;
-        self.strings += 1;
-        self.sink.string(location, None, value);
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::corpus::dex::{build, encode_mutf8, uleb128};
+    use crate::decode::testing::{Found, collect};
     use proptest::prelude::*;
 
-    type Found = Vec<(String, Option<String>, String)>;
-
     fn run(bytes: &[u8]) -> (Found, Result<(), DecodeError>) {
-        let mut found = Found::new();
-        let result = decode(bytes, &mut |location: &str, name: Option<&str>, value: &str| {
-            found.push((location.to_owned(), name.map(str::to_owned), value.to_owned()));
-        });
-        (found, result)
+        collect(|sink| decode(bytes, sink))
     }
 
     fn values(found: &Found) -> Vec<&str> {

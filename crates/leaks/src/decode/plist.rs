@@ -19,7 +19,7 @@ use std::io::Cursor;
 
 use plist::Value;
 
-use super::{DecodeError, MAX_STRINGS, Sink};
+use super::{DecodeError, Emitter, Sink, output_budget};
 
 const BINARY: &str = "binary plist";
 const XML: &str = "XML plist";
@@ -53,8 +53,7 @@ pub fn sniff(bytes: &[u8]) -> bool {
 /// Emits every string value with its key path; see the module documentation.
 pub fn decode(bytes: &[u8], sink: &mut dyn Sink) -> Result<(), DecodeError> {
     let (format, value) = parse(bytes)?;
-    let budget = bytes.len().saturating_mul(8).saturating_add(64 << 20);
-    let mut walker = Walker { sink, format, strings: 0, budget, path: String::new() };
+    let mut walker = Walker { out: Emitter::new(sink, format, output_budget(bytes.len())), path: String::new() };
     walker.walk(&value, None, 0)
 }
 
@@ -76,13 +75,9 @@ fn parse(bytes: &[u8]) -> Result<(&'static str, Value), DecodeError> {
     Ok((format, value))
 }
 
-/// Walks the parsed tree and passes strings to the sink under two caps: [`MAX_STRINGS`]
-/// strings, and an output budget in bytes.
+/// Walks the parsed tree and passes strings to the sink through the shared [`Emitter`] caps.
 struct Walker<'s> {
-    sink: &'s mut dyn Sink,
-    format: &'static str,
-    strings: usize,
-    budget: usize,
+    out: Emitter<'s>,
     /// The key path of the value being walked; each level appends to it and truncates back.
     path: String,
 }
@@ -123,17 +118,8 @@ impl Walker<'_> {
     }
 
     fn emit(&mut self, name: Option<&str>, value: &str) -> Result<(), DecodeError> {
-        if self.strings >= MAX_STRINGS {
-            return Err(DecodeError::new(self.format, 0, "string limit reached; the rest is left to the raw pass"));
-        }
         let location = if self.path.is_empty() { "(root)" } else { self.path.as_str() };
-        self.budget = self
-            .budget
-            .checked_sub(location.len() + value.len())
-            .ok_or_else(|| DecodeError::new(self.format, 0, "output budget spent; the rest is left to the raw pass"))?;
-        self.strings += 1;
-        self.sink.string(location, name, value);
-        Ok(())
+        self.out.emit(0, location, name, value)
     }
 }
 
@@ -525,21 +511,12 @@ fn be_uint(bytes: &[u8], at: usize, size: usize) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::decode::testing::{Found, collect, found};
     use plist::{Date, Dictionary};
     use proptest::prelude::*;
 
-    type Found = Vec<(String, Option<String>, String)>;
-
     fn run(bytes: &[u8]) -> (Found, Result<(), DecodeError>) {
-        let mut found = Found::new();
-        let result = decode(bytes, &mut |location: &str, name: Option<&str>, value: &str| {
-            found.push((location.to_owned(), name.map(str::to_owned), value.to_owned()));
-        });
-        (found, result)
-    }
-
-    fn found(location: &str, name: Option<&str>, value: &str) -> (String, Option<String>, String) {
-        (location.to_owned(), name.map(str::to_owned), value.to_owned())
+        collect(|sink| decode(bytes, sink))
     }
 
     const KEY: &str = "AIzaSyD-planted-key-0123456789abcdefghi";
@@ -845,8 +822,9 @@ mod tests {
     fn string_limit_ends_in_an_error_for_the_raw_pass() {
         let mut count = 0;
         let mut sink = |_: &str, _: Option<&str>, _: &str| count += 1;
-        let mut walker =
-            Walker { sink: &mut sink, format: XML, strings: MAX_STRINGS - 1, budget: 1 << 20, path: String::new() };
+        let mut out = Emitter::new(&mut sink, XML, 1 << 20);
+        out.strings = crate::decode::MAX_STRINGS - 1;
+        let mut walker = Walker { out, path: String::new() };
         let value = Value::Array(vec![KEY.into(), KEY.into()]);
         assert!(walker.walk(&value, None, 0).is_err());
         assert_eq!(count, 1);

@@ -23,23 +23,21 @@
 //! are strings shorter than eight characters. Groups (wire types 3 and 4) are an error, as are
 //! field number 0, a truncated varint and a length past the end; messages nest at most 64 deep.
 
-use super::{DecodeError, MAX_STRINGS, Sink};
+use super::{DecodeError, Emitter, Sink, cut_name, output_budget};
 use std::borrow::Cow;
 
 const FORMAT: &str = "protobuf";
 const MAX_DEPTH: usize = 64;
 /// Strings with fewer characters are not emitted.
 const MIN_CHARS: usize = 8;
-/// Names longer than this are cut in locations.
-const MAX_NAME_CHARS: usize = 256;
 
 /// Emits the strings of the message in `bytes`.
 pub fn decode(bytes: &[u8], sink: &mut dyn Sink) -> Result<(), DecodeError> {
-    decode_within(bytes, sink, bytes.len().saturating_mul(8).saturating_add(64 << 20))
+    decode_within(bytes, sink, output_budget(bytes.len()))
 }
 
 fn decode_within(bytes: &[u8], sink: &mut dyn Sink, budget: usize) -> Result<(), DecodeError> {
-    let mut walker = Walker { sink, strings: 0, budget, numbers: Vec::new() };
+    let mut walker = Walker { out: Emitter::new(sink, FORMAT, budget), numbers: Vec::new() };
     walker.message(bytes, 0, 0, Hint::Root, &Scope::Generic)
 }
 
@@ -188,9 +186,7 @@ enum Scope {
 }
 
 struct Walker<'s> {
-    sink: &'s mut dyn Sink,
-    strings: usize,
-    budget: usize,
+    out: Emitter<'s>,
     /// The field numbers from the top level down to the current field.
     numbers: Vec<u32>,
 }
@@ -220,7 +216,7 @@ impl Walker<'_> {
     /// Checks that a message fits its hint (else it is walked as [`Hint::Unknown`]) and gives
     /// the scope its strings are emitted in.
     fn enter<'c>(&self, bytes: &[u8], hint: Hint, scope: &'c Scope) -> (Hint, Cow<'c, Scope>) {
-        let name = |number| text_field(bytes, number).map(cut);
+        let name = |number| text_field(bytes, number).map(cut_name);
         match (hint, scope) {
             (Hint::Type, _) => match name(2) {
                 Some(type_name) => (Hint::Type, Cow::Owned(Scope::Type(type_name))),
@@ -313,17 +309,7 @@ impl Walker<'_> {
         if value.chars().nth(MIN_CHARS - 1).is_none() {
             return Ok(());
         }
-        if self.strings >= MAX_STRINGS {
-            return Err(DecodeError::new(FORMAT, at, "string limit reached; the rest is left to the raw pass"));
-        }
-        let cost = location.len() + name.map_or(0, str::len) + value.len();
-        self.budget = self
-            .budget
-            .checked_sub(cost)
-            .ok_or_else(|| DecodeError::new(FORMAT, at, "output budget spent; the rest is left to the raw pass"))?;
-        self.strings += 1;
-        self.sink.string(location, name, value);
-        Ok(())
+        self.out.emit(at, location, name, value)
     }
 }
 
@@ -337,33 +323,17 @@ fn name_attribute(element: &[u8]) -> Option<String> {
     })
 }
 
-/// `name`, cut to [`MAX_NAME_CHARS`] characters for use in a location.
-fn cut(name: &str) -> String {
-    match name.char_indices().nth(MAX_NAME_CHARS) {
-        Some((end, _)) => name.get(..end).unwrap_or_default().to_owned(),
-        None => name.to_owned(),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::corpus::axml::Element;
     use crate::corpus::protobuf::{bytes, message, resource_table, varint, varint_field, xml};
+    use crate::decode::MAX_NAME_CHARS;
+    use crate::decode::testing::{Found, collect, found};
     use proptest::prelude::*;
 
-    type Found = Vec<(String, Option<String>, String)>;
-
     fn run(input: &[u8]) -> (Found, Result<(), DecodeError>) {
-        let mut found = Found::new();
-        let result = decode(input, &mut |location: &str, name: Option<&str>, value: &str| {
-            found.push((location.to_owned(), name.map(str::to_owned), value.to_owned()));
-        });
-        (found, result)
-    }
-
-    fn found(location: &str, name: Option<&str>, value: &str) -> (String, Option<String>, String) {
-        (location.to_owned(), name.map(str::to_owned), value.to_owned())
+        collect(|sink| decode(input, sink))
     }
 
     const KEY: &str = "AIzaSyD-planted-key-0123456789abcdefghi";
