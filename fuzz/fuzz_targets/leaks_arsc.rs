@@ -26,20 +26,10 @@ fuzz_target!(|data: &[u8]| {
     });
     check(data);
     if let Some((&choice, rest)) = data.split_first() {
-        check(&overwrite(&seeds[usize::from(choice) % seeds.len()], rest));
+        check(&leaks::corpus::overwrite(&seeds[usize::from(choice) % seeds.len()], rest));
     }
 });
 
 fn check(bytes: &[u8]) {
     let _ = leaks::decode::arsc::decode(bytes, &mut |_: &str, _: Option<&str>, _: &str| {});
-}
-
-/// `seed` with `data` read as `(position, byte)` triples written over it.
-fn overwrite(seed: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut file = seed.to_vec();
-    for triple in data.chunks_exact(3) {
-        let at = usize::from(u16::from_le_bytes([triple[0], triple[1]])) % file.len();
-        file[at] = triple[2];
-    }
-    file
 }

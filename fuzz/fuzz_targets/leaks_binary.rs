@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
     });
     check(data);
     if let Some((&choice, rest)) = data.split_first() {
-        check(&overwrite(&seeds[usize::from(choice) % seeds.len()], rest));
+        check(&leaks::corpus::overwrite(&seeds[usize::from(choice) % seeds.len()], rest));
     }
 });
 
@@ -35,14 +35,4 @@ fn check(bytes: &[u8]) {
         assert!(offset < bytes.len() && run.len() >= 8);
         assert!(run.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b)));
     });
-}
-
-/// `seed` with `data` read as `(position, byte)` triples written over it.
-fn overwrite(seed: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut file = seed.to_vec();
-    for triple in data.chunks_exact(3) {
-        let at = usize::from(u16::from_le_bytes([triple[0], triple[1]])) % file.len();
-        file[at] = triple[2];
-    }
-    file
 }

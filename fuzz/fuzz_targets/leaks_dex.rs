@@ -12,21 +12,11 @@ fuzz_target!(|data: &[u8]| {
         leaks::corpus::dex::build(&["AIzaSyD-planted-key-0123456789abcdefghi", "key\0with-nul-\u{1F511}", "short"])
     });
     check(data);
-    check(&overwrite(seed, data));
+    check(&leaks::corpus::overwrite(seed, data));
 });
 
 fn check(bytes: &[u8]) {
     let _ = leaks::decode::dex::decode(bytes, &mut |_: &str, name: Option<&str>, value: &str| {
         assert!(name.is_none() && value.chars().count() >= 8);
     });
-}
-
-/// `seed` with `data` read as `(position, byte)` triples written over it.
-fn overwrite(seed: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut file = seed.to_vec();
-    for triple in data.chunks_exact(3) {
-        let at = usize::from(u16::from_le_bytes([triple[0], triple[1]])) % file.len();
-        file[at] = triple[2];
-    }
-    file
 }

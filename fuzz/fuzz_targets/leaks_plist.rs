@@ -29,7 +29,7 @@ fuzz_target!(|data: &[u8]| {
     let seeds = SEEDS.get_or_init(|| vec![binary_seed(), XML.as_bytes().to_vec()]);
     check(data);
     if let Some((&choice, rest)) = data.split_first() {
-        check(&overwrite(&seeds[usize::from(choice) % seeds.len()], rest));
+        check(&leaks::corpus::overwrite(&seeds[usize::from(choice) % seeds.len()], rest));
     }
 });
 
@@ -73,14 +73,4 @@ fn binary_seed() -> Vec<u8> {
     out.extend_from_slice(&0u64.to_be_bytes());
     out.extend_from_slice(&table_at.to_be_bytes());
     out
-}
-
-/// `seed` with `data` read as `(position, byte)` triples written over it.
-fn overwrite(seed: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut file = seed.to_vec();
-    for triple in data.chunks_exact(3) {
-        let at = usize::from(u16::from_le_bytes([triple[0], triple[1]])) % file.len();
-        file[at] = triple[2];
-    }
-    file
 }

@@ -19,10 +19,5 @@ fuzz_target!(|data: &[u8]| {
     });
     let limits = Limits { max_total_bytes: 8 << 20, max_member_bytes: 4 << 20, ..Limits::default() };
     let _ = leaks::scan_bytes(rules, "input", data, &limits);
-    let mut file = seed.clone();
-    for triple in data.chunks_exact(3) {
-        let at = usize::from(u16::from_le_bytes([triple[0], triple[1]])) % file.len();
-        file[at] = triple[2];
-    }
-    let _ = leaks::scan_bytes(rules, "seed.apk", &file, &limits);
+    let _ = leaks::scan_bytes(rules, "seed.apk", &leaks::corpus::overwrite(seed, data), &limits);
 });

@@ -10,10 +10,5 @@ fuzz_target!(|data: &[u8]| {
     if data.len() >= 4 && !data.ends_with(b"PAR1") {
         file.extend_from_slice(b"PAR1");
     }
-    let _ = pii::parquet::records_from(
-        bytes::Bytes::from(file),
-        std::path::Path::new("fuzz.parquet"),
-        |_| {},
-        |_| {},
-    );
+    let _ = pii::parquet::records_from(bytes::Bytes::from(file), std::path::Path::new("fuzz.parquet"), |_| {}, |_| {});
 });
