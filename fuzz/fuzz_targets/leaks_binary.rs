@@ -31,7 +31,7 @@ fn check(bytes: &[u8]) {
     let _ = leaks::decode::binary::decode(bytes, &mut |location: &str, _: Option<&str>, value: &str| {
         assert!(location.contains("+0x") && value.len() >= 8);
     });
-    leaks::decode::binary::printable_runs(bytes, 8, |offset, run| {
+    leaks::decode::runs::printable_runs(bytes, 8, |offset, run| {
         assert!(offset < bytes.len() && run.len() >= 8);
         assert!(run.bytes().all(|b| b == b'\t' || (0x20..=0x7e).contains(&b)));
     });

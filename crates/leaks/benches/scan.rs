@@ -51,7 +51,7 @@ fn bench(c: &mut Criterion) {
     raw.bench_function("printable_runs_4mb", |b| {
         b.iter(|| {
             let mut count = 0usize;
-            leaks::decode::binary::printable_runs(black_box(&binary), 8, |_, run| count += run.len());
+            leaks::decode::runs::printable_runs(black_box(&binary), 8, |_, run| count += run.len());
             count
         })
     });

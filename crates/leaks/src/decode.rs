@@ -15,6 +15,7 @@ pub mod binary;
 pub mod dex;
 pub mod plist;
 pub mod protobuf;
+pub mod runs;
 
 /// Receives each decoded string: `location` inside the file (e.g. `string_ids[12]`,
 /// `string/google_api_key`), an optional context `name`, and the `value`.

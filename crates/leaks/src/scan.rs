@@ -303,7 +303,7 @@ impl Scanner<'_> {
     ) {
         let rules = self.rules;
         let mut found = Vec::new();
-        decode::binary::printable_runs(bytes, MIN_RAW_STRING, |offset, run| {
+        decode::runs::printable_runs(bytes, MIN_RAW_STRING, |offset, run| {
             if offset >= report_before {
                 return;
             }
