@@ -95,13 +95,6 @@ impl Baseline {
         let file = BaselineFile { version: 1, findings: entries };
         let mut text = serde_json::to_string_pretty(&file).unwrap_or_default();
         text.push('\n');
-        let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        let write = || -> std::io::Result<()> {
-            let mut temporary = tempfile::NamedTempFile::new_in(directory)?;
-            std::io::Write::write_all(&mut temporary, text.as_bytes())?;
-            temporary.persist(path).map_err(|error| error.error)?;
-            Ok(())
-        };
-        write().map_err(|error| BaselineError::Write(shown, error))
+        crate::report::write_whole(path, text.as_bytes()).map_err(|error| BaselineError::Write(shown, error))
     }
 }

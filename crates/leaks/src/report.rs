@@ -8,6 +8,16 @@ use crate::baseline::fingerprint;
 use crate::rule::Rules;
 use crate::scan::{Finding, Warning};
 
+/// Writes a report (or a baseline) whole: to a temporary file beside `path`, renamed into place,
+/// so a reader never sees half of one and a failed write leaves the old file.
+pub fn write_whole(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
+    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(std::path::Path::new("."));
+    let mut temporary = tempfile::NamedTempFile::new_in(directory)?;
+    std::io::Write::write_all(&mut temporary, bytes)?;
+    temporary.persist(path).map_err(|error| error.error)?;
+    Ok(())
+}
+
 /// What a report shows.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Show {

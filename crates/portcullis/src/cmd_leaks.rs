@@ -158,7 +158,9 @@ async fn scan(config_path: &Path, args: ScanArgs) -> anyhow::Result<ExitCode> {
         Format::Sarif => report::sarif(&rules, &findings, &outcome.warnings, show),
     };
     match &args.output {
-        Some(path) => write_whole(path, text.as_bytes())?,
+        Some(path) => {
+            report::write_whole(path, text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?
+        }
         None => {
             let mut stdout = std::io::stdout().lock();
             stdout.write_all(text.as_bytes())?;
@@ -209,14 +211,4 @@ async fn revoke(keyring: &gateway::keys::Keyring, findings: &[leaks::Finding]) -
         }
     }
     all
-}
-
-/// Writes a report to a temporary file beside `path` and renames it into place.
-fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let directory = path.parent().filter(|parent| !parent.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    let mut temporary =
-        tempfile::NamedTempFile::new_in(directory).with_context(|| format!("cannot write {}", path.display()))?;
-    temporary.write_all(bytes).with_context(|| format!("cannot write {}", path.display()))?;
-    temporary.persist(path).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
 }

@@ -125,6 +125,24 @@ fn sarif_is_2_1_0_with_a_result_per_finding() {
         })
         .unwrap();
     assert_eq!(text_result["locations"][0]["physicalLocation"]["region"]["startLine"], 3);
+
+    // --output writes the same report to a file, and nothing to standard output.
+    let report = dir.path().join("out/leaks.sarif");
+    std::fs::create_dir_all(report.parent().unwrap()).unwrap();
+    let written = crate::process::run(&[
+        "leaks",
+        "scan",
+        dir.path().join("android").to_str().unwrap(),
+        "--format",
+        "sarif",
+        "--output",
+        report.to_str().unwrap(),
+    ]);
+    assert_eq!(written.status.code(), Some(1));
+    assert!(written.stdout.is_empty());
+    let from_file: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(from_file["version"], "2.1.0");
+    assert!(!from_file["runs"][0]["results"].as_array().unwrap().is_empty());
 }
 
 #[test]
