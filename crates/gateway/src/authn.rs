@@ -221,10 +221,16 @@ pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Requ
     }
     // A client certificate is a credential only if the config maps it to a client; any other
     // verified certificate just secured the connection.
-    let certificate = request
-        .extensions()
-        .get::<PeerCertificate>()
-        .and_then(|cert| gateway.config.tls.as_ref().and_then(|tls| cert.client(&tls.clients)));
+    let certificate = match (request.extensions().get::<PeerCertificate>(), gateway.config.tls.as_ref()) {
+        (Some(cert), Some(tls)) => match cert.client(&tls.clients) {
+            Ok(client) => client,
+            Err(ambiguous) => {
+                tracing::warn!(%ambiguous, subject = %cert.subject, "request refused: ambiguous client certificate");
+                return ApiError::unauthenticated(true).with_audit_reason("client_cert_ambiguous").into_response();
+            }
+        },
+        _ => None,
+    };
     let principal = match credential(request.headers()) {
         Err(error) => return error.into_response(),
         Ok(Credential::None) if certificate.is_some() => {

@@ -24,7 +24,7 @@ pub use broker::{
     parse_algorithm,
 };
 pub use limits::{LimitsBackend, LimitsConfig, RateLimit, RawLimits, rate_limit};
-pub use tls::{CertMatch, ClientAuth, RawTls, RawTlsClient, TlsClient, TlsConfig, normalise_subject};
+pub use tls::{CertMatch, ClientAuth, RawTls, RawTlsClient, TlsClient, TlsConfig};
 pub use upstream::{CredentialSource, RawUpstream, UpstreamConfig};
 
 /// Why a configuration was refused.
@@ -803,7 +803,10 @@ mod tests {
         .unwrap();
         let tls = config.tls.unwrap();
         assert_eq!(tls.cert, Path::new("/etc/p/c.pem"));
-        assert_eq!(tls.clients[0].matcher, CertMatch::Subject("CN=svc,O=Example".into()));
+        assert_eq!(
+            tls.clients[0].matcher,
+            CertMatch::Subject(crate::cert_identity::DistinguishedName::parse("CN=svc,O=Example").unwrap())
+        );
         assert_eq!(tls.clients[0].models, crate::store::ModelScope::All);
         assert_eq!(tls.clients[0].output, Some(crate::minimise::OutputPolicy::Label));
         assert_eq!(tls.clients[0].limits.rate, Some("5/s".parse().unwrap()));

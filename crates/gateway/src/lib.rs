@@ -26,6 +26,7 @@ pub mod authn;
 pub mod authz;
 pub mod backend;
 pub mod broker;
+pub mod cert_identity;
 pub mod config;
 pub mod error;
 pub mod handler;

@@ -25,11 +25,14 @@ pub struct RequestId(pub String);
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
+/// Liveness: 200 while the process runs, whatever its load or its dependencies.
+pub const LIVENESS_ROUTE: &str = "/v2/health/live";
+
 /// The public listener's service.
 pub fn public(gateway: Arc<Gateway>) -> Router {
     let body_limit = gateway.config.max_body_bytes;
     Router::new()
-        .route("/v2/health/live", get(handler::live))
+        .route(LIVENESS_ROUTE, get(handler::live))
         .route("/v2/health/ready", get(handler::ready))
         .route("/v2", get(handler::server_metadata))
         .route("/v2/models/{model}", get(handler::model_metadata))
@@ -109,25 +112,25 @@ async fn request_id(mut request: Request, next: Next) -> Response {
     response
 }
 
-/// 24 hex digits: a random prefix drawn once per process, then a counter. Unique across
-/// restarts and nodes (with overwhelming probability) without a system call per request.
+/// 24 hex digits, all random: an id says nothing about how many requests came before it
+/// (a counter would let anyone measure the server's traffic from two replies).
 fn new_request_id() -> String {
-    use std::sync::{
-        OnceLock,
-        atomic::{AtomicU64, Ordering},
-    };
-    static PREFIX: OnceLock<[u8; 6]> = OnceLock::new();
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let prefix = PREFIX.get_or_init(|| {
-        let mut bytes = [0u8; 6];
-        // If the OS generator fails, the counter alone still keeps ids unique in this process.
-        let _ = getrandom::fill(&mut bytes);
-        bytes
-    });
-    let count = COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes();
     let mut bytes = [0u8; 12];
-    bytes[..6].copy_from_slice(prefix);
-    bytes[6..].copy_from_slice(&count[2..]);
+    if getrandom::fill(&mut bytes).is_err() {
+        // The OS generator failed: fall back to a keyed hash of a counter. Its key is drawn
+        // anew per process by the standard library, so the ids still reveal no count.
+        use std::hash::{BuildHasher, RandomState};
+        use std::sync::{
+            OnceLock,
+            atomic::{AtomicU64, Ordering},
+        };
+        static KEY: OnceLock<RandomState> = OnceLock::new();
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let count = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let key = KEY.get_or_init(RandomState::new);
+        bytes[..8].copy_from_slice(&key.hash_one(count).to_be_bytes());
+        bytes[8..].copy_from_slice(&key.hash_one(!count).to_be_bytes()[..4]);
+    }
     crate::hex::encode(&bytes)
 }
 
@@ -166,6 +169,10 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
         return next.run(request).await;
     };
     if !log.accepting() {
+        if request.uri().path() == LIVENESS_ROUTE {
+            // The process is alive even when its log is not; readiness says 503 meanwhile.
+            return next.run(request).await;
+        }
         tracing::error!("refusing a request: the audit log cannot be written");
         return error::ApiError::audit_unavailable().into_response();
     }
@@ -311,6 +318,11 @@ fn unmatched_route(path: &str) -> String {
 }
 
 async fn admission(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    // Health checks sit outside the cap: a busy server is alive, and an orchestrator that read
+    // 503 from liveness would restart the node that carries the load.
+    if authn::PUBLIC_ROUTES.contains(&request.uri().path()) {
+        return next.run(request).await;
+    }
     let Ok(_permit) = gateway.in_flight.try_acquire() else {
         return error::ApiError::busy("the server is at capacity; try again shortly").into_response();
     };

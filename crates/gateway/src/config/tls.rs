@@ -45,9 +45,11 @@ pub enum ClientAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawTlsClient {
     pub name: String,
-    /// The subject, e.g. `CN=fraud-service,O=Example`.
+    /// The whole subject in RFC 4514 syntax, RDNs in certificate order, e.g.
+    /// `CN=fraud-service,O=Example`.
     pub subject: Option<String>,
-    /// One subject alternative name: a DNS name, a URI (`spiffe://...`), an e-mail or an IP.
+    /// One subject alternative name: a DNS name, a URI (`spiffe://...`), an e-mail or an IP,
+    /// optionally typed (`dns:`, `uri:`, `email:`, `ip:`).
     pub san: Option<String>,
     /// The models it may reach: names, or `["*"]`.
     pub models: Vec<String>,
@@ -94,17 +96,13 @@ pub struct TlsClient {
     pub limits: crate::store::KeyLimits,
 }
 
-/// How a certificate is recognised.
+/// How a certificate is recognised: structurally, never by a rendered string.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CertMatch {
-    /// The subject's attributes, `TYPE=value` joined by `,`, in certificate order.
-    Subject(String),
-    San(String),
-}
-
-/// A subject written by hand (`CN=a, O=b`) in the form [`CertMatch::Subject`] compares.
-pub fn normalise_subject(subject: &str) -> String {
-    subject.split(',').map(|part| part.trim()).filter(|part| !part.is_empty()).collect::<Vec<_>>().join(",")
+    /// The whole subject: every RDN, in certificate order, with exact values.
+    Subject(crate::cert_identity::DistinguishedName),
+    /// One subject alternative name of its type.
+    San(crate::cert_identity::SanName),
 }
 
 impl RawTls {
@@ -128,10 +126,19 @@ impl RawTls {
                 return Err(fail("names must be 1 to 128 characters and unique".into()));
             }
             let matcher = match (&client.subject, &client.san) {
-                (Some(subject), None) if !subject.trim().is_empty() => CertMatch::Subject(normalise_subject(subject)),
-                (None, Some(san)) if !san.trim().is_empty() => CertMatch::San(san.trim().to_owned()),
+                (Some(subject), None) => CertMatch::Subject(
+                    crate::cert_identity::DistinguishedName::parse(subject)
+                        .map_err(|e| fail(format!("subject '{}': {e}", subject.escape_debug())))?,
+                ),
+                (None, Some(san)) => {
+                    CertMatch::San(crate::cert_identity::SanName::parse(san).map_err(|e| fail(format!("san: {e}")))?)
+                }
                 _ => return Err(fail("give exactly one of subject and san".into())),
             };
+            // Two entries for one identity would make the principal depend on list order.
+            if let Some(other) = clients.iter().find(|other: &&TlsClient| other.matcher == matcher) {
+                return Err(fail(format!("names the same certificate identity as '{}'", other.name)));
+            }
             let models = if client.models.iter().any(|model| model == "*") {
                 crate::store::ModelScope::All
             } else if client.models.is_empty() {

@@ -557,6 +557,28 @@ async fn request_ids_are_ours_and_on_every_reply() {
 }
 
 #[tokio::test]
+async fn request_ids_do_not_reveal_the_request_count() {
+    // Two ids in a row from a counter share all but their last digits; random ones share
+    // about 1.5 leading hex digits on average over many pairs, never 20.
+    let harness = Harness::new().await;
+    let mut ids = Vec::new();
+    for _ in 0..16 {
+        let reply = harness.send(get("/v2/models/mlp").body(Body::empty()).unwrap()).await;
+        let id = reply.headers.get("x-request-id").unwrap().to_str().unwrap().to_owned();
+        assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
+        ids.push(id);
+    }
+    let shared: usize = ids
+        .windows(2)
+        .map(|pair| pair[0].bytes().zip(pair[1].bytes()).take_while(|(a, b)| a == b).count())
+        .sum();
+    assert!(shared < 15 * 6, "consecutive ids share {shared} leading digits over 15 pairs: {ids:?}");
+    let numbers: Vec<u128> = ids.iter().map(|id| u128::from_str_radix(id, 16).unwrap()).collect();
+    let increasing = numbers.windows(2).filter(|pair| pair[1] > pair[0]).count();
+    assert!(increasing < 15, "ids increase monotonically: {ids:?}");
+}
+
+#[tokio::test]
 async fn server_metadata_names_the_binary_extension() {
     let harness = Harness::new().await;
     let key = harness.key(&["mlp"], "metadata").await;
@@ -839,4 +861,19 @@ async fn a_request_whose_client_hangs_up_is_still_recorded() {
     assert_eq!(record["status"], 499);
     assert_eq!(record["reason"], "client_closed");
     assert_eq!(record["model"], "mlp");
+}
+
+#[tokio::test]
+async fn liveness_says_200_when_the_server_is_at_capacity() {
+    let harness = Harness::new().await;
+    let capacity = u32::try_from(harness.gateway.config.max_concurrency).unwrap();
+    let _every_slot = harness.gateway.in_flight.try_acquire_many(capacity).unwrap();
+    let key = harness.key(&["mlp"], "infer,metadata").await;
+    let busy =
+        harness.send(with_key(post_json("/v2/models/mlp/infer"), &key).body(Body::from(infer_body(1))).unwrap()).await;
+    busy.assert_error(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    let live = harness.send(get("/v2/health/live").body(Body::empty()).unwrap()).await;
+    assert_eq!(live.status, StatusCode::OK, "liveness is outside the admission cap");
+    let ready = harness.send(get("/v2/health/ready").body(Body::empty()).unwrap()).await;
+    assert_eq!(ready.status, StatusCode::OK, "readiness is answered, not shed");
 }

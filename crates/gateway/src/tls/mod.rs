@@ -18,7 +18,10 @@ use rustls::{
 };
 use sha2::{Digest, Sha256};
 
-use crate::config::{CertMatch, ClientAuth, TlsClient, TlsConfig, normalise_subject};
+use crate::{
+    cert_identity::{DistinguishedName, SanName},
+    config::{CertMatch, ClientAuth, TlsClient, TlsConfig},
+};
 
 fn provider() -> Arc<CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
@@ -227,46 +230,42 @@ impl Tls {
 /// What a verified client certificate says about its holder, kept per connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PeerCertificate {
-    /// The subject in the form [`CertMatch::Subject`] compares.
-    pub subject: String,
+    /// The subject as the certificate holds it.
+    pub subject: DistinguishedName,
     /// DNS names, URIs, e-mail addresses and IP addresses.
-    pub sans: Vec<String>,
+    pub sans: Vec<SanName>,
 }
+
+/// A certificate that two configured clients would claim: refused rather than resolved by
+/// list order.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("the client certificate matches both '{0}' and '{1}'")]
+pub struct AmbiguousCertificate(pub String, pub String);
 
 impl PeerCertificate {
     /// Reads the end-entity certificate rustls has already verified against the client CA.
     pub fn from_der(der: &[u8]) -> Option<PeerCertificate> {
-        use x509_parser::extensions::GeneralName;
         let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
-        let subject = normalise_subject(&cert.subject().to_string());
+        let subject = DistinguishedName::from_x509(cert.subject());
         let mut sans = Vec::new();
         if let Ok(Some(extension)) = cert.subject_alternative_name() {
-            for name in &extension.value.general_names {
-                match name {
-                    GeneralName::DNSName(text) | GeneralName::URI(text) | GeneralName::RFC822Name(text) => {
-                        sans.push((*text).to_owned());
-                    }
-                    GeneralName::IPAddress(bytes) => {
-                        let ip = match bytes.len() {
-                            4 => <[u8; 4]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
-                            16 => <[u8; 16]>::try_from(*bytes).ok().map(|b| std::net::IpAddr::from(b).to_string()),
-                            _ => None,
-                        };
-                        sans.extend(ip);
-                    }
-                    _ => {}
-                }
-            }
+            sans.extend(extension.value.general_names.iter().filter_map(SanName::from_general_name));
         }
         Some(PeerCertificate { subject, sans })
     }
 
-    /// The configured client this certificate is, if any (the first that matches).
-    pub fn client<'a>(&self, clients: &'a [TlsClient]) -> Option<&'a TlsClient> {
-        clients.iter().find(|client| match &client.matcher {
+    /// The configured client this certificate is, if any. Subjects compare RDN by RDN and
+    /// value by value; SANs compare within their type.
+    pub fn client<'a>(&self, clients: &'a [TlsClient]) -> Result<Option<&'a TlsClient>, AmbiguousCertificate> {
+        let mut matching = clients.iter().filter(|client| match &client.matcher {
             CertMatch::Subject(subject) => *subject == self.subject,
-            CertMatch::San(san) => self.sans.iter().any(|name| name == san),
-        })
+            CertMatch::San(san) => self.sans.contains(san),
+        });
+        let first = matching.next();
+        match (first, matching.next()) {
+            (Some(a), Some(b)) => Err(AmbiguousCertificate(a.name.clone(), b.name.clone())),
+            (first, _) => Ok(first),
+        }
     }
 }
 
@@ -298,29 +297,79 @@ mod tests {
         }
     }
 
+    fn subject(text: &str) -> CertMatch {
+        CertMatch::Subject(DistinguishedName::parse(text).unwrap())
+    }
+
+    fn san(text: &str) -> CertMatch {
+        CertMatch::San(SanName::parse(text).unwrap())
+    }
+
     #[test]
     fn client_certificates_map_by_subject_or_san() {
         let pki = pki::Pki::new("unit CA").unwrap();
         let by_subject = PeerCertificate::from_der(&der(&pki.client("svc-a", None).unwrap().cert_pem)).unwrap();
-        assert_eq!(by_subject.subject, "CN=svc-a,O=Portcullis");
+        assert_eq!(by_subject.subject.to_string(), "CN=svc-a,O=Portcullis");
         let by_uri =
             PeerCertificate::from_der(&der(&pki.client("other", Some("spiffe://t/svc-b")).unwrap().cert_pem)).unwrap();
-        assert_eq!(by_uri.sans, ["spiffe://t/svc-b"]);
+        assert_eq!(by_uri.sans, [SanName::Uri("spiffe://t/svc-b".into())]);
         let server =
             PeerCertificate::from_der(&der(&pki.server(&["localhost", "127.0.0.1"]).unwrap().cert_pem)).unwrap();
-        assert_eq!(server.sans, ["localhost", "127.0.0.1"]);
+        assert_eq!(server.sans, [SanName::Dns("localhost".into()), SanName::Ip("127.0.0.1".parse().unwrap())]);
 
-        let clients = [
-            client("a", CertMatch::Subject(normalise_subject("CN=svc-a, O=Portcullis"))),
-            client("b", CertMatch::San("spiffe://t/svc-b".into())),
-        ];
-        assert_eq!(by_subject.client(&clients).map(|c| c.name.as_str()), Some("a"));
-        assert_eq!(by_uri.client(&clients).map(|c| c.name.as_str()), Some("b"));
-        assert!(server.client(&clients).is_none());
+        let clients = [client("a", subject("CN=svc-a, O=Portcullis")), client("b", san("spiffe://t/svc-b"))];
+        assert_eq!(by_subject.client(&clients).unwrap().map(|c| c.name.as_str()), Some("a"));
+        assert_eq!(by_uri.client(&clients).unwrap().map(|c| c.name.as_str()), Some("b"));
+        assert!(server.client(&clients).unwrap().is_none());
         // Subjects match whole, not by prefix or by common name alone.
-        let partial = [client("c", CertMatch::Subject("CN=svc-a".into()))];
-        assert!(by_subject.client(&partial).is_none());
+        let partial = [client("c", subject("CN=svc-a"))];
+        assert!(by_subject.client(&partial).unwrap().is_none());
         assert!(PeerCertificate::from_der(b"not a certificate").is_none());
+        // A SAN matches only within its type: a DNS entry never matches a URI.
+        let dns = [client("d", san("dns:localhost"))];
+        assert!(server.client(&dns).unwrap().is_some());
+        let uri = [client("u", san("uri:localhost"))];
+        assert!(server.client(&uri).unwrap().is_none());
+    }
+
+    /// Certificates the client CA issued whose common names print like a listed client's
+    /// subject: none of them may become that client.
+    #[test]
+    fn a_common_name_that_prints_like_another_subject_is_not_that_client() {
+        let pki = pki::Pki::new("unit CA").unwrap();
+        let listed = [client("demo", subject("CN=demo-service,O=Portcullis"))];
+        let real = PeerCertificate::from_der(&der(&pki.client("demo-service", None).unwrap().cert_pem)).unwrap();
+        assert_eq!(real.client(&listed).unwrap().map(|c| c.name.as_str()), Some("demo"));
+        for forged_cn in [
+            "demo-service,O=Portcullis",
+            "demo-service, O=Portcullis",
+            "\"demo-service, O=Portcullis\"",
+            "demo-service ",
+            "demo-service\t",
+            "demo-service\\",
+        ] {
+            let forged = pki.client_with_subject(&[("CN", forged_cn)], None).unwrap();
+            let forged = PeerCertificate::from_der(&der(&forged.cert_pem)).unwrap();
+            assert!(forged.client(&listed).unwrap().is_none(), "CN {forged_cn:?} became the listed client");
+        }
+        // Two RDNs in the other order are another name too.
+        let swapped = pki.client_with_subject(&[("O", "Portcullis"), ("CN", "demo-service")], None).unwrap();
+        let swapped = PeerCertificate::from_der(&der(&swapped.cert_pem)).unwrap();
+        assert!(swapped.client(&listed).unwrap().is_none());
+        // The escaped form names the single-CN certificate, and only it.
+        let escaped = [client("odd", subject(r"CN=demo-service\,O=Portcullis"))];
+        let forged = pki.client_with_subject(&[("CN", "demo-service,O=Portcullis")], None).unwrap();
+        let forged = PeerCertificate::from_der(&der(&forged.cert_pem)).unwrap();
+        assert_eq!(forged.client(&escaped).unwrap().map(|c| c.name.as_str()), Some("odd"));
+        assert!(real.client(&escaped).unwrap().is_none());
+    }
+
+    #[test]
+    fn a_certificate_two_clients_would_claim_is_refused() {
+        let pki = pki::Pki::new("unit CA").unwrap();
+        let both = PeerCertificate::from_der(&der(&pki.client("svc-a", Some("spiffe://t/a")).unwrap().cert_pem)).unwrap();
+        let clients = [client("by-subject", subject("CN=svc-a,O=Portcullis")), client("by-san", san("spiffe://t/a"))];
+        assert_eq!(both.client(&clients), Err(AmbiguousCertificate("by-subject".into(), "by-san".into())));
     }
 
     #[test]

@@ -76,6 +76,31 @@ impl Pki {
         self.issue(params)
     }
 
+    /// A client certificate with exactly the subject given (`CN`, `O`, `OU`, `C`, `L`, `ST`
+    /// pairs, in certificate order): for tests of names that other names could imitate.
+    pub fn client_with_subject(&self, subject: &[(&str, &str)], uri: Option<&str>) -> Result<Issued, rcgen::Error> {
+        let mut name = DistinguishedName::new();
+        for (kind, value) in subject {
+            let kind = match *kind {
+                "CN" => DnType::CommonName,
+                "O" => DnType::OrganizationName,
+                "OU" => DnType::OrganizationalUnitName,
+                "C" => DnType::CountryName,
+                "L" => DnType::LocalityName,
+                "ST" => DnType::StateOrProvinceName,
+                _ => return Err(rcgen::Error::UnsupportedSignatureAlgorithm),
+            };
+            name.push(kind, *value);
+        }
+        let mut params = CertificateParams::new(Vec::<String>::new())?;
+        params.distinguished_name = name;
+        if let Some(uri) = uri {
+            params.subject_alt_names = vec![rcgen::SanType::URI(uri.try_into()?)];
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        self.issue(params)
+    }
+
     fn issue(&self, mut params: CertificateParams) -> Result<Issued, rcgen::Error> {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate()?;
