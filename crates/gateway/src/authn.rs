@@ -62,6 +62,9 @@ pub struct Principal {
     pub delegate: bool,
     /// A further rate-limit bucket: the device key of a broker token.
     pub device: Option<(String, crate::config::RateLimit)>,
+    /// For a delegate key acting for an end user: the key's own id (`key:<kid>`), under which
+    /// its limits count all its users together. `id` then names the user.
+    pub delegator: Option<String>,
 }
 
 impl Principal {
@@ -79,6 +82,7 @@ impl Principal {
             limits: crate::store::KeyLimits::default(),
             delegate: false,
             device: None,
+            delegator: None,
         }
     }
 
@@ -89,6 +93,15 @@ impl Principal {
             PrincipalKind::ApiKey => self.id.strip_prefix("key:"),
             PrincipalKind::IdentityToken | PrincipalKind::BrokerToken => Some(&self.id),
             PrincipalKind::ClientCert | PrincipalKind::Anonymous => None,
+        }
+    }
+
+    /// The id the key's own quotas count under: the delegate key's for one of its end users,
+    /// else [`Principal::usage_id`].
+    pub fn key_usage_id(&self) -> Option<&str> {
+        match &self.delegator {
+            Some(key) => key.strip_prefix("key:"),
+            None => self.usage_id(),
         }
     }
 }
@@ -106,6 +119,7 @@ impl Principal {
             limits: client.limits.clone(),
             delegate: false,
             device: None,
+            delegator: None,
         }
     }
 }
@@ -322,7 +336,9 @@ fn on_behalf_of(mut principal: Principal, headers: &HeaderMap) -> Result<Princip
         .ok_or_else(|| {
             ApiError::bad_request("Portcullis-On-Behalf-Of must be a user id of 1 to 128 printable ASCII characters")
         })?;
-    principal.id = format!("{}/user:{user}", principal.id);
+    let key = std::mem::replace(&mut principal.id, String::new());
+    principal.id = format!("{key}/user:{user}");
+    principal.delegator = Some(key);
     Ok(principal)
 }
 
@@ -422,6 +438,7 @@ async fn bearer_jwt(gateway: &crate::serve::Gateway, token: &str) -> Result<Prin
         limits: crate::store::KeyLimits::default(),
         delegate: false,
         device: None,
+        delegator: None,
     })
 }
 

@@ -416,6 +416,7 @@ impl Broker {
             limits: app.limits.clone(),
             delegate: false,
             device: app.device_rate.map(|rate| (format!("device:{}", proof.jkt), rate)),
+            delegator: None,
         })
     }
 }

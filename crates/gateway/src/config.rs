@@ -23,7 +23,7 @@ pub use broker::{
     AppConfig, Attestation, BrokerConfig, IdentityProvider, JwksSource, RawBroker, RawIdentityProvider, TokenUse,
     parse_algorithm,
 };
-pub use limits::{LimitsBackend, LimitsConfig, RateLimit, RawLimits, rate_limit};
+pub use limits::{DEFAULT_MAX_USERS, LimitsBackend, LimitsConfig, RateLimit, RawLimits, rate_limit};
 pub use tls::{CertMatch, ClientAuth, RawTls, RawTlsClient, TlsClient, TlsConfig};
 pub use upstream::{CredentialSource, RawUpstream, UpstreamConfig};
 

@@ -173,6 +173,18 @@ impl ApiError {
     }
 
     /// 503: the caller has as many requests in flight as it may.
+    /// 429: a delegate key named more distinct end users in this window than its cap allows.
+    pub fn too_many_users(cap: crate::limits::spec::UserCap, retry_after: u64) -> ApiError {
+        let mut error = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!("this key may act for at most {cap} distinct end users; retry in {retry_after} s"),
+        );
+        error.headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after.max(1))));
+        error.audit_reason = Some("user_cap");
+        error
+    }
+
     pub fn overloaded() -> ApiError {
         let mut error = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

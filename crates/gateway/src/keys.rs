@@ -192,8 +192,8 @@ impl Keyring {
 
     /// Replaces a key's limits (what is unset falls back to the config's defaults).
     pub async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<KeyRecord, KeyError> {
-        validate_limits(limits)?;
         let key = self.show(kid).await?;
+        validate_limits(limits, key.delegate)?;
         self.record(AuditEvent::KeyLimitsChanged { kid: kid.to_owned(), limits: describe_limits(limits) })?;
         if !self.store.update_limits(kid, limits).await? {
             return Err(KeyError::NotFound(kid.to_owned()));
@@ -253,17 +253,44 @@ pub fn describe_limits(limits: &KeyLimits) -> String {
     for quota in &limits.row_quotas {
         parts.push(format!("row_quota={quota}"));
     }
+    if let Some(rate) = limits.user_rate {
+        parts.push(format!("user_rate={rate}"));
+    }
+    if let Some(burst) = limits.user_burst {
+        parts.push(format!("user_burst={burst}"));
+    }
+    if let Some(concurrency) = limits.user_concurrency {
+        parts.push(format!("user_concurrency={concurrency}"));
+    }
+    for quota in &limits.user_quotas {
+        parts.push(format!("user_quota={quota}"));
+    }
+    if let Some(cap) = limits.max_users {
+        parts.push(format!("max_users={cap}"));
+    }
     if parts.is_empty() { "defaults".to_owned() } else { parts.join(" ") }
 }
 
-fn validate_limits(limits: &KeyLimits) -> Result<(), KeyError> {
-    if limits.burst == Some(0) || limits.concurrency == Some(0) {
-        return Err(KeyError::Invalid("burst and concurrency must be at least 1".into()));
+fn validate_limits(limits: &KeyLimits, delegate: bool) -> Result<(), KeyError> {
+    if [limits.burst, limits.concurrency, limits.user_burst, limits.user_concurrency].contains(&Some(0)) {
+        return Err(KeyError::Invalid("bursts and concurrency must be at least 1".into()));
     }
     if limits.burst.is_some() && limits.rate.is_none() {
         return Err(KeyError::Invalid("--burst needs --rate".into()));
     }
-    for quotas in [&limits.quotas, &limits.row_quotas] {
+    if limits.user_burst.is_some() && limits.user_rate.is_none() {
+        return Err(KeyError::Invalid("--user-burst needs --user-rate".into()));
+    }
+    let per_user = limits.user_rate.is_some()
+        || limits.user_concurrency.is_some()
+        || !limits.user_quotas.is_empty()
+        || limits.max_users.is_some();
+    if per_user && !delegate {
+        return Err(KeyError::Invalid(
+            "--user-rate, --user-concurrency, --user-quota and --max-users are for --delegate keys".into(),
+        ));
+    }
+    for quotas in [&limits.quotas, &limits.row_quotas, &limits.user_quotas] {
         for (index, quota) in quotas.iter().enumerate() {
             if quotas[..index].iter().any(|other| other.window == quota.window) {
                 return Err(KeyError::Invalid(format!("two quotas per {}: give one", quota.window.as_str())));
@@ -274,7 +301,7 @@ fn validate_limits(limits: &KeyLimits) -> Result<(), KeyError> {
 }
 
 fn validate(new: &NewKey) -> Result<(), KeyError> {
-    validate_limits(&new.limits)?;
+    validate_limits(&new.limits, new.delegate)?;
     if new.name.trim().is_empty() || new.name.len() > 128 || new.name.chars().any(char::is_control) {
         return Err(KeyError::Invalid("a key name is 1 to 128 printable characters".into()));
     }

@@ -30,18 +30,31 @@ use crate::{
 pub use memory::InFlightPermit;
 use spec::{Quota, Window};
 
-/// The limits that apply to one principal: its key's own, else the config's defaults.
+/// The limits that apply to one principal: its key's own, else the config's defaults. For a
+/// delegate key acting for an end user these are the key's, counted over all its users, and
+/// `user` holds the end user's own.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Effective {
     pub rate: Option<RateLimit>,
     pub concurrency: Option<u32>,
     pub quotas: Vec<Quota>,
     pub row_quotas: Vec<Quota>,
+    pub user: Option<UserLimits>,
+}
+
+/// What one end user of a delegate key may do, and how many users the key may name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserLimits {
+    pub rate: Option<RateLimit>,
+    pub concurrency: Option<u32>,
+    pub quotas: Vec<Quota>,
+    pub max_users: spec::UserCap,
 }
 
 impl Effective {
-    /// A key's limits over the defaults, field by field.
-    pub fn of(key: &crate::store::KeyLimits, defaults: &LimitsConfig) -> Effective {
+    /// A principal's limits over the defaults, field by field.
+    pub fn of(principal: &Principal, defaults: &LimitsConfig) -> Effective {
+        let key = &principal.limits;
         let rate = match key.rate {
             Some(rate) => crate::config::rate_limit(rate, key.burst).ok(),
             None => defaults.rate,
@@ -51,6 +64,12 @@ impl Effective {
             concurrency: key.concurrency.or(defaults.concurrency),
             quotas: if key.quotas.is_empty() { defaults.quotas.clone() } else { key.quotas.clone() },
             row_quotas: if key.row_quotas.is_empty() { defaults.row_quotas.clone() } else { key.row_quotas.clone() },
+            user: principal.delegator.is_some().then(|| UserLimits {
+                rate: key.user_rate.and_then(|rate| crate::config::rate_limit(rate, key.user_burst).ok()),
+                concurrency: key.user_concurrency,
+                quotas: key.user_quotas.clone(),
+                max_users: key.max_users.unwrap_or(defaults.max_users),
+            }),
         }
     }
 }
@@ -74,13 +93,12 @@ impl RateHeaders {
 
 /// One decision's inputs: the buckets to spend one request from (the principal's first, whose
 /// headers the client sees when `headers`), and the quotas to spend `amount` from (requests, or
-/// rows when `rows`) for key `kid`.
+/// rows when `rows`), each group under its own usage id (a delegate key's, and its end user's).
 #[derive(Clone, Copy)]
 struct Ask<'a> {
-    kid: Option<&'a str>,
     buckets: &'a [(String, RateLimit)],
     headers: bool,
-    quotas: &'a [Quota],
+    quotas: &'a [(&'a str, &'a [Quota])],
     amount: u64,
     rows: bool,
 }
@@ -89,7 +107,7 @@ struct Ask<'a> {
 #[derive(Debug, Default)]
 pub struct Admission {
     pub headers: Option<RateHeaders>,
-    _in_flight: Option<InFlightPermit>,
+    _in_flight: Vec<InFlightPermit>,
 }
 
 /// Counts per key in the current day and month, kept in memory and seeded from the store.
@@ -111,6 +129,8 @@ pub struct Limiter {
     store: Arc<dyn Store>,
     /// (kid, window, period id such as 2026-11-25 or 2026-11) → counts.
     quota_counts: tokio::sync::Mutex<HashMap<(String, Window, String), Counts>>,
+    /// The end users each delegate key named in its current window (this node's count).
+    users: memory::Users,
     /// Usage not yet written to the store: (kid, model, day) → counts.
     pending: Mutex<HashMap<(String, String, String), Counts>>,
 }
@@ -191,6 +211,7 @@ impl Limiter {
             shared,
             config,
             buckets: memory::Buckets::default(),
+            users: memory::Users::default(),
             in_flight: memory::InFlight::default(),
             store,
             quota_counts: tokio::sync::Mutex::new(HashMap::new()),
@@ -215,9 +236,19 @@ impl Limiter {
         model: Option<(&str, Option<&RateLimit>)>,
     ) -> Result<Admission, ApiError> {
         let mut admission = Admission::default();
+        // A delegate key acting for an end user is limited as a whole (under its own id) and
+        // per user (under `key:<kid>/user:<id>`): naming a new user per request gains nothing.
+        let whole = principal.delegator.as_deref().unwrap_or(&principal.id);
         if let Some(cap) = limits.concurrency {
-            admission._in_flight =
-                Some(self.in_flight.try_acquire(&principal.id, cap).ok_or_else(ApiError::overloaded)?);
+            admission._in_flight.push(self.in_flight.try_acquire(whole, cap).ok_or_else(ApiError::overloaded)?);
+        }
+        if let (Some(user), Some(_)) = (&limits.user, &principal.delegator) {
+            if let Some(cap) = user.concurrency {
+                admission
+                    ._in_flight
+                    .push(self.in_flight.try_acquire(&principal.id, cap).ok_or_else(ApiError::overloaded)?);
+            }
+            self.admit_user(whole, &principal.id, user.max_users).await?;
         }
         // The principal's own bucket first: its headers are the ones the client sees.
         let own = match principal.kind {
@@ -229,6 +260,9 @@ impl Limiter {
         };
         let mut buckets: Vec<(String, RateLimit)> = Vec::new();
         if let Some(limit) = own {
+            buckets.push((format!("p:{whole}"), limit));
+        }
+        if let Some(limit) = limits.user.as_ref().and_then(|user| user.rate).filter(|_| principal.delegator.is_some()) {
             buckets.push((format!("p:{}", principal.id), limit));
         }
         if let Some((device, limit)) = &principal.device {
@@ -238,8 +272,14 @@ impl Limiter {
             buckets.push((format!("m:{name}"), *limit));
         }
         let kid = principal.usage_id();
-        let quotas = if kid.is_some() { limits.quotas.as_slice() } else { &[] };
-        let ask = Ask { kid, buckets: &buckets, headers: own.is_some(), quotas, amount: 1, rows: false };
+        let mut quotas: Vec<(&str, &[Quota])> = Vec::new();
+        if let Some(whole) = principal.key_usage_id() {
+            quotas.push((whole, &limits.quotas));
+        }
+        if let (Some(kid), Some(user)) = (kid.filter(|_| principal.delegator.is_some()), &limits.user) {
+            quotas.push((kid, &user.quotas));
+        }
+        let ask = Ask { buckets: &buckets, headers: own.is_some(), quotas: &quotas, amount: 1, rows: false };
         admission.headers = self.decide(&ask).await?;
         if let Some(kid) = kid {
             self.record_usage(kid, model.map(|(name, _)| name), 1, 0);
@@ -247,10 +287,33 @@ impl Limiter {
         Ok(admission)
     }
 
+    /// Counts `user` among the end users delegate key `key` named in this window; refuses a
+    /// new one past the cap (known users go on).
+    async fn admit_user(&self, key: &str, user: &str, cap: spec::UserCap) -> Result<(), ApiError> {
+        let now = crate::time::now();
+        let window = u64::try_from(now).unwrap_or(0) / cap.window_seconds;
+        let retry = cap.window_seconds - u64::try_from(now).unwrap_or(0) % cap.window_seconds;
+        if let Some(shared) = &self.shared {
+            let set = shared.key(format_args!("u:{key}:{window}"));
+            match shared.admit_member(&set, user, cap.count, cap.window_seconds + 60).await {
+                Ok(true) => return Ok(()),
+                Ok(false) => return Err(ApiError::too_many_users(cap, retry)),
+                Err(error) if self.local_fallback => {
+                    tracing::warn!(%error, "shared limiter unavailable; counting end users on this node");
+                }
+                Err(error) => {
+                    tracing::error!(%error, "shared limiter unavailable; refusing limited requests");
+                    return Err(ApiError::limiter_unavailable());
+                }
+            }
+        }
+        if self.users.admit(key, user, window, cap.count) { Ok(()) } else { Err(ApiError::too_many_users(cap, retry)) }
+    }
+
     /// Spends one request from each of `buckets` (all or none refuse): limits outside the
     /// principal model, such as token issuance per user and per device key.
     pub async fn spend(&self, buckets: &[(String, RateLimit)]) -> Result<(), ApiError> {
-        let ask = Ask { kid: None, buckets, headers: false, quotas: &[], amount: 1, rows: false };
+        let ask = Ask { buckets, headers: false, quotas: &[], amount: 1, rows: false };
         self.decide(&ask).await.map(|_| ())
     }
 
@@ -262,14 +325,15 @@ impl Limiter {
         model: &str,
         rows: u64,
     ) -> Result<(), ApiError> {
-        let Some(kid) = principal.usage_id() else {
+        let (Some(kid), Some(whole)) = (principal.usage_id(), principal.key_usage_id()) else {
             return Ok(());
         };
         if rows == 0 {
             return Ok(());
         }
-        let ask =
-            Ask { kid: Some(kid), buckets: &[], headers: false, quotas: &limits.row_quotas, amount: rows, rows: true };
+        // Row quotas are the key's, over all its end users.
+        let quotas = [(whole, limits.row_quotas.as_slice())];
+        let ask = Ask { buckets: &[], headers: false, quotas: &quotas, amount: rows, rows: true };
         self.decide(&ask).await?;
         self.record_usage(kid, Some(model), 0, rows);
         Ok(())
@@ -277,8 +341,8 @@ impl Limiter {
 
     /// Decides an [`Ask`] where the limits live: Redis when configured, else this node.
     async fn decide(&self, ask: &Ask<'_>) -> Result<Option<RateHeaders>, ApiError> {
-        let Ask { kid, buckets, headers, quotas, amount, rows } = *ask;
-        if buckets.is_empty() && quotas.is_empty() {
+        let Ask { buckets, headers, quotas, amount, rows } = *ask;
+        if buckets.is_empty() && quotas.iter().all(|(_, quotas)| quotas.is_empty()) {
             return Ok(None);
         }
         if let Some(shared) = &self.shared {
@@ -295,11 +359,23 @@ impl Limiter {
         }
         let now = now_ns();
         let mut first = None;
-        for (index, (key, limit)) in buckets.iter().enumerate() {
-            let Some(gcra) = gcra::Gcra::new(limit.rate.count, limit.rate.period_ns(), limit.burst) else {
-                continue;
-            };
-            let decision = self.buckets.decide(key, &gcra, now);
+        // All or none, as in Redis: a request one bucket refuses spends nothing from the others
+        // (a delegate key's user refused by its own limit keeps the key's budget).
+        let gcras: Vec<(&str, &RateLimit, gcra::Gcra)> = buckets
+            .iter()
+            .filter_map(|(key, limit)| {
+                Some((key.as_str(), limit, gcra::Gcra::new(limit.rate.count, limit.rate.period_ns(), limit.burst)?))
+            })
+            .collect();
+        for (key, limit, gcra) in &gcras {
+            let decision = self.buckets.peek(key, gcra, now);
+            if !decision.allowed {
+                let rate = RateHeaders { limit: limit.burst, remaining: 0, reset: seconds_ceil(decision.reset_ns) };
+                return Err(ApiError::rate_limited(seconds_ceil(decision.retry_ns).max(1), rate));
+            }
+        }
+        for (index, (key, limit, gcra)) in gcras.iter().enumerate() {
+            let decision = self.buckets.decide(key, gcra, now);
             let rate = RateHeaders {
                 limit: limit.burst,
                 remaining: decision.remaining,
@@ -312,9 +388,7 @@ impl Limiter {
                 first = Some(rate);
             }
         }
-        if let Some(kid) = kid {
-            self.local_quotas(kid, quotas, amount, rows).await?;
-        }
+        self.local_quotas(quotas, amount, rows).await?;
         Ok(first)
     }
 
@@ -323,8 +397,11 @@ impl Limiter {
         shared: &redis::Shared,
         ask: &Ask<'_>,
     ) -> Result<Result<Option<RateHeaders>, ApiError>, redis::SharedError> {
-        let Ask { kid, buckets, headers, quotas, amount, rows } = *ask;
+        let Ask { buckets, headers, quotas, amount, rows } = *ask;
         let now = crate::time::now();
+        // One counter per (usage id, quota), in this order; `NeedsSeed` names one by index.
+        let quotas: Vec<(&str, &Quota)> =
+            quotas.iter().flat_map(|(kid, quotas)| quotas.iter().map(move |quota| (*kid, quota))).collect();
         let gcras: Vec<(String, gcra::Gcra)> = buckets
             .iter()
             .filter_map(|(key, limit)| {
@@ -333,22 +410,15 @@ impl Limiter {
             })
             .collect();
         let what = if rows { "rows" } else { "requests" };
-        let counters: Vec<redis::Counter> = match kid {
-            Some(kid) => quotas
-                .iter()
-                .map(|quota| redis::Counter {
-                    key: shared.key(format_args!(
-                        "q:{kid}:{what}:{}:{}",
-                        quota.window.as_str(),
-                        period_id(quota.window, now)
-                    )),
-                    limit: quota.count,
-                    increment: amount,
-                    ttl: u64::try_from(seconds_left(quota.window, now)).unwrap_or(0) + 3600,
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        let counters: Vec<redis::Counter> = quotas
+            .iter()
+            .map(|(kid, quota)| redis::Counter {
+                key: shared.key(format_args!("q:{kid}:{what}:{}:{}", quota.window.as_str(), period_id(quota.window, now))),
+                limit: quota.count,
+                increment: amount,
+                ttl: u64::try_from(seconds_left(quota.window, now)).unwrap_or(0) + 3600,
+            })
+            .collect();
         // A missing counter is seeded from the store once, then the decision is asked again.
         for _ in 0..=counters.len() {
             match shared.admit(&gcras, &counters).await? {
@@ -366,11 +436,11 @@ impl Limiter {
                     return Ok(Err(ApiError::rate_limited(retry_us.div_ceil(1_000_000).max(1), rate)));
                 }
                 redis::Verdict::QuotaExhausted { index } => {
-                    let Some(quota) = quotas.get(index) else { break };
+                    let Some((_, quota)) = quotas.get(index) else { break };
                     return Ok(Err(ApiError::quota_exhausted(what, quota, seconds_left(quota.window, now))));
                 }
                 redis::Verdict::NeedsSeed { index } => {
-                    let (Some(kid), Some(quota), Some(counter)) = (kid, quotas.get(index), counters.get(index)) else {
+                    let (Some((kid, quota)), Some(counter)) = (quotas.get(index), counters.get(index)) else {
                         break;
                     };
                     let used = match self.stored_usage(kid, quota.window, now).await {
@@ -407,37 +477,45 @@ impl Limiter {
         }))
     }
 
-    /// Checks and counts `amount` (requests, or rows when `rows`) against the key's quotas on
-    /// this node. A refusal counts nothing.
-    async fn local_quotas(&self, kid: &str, quotas: &[Quota], amount: u64, rows: bool) -> Result<(), ApiError> {
-        if quotas.is_empty() {
+    /// Checks and counts `amount` (requests, or rows when `rows`) against each group's quotas
+    /// on this node, all or none: a refusal counts nothing.
+    async fn local_quotas(&self, groups: &[(&str, &[Quota])], amount: u64, rows: bool) -> Result<(), ApiError> {
+        if groups.iter().all(|(_, quotas)| quotas.is_empty()) {
             return Ok(());
         }
         let now = crate::time::now();
         let mut counts = self.quota_counts.lock().await;
-        for quota in quotas {
-            let id = (kid.to_owned(), quota.window, period_id(quota.window, now));
-            if !counts.contains_key(&id) {
-                let seeded = self.stored_usage(kid, quota.window, now).await?;
-                counts.retain(|(_, window, period), _| *window != quota.window || *period == id.2);
-                counts.insert(id, seeded);
+        for (kid, quotas) in groups {
+            for quota in *quotas {
+                let id = ((*kid).to_owned(), quota.window, period_id(quota.window, now));
+                if !counts.contains_key(&id) {
+                    let seeded = self.stored_usage(kid, quota.window, now).await?;
+                    counts.retain(|(_, window, period), _| *window != quota.window || *period == id.2);
+                    counts.insert(id, seeded);
+                }
             }
         }
-        for quota in quotas {
-            let current =
-                counts.get(&(kid.to_owned(), quota.window, period_id(quota.window, now))).copied().unwrap_or_default();
-            let used = if rows { current.rows } else { current.requests };
-            if used.saturating_add(amount) > quota.count {
-                let what = if rows { "rows" } else { "requests" };
-                return Err(ApiError::quota_exhausted(what, quota, seconds_left(quota.window, now)));
+        for (kid, quotas) in groups {
+            for quota in *quotas {
+                let current = counts
+                    .get(&((*kid).to_owned(), quota.window, period_id(quota.window, now)))
+                    .copied()
+                    .unwrap_or_default();
+                let used = if rows { current.rows } else { current.requests };
+                if used.saturating_add(amount) > quota.count {
+                    let what = if rows { "rows" } else { "requests" };
+                    return Err(ApiError::quota_exhausted(what, quota, seconds_left(quota.window, now)));
+                }
             }
         }
-        for window in [Window::Day, Window::Month] {
-            if let Some(counts) = counts.get_mut(&(kid.to_owned(), window, period_id(window, now))) {
-                if rows {
-                    counts.rows += amount;
-                } else {
-                    counts.requests += amount;
+        for (kid, _) in groups {
+            for window in [Window::Day, Window::Month] {
+                if let Some(counts) = counts.get_mut(&((*kid).to_owned(), window, period_id(window, now))) {
+                    if rows {
+                        counts.rows += amount;
+                    } else {
+                        counts.requests += amount;
+                    }
                 }
             }
         }
@@ -456,7 +534,11 @@ impl Limiter {
 
     fn pending_since(&self, kid: &str, since: &str) -> Counts {
         let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-        pending.iter().filter(|((k, _, day), _)| k == kid && day.as_str() >= since).fold(
+        // A key's usage includes that of the end users it named (`<kid>/user:<id>`).
+        let includes = |k: &str| {
+            k == kid || (!kid.contains('/') && k.strip_prefix(kid).is_some_and(|rest| rest.starts_with('/')))
+        };
+        pending.iter().filter(|((k, _, day), _)| includes(k) && day.as_str() >= since).fold(
             Counts::default(),
             |total, (_, counts)| Counts { requests: total.requests + counts.requests, rows: total.rows + counts.rows },
         )

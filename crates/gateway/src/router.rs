@@ -337,7 +337,7 @@ async fn limit(State(gateway): State<Arc<Gateway>>, mut request: Request, next: 
         // The public routes (health) carry no principal and are not limited.
         return next.run(request).await;
     };
-    let limits = crate::limits::Effective::of(&principal.limits, gateway.limiter.config());
+    let limits = crate::limits::Effective::of(principal, gateway.limiter.config());
     // A model's own limit is spent only by callers that may use it: others cannot exhaust it.
     let model = authn::model_in_path(request.uri().path())
         .and_then(|name| gateway.registry.get(name))

@@ -54,6 +54,27 @@ mod row {
                     row_quotas: KeyLimits::quotas_from_stored(
                         row.try_get::<Option<String>, _>("row_quotas").map_err(corrupt)?.as_deref(),
                     )?,
+                    user_rate: row
+                        .try_get::<Option<String>, _>("user_rate")
+                        .map_err(corrupt)?
+                        .map(|text| text.parse().map_err(StoreError::Corrupt))
+                        .transpose()?,
+                    user_burst: row
+                        .try_get::<Option<i64>, _>("user_burst")
+                        .map_err(corrupt)?
+                        .and_then(|n| u32::try_from(n).ok()),
+                    user_concurrency: row
+                        .try_get::<Option<i64>, _>("user_concurrency")
+                        .map_err(corrupt)?
+                        .and_then(|n| u32::try_from(n).ok()),
+                    user_quotas: KeyLimits::quotas_from_stored(
+                        row.try_get::<Option<String>, _>("user_quotas").map_err(corrupt)?.as_deref(),
+                    )?,
+                    max_users: row
+                        .try_get::<Option<String>, _>("max_users")
+                        .map_err(corrupt)?
+                        .map(|text| text.parse().map_err(StoreError::Corrupt))
+                        .transpose()?,
                 },
             })
         }};
@@ -82,7 +103,8 @@ mod row {
         }};
     }
 
-    /// Binds `KeyLimits` as its five columns: rate, burst, concurrency, quotas, row_quotas.
+    /// Binds `KeyLimits` as its ten columns: rate, burst, concurrency, quotas, row_quotas,
+    /// user_rate, user_burst, user_concurrency, user_quotas, max_users.
     macro_rules! bind_key_limits {
         ($query:expr, $limits:expr) => {{
             let limits = $limits;
@@ -92,6 +114,42 @@ mod row {
                 .bind(limits.concurrency.map(i64::from))
                 .bind(KeyLimits::quotas_to_stored(&limits.quotas))
                 .bind(KeyLimits::quotas_to_stored(&limits.row_quotas))
+                .bind(limits.user_rate.map(|rate| rate.to_string()))
+                .bind(limits.user_burst.map(i64::from))
+                .bind(limits.user_concurrency.map(i64::from))
+                .bind(KeyLimits::quotas_to_stored(&limits.user_quotas))
+                .bind(limits.max_users.map(|cap| cap.to_string()))
+        }};
+    }
+
+    /// The key changes after `$after` (a `key_changes` sequence number), or, for `None`, just
+    /// where the sequence stands now. `$n` parameters work in SQLite too.
+    macro_rules! key_changes {
+        ($pool:expr, $after:expr) => {{
+            let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
+            match $after {
+                None => {
+                    let row = sqlx::query("SELECT COALESCE(MAX(seq), 0) AS seq FROM key_changes")
+                        .fetch_one($pool)
+                        .await
+                        .map_err(unavailable)?;
+                    Ok(super::KeyChanges { cursor: row.try_get::<i64, _>("seq").map_err(corrupt)?, kids: Vec::new() })
+                }
+                Some(after) => {
+                    let rows = sqlx::query("SELECT seq, kid FROM key_changes WHERE seq > $1 ORDER BY seq LIMIT $2")
+                        .bind(after)
+                        .bind(super::KEY_CHANGES_PAGE)
+                        .fetch_all($pool)
+                        .await
+                        .map_err(unavailable)?;
+                    let mut changes = super::KeyChanges { cursor: after, kids: Vec::with_capacity(rows.len()) };
+                    for row in &rows {
+                        changes.cursor = changes.cursor.max(row.try_get::<i64, _>("seq").map_err(corrupt)?);
+                        changes.kids.push(row.try_get("kid").map_err(corrupt)?);
+                    }
+                    Ok(changes)
+                }
+            }
         }};
     }
 
@@ -292,6 +350,14 @@ pub struct KeyLimits {
     pub quotas: Vec<crate::limits::spec::Quota>,
     /// Inference rows per day or month.
     pub row_quotas: Vec<crate::limits::spec::Quota>,
+    /// A delegate key's limits for each end user it names. The fields above apply to the key as
+    /// a whole, all its users together, so naming a new user per request gains nothing.
+    pub user_rate: Option<crate::limits::spec::Rate>,
+    pub user_burst: Option<u32>,
+    pub user_concurrency: Option<u32>,
+    pub user_quotas: Vec<crate::limits::spec::Quota>,
+    /// Distinct end users a delegate key may name per window (`[limits] max_users` otherwise).
+    pub max_users: Option<crate::limits::spec::UserCap>,
 }
 
 impl KeyLimits {
@@ -379,7 +445,9 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<bool, StoreError>;
     /// Adds counts to the usage rows (creating them), in one transaction.
     async fn add_usage(&self, usage: &[Usage]) -> Result<(), StoreError>;
-    /// Usage rows from `since_day` on (`YYYY-MM-DD`), of one key or all, by day, key, model.
+    /// Usage rows from `since_day` on (`YYYY-MM-DD`), of one key or all, by day, key, model. A
+    /// key's rows include those of the end users a delegate key named (`<kid>/user:<id>`);
+    /// an end user's (`<kid>/user:<id>`) are its own only.
     async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError>;
     /// Inserts a new signing key and, in the same transaction, retires every other key that
     /// was signing (at the new key's `created_at`).
@@ -388,7 +456,22 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn signing_keys(&self) -> Result<Vec<SigningKeyRecord>, StoreError>;
     /// Deletes keys retired before `before`; returns how many.
     async fn prune_signing_keys(&self, before: i64) -> Result<u64, StoreError>;
+    /// Keys changed (revoked, rotated, limits updated, by any process) after sequence number
+    /// `after`, at most [`KEY_CHANGES_PAGE`] of them; `None` asks only where the sequence is.
+    async fn key_changes(&self, after: Option<i64>) -> Result<KeyChanges, StoreError>;
+    /// Forgets key changes recorded before `before` (Unix seconds).
+    async fn prune_key_changes(&self, before: i64) -> Result<(), StoreError>;
 }
+
+/// Key changes read from the store: the ids changed, and the sequence number to ask after next.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeyChanges {
+    pub cursor: i64,
+    pub kids: Vec<String>,
+}
+
+/// The most key changes one read returns; a full page means "there may be more".
+pub const KEY_CHANGES_PAGE: i64 = 1000;
 
 /// A stored signing key of the token broker; the private part sealed.
 #[derive(Clone, PartialEq, Eq)]
@@ -441,12 +524,15 @@ pub(crate) mod tests {
                 concurrency: Some(8),
                 quotas: vec!["1000/day".parse().unwrap(), "20000/month".parse().unwrap()],
                 row_quotas: vec![],
+                ..KeyLimits::default()
             },
         }
     }
 
     /// What every store must do; run against SQLite always and PostgreSQL when CI provides it.
     pub(crate) async fn conformance(store: &dyn Store) {
+        let start = store.key_changes(None).await.unwrap();
+        assert_eq!(start.kids, Vec::<String>::new());
         store.insert_key(&key("AAAA0001")).await.unwrap();
         assert_eq!(store.find_key("AAAA0001").await.unwrap(), Some(key("AAAA0001")));
         assert!(matches!(store.insert_key(&key("AAAA0001")).await, Err(StoreError::Conflict(_))));
@@ -469,6 +555,26 @@ pub(crate) mod tests {
         assert!(store.update_limits("AAAA0001", &limits).await.unwrap());
         assert_eq!(store.find_key("AAAA0001").await.unwrap().unwrap().limits, limits);
         assert!(!store.update_limits("nope", &limits).await.unwrap());
+        let delegate = KeyLimits {
+            concurrency: Some(4),
+            user_rate: Some("5/s".parse().unwrap()),
+            user_burst: Some(2),
+            user_concurrency: Some(1),
+            user_quotas: vec!["10/day".parse().unwrap()],
+            max_users: Some("100/h".parse().unwrap()),
+            ..KeyLimits::default()
+        };
+        assert!(store.update_limits("AAAA0001", &delegate).await.unwrap());
+        assert_eq!(store.find_key("AAAA0001").await.unwrap().unwrap().limits, delegate);
+
+        // Every change to a key, by any writer, is in the change feed, in order.
+        let changes = store.key_changes(Some(start.cursor)).await.unwrap();
+        assert_eq!(changes.kids, ["AAAA0001", "AAAA0002", "AAAA0001", "AAAA0001"]);
+        let later = store.key_changes(Some(changes.cursor)).await.unwrap();
+        assert_eq!(later, KeyChanges { cursor: changes.cursor, kids: Vec::new() });
+        assert_eq!(store.key_changes(None).await.unwrap().cursor, changes.cursor);
+        store.prune_key_changes(i64::MAX).await.unwrap();
+        assert!(store.key_changes(Some(start.cursor)).await.unwrap().kids.is_empty());
 
         // Usage adds up per key, model and day.
         let usage = |kid: &str, model: &str, day: &str, requests, rows| Usage {
@@ -491,6 +597,19 @@ pub(crate) mod tests {
             [usage("AAAA0001", "m", "2026-11-01", 5, 15)]
         );
         assert_eq!(store.usage(None, "2026-10-01").await.unwrap().len(), 3);
+        // A delegate key's usage includes its end users'; an end user's is its own only, even
+        // when its id reads like a prefix of another's.
+        store
+            .add_usage(&[
+                usage("AAAA0002/user:a", "m", "2026-11-02", 4, 4),
+                usage("AAAA0002/user:a/b", "m", "2026-11-02", 8, 8),
+                usage("AAAA00021", "m", "2026-11-02", 16, 16),
+            ])
+            .await
+            .unwrap();
+        let total = |rows: Vec<Usage>| rows.iter().map(|row| row.requests).sum::<u64>();
+        assert_eq!(total(store.usage(Some("AAAA0002"), "2026-11-01").await.unwrap()), 1 + 4 + 8);
+        assert_eq!(total(store.usage(Some("AAAA0002/user:a"), "2026-11-01").await.unwrap()), 4);
 
         // Signing keys: a new one retires the one signing before it, in one step.
         let signing = |kid: &str, created_at| SigningKeyRecord {

@@ -27,6 +27,21 @@ pub struct LimitArgs {
     /// Requests in flight at once.
     #[arg(long)]
     concurrency: Option<u32>,
+    /// Delegate keys: each end user's rate (the limits above count all users together).
+    #[arg(long)]
+    user_rate: Option<String>,
+    /// Delegate keys: each end user's burst (needs --user-rate).
+    #[arg(long)]
+    user_burst: Option<u32>,
+    /// Delegate keys: each end user's requests in flight at once.
+    #[arg(long)]
+    user_concurrency: Option<u32>,
+    /// Delegate keys: each end user's requests per day or month, e.g. 500/day.
+    #[arg(long)]
+    user_quota: Vec<String>,
+    /// Delegate keys: distinct end users per window, e.g. 10000/h (default: [limits] max_users).
+    #[arg(long)]
+    max_users: Option<String>,
 }
 
 impl LimitArgs {
@@ -40,6 +55,11 @@ impl LimitArgs {
             concurrency: self.concurrency,
             quotas: quotas(&self.quota)?,
             row_quotas: quotas(&self.row_quota)?,
+            user_rate: self.user_rate.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+            user_burst: self.user_burst,
+            user_concurrency: self.user_concurrency,
+            user_quotas: quotas(&self.user_quota)?,
+            max_users: self.max_users.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
         })
     }
 }
@@ -71,7 +91,7 @@ pub enum Command {
         #[arg(long, requires = "output")]
         widen_output: bool,
         /// Let the key name the end user it acts for (header Portcullis-On-Behalf-Of): for app
-        /// backends; limits and quotas then apply per end user.
+        /// backends. Its limits count all its users together; --user-* limits each one.
         #[arg(long)]
         delegate: bool,
         #[command(flatten)]

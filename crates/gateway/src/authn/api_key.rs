@@ -157,6 +157,7 @@ impl KeyVerifier {
             limits: record.limits.clone(),
             delegate: record.delegate,
             device: None,
+            delegator: None,
         })
     }
 

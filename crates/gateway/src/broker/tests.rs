@@ -619,7 +619,7 @@ async fn limits_apply_per_user_and_per_device_key() {
         let (broker, limiter) = (&f.broker, &limiter);
         async move {
             let principal = broker.authenticate(&token, &proof, "POST", "/v2/models/demo/infer", NOW).await.unwrap();
-            let limits = crate::limits::Effective::of(&principal.limits, limiter.config());
+            let limits = crate::limits::Effective::of(&principal, limiter.config());
             limiter.admit(&principal, &limits, None).await.map(|_| ()).map_err(|error| error.code)
         }
     };

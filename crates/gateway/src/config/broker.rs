@@ -436,6 +436,7 @@ impl RawBroker {
                 concurrency: app.concurrency,
                 quotas: app.quota.iter().map(|text| text.parse()).collect::<Result<_, _>>().map_err(at)?,
                 row_quotas: app.row_quota.iter().map(|text| text.parse()).collect::<Result<_, _>>().map_err(at)?,
+                ..KeyLimits::default()
             };
             let attestation = match app.attestation.as_deref() {
                 None => None,

@@ -22,6 +22,9 @@ pub struct RawLimits {
     /// Per client address, for anonymous calls to public models.
     pub anonymous_rate: Option<String>,
     pub anonymous_burst: Option<u32>,
+    /// Distinct end users a delegate key may name per window, for keys that set none
+    /// (default 10000/h): a bound on the state one key can make the gateway hold.
+    pub max_users: Option<String>,
     /// Proxies whose `X-Forwarded-For` is believed (addresses or CIDR ranges).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
@@ -52,9 +55,14 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// Distinct end users per delegate key when neither the key nor `[limits]` says.
+pub const DEFAULT_MAX_USERS: crate::limits::spec::UserCap =
+    crate::limits::spec::UserCap { count: 10_000, window_seconds: 3600 };
+
 /// Validated `[limits]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct LimitsConfig {
+    pub max_users: crate::limits::spec::UserCap,
     pub rate: Option<RateLimit>,
     pub concurrency: Option<u32>,
     pub quotas: Vec<crate::limits::spec::Quota>,
@@ -127,7 +135,12 @@ impl RawLimits {
             Some("local") => true,
             Some(other) => return Err(fail("on_unavailable", format!("'{other}': use \"closed\" or \"local\""))),
         };
+        let max_users = match self.max_users.as_deref() {
+            None => DEFAULT_MAX_USERS,
+            Some(text) => text.parse().map_err(|e| fail("max_users", e))?,
+        };
         Ok(LimitsConfig {
+            max_users,
             backend,
             local_fallback,
             rate: rate("rate", self.rate, self.burst)?,
@@ -137,5 +150,21 @@ impl RawLimits {
             anonymous: rate("anonymous_rate", self.anonymous_rate, self.anonymous_burst)?,
             trusted_proxies,
         })
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> LimitsConfig {
+        LimitsConfig {
+            max_users: DEFAULT_MAX_USERS,
+            rate: None,
+            concurrency: None,
+            quotas: Vec::new(),
+            row_quotas: Vec::new(),
+            anonymous: None,
+            trusted_proxies: Vec::new(),
+            backend: LimitsBackend::Memory,
+            local_fallback: false,
+        }
     }
 }

@@ -48,6 +48,14 @@ impl Buckets {
         decision
     }
 
+    /// What [`Buckets::decide`] would answer, without spending anything.
+    pub fn peek(&self, key: &str, gcra: &Gcra, now_ns: u64) -> Decision {
+        let Ok(shard) = self.shard(key).lock() else {
+            return Decision { allowed: false, remaining: 0, reset_ns: gcra.emission_ns, retry_ns: gcra.emission_ns };
+        };
+        gcra.decide(now_ns, shard.get(key).copied()).0
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.shards.iter().map(|shard| shard.lock().map_or(0, |shard| shard.len())).sum()
@@ -93,6 +101,37 @@ impl Drop for InFlightPermit {
     }
 }
 
+/// The end users each delegate key named in its current fixed window, up to its cap.
+#[derive(Debug, Default)]
+pub struct Users {
+    /// key id → (window number, users seen in it).
+    keys: Mutex<HashMap<String, (u64, std::collections::HashSet<String>)>>,
+}
+
+impl Users {
+    /// Whether `user` may be named by `key` in `window`: one it named already, or a new one
+    /// while fewer than `cap` were named.
+    pub fn admit(&self, key: &str, user: &str, window: u64, cap: u64) -> bool {
+        let Ok(mut keys) = self.keys.lock() else {
+            return false;
+        };
+        // Windows that ended are dropped when any key moves on, so memory stays bounded by the
+        // keys active in one window times their caps.
+        if keys.get(key).is_some_and(|(seen, _)| *seen != window) {
+            keys.retain(|_, (seen, _)| *seen == window);
+        }
+        let (_, users) = keys.entry(key.to_owned()).or_insert_with(|| (window, std::collections::HashSet::new()));
+        if users.contains(user) {
+            return true;
+        }
+        if u64::try_from(users.len()).unwrap_or(u64::MAX) >= cap {
+            return false;
+        }
+        users.insert(user.to_owned());
+        true
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,5 +158,16 @@ mod tests {
         assert!(in_flight.try_acquire("other", 2).is_some());
         drop(first);
         assert!(in_flight.try_acquire("k", 2).is_some());
+    }
+
+    #[test]
+    fn a_delegate_key_names_at_most_its_cap_of_users_per_window() {
+        let users = Users::default();
+        assert!(users.admit("k", "a", 1, 2));
+        assert!(users.admit("k", "b", 1, 2));
+        assert!(!users.admit("k", "c", 1, 2), "a third user in the window");
+        assert!(users.admit("k", "a", 1, 2), "known users go on");
+        assert!(users.admit("other", "c", 1, 2), "each key has its own cap");
+        assert!(users.admit("k", "c", 2, 2), "a new window starts afresh");
     }
 }

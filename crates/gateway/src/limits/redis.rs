@@ -71,6 +71,22 @@ end
 return {1, 0, remaining, reset, 0}
 ";
 
+/// Adds a member to a set unless that would take it past its cap; the set expires with its
+/// window. Replies 1 (a member, old or new) or 0 (refused).
+const ADMIT_MEMBER: &str = r"
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then
+  return 1
+end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[2]) then
+  return 0
+end
+redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[3]))
+end
+return 1
+";
+
 /// A quota counter the script spends.
 #[derive(Debug, Clone)]
 pub struct Counter {
@@ -110,6 +126,7 @@ pub struct Shared {
     client: redis::Client,
     prefix: String,
     admit: redis::Script,
+    admit_member: redis::Script,
     connection: tokio::sync::Mutex<Option<ConnectionManager>>,
     last_failure: Mutex<Option<Instant>>,
 }
@@ -132,6 +149,7 @@ impl Shared {
             client,
             prefix: prefix.to_owned(),
             admit: redis::Script::new(ADMIT),
+            admit_member: redis::Script::new(ADMIT_MEMBER),
             connection: tokio::sync::Mutex::new(None),
             last_failure: Mutex::new(None),
         })
@@ -201,6 +219,19 @@ impl Shared {
             -2 => Verdict::NeedsSeed { index },
             other => return Err(SharedError(format!("unexpected script reply {other}"))),
         })
+    }
+
+    /// Counts `member` in the set `key` (a delegate key's end users in one window) unless the
+    /// set holds `cap` others already; atomically for all nodes.
+    pub async fn admit_member(&self, key: &str, member: &str, cap: u64, ttl: u64) -> Result<bool, SharedError> {
+        let mut connection = self.connection().await?;
+        let mut invocation = self.admit_member.prepare_invoke();
+        invocation.key(key).arg(member).arg(cap).arg(ttl);
+        let reply: i64 = tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(|_| SharedError("timed out".into()))?
+            .map_err(|e| SharedError(e.to_string()))?;
+        Ok(reply == 1)
     }
 
     /// Creates a counter with the store's count unless another node did first.

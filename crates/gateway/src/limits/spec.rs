@@ -108,6 +108,41 @@ impl fmt::Display for Quota {
     }
 }
 
+/// At most `count` distinct end users per fixed window of `window_seconds` (a delegate key's
+/// cap on the users it names): `10000/h`, `500/min`, `100000/day`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UserCap {
+    pub count: u64,
+    pub window_seconds: u64,
+}
+
+impl FromStr for UserCap {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<UserCap, String> {
+        let help = "write a user cap as N/min, N/h or N/day (e.g. 10000/h)";
+        let (count, unit) = text.split_once('/').ok_or_else(|| format!("user cap '{text}': {help}"))?;
+        let window_seconds = match unit.trim() {
+            "m" | "min" | "minute" => 60,
+            "h" | "hour" => 3600,
+            "d" | "day" => 86_400,
+            other => return Err(format!("user cap '{text}': unknown window '{other}'; {help}")),
+        };
+        Ok(UserCap { count: parse_count(count, &format!("user cap '{text}'"))?, window_seconds })
+    }
+}
+
+impl fmt::Display for UserCap {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let unit = match self.window_seconds {
+            60 => "min",
+            3600 => "h",
+            _ => "day",
+        };
+        write!(f, "{}/{unit}", self.count)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +167,9 @@ mod tests {
         assert!(rate("50/fortnight").contains("unknown unit"));
         assert!(rate("1.5/s").contains("not a whole number"));
         assert!("10/week".parse::<Quota>().unwrap_err().contains("unknown window"));
+        assert!("0/h".parse::<UserCap>().unwrap_err().contains("zero"));
+        assert!("10/s".parse::<UserCap>().unwrap_err().contains("unknown window"));
+        assert_eq!("10000/h".parse::<UserCap>().unwrap().to_string(), "10000/h");
+        assert_eq!("5/day".parse(), Ok(UserCap { count: 5, window_seconds: 86_400 }));
     }
 }

@@ -94,6 +94,40 @@ impl Limited {
         (secret.expose().to_owned(), record.kid)
     }
 
+    async fn delegate_key(&self, limits: KeyLimits) -> (String, String) {
+        let new = NewKey {
+            name: "app-backend".into(),
+            owner: None,
+            models: ModelScope::All,
+            scopes: Scopes::ALL,
+            output: None,
+            widen_output: false,
+            delegate: true,
+            expires_in: None,
+            limits,
+        };
+        let (secret, record) = self.keyring.create(&new).await.unwrap();
+        (secret.expose().to_owned(), record.kid)
+    }
+
+    /// An inference by a delegate key acting for `user`.
+    async fn infer_for(&self, key: &str, user: &str) -> Reply {
+        let mut request = Request::builder()
+            .method(Method::POST)
+            .uri("/v2/models/mlp/infer")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header("portcullis-on-behalf-of", user)
+            .body(Body::from(body(1)))
+            .unwrap();
+        request.extensions_mut().insert(ConnectInfo(PEER.parse::<SocketAddr>().unwrap()));
+        let response = super::public(Arc::clone(&self.gateway)).oneshot(request).await.unwrap();
+        let status = response.status();
+        let headers = response.headers().clone();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        Reply { status, headers, body: serde_json::from_slice(&bytes).unwrap_or_default() }
+    }
+
     async fn infer(&self, model: &str, key: Option<&str>, peer: &str, forwarded: Option<&str>, rows: usize) -> Reply {
         let mut request = Request::builder()
             .method(Method::POST)
@@ -138,6 +172,11 @@ fn limits(text: &[(&str, &str)]) -> KeyLimits {
             "concurrency" => limits.concurrency = Some(value.parse().unwrap()),
             "quota" => limits.quotas.push(value.parse().unwrap()),
             "row_quota" => limits.row_quotas.push(value.parse().unwrap()),
+            "user_rate" => limits.user_rate = Some(value.parse().unwrap()),
+            "user_burst" => limits.user_burst = Some(value.parse().unwrap()),
+            "user_concurrency" => limits.user_concurrency = Some(value.parse().unwrap()),
+            "user_quota" => limits.user_quotas.push(value.parse().unwrap()),
+            "max_users" => limits.max_users = Some(value.parse().unwrap()),
             other => panic!("{other}"),
         }
     }
@@ -266,7 +305,7 @@ async fn requests_in_flight_are_capped_per_principal() {
     let limited = Limited::new().await;
     let (key, _) = limited.key(limits(&[("concurrency", "1")])).await;
     let principal = limited.gateway.verifier.verify(&key).await.unwrap();
-    let effective = crate::limits::Effective::of(&principal.limits, limited.gateway.limiter.config());
+    let effective = crate::limits::Effective::of(&principal, limited.gateway.limiter.config());
     let held = limited.gateway.limiter.admit(&principal, &effective, None).await.unwrap();
     let reply = limited.infer("mlp", Some(&key), PEER, None, 1).await;
     assert_eq!((reply.status, reply.body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
@@ -401,4 +440,101 @@ async fn a_full_server_or_model_queue_sheds_load_at_once() {
     assert_eq!(reply.header("retry-after"), Some(1));
     drop(admitted);
     assert_eq!(limited.infer("mlp", Some(&key), PEER, None, 1).await.status, StatusCode::OK);
+}
+
+/// Sends one request per fresh end user; returns the statuses.
+async fn one_request_per_new_user(limited: &Limited, key: &str, count: usize) -> Vec<u16> {
+    let mut statuses = Vec::new();
+    for user in 0..count {
+        statuses.push(limited.infer_for(key, &format!("user-{user}")).await.status.as_u16());
+    }
+    statuses
+}
+
+#[tokio::test]
+async fn a_delegate_key_naming_a_new_user_per_request_is_still_rate_limited() {
+    let limited = Limited::new().await;
+    let (key, _) = limited.delegate_key(limits(&[("rate", "5/s"), ("burst", "5")])).await;
+    let statuses = one_request_per_new_user(&limited, &key, 60).await;
+    let served = statuses.iter().filter(|status| **status == 200).count();
+    assert!(served <= 6, "a 5/s key served {served} of 60 requests naming new users: {statuses:?}");
+    assert!(statuses.contains(&429));
+}
+
+#[tokio::test]
+async fn a_delegate_key_naming_a_new_user_per_request_keeps_its_quota() {
+    let limited = Limited::new().await;
+    let (key, kid) = limited.delegate_key(limits(&[("quota", "10/day")])).await;
+    let statuses = one_request_per_new_user(&limited, &key, 50).await;
+    assert_eq!(statuses.iter().filter(|status| **status == 200).count(), 10, "{statuses:?}");
+    let refused = limited.infer_for(&key, "one-more").await;
+    assert_eq!(refused.body["code"], "quota_exhausted");
+    // After a restart the key-wide count is seeded from the usage of all its users.
+    limited.gateway.limiter.flush_usage().await;
+    let usage = limited.store.usage(Some(&kid), "2000-01-01").await.unwrap();
+    assert_eq!(usage.iter().map(|row| row.requests).sum::<u64>(), 10);
+    let restarted = gateway(limited.dir).await;
+    assert_eq!(restarted.infer_for(&key, "fresh").await.status, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_delegate_key_with_concurrency_one_holds_one_slot_whatever_user_it_names() {
+    let limited = Limited::new().await;
+    let (key, _) = limited.delegate_key(limits(&[("concurrency", "1")])).await;
+    let mut principal = limited.gateway.verifier.verify(&key).await.unwrap();
+    principal.delegator = Some(principal.id.clone());
+    principal.id = format!("{}/user:alice", principal.id);
+    let effective = crate::limits::Effective::of(&principal, limited.gateway.limiter.config());
+    let held = limited.gateway.limiter.admit(&principal, &effective, None).await.unwrap();
+    let reply = limited.infer_for(&key, "bob").await;
+    assert_eq!((reply.status, reply.body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
+    drop(held);
+    assert_eq!(limited.infer_for(&key, "bob").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_delegate_keys_end_users_have_their_own_limits_too() {
+    let limited = Limited::new().await;
+    let (key, _) = limited
+        .delegate_key(limits(&[("user_rate", "1/min"), ("user_burst", "1"), ("user_quota", "5/day")]))
+        .await;
+    assert_eq!(limited.infer_for(&key, "alice").await.status, StatusCode::OK);
+    let again = limited.infer_for(&key, "alice").await;
+    assert_eq!((again.status, again.body["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));
+    assert_eq!(limited.infer_for(&key, "bob").await.status, StatusCode::OK, "another user has a bucket of its own");
+}
+
+#[tokio::test]
+async fn a_delegate_key_names_at_most_its_cap_of_distinct_users() {
+    let limited = Limited::new().await;
+    let (key, _) = limited.delegate_key(limits(&[("max_users", "3/h")])).await;
+    assert_eq!(one_request_per_new_user(&limited, &key, 4).await, [200, 200, 200, 429]);
+    let refused = limited.infer_for(&key, "user-9").await;
+    assert_eq!(refused.body["code"], "rate_limited");
+    assert!(refused.header("retry-after").unwrap() >= 1);
+    assert_eq!(limited.infer_for(&key, "user-1").await.status, StatusCode::OK, "known users go on");
+    // Without a cap of its own the key gets the safe default.
+    let (uncapped, _) = limited.delegate_key(KeyLimits::default()).await;
+    assert_eq!(limited.gateway.limiter.config().max_users, crate::config::DEFAULT_MAX_USERS);
+    assert_eq!(limited.infer_for(&uncapped, "someone").await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn two_nodes_sharing_redis_hold_a_delegate_keys_user_cap_and_rate() {
+    let Some(url) = redis_url() else { return };
+    let shared = format!("backend = \"{url}\"\nredis_prefix = \"{}\"", unique_prefix());
+    let first = gateway_with(tempfile::tempdir().unwrap(), &shared).await;
+    let mut second = gateway_with(tempfile::tempdir().unwrap(), &shared).await;
+    let (key, kid) = first.delegate_key(limits(&[("rate", "4/min"), ("burst", "4"), ("max_users", "2/h")])).await;
+    second.store.insert_key(&first.store.find_key(&kid).await.unwrap().unwrap()).await.unwrap();
+    second.keyring = second.gateway.keyring(Pepper::from_bytes(vec![3; 32]));
+    let statuses = [
+        first.infer_for(&key, "a").await.status.as_u16(),
+        second.infer_for(&key, "b").await.status.as_u16(),
+        second.infer_for(&key, "c").await.status.as_u16(),
+        first.infer_for(&key, "a").await.status.as_u16(),
+        second.infer_for(&key, "b").await.status.as_u16(),
+        first.infer_for(&key, "b").await.status.as_u16(),
+    ];
+    assert_eq!(statuses, [200, 200, 429, 200, 200, 429], "two users across nodes, then four requests in all");
 }

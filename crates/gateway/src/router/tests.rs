@@ -735,6 +735,12 @@ impl Store for DownStore {
     async fn prune_signing_keys(&self, _: i64) -> Result<u64, crate::store::StoreError> {
         self.ping().await.map(|()| 0)
     }
+    async fn key_changes(&self, _: Option<i64>) -> Result<crate::store::KeyChanges, crate::store::StoreError> {
+        self.ping().await.map(|()| crate::store::KeyChanges::default())
+    }
+    async fn prune_key_changes(&self, _: i64) -> Result<(), crate::store::StoreError> {
+        self.ping().await
+    }
 }
 
 fn assert_no_internals(reply: &Reply) {

@@ -44,8 +44,10 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
 
 const INSERT: &str = "INSERT INTO api_keys \
                       (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output, \
-                       rate, burst, concurrency, quotas, row_quotas, delegate) \
-                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)";
+                       rate, burst, concurrency, quotas, row_quotas, \
+                       user_rate, user_burst, user_concurrency, user_quotas, max_users, delegate) \
+                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+                              $20, $21, $22)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     bind_key_record!(sqlx::query(INSERT), key)
@@ -119,8 +121,10 @@ impl Store for PostgresStore {
     async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<bool, StoreError> {
         let result = bind_key_limits!(
             sqlx::query(
-            "UPDATE api_keys SET rate = $1, burst = $2, concurrency = $3, quotas = $4, row_quotas = $5 WHERE kid = $6",
-        ),
+                "UPDATE api_keys SET rate = $1, burst = $2, concurrency = $3, quotas = $4, row_quotas = $5, \
+                 user_rate = $6, user_burst = $7, user_concurrency = $8, user_quotas = $9, max_users = $10 \
+                 WHERE kid = $11",
+            ),
             limits
         )
         .bind(kid)
@@ -152,7 +156,8 @@ impl Store for PostgresStore {
 
     async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kid, model, day, requests, rows FROM usage WHERE day >= $1 AND ($2::text IS NULL OR kid = $2) \
+            "SELECT kid, model, day, requests, rows FROM usage WHERE day >= $1 AND ($2::text IS NULL OR kid = $2 \
+             OR (strpos($2, '/') = 0 AND left(kid, length($2) + 1) = $2 || '/')) \
              ORDER BY day, kid, model",
         )
         .bind(since_day)
@@ -173,5 +178,18 @@ impl Store for PostgresStore {
 
     async fn prune_signing_keys(&self, before: i64) -> Result<u64, StoreError> {
         signing_keys!(prune, &self.pool, before)
+    }
+
+    async fn key_changes(&self, after: Option<i64>) -> Result<super::KeyChanges, StoreError> {
+        key_changes!(&self.pool, after)
+    }
+
+    async fn prune_key_changes(&self, before: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM key_changes WHERE at < $1")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 }

@@ -68,8 +68,9 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
 
 const INSERT: &str = "INSERT INTO api_keys \
                       (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output, \
-                       rate, burst, concurrency, quotas, row_quotas, delegate) \
-                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                       rate, burst, concurrency, quotas, row_quotas, \
+                       user_rate, user_burst, user_concurrency, user_quotas, max_users, delegate) \
+                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     bind_key_record!(sqlx::query(INSERT), key)
@@ -143,7 +144,8 @@ impl Store for SqliteStore {
     async fn update_limits(&self, kid: &str, limits: &KeyLimits) -> Result<bool, StoreError> {
         let result = bind_key_limits!(
             sqlx::query(
-                "UPDATE api_keys SET rate = ?, burst = ?, concurrency = ?, quotas = ?, row_quotas = ? WHERE kid = ?",
+                "UPDATE api_keys SET rate = ?, burst = ?, concurrency = ?, quotas = ?, row_quotas = ?, \
+                 user_rate = ?, user_burst = ?, user_concurrency = ?, user_quotas = ?, max_users = ? WHERE kid = ?",
             ),
             limits
         )
@@ -176,11 +178,11 @@ impl Store for SqliteStore {
 
     async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kid, model, day, requests, rows FROM usage WHERE day >= ? AND (? IS NULL OR kid = ?) \
+            "SELECT kid, model, day, requests, rows FROM usage WHERE day >= ?1 AND (?2 IS NULL OR kid = ?2 \
+             OR (instr(?2, '/') = 0 AND substr(kid, 1, length(?2) + 1) = ?2 || '/')) \
              ORDER BY day, kid, model",
         )
         .bind(since_day)
-        .bind(kid)
         .bind(kid)
         .fetch_all(&self.pool)
         .await
@@ -198,6 +200,19 @@ impl Store for SqliteStore {
 
     async fn prune_signing_keys(&self, before: i64) -> Result<u64, StoreError> {
         signing_keys!(prune, &self.pool, before)
+    }
+
+    async fn key_changes(&self, after: Option<i64>) -> Result<super::KeyChanges, StoreError> {
+        key_changes!(&self.pool, after)
+    }
+
+    async fn prune_key_changes(&self, before: i64) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM key_changes WHERE at < ?")
+            .bind(before)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(unavailable)
     }
 }
 

@@ -214,7 +214,7 @@ async fn delegate_keys_name_end_users_and_other_keys_may_not() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["key"].as_str().unwrap().to_owned()
     };
-    let delegate = create(&["--delegate", "--rate", "1/min", "--burst", "1"]);
+    let delegate = create(&["--delegate", "--rate", "3/min", "--burst", "3", "--user-rate", "1/min", "--user-burst", "1"]);
     let plain = create(&[]);
     let server = Running::start(&["serve", "--config", config], &[]);
     let get = |key: &str, user: Option<&str>| {
@@ -226,8 +226,15 @@ async fn delegate_keys_name_end_users_and_other_keys_may_not() {
     };
     assert_eq!(get(&plain, Some("alice")).await.unwrap().status(), 403, "not a delegate");
     assert_eq!(get(&delegate, Some("alice")).await.unwrap().status(), 200);
-    // Limits apply per end user: alice has spent her one request, bob has not.
+    // Per-user limits: alice has spent her one request, bob has not.
     assert_eq!(get(&delegate, Some("alice")).await.unwrap().status(), 429);
     assert_eq!(get(&delegate, Some("bob")).await.unwrap().status(), 200);
     assert_eq!(get(&delegate, Some("bad user")).await.unwrap().status(), 400);
+    // The key's own limit counts all its users: a new user per request gains nothing.
+    assert_eq!(get(&delegate, Some("carol")).await.unwrap().status(), 200);
+    assert_eq!(get(&delegate, Some("dave")).await.unwrap().status(), 429);
+    // Per-user limits belong to delegate keys only.
+    let output = run(&["keys", "create", "--config", config, "--name", "x", "--models", "mlp", "--user-rate", "1/s"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--delegate"), "{}", String::from_utf8_lossy(&output.stderr));
 }

@@ -1,0 +1,23 @@
+-- A delegate key's limits per end user it names (the key's own columns then apply to the key as
+-- a whole), and the cap on distinct end users it may name per window.
+ALTER TABLE api_keys ADD COLUMN user_rate TEXT;          -- e.g. "5/s"
+ALTER TABLE api_keys ADD COLUMN user_burst BIGINT;
+ALTER TABLE api_keys ADD COLUMN user_concurrency BIGINT;
+ALTER TABLE api_keys ADD COLUMN user_quotas TEXT;        -- e.g. "100/day"
+ALTER TABLE api_keys ADD COLUMN max_users TEXT;          -- e.g. "10000/h"
+
+-- Every change to a key, so that a running server drops it from its cache within a second, even
+-- when no Redis is there to announce it. A trigger records changes made by any writer.
+CREATE TABLE key_changes (
+    seq  BIGSERIAL PRIMARY KEY,
+    kid  TEXT NOT NULL,
+    at   BIGINT NOT NULL                                 -- Unix seconds
+);
+CREATE FUNCTION api_keys_changed() RETURNS trigger AS $$
+BEGIN
+    INSERT INTO key_changes (kid, at) VALUES (NEW.kid, EXTRACT(EPOCH FROM now())::BIGINT);
+    RETURN NEW;
+END;
+$$ LANGUAGE plpgsql;
+CREATE TRIGGER api_keys_changed AFTER UPDATE ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION api_keys_changed();
