@@ -227,6 +227,17 @@ impl Server {
         if let Some(tls) = &gateway.tls {
             tokio::spawn(Arc::clone(tls).watch(stop_rx.clone()));
         }
+        {
+            // A key revoked or changed by any process leaves the cache within a second, with
+            // or without Redis.
+            let (follower, stop) = (Arc::clone(&gateway), stop_rx.clone());
+            tokio::spawn(async move {
+                follower
+                    .verifier
+                    .follow_key_changes(crate::authn::api_key::KEY_CHANGES_INTERVAL, stop)
+                    .await;
+            });
+        }
         if let Some(shared) = gateway.limiter.shared() {
             // A key revoked or changed on any node is dropped from this node's cache at once.
             let watcher = Arc::clone(&gateway);

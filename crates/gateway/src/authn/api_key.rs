@@ -1,8 +1,10 @@
 //! API keys: parsed and checksummed first (no store lookup for garbage), then looked up by key
 //! id, HMAC-SHA-256'd under the server pepper and compared in constant time.
 //!
-//! Lookups are cached for `key_cache_ttl` (default 5 s): a revoked key stops working within that
-//! bound, and a flood of requests with one key costs one store query per interval. Unknown key
+//! Lookups are cached for `key_cache_ttl` (default 5 s), and a key changed in the store (revoked,
+//! rotated, limits updated, by any process) leaves the cache within [`KEY_CHANGES_INTERVAL`]
+//! through the store's change feed: a revoked key stops working within a second, and a flood of
+//! requests with one key costs one store query per interval. Unknown key
 //! ids are cached too, so random valid-looking keys cannot hammer the store.
 
 use std::{
@@ -118,6 +120,13 @@ impl std::fmt::Debug for KeyVerifier {
     }
 }
 
+/// How often the store's key-change feed is read.
+pub const KEY_CHANGES_INTERVAL: Duration = Duration::from_millis(250);
+
+/// How often the old entries of the key-change feed are deleted, and how long they are kept.
+const KEY_CHANGES_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
+const KEY_CHANGES_KEPT_SECONDS: i64 = 86_400;
+
 /// Entries kept at most; past it the cache is cleared (each entry refetches once).
 const CACHE_CAPACITY: usize = 100_000;
 
@@ -165,6 +174,53 @@ impl KeyVerifier {
     /// change announced by another node).
     pub fn forget(&self, kid: &str) {
         self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(kid);
+    }
+
+    /// Drops every cached key: more changes arrived than could be read one by one.
+    pub fn forget_all(&self) {
+        self.cache.lock().unwrap_or_else(PoisonError::into_inner).clear();
+    }
+
+    /// Follows the store's key-change feed until `stop`: a key revoked or changed by any
+    /// process (`portcullis keys revoke`, another node) leaves this node's cache within
+    /// `interval`, with or without Redis. If the store cannot be read, the cache's own
+    /// interval still bounds how long a revoked key works.
+    pub async fn follow_key_changes(&self, interval: Duration, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut cursor = None;
+        let mut ticker = tokio::time::interval(interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut last_prune = Instant::now();
+        loop {
+            tokio::select! {
+                _ = ticker.tick() => {}
+                () = crate::serve::stopped(&mut stop) => return,
+            }
+            match self.store.key_changes(cursor).await {
+                Ok(changes) => {
+                    if cursor.is_some() {
+                        if i64::try_from(changes.kids.len()).unwrap_or(i64::MAX) >= crate::store::KEY_CHANGES_PAGE {
+                            self.forget_all();
+                        } else {
+                            for kid in &changes.kids {
+                                self.forget(kid);
+                            }
+                        }
+                    } else {
+                        // The first read: anything cached before it may be stale.
+                        self.forget_all();
+                    }
+                    cursor = Some(changes.cursor);
+                }
+                Err(error) => tracing::warn!(%error, "cannot read key changes; keys stay cached for key_cache_ttl"),
+            }
+            if last_prune.elapsed() > KEY_CHANGES_PRUNE_INTERVAL {
+                last_prune = Instant::now();
+                let before = crate::time::now() - KEY_CHANGES_KEPT_SECONDS;
+                if let Err(error) = self.store.prune_key_changes(before).await {
+                    tracing::warn!(%error, "cannot prune old key changes");
+                }
+            }
+        }
     }
 
     async fn lookup(&self, kid: &str) -> Result<Option<Arc<KeyRecord>>, AuthnError> {

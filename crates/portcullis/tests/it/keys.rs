@@ -146,3 +146,30 @@ async fn limits_are_set_changed_and_refused_precisely_on_the_command_line() {
     let output = run(&["keys", "usage", "--json", "--config", config]);
     assert!(output.status.success());
 }
+
+#[tokio::test]
+async fn a_key_revoked_by_the_command_line_is_refused_within_a_second_without_redis() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(dir.path(), "");
+    // A long cache: the revocation must not wait for it.
+    let text = std::fs::read_to_string(&path).unwrap().replace(r#"key_cache_ttl = "0s""#, r#"key_cache_ttl = "60s""#);
+    std::fs::write(&path, text).unwrap();
+    let config = path.to_str().unwrap();
+    let created = create_key(config, "mlp");
+    let (key, id) = (created["key"].as_str().unwrap().to_owned(), created["id"].as_str().unwrap().to_owned());
+    let server = Running::start(&["serve", "--config", config], &[]);
+    let http = client();
+    let metadata = server.url("/v2/models/mlp");
+    assert_eq!(http.get(&metadata).bearer_auth(&key).send().await.unwrap().status(), 200, "now cached");
+    let output = run(&["keys", "revoke", &id, "--config", config]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let revoked = std::time::Instant::now();
+    loop {
+        if http.get(&metadata).bearer_auth(&key).send().await.unwrap().status() == 401 {
+            break;
+        }
+        assert!(revoked.elapsed() < std::time::Duration::from_secs(1), "the revoked key still works after 1 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    eprintln!("revocation took effect after {:?}", revoked.elapsed());
+}
