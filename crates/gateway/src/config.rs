@@ -198,6 +198,17 @@ pub struct RawServer {
     /// A client must send its request headers (and finish a TLS handshake) within this.
     #[serde(default = "default_header_read_timeout", deserialize_with = "deserialize_duration")]
     pub header_read_timeout: Duration,
+    /// A connection with no request in flight and no bytes moving is closed after this.
+    #[serde(default = "default_idle_timeout", deserialize_with = "deserialize_duration")]
+    pub idle_timeout: Duration,
+    /// Open connections per listener at most; past it the longest-idle one is closed to make
+    /// room, or the new one refused when none is idle.
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Host names the admin listener answers to besides loopback addresses and `localhost`
+    /// (DNS rebinding: a web page must not reach it under a name of its own).
+    #[serde(default)]
+    pub admin_hosts: Vec<String>,
 }
 
 impl Default for RawServer {
@@ -211,8 +222,18 @@ impl Default for RawServer {
             max_concurrency: default_max_concurrency(),
             shutdown_grace: default_shutdown_grace(),
             header_read_timeout: default_header_read_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_connections: default_max_connections(),
+            admin_hosts: Vec::new(),
         }
     }
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_max_connections() -> usize {
+    10_000
 }
 
 fn default_listen() -> String {
@@ -387,6 +408,10 @@ pub struct Config {
     pub max_concurrency: usize,
     pub shutdown_grace: Duration,
     pub header_read_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub max_connections: usize,
+    /// Lower-case host names the admin listener accepts besides loopback and `localhost`.
+    pub admin_hosts: Vec<String>,
     /// `None`: plain HTTP, which is allowed on loopback only.
     pub tls: Option<TlsConfig>,
     pub limits: LimitsConfig,
@@ -466,6 +491,17 @@ impl RawConfig {
                  a model endpoint must not be reachable over plain HTTP. Add [tls] with cert and key, \
                  or listen on 127.0.0.1 behind a TLS-terminating proxy."
             )));
+        }
+        if server.idle_timeout < Duration::from_secs(1) {
+            return Err(invalid("server.idle_timeout must be at least 1s"));
+        }
+        if server.max_connections < 16 {
+            return Err(invalid("server.max_connections must be at least 16"));
+        }
+        if let Some(host) = server.admin_hosts.iter().find(|host| {
+            host.is_empty() || host.len() > 253 || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+        }) {
+            return Err(invalid(format!("server.admin_hosts: '{host}' is not a host name (no port, no scheme)")));
         }
         if server.header_read_timeout.is_zero() {
             return Err(invalid("server.header_read_timeout must be longer than zero"));
@@ -626,6 +662,9 @@ impl RawConfig {
             max_concurrency: server.max_concurrency,
             shutdown_grace: server.shutdown_grace,
             header_read_timeout: server.header_read_timeout,
+            idle_timeout: server.idle_timeout,
+            max_connections: server.max_connections,
+            admin_hosts: server.admin_hosts.iter().map(|host| host.to_ascii_lowercase()).collect(),
             tls,
             limits: self.limits.validate()?,
             postgres_url: match self.store.url {

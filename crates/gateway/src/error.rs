@@ -185,6 +185,14 @@ impl ApiError {
         error
     }
 
+    /// 421: the request names a host this listener does not answer for.
+    pub fn misdirected() -> ApiError {
+        let mut error =
+            ApiError::new(StatusCode::MISDIRECTED_REQUEST, "misdirected_request", "this server does not serve that host");
+        error.audit_reason = Some("admin_host");
+        error
+    }
+
     pub fn overloaded() -> ApiError {
         let mut error = ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,

@@ -143,6 +143,53 @@ impl Keyring {
         Ok((secret, record))
     }
 
+    /// Creates an admin key (`ptcl_ak_`): it opens the admin listener's `/usage`, and is
+    /// refused on the public listener (it can call no model). The secret is the only copy.
+    pub async fn create_admin(
+        &self,
+        name: &str,
+        owner: Option<String>,
+        expires_in: Option<u64>,
+    ) -> Result<(apikey::SecretKey, KeyRecord), KeyError> {
+        validate_names(name, owner.as_deref())?;
+        let now = crate::time::now();
+        let expires_at = match expires_in {
+            None => None,
+            Some(seconds) => Some(
+                now.saturating_add(i64::try_from(seconds).map_err(|_| KeyError::Invalid("expiry too far".into()))?),
+            ),
+        };
+        let secret = apikey::generate(apikey::KeyKind::Admin)?;
+        let record = KeyRecord {
+            kid: secret.kid().to_owned(),
+            kind: apikey::KeyKind::Admin,
+            name: name.to_owned(),
+            owner,
+            hash: self.pepper.hash(secret.expose()),
+            // It reaches no model; the public listener refuses its kind before looking.
+            models: ModelScope::Only(Vec::new()),
+            scopes: Scopes { infer: false, metadata: true },
+            output: None,
+            widen_output: false,
+            delegate: false,
+            created_at: now,
+            expires_at,
+            revoked_at: None,
+            replaced_by: None,
+            limits: KeyLimits::default(),
+        };
+        self.record(AuditEvent::KeyCreated {
+            kid: record.kid.clone(),
+            name: record.name.clone(),
+            models: "admin".to_owned(),
+            scopes: "admin".to_owned(),
+            output: None,
+            expires_at: record.expires_at,
+        })?;
+        self.store.insert_key(&record).await?;
+        Ok((secret, record))
+    }
+
     pub async fn list(&self) -> Result<Vec<KeyRecord>, KeyError> {
         Ok(self.store.list_keys().await?)
     }
@@ -300,16 +347,21 @@ fn validate_limits(limits: &KeyLimits, delegate: bool) -> Result<(), KeyError> {
     Ok(())
 }
 
-fn validate(new: &NewKey) -> Result<(), KeyError> {
-    validate_limits(&new.limits, new.delegate)?;
-    if new.name.trim().is_empty() || new.name.len() > 128 || new.name.chars().any(char::is_control) {
+fn validate_names(name: &str, owner: Option<&str>) -> Result<(), KeyError> {
+    if name.trim().is_empty() || name.len() > 128 || name.chars().any(char::is_control) {
         return Err(KeyError::Invalid("a key name is 1 to 128 printable characters".into()));
     }
-    if let Some(owner) = &new.owner
+    if let Some(owner) = owner
         && (owner.len() > 128 || owner.chars().any(char::is_control))
     {
         return Err(KeyError::Invalid("an owner is at most 128 printable characters".into()));
     }
+    Ok(())
+}
+
+fn validate(new: &NewKey) -> Result<(), KeyError> {
+    validate_limits(&new.limits, new.delegate)?;
+    validate_names(&new.name, new.owner.as_deref())?;
     if let ModelScope::Only(models) = &new.models {
         if models.is_empty() {
             return Err(KeyError::Invalid("a key needs at least one model, or * for all".into()));

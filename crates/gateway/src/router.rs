@@ -89,17 +89,87 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
 pub fn admin(gateway: Arc<Gateway>) -> Router {
     Router::new()
         .route("/metrics", get(handler::metrics))
-        .route("/usage", get(handler::usage))
+        // Usage names every key and its traffic: an admin key (`ptcl_ak_`) is required.
+        .route("/usage", get(handler::usage).route_layer(from_fn_with_state(Arc::clone(&gateway), admin_key)))
         .route("/health/live", get(handler::live))
         .route("/health/ready", get(handler::ready))
         .fallback(handler::not_found)
-        .with_state(gateway)
+        .with_state(Arc::clone(&gateway))
         .layer(
             ServiceBuilder::new()
                 .layer(from_fn(request_id))
                 .layer(from_fn(error::render))
-                .layer(CatchPanicLayer::custom(|_| error::ApiError::internal().into_response())),
+                .layer(CatchPanicLayer::custom(|_| error::ApiError::internal().into_response()))
+                // A browser on this machine can be steered to 127.0.0.1 under a name of the
+                // attacker's (DNS rebinding): only loopback and configured names are answered.
+                .layer(from_fn_with_state(gateway, admin_host)),
         )
+}
+
+/// Refuses admin requests whose `Host` is not a loopback address, `localhost`, or one of
+/// `server.admin_hosts` (421: this server does not serve that name).
+async fn admin_host(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let host = match (hosts.next(), hosts.next()) {
+        (Some(host), None) => host.to_str().ok(),
+        // HTTP/2 carries the name in :authority, which hyper puts in the URI.
+        (None, None) => request.uri().host(),
+        _ => None,
+    };
+    if host.is_some_and(|host| admin_host_allowed(host, &gateway.config.admin_hosts)) {
+        return next.run(request).await;
+    }
+    tracing::warn!("admin request refused: Host is not loopback or a configured admin host");
+    error::ApiError::misdirected().into_response()
+}
+
+/// `127.0.0.1`, `[::1]`, `localhost` (any port), or a configured name (exactly, any port).
+fn admin_host_allowed(host: &str, allowed: &[String]) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        // An IPv6 literal: `[::1]` or `[::1]:9090`.
+        match rest.split_once(']') {
+            Some((address, port)) if port.is_empty() || port.strip_prefix(':').is_some_and(valid_port) => address,
+            _ => return false,
+        }
+    } else {
+        match host.rsplit_once(':') {
+            Some((name, port)) if valid_port(port) => name,
+            Some(_) => return false,
+            None => host,
+        }
+    };
+    let name = name.to_ascii_lowercase();
+    name == "localhost"
+        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
+        || allowed.iter().any(|allowed| *allowed == name)
+}
+
+fn valid_port(port: &str) -> bool {
+    !port.is_empty() && port.len() <= 5 && port.bytes().all(|b| b.is_ascii_digit())
+}
+
+/// The admin key check for admin routes that reveal more than health: 401 without one.
+async fn admin_key(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+    let token = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, token)| token.trim());
+    let Some(token) = token else {
+        return error::ApiError::unauthenticated(false).with_audit_reason("no_credential").into_response();
+    };
+    match gateway.verifier.verify_admin(token).await {
+        Ok(_) => next.run(request).await,
+        Err(authn::AuthnError::Unavailable) => {
+            error::ApiError::unavailable("the credential store is unavailable; try again").into_response()
+        }
+        Err(reason) => {
+            tracing::info!(reason = %reason, "admin request refused");
+            error::ApiError::unauthenticated(true).with_audit_reason(reason.code()).into_response()
+        }
+    }
 }
 
 async fn request_id(mut request: Request, next: Next) -> Response {

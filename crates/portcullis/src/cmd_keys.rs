@@ -75,8 +75,11 @@ pub enum Command {
         #[arg(long)]
         owner: Option<String>,
         /// Models the key may call: a comma-separated list, or * for all.
-        #[arg(long)]
-        models: String,
+        #[arg(long, required_unless_present = "admin")]
+        models: Option<String>,
+        /// An admin key (ptcl_ak_): opens the admin listener's /usage and calls no model.
+        #[arg(long, conflicts_with_all = ["models", "output", "widen_output", "delegate"])]
+        admin: bool,
         /// What the key may do: infer, metadata (comma-separated).
         #[arg(long, default_value = "infer,metadata")]
         scopes: String,
@@ -158,15 +161,23 @@ pub(crate) async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let keyring = keyring(config_path).await?;
     match command {
-        Command::Create { name, owner, models, scopes, expires, output, widen_output, delegate, limits, json } => {
-            let limits = limits.parse()?;
-            let output = output.map(|text| text.parse()).transpose().map_err(anyhow::Error::msg)?;
-            let models = parse_models(&models);
-            let scopes = Scopes::parse(&scopes).map_err(anyhow::Error::msg)?;
+        Command::Create { name, owner, models, admin, scopes, expires, output, widen_output, delegate, limits, json } => {
             let expires_in = match expires.as_str() {
                 "never" => None,
                 text => Some(parse_duration(text).map_err(anyhow::Error::msg)?.as_secs()),
             };
+            if admin {
+                if limits.parse()? != KeyLimits::default() {
+                    anyhow::bail!("an admin key has no limits: it calls no model");
+                }
+                let (secret, record) = keyring.create_admin(&name, owner, expires_in).await?;
+                print_new_key(secret.expose(), &record, json, "created");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let limits = limits.parse()?;
+            let output = output.map(|text| text.parse()).transpose().map_err(anyhow::Error::msg)?;
+            let models = parse_models(models.as_deref().unwrap_or_default());
+            let scopes = Scopes::parse(&scopes).map_err(anyhow::Error::msg)?;
             let new = NewKey { name, owner, models, scopes, output, widen_output, delegate, expires_in, limits };
             let (secret, record) = keyring.create(&new).await?;
             print_new_key(secret.expose(), &record, json, "created");
@@ -271,6 +282,7 @@ fn print_new_key(secret: &str, record: &KeyRecord, json: bool, verb: &str) {
 fn describe(record: &KeyRecord) -> serde_json::Value {
     serde_json::json!({
         "id": record.kid,
+        "kind": if record.kind == apikey::KeyKind::Admin { "admin" } else { "secret" },
         "name": record.name,
         "owner": record.owner,
         "models": record.models.to_string(),

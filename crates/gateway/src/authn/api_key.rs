@@ -139,22 +139,32 @@ impl KeyVerifier {
         &self.store
     }
 
-    /// Verifies a presented key and returns its principal.
-    pub async fn verify(&self, token: &str) -> Result<Principal, AuthnError> {
+    /// Checks a presented key of `kind` against the store: its record if it is live.
+    async fn check(&self, token: &str, kind: apikey::KeyKind) -> Result<Arc<KeyRecord>, AuthnError> {
         let key = apikey::parse(token).map_err(AuthnError::Malformed)?;
-        if key.kind() != apikey::KeyKind::Secret {
+        if key.kind() != kind {
             return Err(AuthnError::WrongKind);
         }
         let record = self.lookup(key.kid()).await?.ok_or(AuthnError::Unknown)?;
         let presented = self.pepper.hash(key.expose());
-        if !bool::from(presented.ct_eq(&record.hash)) {
+        if !bool::from(presented.ct_eq(&record.hash)) || record.kind != kind {
             return Err(AuthnError::WrongSecret);
         }
         match record.usable_at(crate::time::now()) {
-            Err("revoked") => return Err(AuthnError::Revoked),
-            Err(_) => return Err(AuthnError::Expired),
-            Ok(()) => {}
+            Err("revoked") => Err(AuthnError::Revoked),
+            Err(_) => Err(AuthnError::Expired),
+            Ok(()) => Ok(record),
         }
+    }
+
+    /// Verifies an admin key (`ptcl_ak_`); returns its key id.
+    pub async fn verify_admin(&self, token: &str) -> Result<String, AuthnError> {
+        Ok(self.check(token, apikey::KeyKind::Admin).await?.kid.clone())
+    }
+
+    /// Verifies a presented key and returns its principal.
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthnError> {
+        let record = self.check(token, apikey::KeyKind::Secret).await?;
         Ok(Principal {
             id: format!("key:{}", record.kid),
             kind: PrincipalKind::ApiKey,

@@ -883,3 +883,51 @@ async fn liveness_says_200_when_the_server_is_at_capacity() {
     let ready = harness.send(get("/v2/health/ready").body(Body::empty()).unwrap()).await;
     assert_eq!(ready.status, StatusCode::OK, "readiness is answered, not shed");
 }
+
+async fn admin_send(harness: &Harness, path: &str, host: Option<&str>, key: Option<&str>) -> Reply {
+    let mut request = get(path);
+    if let Some(host) = host {
+        request = request.header(header::HOST, host);
+    }
+    if let Some(key) = key {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
+    }
+    let response = super::admin(Arc::clone(&harness.gateway)).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let headers = response.headers().clone();
+    let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
+    Reply { status, headers, body }
+}
+
+#[tokio::test]
+async fn the_admin_listener_answers_only_loopback_host_names() {
+    let harness = Harness::new().await;
+    for host in ["127.0.0.1:9090", "localhost:9090", "LOCALHOST", "[::1]:9090", "127.0.0.1"] {
+        assert_eq!(admin_send(&harness, "/metrics", Some(host), None).await.status, StatusCode::OK, "{host}");
+    }
+    // A page on rebind.example resolved to 127.0.0.1 sends its own name as Host.
+    for host in ["rebind.example", "rebind.example:9090", "127.0.0.1.rebind.example", "localhost.evil", "127.0.0.1:x"] {
+        admin_send(&harness, "/metrics", Some(host), None).await.assert_error(StatusCode::MISDIRECTED_REQUEST, "misdirected_request");
+    }
+    admin_send(&harness, "/health/live", None, None).await.assert_error(StatusCode::MISDIRECTED_REQUEST, "misdirected_request");
+    assert!(super::admin_host_allowed("ops.internal:9090", &["ops.internal".to_owned()]));
+}
+
+#[tokio::test]
+async fn usage_on_the_admin_listener_needs_an_admin_key() {
+    let harness = Harness::new().await;
+    let host = Some("127.0.0.1:9090");
+    admin_send(&harness, "/usage", host, None).await.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let data_key = harness.key(&["mlp"], "infer").await;
+    admin_send(&harness, "/usage", host, Some(&data_key)).await.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    let (admin, record) = harness.keyring.create_admin("ops", None, None).await.unwrap();
+    let reply = admin_send(&harness, "/usage", host, Some(admin.expose())).await;
+    assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
+    assert!(reply.json().is_array());
+    // An admin key calls no model.
+    let infer =
+        harness.send(with_key(post_json("/v2/models/mlp/infer"), admin.expose()).body(Body::from(infer_body(1))).unwrap()).await;
+    infer.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    harness.keyring.revoke(&record.kid).await.unwrap();
+    admin_send(&harness, "/usage", host, Some(admin.expose())).await.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+}

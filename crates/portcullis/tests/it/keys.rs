@@ -173,3 +173,27 @@ async fn a_key_revoked_by_the_command_line_is_refused_within_a_second_without_re
     }
     eprintln!("revocation took effect after {:?}", revoked.elapsed());
 }
+
+#[tokio::test]
+async fn usage_on_the_admin_listener_needs_an_admin_key_made_by_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let config = config.to_str().unwrap();
+    let output = run(&["keys", "create", "--config", config, "--name", "ops", "--admin", "--json"]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let admin = created["key"].as_str().unwrap().to_owned();
+    assert!(admin.starts_with("ptcl_ak_"), "{admin}");
+    assert_eq!(created["kind"], "admin");
+    let output = run(&["keys", "create", "--config", config, "--name", "ops", "--admin", "--models", "mlp"]);
+    assert_eq!(output.status.code(), Some(2), "an admin key calls no model");
+    let server = Running::start(&["serve", "--config", config], &[]);
+    let http = client();
+    let usage = format!("http://{}/usage", server.admin);
+    assert_eq!(http.get(&usage).send().await.unwrap().status(), 401);
+    assert_eq!(http.get(&usage).bearer_auth(&admin).send().await.unwrap().status(), 200);
+    let rebound = http.get(&usage).bearer_auth(&admin).header("host", "rebind.example").send().await.unwrap();
+    assert_eq!(rebound.status(), 421, "a name other than loopback is not answered");
+    let metadata = http.get(server.url("/v2/models/mlp")).bearer_auth(&admin).send().await.unwrap();
+    assert_eq!(metadata.status(), 401, "admin keys are refused on the public listener");
+}
