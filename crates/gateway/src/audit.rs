@@ -14,6 +14,7 @@
 //! than serve unaudited, unless the config says `fail_open = true`.
 
 pub mod chain;
+pub mod fold;
 pub mod verify;
 mod writer;
 
@@ -108,6 +109,19 @@ pub enum AuditEvent {
         kid: String,
         limits: String,
     },
+    /// Identical refusals of one client without an accepted credential, counted instead of
+    /// written one by one (see [`fold`]): `count` more like the request record written at
+    /// `first` (Unix seconds), the last at `last`.
+    RefusalsFolded {
+        client: String,
+        method: String,
+        route: String,
+        reason: String,
+        status: u16,
+        count: u64,
+        first: i64,
+        last: i64,
+    },
     /// Written by the chain itself; see [`chain`].
     Checkpoint {
         key_id: String,
@@ -165,6 +179,7 @@ enum Message {
 #[derive(Debug)]
 pub struct AuditLog {
     sender: mpsc::Sender<Message>,
+    folds: Arc<fold::Folds>,
     healthy: Arc<AtomicBool>,
     fail_open: bool,
     wait_for_sync: bool,
@@ -209,7 +224,44 @@ impl AuditLog {
                 }
             });
         }
-        Ok(AuditLog { sender, healthy, fail_open: config.fail_open, wait_for_sync: config.fsync == Fsync::Always })
+        // Counts of folded refusals are written once their window ends.
+        let folds = Arc::new(fold::Folds::default());
+        let (summaries, counted) = (sender.clone(), Arc::clone(&folds));
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(Duration::from_secs(1));
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+            loop {
+                interval.tick().await;
+                if summaries.is_closed() {
+                    break;
+                }
+                for event in counted.due(std::time::Instant::now(), false) {
+                    if summaries.send(Message::Event(Box::new(event), None)).await.is_err() {
+                        tracing::error!("the count of folded refusals could not be written");
+                    }
+                }
+            }
+        });
+        Ok(AuditLog {
+            sender,
+            folds,
+            healthy,
+            fail_open: config.fail_open,
+            wait_for_sync: config.fsync == Fsync::Always,
+        })
+    }
+
+    /// Records one request: written, or counted if it repeats a refusal of a caller without
+    /// an accepted credential (see [`fold`]).
+    pub async fn record_request(&self, record: RequestRecord) -> Result<(), AuditError> {
+        let decision = self.folds.observe(&record, std::time::Instant::now(), crate::time::now());
+        if let Some(summary) = decision.summary {
+            self.record(summary).await?;
+        }
+        if decision.folded {
+            return Ok(());
+        }
+        self.record(AuditEvent::Request(record)).await
     }
 
     /// False when the log cannot be written and the config does not allow serving unaudited.
@@ -244,6 +296,11 @@ impl AuditLog {
 
     /// Writes a final checkpoint and syncs; called on shutdown after requests have drained.
     pub async fn close(&self) {
+        for event in self.folds.due(std::time::Instant::now(), true) {
+            if let Err(error) = self.record(event).await {
+                tracing::error!(%error, "the count of folded refusals could not be written");
+            }
+        }
         let (done, finished) = oneshot::channel();
         if self.sender.send(Message::Shutdown(done)).await.is_ok() {
             let _ = finished.await;

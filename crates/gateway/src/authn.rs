@@ -214,13 +214,34 @@ pub fn model_in_path(path: &str) -> Option<&str> {
 
 /// Middleware: authenticates every request that is not on a public route, and puts the
 /// [`Principal`] in the request's extensions (and its id in the response's, for the access log).
-pub async fn authenticate(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
+pub async fn authenticate(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if PUBLIC_ROUTES.contains(&path) {
         return next.run(request).await;
     }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let client = crate::limits::client_ip(peer, request.headers(), &gateway.config.limits.trusted_proxies);
+    // An address whose credentials keep being refused is refused before any lookup: floods of
+    // bad or missing keys cost neither the store nor much of the audit log.
+    if let Err(refusal) = gateway.limiter.check_unauthenticated(client) {
+        return refusal.into_response();
+    }
+    let limiter = Arc::clone(&gateway.limiter);
+    let response = identify(gateway, request, next, client).await;
+    if response.status() == http::StatusCode::UNAUTHORIZED && response.extensions().get::<PrincipalId>().is_none() {
+        limiter.count_unauthenticated(client);
+    }
+    response
+}
+
+/// Authenticates one request from `client` (see [`authenticate`]).
+async fn identify(
+    gateway: Arc<Gateway>,
+    mut request: Request,
+    next: Next,
+    client: Option<std::net::IpAddr>,
+) -> Response {
+    let path = request.uri().path();
     if gateway.broker.is_some() && crate::broker::ROUTES.contains(&path) {
         // The broker's endpoints are how an app gets a credential: they take none, and are
         // limited per client address like anonymous calls.

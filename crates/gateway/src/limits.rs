@@ -131,6 +131,8 @@ pub struct Limiter {
     quota_counts: tokio::sync::Mutex<HashMap<(String, Window, String), Counts>>,
     /// The end users each delegate key named in its current window (this node's count).
     users: memory::Users,
+    /// Refused authentications per client address (this node's; a cheap guard, no Redis).
+    refusals: memory::Buckets,
     /// Usage not yet written to the store: (kid, model, day) → counts.
     pending: Mutex<HashMap<(String, String, String), Counts>>,
 }
@@ -173,6 +175,19 @@ fn seconds_left(window: Window, now: i64) -> i64 {
     }
 }
 
+/// The bucket of a client address: IPv4 addresses one by one, IPv6 by /64 (one host holds a
+/// whole /64 and could otherwise step through it).
+fn address_key(client: Option<IpAddr>) -> String {
+    match client {
+        Some(IpAddr::V4(ip)) => ip.to_string(),
+        Some(IpAddr::V6(ip)) => {
+            let segments = ip.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", segments[0], segments[1], segments[2], segments[3])
+        }
+        None => "unknown".to_owned(),
+    }
+}
+
 /// The client's address: the socket's peer, unless that peer is a trusted proxy, in which case
 /// the right-most address in `X-Forwarded-For` that is not itself a trusted proxy. An
 /// `X-Forwarded-For` from anyone else is ignored, so it cannot move a caller to another bucket.
@@ -211,6 +226,7 @@ impl Limiter {
             shared,
             config,
             buckets: memory::Buckets::default(),
+            refusals: memory::Buckets::default(),
             users: memory::Users::default(),
             in_flight: memory::InFlight::default(),
             store,
@@ -285,6 +301,29 @@ impl Limiter {
             self.record_usage(kid, model.map(|(name, _)| name), 1, 0);
         }
         Ok(admission)
+    }
+
+    /// Before authentication: refuses an address whose refused authentications have used up
+    /// `[limits] unauthenticated_rate`, at once and without a store lookup.
+    pub fn check_unauthenticated(&self, client: Option<IpAddr>) -> Result<(), ApiError> {
+        let limit = self.config.unauthenticated;
+        let Some(gcra) = gcra::Gcra::new(limit.rate.count, limit.rate.period_ns(), limit.burst) else {
+            return Ok(());
+        };
+        let decision = self.refusals.peek(&address_key(client), &gcra, now_ns());
+        if decision.allowed {
+            return Ok(());
+        }
+        let rate = RateHeaders { limit: limit.burst, remaining: 0, reset: seconds_ceil(decision.reset_ns) };
+        Err(ApiError::rate_limited(seconds_ceil(decision.retry_ns).max(1), rate).with_audit_reason("unauthenticated_limited"))
+    }
+
+    /// After a refused authentication: spends one from the address's allowance.
+    pub fn count_unauthenticated(&self, client: Option<IpAddr>) {
+        let limit = self.config.unauthenticated;
+        if let Some(gcra) = gcra::Gcra::new(limit.rate.count, limit.rate.period_ns(), limit.burst) {
+            self.refusals.decide(&address_key(client), &gcra, now_ns());
+        }
     }
 
     /// Counts `user` among the end users delegate key `key` named in this window; refuses a

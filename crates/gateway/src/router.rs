@@ -303,7 +303,7 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
     // The wait for the record (with fsync = "always", or a full queue) is bounded by the request
     // deadline too.
     let recorded =
-        tokio::time::timeout(gateway.config.request_timeout, log.record(crate::audit::AuditEvent::Request(record)))
+        tokio::time::timeout(gateway.config.request_timeout, log.record_request(record))
             .await
             .unwrap_or(Err(crate::audit::AuditError::Unavailable));
     match recorded {

@@ -22,6 +22,10 @@ pub struct RawLimits {
     /// Per client address, for anonymous calls to public models.
     pub anonymous_rate: Option<String>,
     pub anonymous_burst: Option<u32>,
+    /// Refused authentications per client address (no credential, a wrong or revoked one)
+    /// before that address is refused at once, without a store lookup (default 10/s, burst 100).
+    pub unauthenticated_rate: Option<String>,
+    pub unauthenticated_burst: Option<u32>,
     /// Distinct end users a delegate key may name per window, for keys that set none
     /// (default 10000/h): a bound on the state one key can make the gateway hold.
     pub max_users: Option<String>,
@@ -59,10 +63,15 @@ pub struct RateLimit {
 pub const DEFAULT_MAX_USERS: crate::limits::spec::UserCap =
     crate::limits::spec::UserCap { count: 10_000, window_seconds: 3600 };
 
+/// Refused authentications per client address when `[limits]` does not say.
+pub const DEFAULT_UNAUTHENTICATED: RateLimit =
+    RateLimit { rate: crate::limits::spec::Rate { count: 10, period_seconds: 1 }, burst: 100 };
+
 /// Validated `[limits]`.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
     pub max_users: crate::limits::spec::UserCap,
+    pub unauthenticated: RateLimit,
     pub rate: Option<RateLimit>,
     pub concurrency: Option<u32>,
     pub quotas: Vec<crate::limits::spec::Quota>,
@@ -139,8 +148,16 @@ impl RawLimits {
             None => DEFAULT_MAX_USERS,
             Some(text) => text.parse().map_err(|e| fail("max_users", e))?,
         };
+        let unauthenticated = match (self.unauthenticated_rate, self.unauthenticated_burst) {
+            (None, None) => DEFAULT_UNAUTHENTICATED,
+            (None, Some(burst)) => {
+                rate_limit(DEFAULT_UNAUTHENTICATED.rate, Some(burst)).map_err(|e| fail("unauthenticated_burst", e))?
+            }
+            (Some(text), burst) => rate("unauthenticated_rate", Some(text), burst)?.unwrap_or(DEFAULT_UNAUTHENTICATED),
+        };
         Ok(LimitsConfig {
             max_users,
+            unauthenticated,
             backend,
             local_fallback,
             rate: rate("rate", self.rate, self.burst)?,
@@ -157,6 +174,7 @@ impl Default for LimitsConfig {
     fn default() -> LimitsConfig {
         LimitsConfig {
             max_users: DEFAULT_MAX_USERS,
+            unauthenticated: DEFAULT_UNAUTHENTICATED,
             rate: None,
             concurrency: None,
             quotas: Vec::new(),

@@ -271,11 +271,19 @@ async fn quotas_are_spent_persisted_and_reset_by_day() {
     let usage = limited.store.usage(Some(&kid), &today).await.unwrap();
     assert_eq!(usage, [Usage { kid: kid.clone(), model: "mlp".into(), day: today.clone(), requests: 3, rows: 5 }]);
 
-    // The admin listener shows the same rows; a malformed day is a 400.
+    // The admin listener shows the same rows to an admin key; a malformed day is a 400.
+    let (admin_key, _) = limited.keyring.create_admin("ops", None, None).await.unwrap();
+    let admin_key = admin_key.expose().to_owned();
     let admin = |uri: String| {
         let gateway = Arc::clone(&limited.gateway);
+        let admin_key = admin_key.clone();
         async move {
-            let request = Request::builder().uri(uri).body(Body::empty()).unwrap();
+            let request = Request::builder()
+                .uri(uri)
+                .header(header::HOST, "127.0.0.1:9090")
+                .header(header::AUTHORIZATION, format!("Bearer {admin_key}"))
+                .body(Body::empty())
+                .unwrap();
             let response = super::admin(gateway).oneshot(request).await.unwrap();
             let status = response.status();
             let bytes = response.into_body().collect().await.unwrap().to_bytes();

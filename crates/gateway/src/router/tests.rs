@@ -841,9 +841,51 @@ async fn every_request_leaves_one_audit_record_and_none_is_served_unaudited() {
     let text = std::fs::read_to_string(&path).unwrap();
     assert!(!text.contains(&key[16..48]) && !text.contains("0.1,0.2"), "no secrets or payloads in the log");
 
-    // The writer is gone now: requests are refused rather than served unaudited.
-    let reply = harness.send(get("/v2/health/live").body(Body::empty()).unwrap()).await;
+    // The writer is gone now: requests are refused rather than served unaudited, while the
+    // process still says it is alive (and not ready).
+    let reply = harness.send(with_key(get("/v2/models/mlp"), &key).body(Body::empty()).unwrap()).await;
     reply.assert_error(StatusCode::SERVICE_UNAVAILABLE, "audit_unavailable");
+    let live = harness.send(get("/v2/health/live").body(Body::empty()).unwrap()).await;
+    assert_eq!(live.status, StatusCode::OK, "liveness does not depend on the audit log");
+    let ready = harness.send(get("/v2/health/ready").body(Body::empty()).unwrap()).await;
+    assert_eq!(ready.status, StatusCode::SERVICE_UNAVAILABLE);
+}
+
+#[tokio::test]
+async fn a_flood_of_requests_without_credentials_cannot_fill_the_audit_log() {
+    let harness = Harness::new().await;
+    let sent = 300;
+    let mut statuses = std::collections::BTreeMap::new();
+    for _ in 0..sent {
+        let reply = harness.send(get("/v2/models/mlp").body(Body::empty()).unwrap()).await;
+        *statuses.entry(reply.status.as_u16()).or_insert(0) += 1;
+    }
+    // The address used up its allowance of refused authentications: refused before any lookup.
+    // The burst of 100, plus what the 10/s rate refilled while the test ran.
+    let refused = statuses.get(&401).copied().unwrap_or(0);
+    assert!((100..=120).contains(&refused), "{statuses:?}");
+    assert_eq!(statuses.get(&429).copied().unwrap_or(0), sent - refused, "{statuses:?}");
+    let limited = harness.send(get("/v2/models/mlp").body(Body::empty()).unwrap()).await;
+    limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
+    assert!(limited.headers.contains_key("retry-after"));
+
+    let log = harness.gateway.audit.as_ref().unwrap();
+    log.close().await;
+    let path = harness.gateway.config.audit.as_ref().unwrap().path.clone();
+    let text = std::fs::read_to_string(&path).unwrap();
+    let records: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
+    let written = records.iter().filter(|record| record["event"] == "request").count() as u64;
+    let folded: u64 = records
+        .iter()
+        .filter(|record| record["event"] == "refusals_folded")
+        .map(|record| record["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(written + folded, sent + 1, "every refusal is written or counted, none dropped");
+    assert!(written <= 4, "{written} request records for one repeated refusal");
+    assert!(text.len() < 4096, "{} bytes of audit log for {sent} refusals", text.len());
+    // The chain still verifies with the folded records in it.
+    let report = crate::audit::verify::verify(&[path], None, None, 1).unwrap();
+    assert!(report.findings.is_empty(), "{:?}", report.findings);
 }
 
 #[tokio::test]
