@@ -28,6 +28,7 @@ pub mod backend;
 pub mod broker;
 pub mod cert_identity;
 pub mod config;
+pub mod connection;
 pub mod error;
 pub mod handler;
 pub mod hex;

@@ -210,18 +210,30 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
         let gateway = self.gateway;
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        // Connections are files: take what the hard limit allows, and keep each listener's
+        // connections well within it.
+        let files = crate::connection::raise_file_limit();
+        let max_connections = files
+            .map_or(gateway.config.max_connections, |files| {
+                gateway.config.max_connections.min(usize::try_from(files / 2).unwrap_or(usize::MAX))
+            })
+            .max(16);
+        tracing::info!(open_files = files.unwrap_or(0), max_connections, "connection limits");
+        let timeouts = Timeouts { header: gateway.config.header_read_timeout, idle: gateway.config.idle_timeout };
         let public = accept_loop(
             self.public,
             router::public(Arc::clone(&gateway)),
             gateway.tls.clone(),
-            gateway.config.header_read_timeout,
+            timeouts,
+            crate::connection::Connections::new(max_connections),
             stop_rx.clone(),
         );
         let admin = accept_loop(
             self.admin,
             router::admin(Arc::clone(&gateway)),
             None,
-            gateway.config.header_read_timeout,
+            timeouts,
+            crate::connection::Connections::new(64),
             stop_rx.clone(),
         );
         if let Some(tls) = &gateway.tls {
@@ -302,22 +314,32 @@ pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
+/// How long a connection may go without a request (from accept) or without traffic.
+#[derive(Debug, Clone, Copy)]
+struct Timeouts {
+    header: Duration,
+    idle: Duration,
+}
+
 /// Accepts connections until `stop`, serving each (HTTP/1.1 or HTTP/2, over TLS when `tls` is
 /// set) on its own task; then waits for the open connections to finish their requests.
 ///
 /// Each request carries the peer address and, on a mutual-TLS connection, the verified client
-/// certificate's identity. A client must finish the TLS handshake and send its request headers
-/// within `header_timeout`, so slow clients cannot hold connections open.
+/// certificate's identity. A client must finish the TLS handshake and start a request within
+/// the header timeout of being accepted, and send each request's headers within it; a
+/// connection idle for the idle timeout is closed, and a full listener closes its longest-idle
+/// connection to make room (see [`crate::connection`]).
 async fn accept_loop(
     listener: TcpListener,
     router: Router,
     tls: Option<Arc<crate::tls::Tls>>,
-    header_timeout: Duration,
+    timeouts: Timeouts,
+    connections: Arc<crate::connection::Connections>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut builder = auto::Builder::new(TokioExecutor::new());
-    builder.http1().timer(TokioTimer::new()).header_read_timeout(header_timeout);
+    builder.http1().timer(TokioTimer::new()).header_read_timeout(timeouts.header);
     builder.http2().timer(TokioTimer::new()).keep_alive_interval(Some(Duration::from_secs(30)));
     let builder = Arc::new(builder);
     loop {
@@ -333,54 +355,92 @@ async fn accept_loop(
             },
             () = stopped(&mut stop) => break,
         };
+        let Some(registered) = connections.admit() else {
+            tracing::warn!(%peer, "connection refused: every connection is busy (server.max_connections)");
+            drop(stream);
+            continue;
+        };
         let _ = stream.set_nodelay(true);
         let router = router.clone();
         let tls = tls.clone();
         let builder = Arc::clone(&builder);
         let watcher = graceful.watcher();
         tokio::spawn(async move {
-            let service = |certificate: Option<crate::tls::PeerCertificate>| {
-                hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
-                    let mut request = request.map(axum::body::Body::new);
-                    request.extensions_mut().insert(ConnectInfo(peer));
-                    if let Some(certificate) = &certificate {
-                        request.extensions_mut().insert(certificate.clone());
-                    }
-                    router.clone().oneshot(request)
-                })
-            };
-            match tls {
-                None => {
-                    let connection = builder.serve_connection(TokioIo::new(stream), service(None));
-                    let _ = watcher.watch(connection).await;
-                }
-                Some(tls) => {
-                    let stream = match tokio::time::timeout(header_timeout, tls.acceptor().accept(stream)).await {
-                        Ok(Ok(stream)) => stream,
-                        Ok(Err(error)) => {
-                            tracing::debug!(%peer, %error, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    };
-                    let certificate = stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|chain| chain.first())
-                        .and_then(|leaf| crate::tls::PeerCertificate::from_der(leaf));
-                    let connection = builder.serve_connection(TokioIo::new(stream), service(certificate));
-                    let _ = watcher.watch(connection).await;
-                }
+            let connection = Arc::clone(&registered.connection);
+            let expired = connection.expired(timeouts.header, timeouts.idle);
+            let served = serve_connection(stream, peer, router, tls, builder, watcher, connection.clone(), timeouts);
+            tokio::select! {
+                () = served => {}
+                () = expired => tracing::debug!(%peer, "closing a connection without requests"),
             }
+            drop(registered);
         });
     }
     drop(listener);
     graceful.shutdown().await;
     Ok(())
+}
+
+/// Serves one accepted connection until it ends (TLS first when configured).
+#[expect(clippy::too_many_arguments, reason = "one connection's parts, passed once")]
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    peer: SocketAddr,
+    router: Router,
+    tls: Option<Arc<crate::tls::Tls>>,
+    builder: Arc<auto::Builder<TokioExecutor>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    connection: Arc<crate::connection::Connection>,
+    timeouts: Timeouts,
+) {
+    let service = |certificate: Option<crate::tls::PeerCertificate>| {
+        hyper::service::service_fn(move |request: http::Request<hyper::body::Incoming>| {
+            let mut request = request.map(axum::body::Body::new);
+            request.extensions_mut().insert(ConnectInfo(peer));
+            if let Some(certificate) = &certificate {
+                request.extensions_mut().insert(certificate.clone());
+            }
+            // In flight until the response body is sent or dropped.
+            let in_flight = connection.request_started();
+            let response = router.clone().oneshot(request);
+            async move {
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|body| {
+                    axum::body::Body::new(http_body_util::BodyExt::map_frame(body, move |frame| {
+                        let _in_flight = &in_flight;
+                        frame
+                    }))
+                }))
+            }
+        })
+    };
+    match tls {
+        None => {
+            let connection = builder.serve_connection(TokioIo::new(stream), service(None));
+            let _ = watcher.watch(connection).await;
+        }
+        Some(tls) => {
+            let stream = match tokio::time::timeout(timeouts.header, tls.acceptor().accept(stream)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(error)) => {
+                    tracing::debug!(%peer, %error, "TLS handshake failed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::debug!(%peer, "TLS handshake timed out");
+                    return;
+                }
+            };
+            let certificate = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|chain| chain.first())
+                .and_then(|leaf| crate::tls::PeerCertificate::from_der(leaf));
+            let connection = builder.serve_connection(TokioIo::new(stream), service(certificate));
+            let _ = watcher.watch(connection).await;
+        }
+    }
 }
 
 fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Result<(), StartError> {

@@ -217,3 +217,87 @@ fn a_client_that_sends_headers_too_slowly_is_disconnected() {
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
+
+/// Reads until the server closes the connection; how long that took (or `None` if it stayed
+/// open for `within`).
+fn closed_within(stream: &mut std::net::TcpStream, within: std::time::Duration) -> Option<std::time::Duration> {
+    use std::io::Read;
+    stream.set_read_timeout(Some(within)).unwrap();
+    let started = std::time::Instant::now();
+    let mut buffer = [0u8; 4096];
+    loop {
+        match stream.read(&mut buffer) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(error) if error.kind() == std::io::ErrorKind::ConnectionReset => return Some(started.elapsed()),
+            Err(_) => return None,
+        }
+    }
+}
+
+fn small_server(dir: &std::path::Path) -> Running {
+    let config = write_config(dir, "");
+    let text = std::fs::read_to_string(&config)
+        .unwrap()
+        .replace("header_read_timeout = \"1s\"", "header_read_timeout = \"1s\"\nidle_timeout = \"2s\"\nmax_connections = 16");
+    std::fs::write(&config, text).unwrap();
+    Running::start(&["serve", "--config", config.to_str().unwrap()], &[])
+}
+
+#[test]
+fn a_silent_connection_is_closed_after_the_header_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = small_server(dir.path());
+    // Connect and say nothing at all.
+    let mut silent = std::net::TcpStream::connect(&server.public).unwrap();
+    let closed = closed_within(&mut silent, std::time::Duration::from_secs(10)).expect("a silent connection stays open");
+    assert!(closed < std::time::Duration::from_secs(5), "held for {closed:?}; header_read_timeout is 1 s");
+    // An HTTP/2 client that sends its preface and settings, then never opens a stream.
+    use std::io::Write;
+    let mut h2 = std::net::TcpStream::connect(&server.public).unwrap();
+    h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
+    let closed = closed_within(&mut h2, std::time::Duration::from_secs(10)).expect("a streamless HTTP/2 connection stays open");
+    assert!(closed < std::time::Duration::from_secs(5), "held for {closed:?}");
+}
+
+#[test]
+fn an_idle_keep_alive_connection_is_closed_after_the_idle_timeout() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let server = small_server(dir.path());
+    let mut stream = std::net::TcpStream::connect(&server.public).unwrap();
+    stream.write_all(b"GET /v2/health/live HTTP/1.1\r\nHost: portcullis\r\n\r\n").unwrap();
+    let mut buffer = [0u8; 1024];
+    let read = stream.read(&mut buffer).unwrap();
+    assert!(buffer[..read].starts_with(b"HTTP/1.1 200"), "{}", String::from_utf8_lossy(&buffer[..read]));
+    // HTTP/1.1 waits for the next request's head under header_read_timeout (1 s here), and any
+    // connection with nothing in flight under idle_timeout (2 s): whichever ends first.
+    let closed = closed_within(&mut stream, std::time::Duration::from_secs(10)).expect("an idle connection stays open");
+    assert!(closed >= std::time::Duration::from_millis(900), "closed after {closed:?}, before either timeout");
+    assert!(closed < std::time::Duration::from_secs(6), "held for {closed:?}");
+}
+
+#[tokio::test]
+async fn silent_connections_cannot_crowd_out_keyed_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let server = small_server(dir.path());
+    let config = dir.path().join("portcullis.toml");
+    let output = run(&["keys", "create", "--config", config.to_str().unwrap(), "--name", "k", "--models", "mlp", "--json"]);
+    let key = serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["key"].as_str().unwrap().to_owned();
+    // Three times the connection cap, all silent.
+    let mut silent: Vec<std::net::TcpStream> =
+        (0..48).map(|_| std::net::TcpStream::connect(&server.public).unwrap()).collect();
+    let status = client().get(server.url("/v2/models/mlp")).bearer_auth(&key).send().await.unwrap().status();
+    assert_eq!(status, 200, "a keyed request is served while silent connections fill the listener");
+    // The oldest silent connections were closed to make room.
+    let first = closed_within(&mut silent[0], std::time::Duration::from_millis(500));
+    assert!(first.is_some(), "the oldest idle connection is closed first");
+    // The process may open as many files as its hard limit allows.
+    #[cfg(target_os = "linux")]
+    {
+        let limits = std::fs::read_to_string(format!("/proc/{}/limits", server.child.id())).unwrap();
+        let line = limits.lines().find(|line| line.starts_with("Max open files")).unwrap();
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(fields[3], fields[4], "soft limit raised to the hard limit: {line}");
+    }
+}
