@@ -126,7 +126,18 @@ impl KeySet {
             {
                 continue;
             }
-            let Ok((alg, key)) = jose::decoding_key(&jwk) else { continue };
+            let (alg, key) = match jose::decoding_key(&jwk) {
+                Ok(found) => found,
+                Err(JoseError::WeakKey) => {
+                    let kid = jwk.common.key_id.as_deref().unwrap_or("");
+                    tracing::warn!(
+                        kid,
+                        "a JWKS holds a small-order Ed25519 key, under which any token verifies; that key is ignored"
+                    );
+                    continue;
+                }
+                Err(_) => continue,
+            };
             if !self.allowed.contains(&alg) {
                 continue;
             }

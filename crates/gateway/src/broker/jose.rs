@@ -1,10 +1,13 @@
 //! JOSE plumbing shared by the broker and `authn`: the crypto provider `jsonwebtoken` signs and
-//! verifies with (ring, the library TLS already uses), strict compact-JWS screening done before
-//! any key is looked up, base64url, and RFC 7638 thumbprints.
+//! verifies with (ring, the library TLS already uses; EdDSA signatures are verified by
+//! ed25519-dalek's strict check), strict compact-JWS screening done before any key is looked up,
+//! base64url, and RFC 7638 thumbprints.
 //!
 //! The provider knows three algorithms only: RS256, ES256 and EdDSA. Every other name, HMAC
 //! included, fails in the provider itself, so an algorithm-confusion token cannot verify even if
-//! a caller's allow-list were wrong.
+//! a caller's allow-list were wrong. Ed25519 keys that are small-order points are refused where a
+//! JWK becomes a key: under such a key one signature (R = identity, S = 0) verifies every
+//! message.
 
 use std::sync::Once;
 
@@ -63,6 +66,8 @@ pub enum JoseError {
     EmbeddedKey,
     #[error("claims: {0}")]
     Claims(String),
+    #[error("the Ed25519 key is a small-order point, under which a forged signature verifies any message")]
+    WeakKey,
 }
 
 /// A compact JWS that passed screening: sizes, alphabet, JSON shape, unique members, no `crit`.
@@ -159,8 +164,12 @@ pub fn decoding_key(jwk: &Jwk) -> Result<(Algorithm, DecodingKey), JoseError> {
             Algorithm::ES256
         }
         AlgorithmParameters::OctetKeyPair(params) if params.curve == EllipticCurve::Ed25519 => {
-            if b64_decode(&params.x).is_none_or(|x| x.len() != 32) {
+            let x = b64_decode(&params.x).and_then(|x| <[u8; 32]>::try_from(x.as_slice()).ok());
+            let Some(key) = x.and_then(|x| ed25519_dalek::VerifyingKey::from_bytes(&x).ok()) else {
                 return Err(JoseError::Algorithm("EdDSA with a malformed key".into()));
+            };
+            if key.is_weak() {
+                return Err(JoseError::WeakKey);
             }
             Algorithm::EdDSA
         }
@@ -339,7 +348,9 @@ struct Verifier {
 
 impl signature::Verifier<Vec<u8>> for Verifier {
     fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
-        let failed = |_| signature::Error::new();
+        fn failed<E>(_: E) -> signature::Error {
+            signature::Error::new()
+        }
         match (self.alg, self.key.kind()) {
             (Algorithm::RS256, DecodingKeyKind::RsaModulusExponent { n, e }) => {
                 ring_sig::RsaPublicKeyComponents { n, e }
@@ -351,8 +362,15 @@ impl signature::Verifier<Vec<u8>> for Verifier {
                     .verify(message, signature)
                     .map_err(failed)
             }
+            // ed25519-dalek's strict check rather than ring's: it also refuses small-order keys
+            // and small-order R (RFC 8032 verification alone accepts R = identity, S = 0 under
+            // a small-order key), whatever path the key came by.
             (Algorithm::EdDSA, DecodingKeyKind::SecretOrDer(key)) => {
-                ring_sig::UnparsedPublicKey::new(&ring_sig::ED25519, key).verify(message, signature).map_err(failed)
+                let key = <[u8; 32]>::try_from(key.as_slice()).map_err(failed)?;
+                let signature = ed25519_dalek::Signature::from_slice(signature).map_err(failed)?;
+                ed25519_dalek::VerifyingKey::from_bytes(&key)
+                    .and_then(|key| key.verify_strict(message, &signature))
+                    .map_err(failed)
             }
             _ => Err(signature::Error::new()),
         }

@@ -628,3 +628,102 @@ async fn limits_apply_per_user_and_per_device_key() {
     assert_eq!(admit("bob", "phone").await, Err("rate_limited"), "the phone's device rate is spent");
     assert_eq!(admit("carol", "tablet").await, Ok(()), "another user on another device");
 }
+
+// --- Small-order Ed25519 keys --------------------------------------------------------------
+
+/// The eight points of small order on Ed25519 (order 1, 2, 4 and 8), as 32-byte public keys.
+const SMALL_ORDER_POINTS: [&str; 8] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+];
+
+/// The public JWKs of the small-order points, checked to be what they claim.
+fn small_order_jwks() -> Vec<serde_json::Value> {
+    SMALL_ORDER_POINTS
+        .iter()
+        .map(|hex| {
+            let bytes: [u8; 32] = crate::hex::decode(hex).unwrap().try_into().unwrap();
+            assert!(ed25519_dalek::VerifyingKey::from_bytes(&bytes).unwrap().is_weak(), "{hex} is of small order");
+            serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": jose::b64_encode(&bytes) })
+        })
+        .collect()
+}
+
+/// A compact JWS with the signature R = identity, S = 0: RFC 8032 verification without the
+/// small-order checks accepts it for any message under the identity key (and, for a fraction of
+/// messages, under the other small-order keys).
+fn forged_eddsa(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    let mut signature = [0u8; 64];
+    signature[0] = 1;
+    format!(
+        "{}.{}.{}",
+        jose::b64_encode(header.to_string().as_bytes()),
+        jose::b64_encode(claims.to_string().as_bytes()),
+        jose::b64_encode(&signature)
+    )
+}
+
+#[tokio::test]
+async fn a_dpop_proof_keyed_by_a_small_order_point_is_refused() {
+    let f = fixture().await;
+    for jwk in small_order_jwks() {
+        let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk });
+        let proof = forged_eddsa(&header, &f.proof_claims("POST", INFER_URL, None));
+        let refused = f.check(&proof, "POST", INFER_URL, None).await.map(|proof| proof.jkt);
+        assert_eq!(refused.unwrap_err().code(), "dpop_weak_key", "{jwk}");
+        // The refusal says why.
+        let parsed: Jwk = serde_json::from_value(jwk).unwrap();
+        assert!(jose::decoding_key(&parsed).map(|(alg, _)| alg).unwrap_err().to_string().contains("small-order"));
+    }
+}
+
+#[tokio::test]
+async fn an_identity_provider_key_that_is_a_small_order_point_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = pair(Algorithm::EdDSA, Some("good"));
+    let mut keys: Vec<serde_json::Value> = small_order_jwks()
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut jwk)| {
+            jwk["kid"] = format!("weak-{index}").into();
+            jwk
+        })
+        .collect();
+    keys.push(serde_json::to_value(&good.jwk).unwrap());
+    let jwks = serde_json::json!({ "keys": keys }).to_string();
+    std::fs::write(dir.path().join("jwks"), &jwks).unwrap();
+    let key_set = idp::KeySet::new(
+        crate::config::JwksSource::File(dir.path().join("jwks")),
+        vec![Algorithm::EdDSA],
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let kept = key_set.parse(jwks.as_bytes()).unwrap();
+    assert_eq!(kept.keys().collect::<Vec<_>>(), ["good"], "only the sound key is kept");
+    let audiences = ["ios-app".to_owned()];
+    let rules = idp::Rules {
+        issuer: IDP,
+        audiences: &audiences,
+        algorithms: &[Algorithm::EdDSA],
+        tokens: crate::config::TokenUse::IdToken,
+        max_skew: std::time::Duration::from_secs(60),
+        max_age: None,
+        typ: None,
+    };
+    for index in 0..SMALL_ORDER_POINTS.len() {
+        let header = serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": format!("weak-{index}") });
+        let forged = forged_eddsa(&header, &id_claims());
+        assert!(idp::verify(&forged, &key_set, &rules, NOW).await.is_err(), "weak-{index}");
+    }
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("good".into());
+    assert!(idp::verify(&sign(&good, header, &id_claims()), &key_set, &rules, NOW).await.is_ok());
+}
