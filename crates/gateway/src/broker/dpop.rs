@@ -197,7 +197,7 @@ pub fn verify_proof(
     let jti = claims.jti.filter(|jti| (8..=256).contains(&jti.len())).ok_or(DpopError::Claims("jti"))?;
     let htm = claims.htm.ok_or(DpopError::Claims("htm"))?;
     let htu = claims.htu.ok_or(DpopError::Claims("htu"))?;
-    let iat = claims.iat.and_then(|iat| iat.as_i64()).ok_or(DpopError::Claims("iat"))?;
+    let iat = claims.iat.and_then(|iat| jose::numeric_date_of(&iat).ok()).ok_or(DpopError::Claims("iat"))?;
     // 8. Method.
     if htm != expected.method {
         return Err(DpopError::Method);

@@ -322,18 +322,22 @@ fn check_times(
     rules: &Rules<'_>,
 ) -> Result<(), JoseError> {
     let skew = i64::try_from(rules.max_skew.as_secs()).unwrap_or(i64::MAX);
-    let number = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
-    let exp = number("exp").ok_or_else(|| JoseError::Claims("exp must be an integer".into()))?;
+    // NumericDates may be fractional (RFC 7519 2); absent, negative or absurd ones are refused.
+    let date = |name: &str, value: Option<&serde_json::Value>| match value {
+        None => Err(JoseError::Claims(format!("{name} is required"))),
+        Some(value) => jose::numeric_date(value).map_err(|error| JoseError::Claims(format!("{name} {error}"))),
+    };
+    let exp = date("exp", claims.get("exp"))?;
     if exp.saturating_add(skew) <= now {
         return Err(JoseError::Claims("expired".into()));
     }
     if let Some(nbf) = claims.get("nbf") {
-        let nbf = nbf.as_i64().ok_or_else(|| JoseError::Claims("nbf must be an integer".into()))?;
+        let nbf = date("nbf", Some(nbf))?;
         if nbf > now.saturating_add(skew) {
             return Err(JoseError::Claims("not yet valid".into()));
         }
     }
-    let iat = number("iat").ok_or_else(|| JoseError::Claims("iat must be an integer".into()))?;
+    let iat = date("iat", claims.get("iat"))?;
     if iat > now.saturating_add(skew) {
         return Err(JoseError::Claims("issued in the future".into()));
     }

@@ -1,7 +1,7 @@
 //! JOSE plumbing shared by the broker and `authn`: the crypto provider `jsonwebtoken` signs and
 //! verifies with (ring, the library TLS already uses; EdDSA signatures are verified by
 //! ed25519-dalek's strict check), strict compact-JWS screening done before any key is looked up,
-//! base64url, and RFC 7638 thumbprints.
+//! NumericDate claims, base64url, and RFC 7638 thumbprints.
 //!
 //! The provider knows three algorithms only: RS256, ES256 and EdDSA. Every other name, HMAC
 //! included, fails in the provider itself, so an algorithm-confusion token cannot verify even if
@@ -183,6 +183,68 @@ pub fn decoding_key(jwk: &Jwk) -> Result<(Algorithm, DecodingKey), JoseError> {
     };
     let key = DecodingKey::from_jwk(jwk).map_err(|_| JoseError::Algorithm("unreadable key".into()))?;
     Ok((alg, key))
+}
+
+/// The latest NumericDate accepted: 9999-12-31T23:59:59Z. A later one is a mistake or an
+/// attempt at overflowing time arithmetic.
+pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// Why a claim is not a usable NumericDate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NumericDateError {
+    #[error("is not a number")]
+    NotNumber,
+    #[error("is not finite")]
+    NotFinite,
+    #[error("is before 1970")]
+    Negative,
+    #[error("is after the year 9999")]
+    TooLate,
+}
+
+/// A NumericDate claim (`exp`, `iat`, `nbf`) in whole seconds. RFC 7519 2 allows any JSON
+/// number, fractions included (`1700000000.5`); the fraction is dropped (rounded down), which is
+/// well within every clock skew we allow.
+pub fn numeric_date(value: &serde_json::Value) -> Result<i64, NumericDateError> {
+    match value {
+        serde_json::Value::Number(number) => numeric_date_of(number),
+        _ => Err(NumericDateError::NotNumber),
+    }
+}
+
+/// [`numeric_date`] of a number already read.
+pub fn numeric_date_of(number: &serde_json::Number) -> Result<i64, NumericDateError> {
+    let seconds = if let Some(whole) = number.as_i64() {
+        whole
+    } else if number.is_u64() {
+        return Err(NumericDateError::TooLate);
+    } else {
+        let float = number.as_f64().ok_or(NumericDateError::NotNumber)?;
+        if !float.is_finite() {
+            return Err(NumericDateError::NotFinite);
+        }
+        if float < 0.0 {
+            return Err(NumericDateError::Negative);
+        }
+        if float > MAX_NUMERIC_DATE as f64 {
+            return Err(NumericDateError::TooLate);
+        }
+        // In range and finite, so the conversion is exact after flooring.
+        float.floor() as i64
+    };
+    if seconds < 0 {
+        return Err(NumericDateError::Negative);
+    }
+    if seconds > MAX_NUMERIC_DATE {
+        return Err(NumericDateError::TooLate);
+    }
+    Ok(seconds)
+}
+
+/// Serde: a NumericDate field of a claims struct, read as [`numeric_date_of`] does.
+pub fn deserialize_numeric_date<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = <serde_json::Number as serde::Deserialize>::deserialize(deserializer)?;
+    numeric_date_of(&number).map_err(|error| de::Error::custom(format!("a NumericDate that {error}")))
 }
 
 /// Whether a JWK (as JSON) holds private key material: any of the private members of RFC 7518

@@ -727,3 +727,64 @@ async fn an_identity_provider_key_that_is_a_small_order_point_is_refused() {
     header.kid = Some("good".into());
     assert!(idp::verify(&sign(&good, header, &id_claims()), &key_set, &rules, NOW).await.is_ok());
 }
+
+// --- NumericDate (RFC 7519 2: any JSON number) ---------------------------------------------
+
+#[tokio::test]
+async fn an_id_token_with_non_integer_numeric_dates_is_accepted() {
+    let f = fixture().await;
+    let mut claims = id_claims();
+    claims["exp"] = serde_json::json!(NOW as f64 + 600.5);
+    claims["iat"] = serde_json::json!(NOW as f64 - 10.25);
+    // Before the wall clock too: the library checks nbf against it.
+    claims["nbf"] = serde_json::json!(1_700_000_000.5);
+    assert_eq!(f.verify_id(&f.id_token(&claims)).await.unwrap().subject, "alice");
+}
+
+#[tokio::test]
+async fn absurd_numeric_dates_are_refused() {
+    let f = fixture().await;
+    for (claim, value) in [
+        ("exp", serde_json::json!(-1.5)),
+        ("exp", serde_json::json!(1e300)),
+        ("exp", serde_json::json!(1e15)),
+        ("exp", serde_json::json!(u64::MAX)),
+        ("exp", serde_json::json!("1800000600")),
+        ("iat", serde_json::json!(-5)),
+        ("iat", serde_json::json!(-0.5)),
+        ("nbf", serde_json::json!(1e300)),
+    ] {
+        let mut claims = id_claims();
+        claims[claim] = value.clone();
+        let error = f.verify_id(&f.id_token(&claims)).await.unwrap_err();
+        assert!(matches!(error, JoseError::Claims(_)), "{claim} = {value}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_dpop_proof_with_a_non_integer_iat_is_accepted() {
+    let f = fixture().await;
+    let mut claims = f.proof_claims("POST", INFER_URL, None);
+    claims["iat"] = serde_json::json!(NOW as f64 - 0.5);
+    assert!(f.check(&f.proof_with(&f.device, &claims), "POST", INFER_URL, None).await.is_ok());
+    for absurd in [serde_json::json!(-1.0), serde_json::json!(1e300), serde_json::json!(u64::MAX)] {
+        let mut claims = f.proof_claims("POST", INFER_URL, None);
+        claims["iat"] = absurd.clone();
+        let error = f.check(&f.proof_with(&f.device, &claims), "POST", INFER_URL, None).await.unwrap_err();
+        assert_eq!(error.code(), "dpop_claims", "iat = {absurd}");
+    }
+}
+
+#[tokio::test]
+async fn a_broker_token_with_non_integer_numeric_dates_is_read() {
+    let f = fixture().await;
+    let jkt = jose::thumbprint(&f.device.jwk).unwrap();
+    let claims = serde_json::json!({
+        "iss": "https://broker.example.com", "sub": "alice", "aud": PUBLIC_URL, "scope": "model:demo infer",
+        "client_id": "ios-app", "iat": NOW as f64 - 0.5, "exp": NOW as f64 + 300.5, "jti": "abcdefgh",
+        "cnf": { "jkt": jkt },
+    });
+    let token = f.broker.keys.sign(ACCESS_TOKEN_TYPE, &claims).unwrap();
+    let read = f.broker.verify_token(&token, NOW).await.unwrap();
+    assert_eq!((read.iat, read.exp), (NOW - 1, NOW + 300));
+}
