@@ -165,16 +165,11 @@ pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
             return Err(ApiError::oauth("invalid_grant").with_audit_reason("subject_token"));
         }
     };
-    // The ID token must have been issued to this app (OIDC Core 3.1.3.7: `aud` holds the
-    // client id), not to another app of the same identity provider.
-    let issued_to_app = match user.claims.get("aud") {
-        Some(serde_json::Value::String(aud)) => *aud == app.client_id,
-        Some(serde_json::Value::Array(auds)) => auds.iter().any(|aud| aud.as_str() == Some(app.client_id.as_str())),
-        _ => false,
-    };
-    if !issued_to_app {
-        tracing::info!(client_id = %app.client_id, "token request refused: the ID token was issued to another client");
-        return Err(ApiError::oauth("invalid_grant").with_audit_reason("subject_token_audience"));
+    // The ID token must have been issued to this app, not to another app of the same identity
+    // provider (OIDC Core 3.1.3.7: `aud` and `azp`).
+    if let Err(error) = crate::broker::idp::check_issued_to(&user.claims, &app.client_id) {
+        tracing::info!(reason = %error, client_id = %app.client_id, "token request refused: the ID token was issued to another client");
+        return Err(ApiError::oauth("invalid_grant").with_audit_reason(error.audit_reason()));
     }
     if !user.subject.bytes().all(|b| b.is_ascii_graphic()) {
         tracing::info!("token request refused: subject with characters outside printable ASCII");

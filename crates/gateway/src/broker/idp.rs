@@ -349,6 +349,52 @@ fn check_times(
     Ok(())
 }
 
+/// Why an ID token was not issued to the app that presents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotIssuedTo {
+    #[error("its aud does not name the app's client id")]
+    Audience,
+    #[error("it names several audiences and no azp")]
+    NoAuthorizedParty,
+    #[error("its azp names another client, or is not a string")]
+    OtherAuthorizedParty,
+}
+
+impl NotIssuedTo {
+    /// The reason the audit record gives.
+    pub fn audit_reason(self) -> &'static str {
+        match self {
+            NotIssuedTo::Audience => "subject_token_audience",
+            NotIssuedTo::NoAuthorizedParty | NotIssuedTo::OtherAuthorizedParty => "subject_token_azp",
+        }
+    }
+}
+
+/// Whether a verified ID token was issued to `client_id` (OIDC Core 3.1.3.7, points 3 to 5):
+/// its `aud` holds the client id; with several audiences an `azp` must say which party the token
+/// was issued to; and an `azp`, when present, must be the client id.
+pub fn check_issued_to(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    client_id: &str,
+) -> Result<(), NotIssuedTo> {
+    let (named, several) = match claims.get("aud") {
+        Some(serde_json::Value::String(aud)) => (aud == client_id, false),
+        Some(serde_json::Value::Array(auds)) => {
+            (auds.iter().any(|aud| aud.as_str() == Some(client_id)), auds.len() > 1)
+        }
+        _ => (false, false),
+    };
+    if !named {
+        return Err(NotIssuedTo::Audience);
+    }
+    match claims.get("azp") {
+        None if several => Err(NotIssuedTo::NoAuthorizedParty),
+        None => Ok(()),
+        Some(serde_json::Value::String(azp)) if azp == client_id => Ok(()),
+        Some(_) => Err(NotIssuedTo::OtherAuthorizedParty),
+    }
+}
+
 /// The identity providers of the config, each with its keys.
 #[derive(Debug, Default)]
 pub struct Issuers {

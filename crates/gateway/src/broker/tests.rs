@@ -788,3 +788,151 @@ async fn a_broker_token_with_non_integer_numeric_dates_is_read() {
     let read = f.broker.verify_token(&token, NOW).await.unwrap();
     assert_eq!((read.iat, read.exp), (NOW - 1, NOW + 300));
 }
+
+// --- The token endpoint, in process --------------------------------------------------------
+//
+// The endpoint reads the wall clock, so these tokens carry the real time, not `NOW`.
+
+/// What the public router answered.
+pub(super) struct Answer {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: serde_json::Value,
+    /// The reason the audit record gives.
+    pub reason: Option<&'static str>,
+}
+
+/// A gateway with its broker, for a validated config whose files live in the config's folder.
+pub(super) async fn gateway_for(config: Config) -> Arc<crate::serve::Gateway> {
+    let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::open(&config.sqlite).await.unwrap());
+    let pepper = crate::authn::api_key::Pepper::from_bytes(vec![7; 32]);
+    let registry = crate::backend::load_models(&config).unwrap();
+    let limiter = Arc::new(crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).unwrap());
+    let broker =
+        Broker::open(config.broker.clone().unwrap(), Arc::clone(&store), None, crate::time::now()).await.unwrap();
+    crate::serve::Gateway::assemble_with(config, registry, store, pepper, limiter, Some(Arc::new(broker))).unwrap()
+}
+
+/// Sends one request through the whole public router.
+pub(super) async fn send(gateway: &Arc<crate::serve::Gateway>, request: http::Request<axum::body::Body>) -> Answer {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let response = crate::router::public(Arc::clone(gateway)).oneshot(request).await.unwrap();
+    let reason = response.extensions().get::<crate::error::ApiError>().and_then(|error| error.audit_reason);
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Answer { status, headers, body, reason }
+}
+
+/// `POST /v1/token` exchanging `id_token` for `client_id`, with a DPoP proof and more headers.
+pub(super) fn token_request(
+    client_id: &str,
+    id_token: &str,
+    audience: &str,
+    scope: Option<&str>,
+    headers: &[(&str, &str)],
+) -> http::Request<axum::body::Body> {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", exchange::GRANT_TYPE)
+        .append_pair("subject_token", id_token)
+        .append_pair("subject_token_type", exchange::ID_TOKEN)
+        .append_pair("client_id", client_id)
+        .append_pair("audience", audience);
+    if let Some(scope) = scope {
+        form.append_pair("scope", scope);
+    }
+    let mut request = http::Request::post(TOKEN_PATH)
+        .header(http::header::HOST, "models.example.com")
+        .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(axum::body::Body::from(form.finish())).unwrap()
+}
+
+/// A DPoP proof for `POST <public_url>/v1/token` by `device`, now.
+pub(super) fn token_proof(
+    device_der: &[u8],
+    device_jwk: &serde_json::Value,
+    public_url: &str,
+    nonce: Option<&str>,
+) -> String {
+    let mut jti = [0u8; 12];
+    getrandom::fill(&mut jti).unwrap();
+    let mut claims = serde_json::json!({
+        "jti": jose::b64_encode(&jti), "htm": "POST", "htu": format!("{public_url}{TOKEN_PATH}"), "iat": crate::time::now(),
+    });
+    if let Some(nonce) = nonce {
+        claims["nonce"] = nonce.into();
+    }
+    let header = serde_json::json!({ "typ": "dpop+jwt", "jwk": device_jwk });
+    jose::sign_compact(Algorithm::ES256, device_der, &header, &claims).unwrap()
+}
+
+/// The fixture's broker behind the router, with a second app (`android-app`) of the same
+/// identity provider.
+struct Endpoint {
+    _dir: tempfile::TempDir,
+    gateway: Arc<crate::serve::Gateway>,
+    idp: Pair,
+    device: (Vec<u8>, serde_json::Value),
+}
+
+async fn endpoint() -> Endpoint {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = pair(Algorithm::ES256, Some("idp-1"));
+    std::fs::write(dir.path().join("idp.jwks"), serde_json::json!({ "keys": [idp.jwk] }).to_string()).unwrap();
+    let text = config_text(dir.path(), "")
+        .replace("audiences = [\"ios-app\"]", "audiences = [\"ios-app\", \"android-app\"]")
+        + "[[broker.apps]]\nclient_id = \"android-app\"\nidentity_provider = \"accounts\"\nmodels = [\"demo\"]\n";
+    let config = Config::from_toml(&text, dir.path()).unwrap();
+    let gateway = gateway_for(config).await;
+    let (der, jwk) = jose::generate(Algorithm::ES256).unwrap();
+    Endpoint { _dir: dir, gateway, idp, device: (der, serde_json::to_value(jwk).unwrap()) }
+}
+
+impl Endpoint {
+    /// An ID token issued now, with `changes` applied to the usual claims (a null removes one).
+    fn id_token(&self, changes: serde_json::Value) -> String {
+        let now = crate::time::now();
+        let mut claims =
+            serde_json::json!({ "iss": IDP, "sub": "alice", "aud": "ios-app", "iat": now - 10, "exp": now + 600 });
+        for (name, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        sign(&self.idp, id_header(), &claims)
+    }
+
+    async fn exchange(&self, client_id: &str, id_token: &str) -> Answer {
+        let proof = token_proof(&self.device.0, &self.device.1, PUBLIC_URL, None);
+        send(&self.gateway, token_request(client_id, id_token, PUBLIC_URL, None, &[("dpop", &proof)])).await
+    }
+}
+
+#[tokio::test]
+async fn an_id_token_for_several_audiences_needs_azp_naming_the_app() {
+    let e = endpoint().await;
+    let good = e.exchange("ios-app", &e.id_token(serde_json::json!({}))).await;
+    assert_eq!(good.status, 200, "{}", good.body);
+    // Several audiences, no azp: whom it was issued to is not said.
+    let several = serde_json::json!(["ios-app", "android-app"]);
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "aud": several }))).await;
+    assert_eq!((answer.status.as_u16(), answer.reason), (400, Some("subject_token_azp")), "{}", answer.body);
+    assert_eq!(answer.headers["cache-control"], "no-store", "OAuth errors are not cached");
+    // Several audiences, azp naming the app: accepted.
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "aud": several, "azp": "ios-app" }))).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // azp naming another party: refused, with one audience or several.
+    for aud in [serde_json::json!("ios-app"), several.clone()] {
+        let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "aud": aud, "azp": "android-app" }))).await;
+        assert_eq!((answer.status.as_u16(), answer.reason), (400, Some("subject_token_azp")), "{}", answer.body);
+    }
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "azp": ["ios-app"] }))).await;
+    assert_eq!((answer.status.as_u16(), answer.reason), (400, Some("subject_token_azp")), "azp is a string");
+}
