@@ -210,7 +210,7 @@ impl ApiError {
     pub fn oauth(code: &'static str) -> ApiError {
         let (status, message) = match code {
             "invalid_client" => (StatusCode::UNAUTHORIZED, "the client is not known"),
-            "invalid_grant" => (StatusCode::BAD_REQUEST, "the subject token or attestation was not accepted"),
+            "invalid_grant" => (StatusCode::BAD_REQUEST, "the attestation was not accepted"),
             "invalid_target" => (StatusCode::BAD_REQUEST, "the requested audience is not allowed"),
             "invalid_scope" => (StatusCode::BAD_REQUEST, "the requested scope is not allowed"),
             "invalid_dpop_proof" => (StatusCode::BAD_REQUEST, "the DPoP proof was not accepted"),
@@ -232,6 +232,14 @@ impl ApiError {
         let mut error = ApiError::oauth("invalid_request");
         error.message = message.into();
         error
+    }
+
+    /// `invalid_request` of the token endpoint for a subject token that was not accepted, for
+    /// whatever `reason` (RFC 8693 2.2.2); the description does not say which check failed.
+    pub fn subject_token_refused(reason: &'static str) -> ApiError {
+        let mut error = ApiError::oauth("invalid_request");
+        error.message = "the subject token was not accepted".to_owned();
+        error.with_audit_reason(reason)
     }
 
     /// 401 for a DPoP-bound token or proof that failed (RFC 9449 7.1): `invalid_token` or

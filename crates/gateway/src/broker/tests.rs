@@ -936,3 +936,20 @@ async fn an_id_token_for_several_audiences_needs_azp_naming_the_app() {
     let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "azp": ["ios-app"] }))).await;
     assert_eq!((answer.status.as_u16(), answer.reason), (400, Some("subject_token_azp")), "azp is a string");
 }
+
+#[tokio::test]
+async fn a_bad_subject_token_is_answered_invalid_request() {
+    let e = endpoint().await;
+    let mut forged = e.id_token(serde_json::json!({}));
+    forged.push('A');
+    let answer = e.exchange("ios-app", &forged).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.body["error"], "invalid_request", "RFC 8693 2.2.2");
+    assert_eq!(answer.reason, Some("subject_token"));
+    // Issued to the provider's other app.
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "aud": "android-app" }))).await;
+    assert_eq!(answer.body["error"], "invalid_request");
+    assert_eq!(answer.reason, Some("subject_token_audience"));
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "exp": null }))).await;
+    assert_eq!((answer.body["error"].as_str(), answer.reason), (Some("invalid_request"), Some("subject_token")));
+}

@@ -170,13 +170,14 @@ async fn mobile_flow_without_token_401_stolen_token_401_token_and_device_key_pre
     let response = app.infer(Some(format!("DPoP {token}")), Some(proof)).await;
     assert_eq!(response.status(), 401);
 
-    // A forged ID token gets no token, and the error says no more than the code.
+    // A forged ID token gets no token, and the error says no more than the code: an invalid
+    // subject token is `invalid_request` (RFC 8693 2.2.2).
     let mut forged = app.id_token("mallory");
     forged.push('A');
     let response = app.exchange(&forged).await;
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(body["error"], "invalid_request");
 
     // The keys that verify broker tokens are published.
     let jwks: serde_json::Value =
