@@ -98,6 +98,7 @@ impl Limited {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(format!("/v2/models/{model}/infer"))
+            .header(header::HOST, "localhost")
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(key) = key {
             request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));

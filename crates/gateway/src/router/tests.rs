@@ -99,7 +99,15 @@ public = true
         secret.expose().to_owned()
     }
 
-    async fn send(&self, request: Request<Body>) -> Reply {
+    /// Sends a request as an HTTP/1.1 client would, with a `Host` header.
+    async fn send(&self, mut request: Request<Body>) -> Reply {
+        if !request.headers().contains_key(header::HOST) {
+            request.headers_mut().insert(header::HOST, http::HeaderValue::from_static("localhost"));
+        }
+        self.send_as_is(request).await
+    }
+
+    async fn send_as_is(&self, request: Request<Body>) -> Reply {
         let response = super::public(Arc::clone(&self.gateway)).oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -132,11 +140,15 @@ impl Reply {
 }
 
 fn get(path: &str) -> http::request::Builder {
-    Request::builder().method(Method::GET).uri(path)
+    Request::builder().method(Method::GET).uri(path).header(header::HOST, "localhost")
 }
 
 fn post_json(path: &str) -> http::request::Builder {
-    Request::builder().method(Method::POST).uri(path).header(header::CONTENT_TYPE, "application/json")
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, "application/json")
 }
 
 const ROW: &str = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8,-0.9,-1.0]";
@@ -839,4 +851,33 @@ async fn a_request_whose_client_hangs_up_is_still_recorded() {
     assert_eq!(record["status"], 499);
     assert_eq!(record["reason"], "client_closed");
     assert_eq!(record["model"], "mlp");
+}
+
+#[tokio::test]
+async fn a_request_without_exactly_one_host_header_gets_400() {
+    let harness = Harness::new().await;
+    let live = || Request::builder().method(Method::GET).uri("/v2/health/live");
+    // RFC 9112 3.2: an HTTP/1.1 request without Host, with two, or with an invalid one.
+    let reply = harness.send_as_is(live().body(Body::empty()).unwrap()).await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let two = live().header(header::HOST, "models.example.com").header(header::HOST, "evil.example.com");
+    harness.send_as_is(two.body(Body::empty()).unwrap()).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    for bad in ["exa mple.com", "user@models.example.com", "models.example.com:port"] {
+        let reply = harness.send_as_is(live().header(header::HOST, bad).body(Body::empty()).unwrap()).await;
+        reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    // HTTP/1.0 did not require Host; HTTP/2 names the authority in :authority instead.
+    let old = live().version(http::Version::HTTP_10).body(Body::empty()).unwrap();
+    assert_eq!(harness.send_as_is(old).await.status, StatusCode::OK);
+    let h2 = Request::builder()
+        .method(Method::GET)
+        .version(http::Version::HTTP_2)
+        .uri("http://models.example.com/v2/health/live")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(harness.send_as_is(h2).await.status, StatusCode::OK);
+    for good in ["models.example.com", "127.0.0.1:8080", "[::1]:8080"] {
+        let reply = harness.send_as_is(live().header(header::HOST, good).body(Body::empty()).unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{good}");
+    }
 }

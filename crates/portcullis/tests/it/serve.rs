@@ -217,3 +217,43 @@ fn a_client_that_sends_headers_too_slowly_is_disconnected() {
     stream.read_to_string(&mut reply).unwrap();
     assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
 }
+
+/// RFC 9112 3.2 on the real listener: an HTTP/1.1 request without a `Host` header, or with two,
+/// gets 400 with the standard error body; HTTP/1.0 without one and HTTP/2 (`:authority`) are
+/// served.
+#[tokio::test]
+async fn requests_without_exactly_one_host_header_get_400() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let server = Running::start(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let exchange = |head: &str| {
+        let mut stream = std::net::TcpStream::connect(&server.public).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    for head in [
+        "GET /v2/health/live HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /v2/health/live HTTP/1.1\r\nHost: portcullis\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    ] {
+        let reply = exchange(head);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{head:?}: {reply}");
+        assert!(reply.contains("\"code\":\"invalid_request\""), "{reply}");
+    }
+    let reply = exchange("GET /v2/health/live HTTP/1.0\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    let reply = exchange("GET /v2/health/live HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let http2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .tls_backend_preconfigured(gateway::tls::trust_nothing_client_config().unwrap())
+        .build()
+        .unwrap();
+    let response = http2.get(server.url("/v2/health/live")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
+}
