@@ -50,7 +50,9 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
                 .layer(from_fn(request_id))
                 // 2. Error bodies: every 4xx/5xx from any layer below gets the one JSON shape.
                 .layer(from_fn(error::render))
-                // 2a. RFC 9112 3.2: an HTTP/1.1 request without exactly one valid Host gets 400.
+                // 2a. nosniff and no-store on every answer, errors included; set caching is kept.
+                .layer(from_fn(response_headers))
+                // 2b. RFC 9112 3.2: an HTTP/1.1 request without exactly one valid Host gets 400.
                 .layer(from_fn(one_host))
                 // 3. A panic anywhere below becomes a generic 500, never a dropped connection
                 //    or a stack trace; `render` above then gives it the standard body.
@@ -99,6 +101,19 @@ pub fn admin(gateway: Arc<Gateway>) -> Router {
                 .layer(from_fn(error::render))
                 .layer(CatchPanicLayer::custom(|_| error::ApiError::internal().into_response())),
         )
+}
+
+/// Every answer of the public listener is `X-Content-Type-Options: nosniff` (a browser never
+/// renders a JSON body as HTML), and `Cache-Control: no-store` unless its handler chose a
+/// caching policy (the JWKS may be cached for minutes): answers are per caller.
+async fn response_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
 }
 
 /// RFC 9112 3.2: 400 for an HTTP/1.1 request without a `Host` header, and for any request with

@@ -953,3 +953,20 @@ async fn a_bad_subject_token_is_answered_invalid_request() {
     let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "exp": null }))).await;
     assert_eq!((answer.body["error"].as_str(), answer.reason), (Some("invalid_request"), Some("subject_token")));
 }
+
+#[tokio::test]
+async fn broker_answers_are_nosniff_and_jwks_stays_cacheable() {
+    let e = endpoint().await;
+    let jwks = send(
+        &e.gateway,
+        http::Request::get(JWKS_PATH).header("host", "models.example.com").body(axum::body::Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.headers["cache-control"], "public, max-age=300", "published keys may be cached");
+    assert_eq!(jwks.headers["x-content-type-options"], "nosniff");
+    let refused = e.exchange("nobody", "a.b.c").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.headers["cache-control"], "no-store");
+    assert_eq!(refused.headers["x-content-type-options"], "nosniff");
+}

@@ -881,3 +881,24 @@ async fn a_request_without_exactly_one_host_header_gets_400() {
         assert_eq!(reply.status, StatusCode::OK, "{good}");
     }
 }
+
+#[tokio::test]
+async fn every_public_answer_is_nosniff_and_no_store() {
+    let harness = Harness::new().await;
+    let key = harness.key(&["mlp"], "metadata").await;
+    let answers = [
+        harness.send(get("/v2/health/live").body(Body::empty()).unwrap()).await,
+        harness.send(with_key(get("/v2/models/mlp"), &key).body(Body::empty()).unwrap()).await,
+        harness.send(get("/v2/models/mlp").body(Body::empty()).unwrap()).await,
+        harness.send(with_key(get("/v2/nowhere"), &key).body(Body::empty()).unwrap()).await,
+        harness.send_as_is(Request::builder().uri("/v2/health/live").body(Body::empty()).unwrap()).await,
+    ];
+    for reply in answers {
+        assert_eq!(
+            reply.headers.get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{reply:?}"
+        );
+        assert_eq!(reply.headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()), Some(&b"no-store"[..]), "{reply:?}");
+    }
+}

@@ -242,6 +242,7 @@ async fn requests_without_exactly_one_host_header_get_400() {
         let reply = exchange(head);
         assert!(reply.starts_with("HTTP/1.1 400"), "{head:?}: {reply}");
         assert!(reply.contains("\"code\":\"invalid_request\""), "{reply}");
+        assert!(reply.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{reply}");
     }
     let reply = exchange("GET /v2/health/live HTTP/1.0\r\n\r\n");
     assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
