@@ -423,4 +423,6 @@ impl Broker {
 }
 
 #[cfg(test)]
+mod docs_tests;
+#[cfg(test)]
 mod tests;

@@ -591,6 +591,11 @@ fn broker_config_is_refused_when_insecure() {
     assert!(bad("", ("algorithms = [\"ES256\"]", "algorithms = [\"none\"]")).contains("never none"));
     assert!(bad("", ("audiences = [\"ios-app\"]", "audiences = []")).contains("audience"));
     assert!(
+        bad("", ("audiences = [\"ios-app\"]", "audiences = [\"android-app\"]"))
+            .contains("add \"ios-app\" to its audiences"),
+        "an app whose ID tokens the provider's rules would all refuse"
+    );
+    assert!(
         bad("", (&format!("public_url = \"{PUBLIC_URL}\""), "public_url = \"https://x.example.com/a?b\""))
             .contains("public_url")
     );
