@@ -193,6 +193,7 @@ fn full_stack(c: &mut Criterion) {
         format!(r#"{{"inputs":[{{"name":"features","shape":[1,20],"datatype":"FP32","data":[{}]}}]}}"#, row.join(","));
     let request = |authorization: String, proof: Option<String>| {
         let mut builder = http::Request::post("/v2/models/mlp/infer")
+            .header("host", "localhost")
             .header("authorization", authorization)
             .header("content-type", "application/json");
         if let Some(proof) = proof {

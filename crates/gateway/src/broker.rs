@@ -52,7 +52,9 @@ pub struct AccessClaims {
     pub aud: String,
     pub scope: String,
     pub client_id: String,
+    #[serde(deserialize_with = "jose::deserialize_numeric_date")]
     pub iat: i64,
+    #[serde(deserialize_with = "jose::deserialize_numeric_date")]
     pub exp: i64,
     pub jti: String,
     pub cnf: Confirmation,
@@ -421,5 +423,7 @@ impl Broker {
     }
 }
 
+#[cfg(test)]
+mod docs_tests;
 #[cfg(test)]
 mod tests;

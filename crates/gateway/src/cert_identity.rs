@@ -312,7 +312,9 @@ impl SanName {
         if text.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(format!("SAN '{}' holds a blank or control character", text.escape_debug()));
         }
-        let typed = |prefix: &str| text.get(..prefix.len()).filter(|p| p.eq_ignore_ascii_case(prefix)).map(|_| &text[prefix.len()..]);
+        let typed = |prefix: &str| {
+            text.get(..prefix.len()).filter(|p| p.eq_ignore_ascii_case(prefix)).map(|_| &text[prefix.len()..])
+        };
         let san = if let Some(name) = typed("dns:") {
             SanName::Dns(name.to_ascii_lowercase())
         } else if let Some(name) = typed("uri:") {
@@ -393,9 +395,10 @@ mod tests {
         check(r"CN=caf\C3\A9", Ok(vec![vec![attr("2.5.4.3", "café")]]));
         check(r"CN=a\ ", Ok(vec![vec![attr("2.5.4.3", "a ")]]));
         check("CN=a b", Ok(vec![vec![attr("2.5.4.3", "a b")]]));
-        check("CN=a+UID=7,O=x", Ok(vec![vec![attr("0.9.2342.19200300.100.1.1", "7"), attr("2.5.4.3", "a")], vec![
-            attr("2.5.4.10", "x"),
-        ]]));
+        check(
+            "CN=a+UID=7,O=x",
+            Ok(vec![vec![attr("0.9.2342.19200300.100.1.1", "7"), attr("2.5.4.3", "a")], vec![attr("2.5.4.10", "x")]]),
+        );
         check("2.5.4.3=a", Ok(vec![vec![attr("2.5.4.3", "a")]]));
         check("CN=a ", Err("ends with a blank"));
         check("CN=\"a, O=b\"", Err("must be escaped"));

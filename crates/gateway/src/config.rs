@@ -499,7 +499,9 @@ impl RawConfig {
             return Err(invalid("server.max_connections must be at least 16"));
         }
         if let Some(host) = server.admin_hosts.iter().find(|host| {
-            host.is_empty() || host.len() > 253 || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+            host.is_empty()
+                || host.len() > 253
+                || !host.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
         }) {
             return Err(invalid(format!("server.admin_hosts: '{host}' is not a host name (no port, no scheme)")));
         }

@@ -199,9 +199,12 @@ mod tests {
         // Full: the idle one (first) is told to close and leaves the count.
         let third = connections.admit().unwrap();
         assert_eq!(connections.len(), 2);
-        tokio::time::timeout(Duration::from_secs(1), first.connection.expired(Duration::from_secs(60), Duration::from_secs(60)))
-            .await
-            .expect("the longest-idle connection is closed");
+        tokio::time::timeout(
+            Duration::from_secs(1),
+            first.connection.expired(Duration::from_secs(60), Duration::from_secs(60)),
+        )
+        .await
+        .expect("the longest-idle connection is closed");
         // Full of busy connections: the new one is refused.
         let _also_busy = third.connection.request_started();
         assert!(connections.admit().is_none());

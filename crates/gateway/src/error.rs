@@ -187,8 +187,11 @@ impl ApiError {
 
     /// 421: the request names a host this listener does not answer for.
     pub fn misdirected() -> ApiError {
-        let mut error =
-            ApiError::new(StatusCode::MISDIRECTED_REQUEST, "misdirected_request", "this server does not serve that host");
+        let mut error = ApiError::new(
+            StatusCode::MISDIRECTED_REQUEST,
+            "misdirected_request",
+            "this server does not serve that host",
+        );
         error.audit_reason = Some("admin_host");
         error
     }
@@ -230,7 +233,7 @@ impl ApiError {
     pub fn oauth(code: &'static str) -> ApiError {
         let (status, message) = match code {
             "invalid_client" => (StatusCode::UNAUTHORIZED, "the client is not known"),
-            "invalid_grant" => (StatusCode::BAD_REQUEST, "the subject token or attestation was not accepted"),
+            "invalid_grant" => (StatusCode::BAD_REQUEST, "the attestation was not accepted"),
             "invalid_target" => (StatusCode::BAD_REQUEST, "the requested audience is not allowed"),
             "invalid_scope" => (StatusCode::BAD_REQUEST, "the requested scope is not allowed"),
             "invalid_dpop_proof" => (StatusCode::BAD_REQUEST, "the DPoP proof was not accepted"),
@@ -252,6 +255,14 @@ impl ApiError {
         let mut error = ApiError::oauth("invalid_request");
         error.message = message.into();
         error
+    }
+
+    /// `invalid_request` of the token endpoint for a subject token that was not accepted, for
+    /// whatever `reason` (RFC 8693 2.2.2); the description does not say which check failed.
+    pub fn subject_token_refused(reason: &'static str) -> ApiError {
+        let mut error = ApiError::oauth("invalid_request");
+        error.message = "the subject token was not accepted".to_owned();
+        error.with_audit_reason(reason)
     }
 
     /// 401 for a DPoP-bound token or proof that failed (RFC 9449 7.1): `invalid_token` or

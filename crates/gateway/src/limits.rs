@@ -315,7 +315,8 @@ impl Limiter {
             return Ok(());
         }
         let rate = RateHeaders { limit: limit.burst, remaining: 0, reset: seconds_ceil(decision.reset_ns) };
-        Err(ApiError::rate_limited(seconds_ceil(decision.retry_ns).max(1), rate).with_audit_reason("unauthenticated_limited"))
+        Err(ApiError::rate_limited(seconds_ceil(decision.retry_ns).max(1), rate)
+            .with_audit_reason("unauthenticated_limited"))
     }
 
     /// After a refused authentication: spends one from the address's allowance.
@@ -452,7 +453,11 @@ impl Limiter {
         let counters: Vec<redis::Counter> = quotas
             .iter()
             .map(|(kid, quota)| redis::Counter {
-                key: shared.key(format_args!("q:{kid}:{what}:{}:{}", quota.window.as_str(), period_id(quota.window, now))),
+                key: shared.key(format_args!(
+                    "q:{kid}:{what}:{}:{}",
+                    quota.window.as_str(),
+                    period_id(quota.window, now)
+                )),
                 limit: quota.count,
                 increment: amount,
                 ttl: u64::try_from(seconds_left(quota.window, now)).unwrap_or(0) + 3600,
@@ -574,9 +579,8 @@ impl Limiter {
     fn pending_since(&self, kid: &str, since: &str) -> Counts {
         let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         // A key's usage includes that of the end users it named (`<kid>/user:<id>`).
-        let includes = |k: &str| {
-            k == kid || (!kid.contains('/') && k.strip_prefix(kid).is_some_and(|rest| rest.starts_with('/')))
-        };
+        let includes =
+            |k: &str| k == kid || (!kid.contains('/') && k.strip_prefix(kid).is_some_and(|rest| rest.starts_with('/')));
         pending.iter().filter(|((k, _, day), _)| includes(k) && day.as_str() >= since).fold(
             Counts::default(),
             |total, (_, counts)| Counts { requests: total.requests + counts.requests, rows: total.rows + counts.rows },

@@ -53,6 +53,10 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
                 .layer(from_fn(request_id))
                 // 2. Error bodies: every 4xx/5xx from any layer below gets the one JSON shape.
                 .layer(from_fn(error::render))
+                // 2a. nosniff and no-store on every answer, errors included; set caching is kept.
+                .layer(from_fn(response_headers))
+                // 2b. RFC 9112 3.2: an HTTP/1.1 request without exactly one valid Host gets 400.
+                .layer(from_fn(one_host))
                 // 3. A panic anywhere below becomes a generic 500, never a dropped connection
                 //    or a stack trace; `render` above then gives it the standard body.
                 .layer(CatchPanicLayer::custom(|_| error::ApiError::internal().into_response()))
@@ -100,6 +104,7 @@ pub fn admin(gateway: Arc<Gateway>) -> Router {
                 .layer(from_fn(request_id))
                 .layer(from_fn(error::render))
                 .layer(CatchPanicLayer::custom(|_| error::ApiError::internal().into_response()))
+                .layer(from_fn(response_headers))
                 // A browser on this machine can be steered to 127.0.0.1 under a name of the
                 // attacker's (DNS rebinding): only loopback and configured names are answered.
                 .layer(from_fn_with_state(gateway, admin_host)),
@@ -170,6 +175,49 @@ async fn admin_key(State(gateway): State<Arc<Gateway>>, request: Request, next: 
             error::ApiError::unauthenticated(true).with_audit_reason(reason.code()).into_response()
         }
     }
+}
+
+/// Every answer of the public listener is `X-Content-Type-Options: nosniff` (a browser never
+/// renders a JSON body as HTML), and `Cache-Control: no-store` unless its handler chose a
+/// caching policy (the JWKS may be cached for minutes): answers are per caller.
+async fn response_headers(request: Request, next: Next) -> Response {
+    let mut response = next.run(request).await;
+    let headers = response.headers_mut();
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    if !headers.contains_key(header::CACHE_CONTROL) {
+        headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    response
+}
+
+/// RFC 9112 3.2: 400 for an HTTP/1.1 request without a `Host` header, and for any request with
+/// more than one or with an invalid one. HTTP/2 names the authority in `:authority` instead, and
+/// HTTP/1.0 did not require `Host`.
+async fn one_host(request: Request, next: Next) -> Response {
+    let mut hosts = request.headers().get_all(header::HOST).iter();
+    let problem = match (hosts.next(), hosts.next()) {
+        (None, _) if request.version() == http::Version::HTTP_11 => Some("a Host header is required"),
+        (None, _) => None,
+        (Some(_), Some(_)) => Some("the request has more than one Host header"),
+        (Some(host), None) if !valid_host(host) => Some("the Host header is not a host name with an optional port"),
+        (Some(_), None) => None,
+    };
+    match problem {
+        Some(message) => error::ApiError::bad_request(message).into_response(),
+        None => next.run(request).await,
+    }
+}
+
+/// `uri-host [":" port]` (RFC 9110 7.2): an authority without user information and with a
+/// numeric port, or empty (RFC 9112 3.2 allows that for a target without authority).
+fn valid_host(value: &HeaderValue) -> bool {
+    let Ok(text) = value.to_str() else { return false };
+    let port_is_numeric = match text.rsplit_once(':') {
+        // The colon of an IPv6 literal is not a port separator.
+        Some((_, port)) if !port.contains(']') => port.bytes().all(|b| b.is_ascii_digit()),
+        _ => true,
+    };
+    text.is_empty() || (!text.contains('@') && port_is_numeric && text.parse::<http::uri::Authority>().is_ok())
 }
 
 async fn request_id(mut request: Request, next: Next) -> Response {
@@ -302,10 +350,9 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
     record.rows = response.extensions().get::<InputRows>().map(|rows| rows.0);
     // The wait for the record (with fsync = "always", or a full queue) is bounded by the request
     // deadline too.
-    let recorded =
-        tokio::time::timeout(gateway.config.request_timeout, log.record_request(record))
-            .await
-            .unwrap_or(Err(crate::audit::AuditError::Unavailable));
+    let recorded = tokio::time::timeout(gateway.config.request_timeout, log.record_request(record))
+        .await
+        .unwrap_or(Err(crate::audit::AuditError::Unavailable));
     match recorded {
         Ok(()) => response,
         Err(error) if log.fails_open() => {

@@ -244,10 +244,7 @@ impl Server {
             // or without Redis.
             let (follower, stop) = (Arc::clone(&gateway), stop_rx.clone());
             tokio::spawn(async move {
-                follower
-                    .verifier
-                    .follow_key_changes(crate::authn::api_key::KEY_CHANGES_INTERVAL, stop)
-                    .await;
+                follower.verifier.follow_key_changes(crate::authn::api_key::KEY_CHANGES_INTERVAL, stop).await;
             });
         }
         if let Some(shared) = gateway.limiter.shared() {

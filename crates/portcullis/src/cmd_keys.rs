@@ -161,7 +161,19 @@ pub(crate) async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
     let keyring = keyring(config_path).await?;
     match command {
-        Command::Create { name, owner, models, admin, scopes, expires, output, widen_output, delegate, limits, json } => {
+        Command::Create {
+            name,
+            owner,
+            models,
+            admin,
+            scopes,
+            expires,
+            output,
+            widen_output,
+            delegate,
+            limits,
+            json,
+        } => {
             let expires_in = match expires.as_str() {
                 "never" => None,
                 text => Some(parse_duration(text).map_err(anyhow::Error::msg)?.as_secs()),

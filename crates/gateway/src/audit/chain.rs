@@ -22,7 +22,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use ed25519_dalek::{Signature, Signer, SigningKey, Verifier, VerifyingKey};
+use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use zeroize::Zeroizing;
@@ -126,7 +126,8 @@ pub fn verify_signature(key: &VerifyingKey, message: &[u8], signature_hex: &str)
     let Ok(bytes) = <[u8; 64]>::try_from(bytes.as_slice()) else {
         return false;
     };
-    key.verify(message, &Signature::from_bytes(&bytes)).is_ok()
+    // Strict: a small-order key or R would let one forged signature verify every message.
+    key.verify_strict(message, &Signature::from_bytes(&bytes)).is_ok()
 }
 
 /// The head file's path for a log.

@@ -261,3 +261,15 @@ async fn the_writer_thread_serves_the_queue_and_seals_on_close() {
     // Once the writer is gone, records are refused: callers fail closed.
     assert!(log.record(revoked(13)).await.is_err());
 }
+
+#[test]
+fn a_small_order_verifying_key_verifies_no_checkpoint() {
+    // The identity point as the public key, and R = identity, S = 0 as the signature: RFC 8032
+    // verification without the small-order checks accepts it for every message.
+    let mut identity = [0u8; 32];
+    identity[0] = 1;
+    let key = ed25519_dalek::VerifyingKey::from_bytes(&identity).unwrap();
+    let mut forged = [0u8; 64];
+    forged[0] = 1;
+    assert!(!super::chain::verify_signature(&key, b"any checkpoint", &crate::hex::encode(&forged)));
+}

@@ -40,6 +40,8 @@ pub enum DpopError {
     PrivateKey,
     #[error("the proof's jwk is missing or unusable")]
     Key,
+    #[error("the proof's jwk is a small-order Ed25519 point, which binds a token to nothing")]
+    WeakKey,
     #[error("the signature does not verify")]
     Signature,
     #[error("claims: {0}")]
@@ -72,6 +74,7 @@ impl DpopError {
             DpopError::Algorithm => "dpop_alg",
             DpopError::PrivateKey => "dpop_private_key",
             DpopError::Key => "dpop_key",
+            DpopError::WeakKey => "dpop_weak_key",
             DpopError::Signature => "dpop_signature",
             DpopError::Claims(_) => "dpop_claims",
             DpopError::Method => "dpop_htm",
@@ -174,7 +177,10 @@ pub fn verify_proof(
         return Err(DpopError::PrivateKey);
     }
     let jwk: Jwk = serde_json::from_value(jwk_value).map_err(|_| DpopError::Key)?;
-    let (key_alg, key) = jose::decoding_key(&jwk).map_err(|_| DpopError::Key)?;
+    let (key_alg, key) = jose::decoding_key(&jwk).map_err(|error| match error {
+        JoseError::WeakKey => DpopError::WeakKey,
+        _ => DpopError::Key,
+    })?;
     if key_alg != alg {
         return Err(DpopError::Algorithm);
     }
@@ -191,7 +197,7 @@ pub fn verify_proof(
     let jti = claims.jti.filter(|jti| (8..=256).contains(&jti.len())).ok_or(DpopError::Claims("jti"))?;
     let htm = claims.htm.ok_or(DpopError::Claims("htm"))?;
     let htu = claims.htu.ok_or(DpopError::Claims("htu"))?;
-    let iat = claims.iat.and_then(|iat| iat.as_i64()).ok_or(DpopError::Claims("iat"))?;
+    let iat = claims.iat.and_then(|iat| jose::numeric_date_of(&iat).ok()).ok_or(DpopError::Claims("iat"))?;
     // 8. Method.
     if htm != expected.method {
         return Err(DpopError::Method);

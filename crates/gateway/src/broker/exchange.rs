@@ -158,27 +158,23 @@ pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
     let Some((provider, keys)) = gateway.issuers.by_name(&app.identity_provider) else {
         return Err(ApiError::internal());
     };
+    // A subject token refused for any reason is `invalid_request` (RFC 8693 2.2.2).
     let user = match crate::broker::idp::Issuers::verify(provider, keys, &form.subject_token, now).await {
         Ok(user) => user,
         Err(error) => {
             tracing::info!(reason = %error, client_id = %app.client_id, "token request refused: subject token");
-            return Err(ApiError::oauth("invalid_grant").with_audit_reason("subject_token"));
+            return Err(ApiError::subject_token_refused("subject_token"));
         }
     };
-    // The ID token must have been issued to this app (OIDC Core 3.1.3.7: `aud` holds the
-    // client id), not to another app of the same identity provider.
-    let issued_to_app = match user.claims.get("aud") {
-        Some(serde_json::Value::String(aud)) => *aud == app.client_id,
-        Some(serde_json::Value::Array(auds)) => auds.iter().any(|aud| aud.as_str() == Some(app.client_id.as_str())),
-        _ => false,
-    };
-    if !issued_to_app {
-        tracing::info!(client_id = %app.client_id, "token request refused: the ID token was issued to another client");
-        return Err(ApiError::oauth("invalid_grant").with_audit_reason("subject_token_audience"));
+    // The ID token must have been issued to this app, not to another app of the same identity
+    // provider (OIDC Core 3.1.3.7: `aud` and `azp`).
+    if let Err(error) = crate::broker::idp::check_issued_to(&user.claims, &app.client_id) {
+        tracing::info!(reason = %error, client_id = %app.client_id, "token request refused: the ID token was issued to another client");
+        return Err(ApiError::subject_token_refused(error.audit_reason()));
     }
     if !user.subject.bytes().all(|b| b.is_ascii_graphic()) {
         tracing::info!("token request refused: subject with characters outside printable ASCII");
-        return Err(ApiError::oauth("invalid_grant").with_audit_reason("subject_token"));
+        return Err(ApiError::subject_token_refused("subject_token"));
     }
     // Platform attestation, when the app requires it.
     let attestation = match app.attestation {

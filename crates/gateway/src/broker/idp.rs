@@ -126,7 +126,18 @@ impl KeySet {
             {
                 continue;
             }
-            let Ok((alg, key)) = jose::decoding_key(&jwk) else { continue };
+            let (alg, key) = match jose::decoding_key(&jwk) {
+                Ok(found) => found,
+                Err(JoseError::WeakKey) => {
+                    let kid = jwk.common.key_id.as_deref().unwrap_or("");
+                    tracing::warn!(
+                        kid,
+                        "a JWKS holds a small-order Ed25519 key, under which any token verifies; that key is ignored"
+                    );
+                    continue;
+                }
+                Err(_) => continue,
+            };
             if !self.allowed.contains(&alg) {
                 continue;
             }
@@ -311,18 +322,22 @@ fn check_times(
     rules: &Rules<'_>,
 ) -> Result<(), JoseError> {
     let skew = i64::try_from(rules.max_skew.as_secs()).unwrap_or(i64::MAX);
-    let number = |name: &str| claims.get(name).and_then(serde_json::Value::as_i64);
-    let exp = number("exp").ok_or_else(|| JoseError::Claims("exp must be an integer".into()))?;
+    // NumericDates may be fractional (RFC 7519 2); absent, negative or absurd ones are refused.
+    let date = |name: &str, value: Option<&serde_json::Value>| match value {
+        None => Err(JoseError::Claims(format!("{name} is required"))),
+        Some(value) => jose::numeric_date(value).map_err(|error| JoseError::Claims(format!("{name} {error}"))),
+    };
+    let exp = date("exp", claims.get("exp"))?;
     if exp.saturating_add(skew) <= now {
         return Err(JoseError::Claims("expired".into()));
     }
     if let Some(nbf) = claims.get("nbf") {
-        let nbf = nbf.as_i64().ok_or_else(|| JoseError::Claims("nbf must be an integer".into()))?;
+        let nbf = date("nbf", Some(nbf))?;
         if nbf > now.saturating_add(skew) {
             return Err(JoseError::Claims("not yet valid".into()));
         }
     }
-    let iat = number("iat").ok_or_else(|| JoseError::Claims("iat must be an integer".into()))?;
+    let iat = date("iat", claims.get("iat"))?;
     if iat > now.saturating_add(skew) {
         return Err(JoseError::Claims("issued in the future".into()));
     }
@@ -332,6 +347,52 @@ fn check_times(
         return Err(JoseError::Claims("issued too long ago".into()));
     }
     Ok(())
+}
+
+/// Why an ID token was not issued to the app that presents it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NotIssuedTo {
+    #[error("its aud does not name the app's client id")]
+    Audience,
+    #[error("it names several audiences and no azp")]
+    NoAuthorizedParty,
+    #[error("its azp names another client, or is not a string")]
+    OtherAuthorizedParty,
+}
+
+impl NotIssuedTo {
+    /// The reason the audit record gives.
+    pub fn audit_reason(self) -> &'static str {
+        match self {
+            NotIssuedTo::Audience => "subject_token_audience",
+            NotIssuedTo::NoAuthorizedParty | NotIssuedTo::OtherAuthorizedParty => "subject_token_azp",
+        }
+    }
+}
+
+/// Whether a verified ID token was issued to `client_id` (OIDC Core 3.1.3.7, points 3 to 5):
+/// its `aud` holds the client id; with several audiences an `azp` must say which party the token
+/// was issued to; and an `azp`, when present, must be the client id.
+pub fn check_issued_to(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    client_id: &str,
+) -> Result<(), NotIssuedTo> {
+    let (named, several) = match claims.get("aud") {
+        Some(serde_json::Value::String(aud)) => (aud == client_id, false),
+        Some(serde_json::Value::Array(auds)) => {
+            (auds.iter().any(|aud| aud.as_str() == Some(client_id)), auds.len() > 1)
+        }
+        _ => (false, false),
+    };
+    if !named {
+        return Err(NotIssuedTo::Audience);
+    }
+    match claims.get("azp") {
+        None if several => Err(NotIssuedTo::NoAuthorizedParty),
+        None => Ok(()),
+        Some(serde_json::Value::String(azp)) if azp == client_id => Ok(()),
+        Some(_) => Err(NotIssuedTo::OtherAuthorizedParty),
+    }
 }
 
 /// The identity providers of the config, each with its keys.

@@ -1,10 +1,13 @@
 //! JOSE plumbing shared by the broker and `authn`: the crypto provider `jsonwebtoken` signs and
-//! verifies with (ring, the library TLS already uses), strict compact-JWS screening done before
-//! any key is looked up, base64url, and RFC 7638 thumbprints.
+//! verifies with (ring, the library TLS already uses; EdDSA signatures are verified by
+//! ed25519-dalek's strict check), strict compact-JWS screening done before any key is looked up,
+//! NumericDate claims, base64url, and RFC 7638 thumbprints.
 //!
 //! The provider knows three algorithms only: RS256, ES256 and EdDSA. Every other name, HMAC
 //! included, fails in the provider itself, so an algorithm-confusion token cannot verify even if
-//! a caller's allow-list were wrong.
+//! a caller's allow-list were wrong. Ed25519 keys that are small-order points are refused where a
+//! JWK becomes a key: under such a key one signature (R = identity, S = 0) verifies every
+//! message.
 
 use std::sync::Once;
 
@@ -63,6 +66,8 @@ pub enum JoseError {
     EmbeddedKey,
     #[error("claims: {0}")]
     Claims(String),
+    #[error("the Ed25519 key is a small-order point, under which a forged signature verifies any message")]
+    WeakKey,
 }
 
 /// A compact JWS that passed screening: sizes, alphabet, JSON shape, unique members, no `crit`.
@@ -159,8 +164,12 @@ pub fn decoding_key(jwk: &Jwk) -> Result<(Algorithm, DecodingKey), JoseError> {
             Algorithm::ES256
         }
         AlgorithmParameters::OctetKeyPair(params) if params.curve == EllipticCurve::Ed25519 => {
-            if b64_decode(&params.x).is_none_or(|x| x.len() != 32) {
+            let x = b64_decode(&params.x).and_then(|x| <[u8; 32]>::try_from(x.as_slice()).ok());
+            let Some(key) = x.and_then(|x| ed25519_dalek::VerifyingKey::from_bytes(&x).ok()) else {
                 return Err(JoseError::Algorithm("EdDSA with a malformed key".into()));
+            };
+            if key.is_weak() {
+                return Err(JoseError::WeakKey);
             }
             Algorithm::EdDSA
         }
@@ -174,6 +183,68 @@ pub fn decoding_key(jwk: &Jwk) -> Result<(Algorithm, DecodingKey), JoseError> {
     };
     let key = DecodingKey::from_jwk(jwk).map_err(|_| JoseError::Algorithm("unreadable key".into()))?;
     Ok((alg, key))
+}
+
+/// The latest NumericDate accepted: 9999-12-31T23:59:59Z. A later one is a mistake or an
+/// attempt at overflowing time arithmetic.
+pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
+
+/// Why a claim is not a usable NumericDate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum NumericDateError {
+    #[error("is not a number")]
+    NotNumber,
+    #[error("is not finite")]
+    NotFinite,
+    #[error("is before 1970")]
+    Negative,
+    #[error("is after the year 9999")]
+    TooLate,
+}
+
+/// A NumericDate claim (`exp`, `iat`, `nbf`) in whole seconds. RFC 7519 2 allows any JSON
+/// number, fractions included (`1700000000.5`); the fraction is dropped (rounded down), which is
+/// well within every clock skew we allow.
+pub fn numeric_date(value: &serde_json::Value) -> Result<i64, NumericDateError> {
+    match value {
+        serde_json::Value::Number(number) => numeric_date_of(number),
+        _ => Err(NumericDateError::NotNumber),
+    }
+}
+
+/// [`numeric_date`] of a number already read.
+pub fn numeric_date_of(number: &serde_json::Number) -> Result<i64, NumericDateError> {
+    let seconds = if let Some(whole) = number.as_i64() {
+        whole
+    } else if number.is_u64() {
+        return Err(NumericDateError::TooLate);
+    } else {
+        let float = number.as_f64().ok_or(NumericDateError::NotNumber)?;
+        if !float.is_finite() {
+            return Err(NumericDateError::NotFinite);
+        }
+        if float < 0.0 {
+            return Err(NumericDateError::Negative);
+        }
+        if float > MAX_NUMERIC_DATE as f64 {
+            return Err(NumericDateError::TooLate);
+        }
+        // In range and finite, so the conversion is exact after flooring.
+        float.floor() as i64
+    };
+    if seconds < 0 {
+        return Err(NumericDateError::Negative);
+    }
+    if seconds > MAX_NUMERIC_DATE {
+        return Err(NumericDateError::TooLate);
+    }
+    Ok(seconds)
+}
+
+/// Serde: a NumericDate field of a claims struct, read as [`numeric_date_of`] does.
+pub fn deserialize_numeric_date<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    let number = <serde_json::Number as serde::Deserialize>::deserialize(deserializer)?;
+    numeric_date_of(&number).map_err(|error| de::Error::custom(format!("a NumericDate that {error}")))
 }
 
 /// Whether a JWK (as JSON) holds private key material: any of the private members of RFC 7518
@@ -339,7 +410,9 @@ struct Verifier {
 
 impl signature::Verifier<Vec<u8>> for Verifier {
     fn verify(&self, message: &[u8], signature: &Vec<u8>) -> Result<(), signature::Error> {
-        let failed = |_| signature::Error::new();
+        fn failed<E>(_: E) -> signature::Error {
+            signature::Error::new()
+        }
         match (self.alg, self.key.kind()) {
             (Algorithm::RS256, DecodingKeyKind::RsaModulusExponent { n, e }) => {
                 ring_sig::RsaPublicKeyComponents { n, e }
@@ -351,8 +424,15 @@ impl signature::Verifier<Vec<u8>> for Verifier {
                     .verify(message, signature)
                     .map_err(failed)
             }
+            // ed25519-dalek's strict check rather than ring's: it also refuses small-order keys
+            // and small-order R (RFC 8032 verification alone accepts R = identity, S = 0 under
+            // a small-order key), whatever path the key came by.
             (Algorithm::EdDSA, DecodingKeyKind::SecretOrDer(key)) => {
-                ring_sig::UnparsedPublicKey::new(&ring_sig::ED25519, key).verify(message, signature).map_err(failed)
+                let key = <[u8; 32]>::try_from(key.as_slice()).map_err(failed)?;
+                let signature = ed25519_dalek::Signature::from_slice(signature).map_err(failed)?;
+                ed25519_dalek::VerifyingKey::from_bytes(&key)
+                    .and_then(|key| key.verify_strict(message, &signature))
+                    .map_err(failed)
             }
             _ => Err(signature::Error::new()),
         }

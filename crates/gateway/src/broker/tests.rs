@@ -591,6 +591,11 @@ fn broker_config_is_refused_when_insecure() {
     assert!(bad("", ("algorithms = [\"ES256\"]", "algorithms = [\"none\"]")).contains("never none"));
     assert!(bad("", ("audiences = [\"ios-app\"]", "audiences = []")).contains("audience"));
     assert!(
+        bad("", ("audiences = [\"ios-app\"]", "audiences = [\"android-app\"]"))
+            .contains("add \"ios-app\" to its audiences"),
+        "an app whose ID tokens the provider's rules would all refuse"
+    );
+    assert!(
         bad("", (&format!("public_url = \"{PUBLIC_URL}\""), "public_url = \"https://x.example.com/a?b\""))
             .contains("public_url")
     );
@@ -627,4 +632,346 @@ async fn limits_apply_per_user_and_per_device_key() {
     assert_eq!(admit("alice", "tablet").await, Err("rate_limited"), "alice's own rate is spent");
     assert_eq!(admit("bob", "phone").await, Err("rate_limited"), "the phone's device rate is spent");
     assert_eq!(admit("carol", "tablet").await, Ok(()), "another user on another device");
+}
+
+// --- Small-order Ed25519 keys --------------------------------------------------------------
+
+/// The eight points of small order on Ed25519 (order 1, 2, 4 and 8), as 32-byte public keys.
+const SMALL_ORDER_POINTS: [&str; 8] = [
+    "0100000000000000000000000000000000000000000000000000000000000000",
+    "ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f",
+    "0000000000000000000000000000000000000000000000000000000000000000",
+    "0000000000000000000000000000000000000000000000000000000000000080",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac037a",
+    "c7176a703d4dd84fba3c0b760d10670f2a2053fa2c39ccc64ec7fd7792ac03fa",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc05",
+    "26e8958fc2b227b045c3f489f2ef98f0d5dfac05d3c63339b13802886d53fc85",
+];
+
+/// The public JWKs of the small-order points, checked to be what they claim.
+fn small_order_jwks() -> Vec<serde_json::Value> {
+    SMALL_ORDER_POINTS
+        .iter()
+        .map(|hex| {
+            let bytes: [u8; 32] = crate::hex::decode(hex).unwrap().try_into().unwrap();
+            assert!(ed25519_dalek::VerifyingKey::from_bytes(&bytes).unwrap().is_weak(), "{hex} is of small order");
+            serde_json::json!({ "kty": "OKP", "crv": "Ed25519", "x": jose::b64_encode(&bytes) })
+        })
+        .collect()
+}
+
+/// A compact JWS with the signature R = identity, S = 0: RFC 8032 verification without the
+/// small-order checks accepts it for any message under the identity key (and, for a fraction of
+/// messages, under the other small-order keys).
+fn forged_eddsa(header: &serde_json::Value, claims: &serde_json::Value) -> String {
+    let mut signature = [0u8; 64];
+    signature[0] = 1;
+    format!(
+        "{}.{}.{}",
+        jose::b64_encode(header.to_string().as_bytes()),
+        jose::b64_encode(claims.to_string().as_bytes()),
+        jose::b64_encode(&signature)
+    )
+}
+
+#[tokio::test]
+async fn a_dpop_proof_keyed_by_a_small_order_point_is_refused() {
+    let f = fixture().await;
+    for jwk in small_order_jwks() {
+        let header = serde_json::json!({ "typ": "dpop+jwt", "alg": "EdDSA", "jwk": jwk });
+        let proof = forged_eddsa(&header, &f.proof_claims("POST", INFER_URL, None));
+        let refused = f.check(&proof, "POST", INFER_URL, None).await.map(|proof| proof.jkt);
+        assert_eq!(refused.unwrap_err().code(), "dpop_weak_key", "{jwk}");
+        // The refusal says why.
+        let parsed: Jwk = serde_json::from_value(jwk).unwrap();
+        assert!(jose::decoding_key(&parsed).map(|(alg, _)| alg).unwrap_err().to_string().contains("small-order"));
+    }
+}
+
+#[tokio::test]
+async fn an_identity_provider_key_that_is_a_small_order_point_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = pair(Algorithm::EdDSA, Some("good"));
+    let mut keys: Vec<serde_json::Value> = small_order_jwks()
+        .into_iter()
+        .enumerate()
+        .map(|(index, mut jwk)| {
+            jwk["kid"] = format!("weak-{index}").into();
+            jwk
+        })
+        .collect();
+    keys.push(serde_json::to_value(&good.jwk).unwrap());
+    let jwks = serde_json::json!({ "keys": keys }).to_string();
+    std::fs::write(dir.path().join("jwks"), &jwks).unwrap();
+    let key_set = idp::KeySet::new(
+        crate::config::JwksSource::File(dir.path().join("jwks")),
+        vec![Algorithm::EdDSA],
+        std::time::Duration::from_secs(1),
+        std::time::Duration::from_secs(60),
+        std::time::Duration::from_secs(5),
+    )
+    .unwrap();
+    let kept = key_set.parse(jwks.as_bytes()).unwrap();
+    assert_eq!(kept.keys().collect::<Vec<_>>(), ["good"], "only the sound key is kept");
+    let audiences = ["ios-app".to_owned()];
+    let rules = idp::Rules {
+        issuer: IDP,
+        audiences: &audiences,
+        algorithms: &[Algorithm::EdDSA],
+        tokens: crate::config::TokenUse::IdToken,
+        max_skew: std::time::Duration::from_secs(60),
+        max_age: None,
+        typ: None,
+    };
+    for index in 0..SMALL_ORDER_POINTS.len() {
+        let header = serde_json::json!({ "alg": "EdDSA", "typ": "JWT", "kid": format!("weak-{index}") });
+        let forged = forged_eddsa(&header, &id_claims());
+        assert!(idp::verify(&forged, &key_set, &rules, NOW).await.is_err(), "weak-{index}");
+    }
+    let mut header = Header::new(Algorithm::EdDSA);
+    header.kid = Some("good".into());
+    assert!(idp::verify(&sign(&good, header, &id_claims()), &key_set, &rules, NOW).await.is_ok());
+}
+
+// --- NumericDate (RFC 7519 2: any JSON number) ---------------------------------------------
+
+#[tokio::test]
+async fn an_id_token_with_non_integer_numeric_dates_is_accepted() {
+    let f = fixture().await;
+    let mut claims = id_claims();
+    claims["exp"] = serde_json::json!(NOW as f64 + 600.5);
+    claims["iat"] = serde_json::json!(NOW as f64 - 10.25);
+    // Before the wall clock too: the library checks nbf against it.
+    claims["nbf"] = serde_json::json!(1_700_000_000.5);
+    assert_eq!(f.verify_id(&f.id_token(&claims)).await.unwrap().subject, "alice");
+}
+
+#[tokio::test]
+async fn absurd_numeric_dates_are_refused() {
+    let f = fixture().await;
+    for (claim, value) in [
+        ("exp", serde_json::json!(-1.5)),
+        ("exp", serde_json::json!(1e300)),
+        ("exp", serde_json::json!(1e15)),
+        ("exp", serde_json::json!(u64::MAX)),
+        ("exp", serde_json::json!("1800000600")),
+        ("iat", serde_json::json!(-5)),
+        ("iat", serde_json::json!(-0.5)),
+        ("nbf", serde_json::json!(1e300)),
+    ] {
+        let mut claims = id_claims();
+        claims[claim] = value.clone();
+        let error = f.verify_id(&f.id_token(&claims)).await.unwrap_err();
+        assert!(matches!(error, JoseError::Claims(_)), "{claim} = {value}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn a_dpop_proof_with_a_non_integer_iat_is_accepted() {
+    let f = fixture().await;
+    let mut claims = f.proof_claims("POST", INFER_URL, None);
+    claims["iat"] = serde_json::json!(NOW as f64 - 0.5);
+    assert!(f.check(&f.proof_with(&f.device, &claims), "POST", INFER_URL, None).await.is_ok());
+    for absurd in [serde_json::json!(-1.0), serde_json::json!(1e300), serde_json::json!(u64::MAX)] {
+        let mut claims = f.proof_claims("POST", INFER_URL, None);
+        claims["iat"] = absurd.clone();
+        let error = f.check(&f.proof_with(&f.device, &claims), "POST", INFER_URL, None).await.unwrap_err();
+        assert_eq!(error.code(), "dpop_claims", "iat = {absurd}");
+    }
+}
+
+#[tokio::test]
+async fn a_broker_token_with_non_integer_numeric_dates_is_read() {
+    let f = fixture().await;
+    let jkt = jose::thumbprint(&f.device.jwk).unwrap();
+    let claims = serde_json::json!({
+        "iss": "https://broker.example.com", "sub": "alice", "aud": PUBLIC_URL, "scope": "model:demo infer",
+        "client_id": "ios-app", "iat": NOW as f64 - 0.5, "exp": NOW as f64 + 300.5, "jti": "abcdefgh",
+        "cnf": { "jkt": jkt },
+    });
+    let token = f.broker.keys.sign(ACCESS_TOKEN_TYPE, &claims).unwrap();
+    let read = f.broker.verify_token(&token, NOW).await.unwrap();
+    assert_eq!((read.iat, read.exp), (NOW - 1, NOW + 300));
+}
+
+// --- The token endpoint, in process --------------------------------------------------------
+//
+// The endpoint reads the wall clock, so these tokens carry the real time, not `NOW`.
+
+/// What the public router answered.
+pub(super) struct Answer {
+    pub status: http::StatusCode,
+    pub headers: http::HeaderMap,
+    pub body: serde_json::Value,
+    /// The reason the audit record gives.
+    pub reason: Option<&'static str>,
+}
+
+/// A gateway with its broker, for a validated config whose files live in the config's folder.
+pub(super) async fn gateway_for(config: Config) -> Arc<crate::serve::Gateway> {
+    let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::open(&config.sqlite).await.unwrap());
+    let pepper = crate::authn::api_key::Pepper::from_bytes(vec![7; 32]);
+    let registry = crate::backend::load_models(&config).unwrap();
+    let limiter = Arc::new(crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).unwrap());
+    let broker =
+        Broker::open(config.broker.clone().unwrap(), Arc::clone(&store), None, crate::time::now()).await.unwrap();
+    crate::serve::Gateway::assemble_with(config, registry, store, pepper, limiter, Some(Arc::new(broker))).unwrap()
+}
+
+/// Sends one request through the whole public router.
+pub(super) async fn send(gateway: &Arc<crate::serve::Gateway>, request: http::Request<axum::body::Body>) -> Answer {
+    use http_body_util::BodyExt;
+    use tower::ServiceExt;
+    let response = crate::router::public(Arc::clone(gateway)).oneshot(request).await.unwrap();
+    let reason = response.extensions().get::<crate::error::ApiError>().and_then(|error| error.audit_reason);
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let body = serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null);
+    Answer { status, headers, body, reason }
+}
+
+/// `POST /v1/token` exchanging `id_token` for `client_id`, with a DPoP proof and more headers.
+pub(super) fn token_request(
+    client_id: &str,
+    id_token: &str,
+    audience: &str,
+    scope: Option<&str>,
+    headers: &[(&str, &str)],
+) -> http::Request<axum::body::Body> {
+    let mut form = form_urlencoded::Serializer::new(String::new());
+    form.append_pair("grant_type", exchange::GRANT_TYPE)
+        .append_pair("subject_token", id_token)
+        .append_pair("subject_token_type", exchange::ID_TOKEN)
+        .append_pair("client_id", client_id)
+        .append_pair("audience", audience);
+    if let Some(scope) = scope {
+        form.append_pair("scope", scope);
+    }
+    let mut request = http::Request::post(TOKEN_PATH)
+        .header(http::header::HOST, "models.example.com")
+        .header(http::header::CONTENT_TYPE, "application/x-www-form-urlencoded");
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.body(axum::body::Body::from(form.finish())).unwrap()
+}
+
+/// A DPoP proof for `POST <public_url>/v1/token` by `device`, now.
+pub(super) fn token_proof(
+    device_der: &[u8],
+    device_jwk: &serde_json::Value,
+    public_url: &str,
+    nonce: Option<&str>,
+) -> String {
+    let mut jti = [0u8; 12];
+    getrandom::fill(&mut jti).unwrap();
+    let mut claims = serde_json::json!({
+        "jti": jose::b64_encode(&jti), "htm": "POST", "htu": format!("{public_url}{TOKEN_PATH}"), "iat": crate::time::now(),
+    });
+    if let Some(nonce) = nonce {
+        claims["nonce"] = nonce.into();
+    }
+    let header = serde_json::json!({ "typ": "dpop+jwt", "jwk": device_jwk });
+    jose::sign_compact(Algorithm::ES256, device_der, &header, &claims).unwrap()
+}
+
+/// The fixture's broker behind the router, with a second app (`android-app`) of the same
+/// identity provider.
+struct Endpoint {
+    _dir: tempfile::TempDir,
+    gateway: Arc<crate::serve::Gateway>,
+    idp: Pair,
+    device: (Vec<u8>, serde_json::Value),
+}
+
+async fn endpoint() -> Endpoint {
+    let dir = tempfile::tempdir().unwrap();
+    let idp = pair(Algorithm::ES256, Some("idp-1"));
+    std::fs::write(dir.path().join("idp.jwks"), serde_json::json!({ "keys": [idp.jwk] }).to_string()).unwrap();
+    let text = config_text(dir.path(), "")
+        .replace("audiences = [\"ios-app\"]", "audiences = [\"ios-app\", \"android-app\"]")
+        + "[[broker.apps]]\nclient_id = \"android-app\"\nidentity_provider = \"accounts\"\nmodels = [\"demo\"]\n";
+    let config = Config::from_toml(&text, dir.path()).unwrap();
+    let gateway = gateway_for(config).await;
+    let (der, jwk) = jose::generate(Algorithm::ES256).unwrap();
+    Endpoint { _dir: dir, gateway, idp, device: (der, serde_json::to_value(jwk).unwrap()) }
+}
+
+impl Endpoint {
+    /// An ID token issued now, with `changes` applied to the usual claims (a null removes one).
+    fn id_token(&self, changes: serde_json::Value) -> String {
+        let now = crate::time::now();
+        let mut claims =
+            serde_json::json!({ "iss": IDP, "sub": "alice", "aud": "ios-app", "iat": now - 10, "exp": now + 600 });
+        for (name, value) in changes.as_object().unwrap() {
+            if value.is_null() {
+                claims.as_object_mut().unwrap().remove(name);
+            } else {
+                claims[name] = value.clone();
+            }
+        }
+        sign(&self.idp, id_header(), &claims)
+    }
+
+    async fn exchange(&self, client_id: &str, id_token: &str) -> Answer {
+        let proof = token_proof(&self.device.0, &self.device.1, PUBLIC_URL, None);
+        send(&self.gateway, token_request(client_id, id_token, PUBLIC_URL, None, &[("dpop", &proof)])).await
+    }
+}
+
+#[tokio::test]
+async fn an_id_token_for_several_audiences_needs_azp_naming_the_app() {
+    let e = endpoint().await;
+    let good = e.exchange("ios-app", &e.id_token(serde_json::json!({}))).await;
+    assert_eq!(good.status, 200, "{}", good.body);
+    // Several audiences, no azp: whom it was issued to is not said.
+    let several = serde_json::json!(["ios-app", "android-app"]);
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "aud": several }))).await;
+    assert_eq!((answer.status.as_u16(), answer.reason), (400, Some("subject_token_azp")), "{}", answer.body);
+    assert_eq!(answer.headers["cache-control"], "no-store", "OAuth errors are not cached");
+    // Several audiences, azp naming the app: accepted.
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "aud": several, "azp": "ios-app" }))).await;
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    // azp naming another party: refused, with one audience or several.
+    for aud in [serde_json::json!("ios-app"), several.clone()] {
+        let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "aud": aud, "azp": "android-app" }))).await;
+        assert_eq!((answer.status.as_u16(), answer.reason), (400, Some("subject_token_azp")), "{}", answer.body);
+    }
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "azp": ["ios-app"] }))).await;
+    assert_eq!((answer.status.as_u16(), answer.reason), (400, Some("subject_token_azp")), "azp is a string");
+}
+
+#[tokio::test]
+async fn a_bad_subject_token_is_answered_invalid_request() {
+    let e = endpoint().await;
+    let mut forged = e.id_token(serde_json::json!({}));
+    forged.push('A');
+    let answer = e.exchange("ios-app", &forged).await;
+    assert_eq!(answer.status, 400);
+    assert_eq!(answer.body["error"], "invalid_request", "RFC 8693 2.2.2");
+    assert_eq!(answer.reason, Some("subject_token"));
+    // Issued to the provider's other app.
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "aud": "android-app" }))).await;
+    assert_eq!(answer.body["error"], "invalid_request");
+    assert_eq!(answer.reason, Some("subject_token_audience"));
+    let answer = e.exchange("ios-app", &e.id_token(serde_json::json!({ "exp": null }))).await;
+    assert_eq!((answer.body["error"].as_str(), answer.reason), (Some("invalid_request"), Some("subject_token")));
+}
+
+#[tokio::test]
+async fn broker_answers_are_nosniff_and_jwks_stays_cacheable() {
+    let e = endpoint().await;
+    let jwks = send(
+        &e.gateway,
+        http::Request::get(JWKS_PATH).header("host", "models.example.com").body(axum::body::Body::empty()).unwrap(),
+    )
+    .await;
+    assert_eq!(jwks.status, 200);
+    assert_eq!(jwks.headers["cache-control"], "public, max-age=300", "published keys may be cached");
+    assert_eq!(jwks.headers["x-content-type-options"], "nosniff");
+    let refused = e.exchange("nobody", "a.b.c").await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.headers["cache-control"], "no-store");
+    assert_eq!(refused.headers["x-content-type-options"], "nosniff");
 }

@@ -412,6 +412,15 @@ impl RawBroker {
                 return Err(at("configured twice".into()));
             }
             match providers.iter().find(|provider| provider.name == app.identity_provider) {
+                // The exchange accepts an ID token only when its aud names the app, and the
+                // provider's rules only when its aud holds one of their audiences: an app
+                // missing from them would have every token refused.
+                Some(provider) if provider.tokens == TokenUse::IdToken && !provider.audiences.contains(&client_id) => {
+                    return Err(at(format!(
+                        "the client_id is not among identity provider '{}''s audiences, so every ID token of the app would be refused: add \"{client_id}\" to its audiences (ID tokens name the app's client id at the provider in aud)",
+                        app.identity_provider
+                    )));
+                }
                 Some(provider) if provider.tokens == TokenUse::IdToken => {}
                 Some(_) => {
                     return Err(at(format!(

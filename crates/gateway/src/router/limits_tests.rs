@@ -115,6 +115,7 @@ impl Limited {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri("/v2/models/mlp/infer")
+            .header(header::HOST, "localhost")
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::AUTHORIZATION, format!("Bearer {key}"))
             .header("portcullis-on-behalf-of", user)
@@ -132,6 +133,7 @@ impl Limited {
         let mut request = Request::builder()
             .method(Method::POST)
             .uri(format!("/v2/models/{model}/infer"))
+            .header(header::HOST, "localhost")
             .header(header::CONTENT_TYPE, "application/json");
         if let Some(key) = key {
             request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
@@ -503,9 +505,8 @@ async fn a_delegate_key_with_concurrency_one_holds_one_slot_whatever_user_it_nam
 #[tokio::test]
 async fn a_delegate_keys_end_users_have_their_own_limits_too() {
     let limited = Limited::new().await;
-    let (key, _) = limited
-        .delegate_key(limits(&[("user_rate", "1/min"), ("user_burst", "1"), ("user_quota", "5/day")]))
-        .await;
+    let (key, _) =
+        limited.delegate_key(limits(&[("user_rate", "1/min"), ("user_burst", "1"), ("user_quota", "5/day")])).await;
     assert_eq!(limited.infer_for(&key, "alice").await.status, StatusCode::OK);
     let again = limited.infer_for(&key, "alice").await;
     assert_eq!((again.status, again.body["code"].as_str()), (StatusCode::TOO_MANY_REQUESTS, Some("rate_limited")));

@@ -99,7 +99,15 @@ public = true
         secret.expose().to_owned()
     }
 
-    async fn send(&self, request: Request<Body>) -> Reply {
+    /// Sends a request as an HTTP/1.1 client would, with a `Host` header.
+    async fn send(&self, mut request: Request<Body>) -> Reply {
+        if !request.headers().contains_key(header::HOST) {
+            request.headers_mut().insert(header::HOST, http::HeaderValue::from_static("localhost"));
+        }
+        self.send_as_is(request).await
+    }
+
+    async fn send_as_is(&self, request: Request<Body>) -> Reply {
         let response = super::public(Arc::clone(&self.gateway)).oneshot(request).await.unwrap();
         let status = response.status();
         let headers = response.headers().clone();
@@ -132,11 +140,15 @@ impl Reply {
 }
 
 fn get(path: &str) -> http::request::Builder {
-    Request::builder().method(Method::GET).uri(path)
+    Request::builder().method(Method::GET).uri(path).header(header::HOST, "localhost")
 }
 
 fn post_json(path: &str) -> http::request::Builder {
-    Request::builder().method(Method::POST).uri(path).header(header::CONTENT_TYPE, "application/json")
+    Request::builder()
+        .method(Method::POST)
+        .uri(path)
+        .header(header::HOST, "localhost")
+        .header(header::CONTENT_TYPE, "application/json")
 }
 
 const ROW: &str = "[0.1,0.2,0.3,0.4,0.5,0.6,0.7,0.8,0.9,1.0,-0.1,-0.2,-0.3,-0.4,-0.5,-0.6,-0.7,-0.8,-0.9,-1.0]";
@@ -568,10 +580,8 @@ async fn request_ids_do_not_reveal_the_request_count() {
         assert!(id.bytes().all(|b| b.is_ascii_hexdigit()), "{id}");
         ids.push(id);
     }
-    let shared: usize = ids
-        .windows(2)
-        .map(|pair| pair[0].bytes().zip(pair[1].bytes()).take_while(|(a, b)| a == b).count())
-        .sum();
+    let shared: usize =
+        ids.windows(2).map(|pair| pair[0].bytes().zip(pair[1].bytes()).take_while(|(a, b)| a == b).count()).sum();
     assert!(shared < 15 * 6, "consecutive ids share {shared} leading digits over 15 pairs: {ids:?}");
     let numbers: Vec<u128> = ids.iter().map(|id| u128::from_str_radix(id, 16).unwrap()).collect();
     let increasing = numbers.windows(2).filter(|pair| pair[1] > pair[0]).count();
@@ -927,14 +937,15 @@ async fn liveness_says_200_when_the_server_is_at_capacity() {
 }
 
 async fn admin_send(harness: &Harness, path: &str, host: Option<&str>, key: Option<&str>) -> Reply {
-    let mut request = get(path);
+    let mut request = Request::builder().method(Method::GET).uri(path);
     if let Some(host) = host {
         request = request.header(header::HOST, host);
     }
     if let Some(key) = key {
         request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
     }
-    let response = super::admin(Arc::clone(&harness.gateway)).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let response =
+        super::admin(Arc::clone(&harness.gateway)).oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
     let body = response.into_body().collect().await.unwrap().to_bytes().to_vec();
@@ -949,9 +960,13 @@ async fn the_admin_listener_answers_only_loopback_host_names() {
     }
     // A page on rebind.example resolved to 127.0.0.1 sends its own name as Host.
     for host in ["rebind.example", "rebind.example:9090", "127.0.0.1.rebind.example", "localhost.evil", "127.0.0.1:x"] {
-        admin_send(&harness, "/metrics", Some(host), None).await.assert_error(StatusCode::MISDIRECTED_REQUEST, "misdirected_request");
+        admin_send(&harness, "/metrics", Some(host), None)
+            .await
+            .assert_error(StatusCode::MISDIRECTED_REQUEST, "misdirected_request");
     }
-    admin_send(&harness, "/health/live", None, None).await.assert_error(StatusCode::MISDIRECTED_REQUEST, "misdirected_request");
+    admin_send(&harness, "/health/live", None, None)
+        .await
+        .assert_error(StatusCode::MISDIRECTED_REQUEST, "misdirected_request");
     assert!(super::admin_host_allowed("ops.internal:9090", &["ops.internal".to_owned()]));
 }
 
@@ -961,15 +976,70 @@ async fn usage_on_the_admin_listener_needs_an_admin_key() {
     let host = Some("127.0.0.1:9090");
     admin_send(&harness, "/usage", host, None).await.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
     let data_key = harness.key(&["mlp"], "infer").await;
-    admin_send(&harness, "/usage", host, Some(&data_key)).await.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    admin_send(&harness, "/usage", host, Some(&data_key))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
     let (admin, record) = harness.keyring.create_admin("ops", None, None).await.unwrap();
     let reply = admin_send(&harness, "/usage", host, Some(admin.expose())).await;
     assert_eq!(reply.status, StatusCode::OK, "{}", String::from_utf8_lossy(&reply.body));
     assert!(reply.json().is_array());
     // An admin key calls no model.
-    let infer =
-        harness.send(with_key(post_json("/v2/models/mlp/infer"), admin.expose()).body(Body::from(infer_body(1))).unwrap()).await;
+    let infer = harness
+        .send(with_key(post_json("/v2/models/mlp/infer"), admin.expose()).body(Body::from(infer_body(1))).unwrap())
+        .await;
     infer.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
     harness.keyring.revoke(&record.kid).await.unwrap();
-    admin_send(&harness, "/usage", host, Some(admin.expose())).await.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    admin_send(&harness, "/usage", host, Some(admin.expose()))
+        .await
+        .assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+}
+
+#[tokio::test]
+async fn a_request_without_exactly_one_host_header_gets_400() {
+    let harness = Harness::new().await;
+    let live = || Request::builder().method(Method::GET).uri("/v2/health/live");
+    // RFC 9112 3.2: an HTTP/1.1 request without Host, with two, or with an invalid one.
+    let reply = harness.send_as_is(live().body(Body::empty()).unwrap()).await;
+    reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    let two = live().header(header::HOST, "models.example.com").header(header::HOST, "evil.example.com");
+    harness.send_as_is(two.body(Body::empty()).unwrap()).await.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    for bad in ["exa mple.com", "user@models.example.com", "models.example.com:port"] {
+        let reply = harness.send_as_is(live().header(header::HOST, bad).body(Body::empty()).unwrap()).await;
+        reply.assert_error(StatusCode::BAD_REQUEST, "invalid_request");
+    }
+    // HTTP/1.0 did not require Host; HTTP/2 names the authority in :authority instead.
+    let old = live().version(http::Version::HTTP_10).body(Body::empty()).unwrap();
+    assert_eq!(harness.send_as_is(old).await.status, StatusCode::OK);
+    let h2 = Request::builder()
+        .method(Method::GET)
+        .version(http::Version::HTTP_2)
+        .uri("http://models.example.com/v2/health/live")
+        .body(Body::empty())
+        .unwrap();
+    assert_eq!(harness.send_as_is(h2).await.status, StatusCode::OK);
+    for good in ["models.example.com", "127.0.0.1:8080", "[::1]:8080"] {
+        let reply = harness.send_as_is(live().header(header::HOST, good).body(Body::empty()).unwrap()).await;
+        assert_eq!(reply.status, StatusCode::OK, "{good}");
+    }
+}
+
+#[tokio::test]
+async fn every_public_answer_is_nosniff_and_no_store() {
+    let harness = Harness::new().await;
+    let key = harness.key(&["mlp"], "metadata").await;
+    let answers = [
+        harness.send(get("/v2/health/live").body(Body::empty()).unwrap()).await,
+        harness.send(with_key(get("/v2/models/mlp"), &key).body(Body::empty()).unwrap()).await,
+        harness.send(get("/v2/models/mlp").body(Body::empty()).unwrap()).await,
+        harness.send(with_key(get("/v2/nowhere"), &key).body(Body::empty()).unwrap()).await,
+        harness.send_as_is(Request::builder().uri("/v2/health/live").body(Body::empty()).unwrap()).await,
+    ];
+    for reply in answers {
+        assert_eq!(
+            reply.headers.get("x-content-type-options").map(|v| v.as_bytes()),
+            Some(&b"nosniff"[..]),
+            "{reply:?}"
+        );
+        assert_eq!(reply.headers.get(header::CACHE_CONTROL).map(|v| v.as_bytes()), Some(&b"no-store"[..]), "{reply:?}");
+    }
 }

@@ -181,7 +181,11 @@ connect_timeout = "500ms"
         key: Option<&str>,
         body: Option<String>,
     ) -> (StatusCode, serde_json::Value) {
-        let mut request = Request::builder().method(method).uri(path).header(header::CONTENT_TYPE, "application/json");
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header(header::HOST, "localhost")
+            .header(header::CONTENT_TYPE, "application/json");
         if let Some(key) = key {
             request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
         }

@@ -367,7 +367,8 @@ mod tests {
     #[test]
     fn a_certificate_two_clients_would_claim_is_refused() {
         let pki = pki::Pki::new("unit CA").unwrap();
-        let both = PeerCertificate::from_der(&der(&pki.client("svc-a", Some("spiffe://t/a")).unwrap().cert_pem)).unwrap();
+        let both =
+            PeerCertificate::from_der(&der(&pki.client("svc-a", Some("spiffe://t/a")).unwrap().cert_pem)).unwrap();
         let clients = [client("by-subject", subject("CN=svc-a,O=Portcullis")), client("by-san", san("spiffe://t/a"))];
         assert_eq!(both.client(&clients), Err(AmbiguousCertificate("by-subject".into(), "by-san".into())));
     }

@@ -170,13 +170,14 @@ async fn mobile_flow_without_token_401_stolen_token_401_token_and_device_key_pre
     let response = app.infer(Some(format!("DPoP {token}")), Some(proof)).await;
     assert_eq!(response.status(), 401);
 
-    // A forged ID token gets no token, and the error says no more than the code.
+    // A forged ID token gets no token, and the error says no more than the code: an invalid
+    // subject token is `invalid_request` (RFC 8693 2.2.2).
     let mut forged = app.id_token("mallory");
     forged.push('A');
     let response = app.exchange(&forged).await;
     assert_eq!(response.status(), 400);
     let body: serde_json::Value = response.json().await.unwrap();
-    assert_eq!(body["error"], "invalid_grant");
+    assert_eq!(body["error"], "invalid_request");
 
     // The keys that verify broker tokens are published.
     let jwks: serde_json::Value =
@@ -214,7 +215,8 @@ async fn delegate_keys_name_end_users_and_other_keys_may_not() {
         assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
         serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["key"].as_str().unwrap().to_owned()
     };
-    let delegate = create(&["--delegate", "--rate", "3/min", "--burst", "3", "--user-rate", "1/min", "--user-burst", "1"]);
+    let delegate =
+        create(&["--delegate", "--rate", "3/min", "--burst", "3", "--user-rate", "1/min", "--user-burst", "1"]);
     let plain = create(&[]);
     let server = Running::start(&["serve", "--config", config], &[]);
     let get = |key: &str, user: Option<&str>| {
@@ -236,5 +238,9 @@ async fn delegate_keys_name_end_users_and_other_keys_may_not() {
     // Per-user limits belong to delegate keys only.
     let output = run(&["keys", "create", "--config", config, "--name", "x", "--models", "mlp", "--user-rate", "1/s"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&output.stderr).contains("--delegate"), "{}", String::from_utf8_lossy(&output.stderr));
+    assert!(
+        String::from_utf8_lossy(&output.stderr).contains("--delegate"),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
 }

@@ -237,9 +237,10 @@ fn closed_within(stream: &mut std::net::TcpStream, within: std::time::Duration) 
 
 fn small_server(dir: &std::path::Path) -> Running {
     let config = write_config(dir, "");
-    let text = std::fs::read_to_string(&config)
-        .unwrap()
-        .replace("header_read_timeout = \"1s\"", "header_read_timeout = \"1s\"\nidle_timeout = \"2s\"\nmax_connections = 16");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "header_read_timeout = \"1s\"",
+        "header_read_timeout = \"1s\"\nidle_timeout = \"2s\"\nmax_connections = 16",
+    );
     std::fs::write(&config, text).unwrap();
     Running::start(&["serve", "--config", config.to_str().unwrap()], &[])
 }
@@ -250,13 +251,15 @@ fn a_silent_connection_is_closed_after_the_header_timeout() {
     let server = small_server(dir.path());
     // Connect and say nothing at all.
     let mut silent = std::net::TcpStream::connect(&server.public).unwrap();
-    let closed = closed_within(&mut silent, std::time::Duration::from_secs(10)).expect("a silent connection stays open");
+    let closed =
+        closed_within(&mut silent, std::time::Duration::from_secs(10)).expect("a silent connection stays open");
     assert!(closed < std::time::Duration::from_secs(5), "held for {closed:?}; header_read_timeout is 1 s");
     // An HTTP/2 client that sends its preface and settings, then never opens a stream.
     use std::io::Write;
     let mut h2 = std::net::TcpStream::connect(&server.public).unwrap();
     h2.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00").unwrap();
-    let closed = closed_within(&mut h2, std::time::Duration::from_secs(10)).expect("a streamless HTTP/2 connection stays open");
+    let closed =
+        closed_within(&mut h2, std::time::Duration::from_secs(10)).expect("a streamless HTTP/2 connection stays open");
     assert!(closed < std::time::Duration::from_secs(5), "held for {closed:?}");
 }
 
@@ -282,7 +285,8 @@ async fn silent_connections_cannot_crowd_out_keyed_requests() {
     let dir = tempfile::tempdir().unwrap();
     let server = small_server(dir.path());
     let config = dir.path().join("portcullis.toml");
-    let output = run(&["keys", "create", "--config", config.to_str().unwrap(), "--name", "k", "--models", "mlp", "--json"]);
+    let output =
+        run(&["keys", "create", "--config", config.to_str().unwrap(), "--name", "k", "--models", "mlp", "--json"]);
     let key = serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["key"].as_str().unwrap().to_owned();
     // Three times the connection cap, all silent.
     let mut silent: Vec<std::net::TcpStream> =
@@ -300,4 +304,45 @@ async fn silent_connections_cannot_crowd_out_keyed_requests() {
         let fields: Vec<&str> = line.split_whitespace().collect();
         assert_eq!(fields[3], fields[4], "soft limit raised to the hard limit: {line}");
     }
+}
+
+/// RFC 9112 3.2 on the real listener: an HTTP/1.1 request without a `Host` header, or with two,
+/// gets 400 with the standard error body; HTTP/1.0 without one and HTTP/2 (`:authority`) are
+/// served.
+#[tokio::test]
+async fn requests_without_exactly_one_host_header_get_400() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let server = Running::start(&["serve", "--config", config.to_str().unwrap()], &[]);
+    let exchange = |head: &str| {
+        let mut stream = std::net::TcpStream::connect(&server.public).unwrap();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(10))).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut reply = String::new();
+        stream.read_to_string(&mut reply).unwrap();
+        reply
+    };
+    for head in [
+        "GET /v2/health/live HTTP/1.1\r\nConnection: close\r\n\r\n",
+        "GET /v2/health/live HTTP/1.1\r\nHost: portcullis\r\nHost: evil.example\r\nConnection: close\r\n\r\n",
+    ] {
+        let reply = exchange(head);
+        assert!(reply.starts_with("HTTP/1.1 400"), "{head:?}: {reply}");
+        assert!(reply.contains("\"code\":\"invalid_request\""), "{reply}");
+        assert!(reply.to_ascii_lowercase().contains("x-content-type-options: nosniff"), "{reply}");
+    }
+    let reply = exchange("GET /v2/health/live HTTP/1.0\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.0 200"), "{reply}");
+    let reply = exchange("GET /v2/health/live HTTP/1.1\r\nHost: portcullis\r\nConnection: close\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 200"), "{reply}");
+    let http2 = reqwest::Client::builder()
+        .no_proxy()
+        .http2_prior_knowledge()
+        .tls_backend_preconfigured(gateway::tls::trust_nothing_client_config().unwrap())
+        .build()
+        .unwrap();
+    let response = http2.get(server.url("/v2/health/live")).send().await.unwrap();
+    assert_eq!(response.version(), reqwest::Version::HTTP_2);
+    assert_eq!(response.status(), 200);
 }
