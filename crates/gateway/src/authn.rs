@@ -357,7 +357,7 @@ fn on_behalf_of(mut principal: Principal, headers: &HeaderMap) -> Result<Princip
         .ok_or_else(|| {
             ApiError::bad_request("Portcullis-On-Behalf-Of must be a user id of 1 to 128 printable ASCII characters")
         })?;
-    let key = std::mem::replace(&mut principal.id, String::new());
+    let key = std::mem::take(&mut principal.id);
     principal.id = format!("{key}/user:{user}");
     principal.delegator = Some(key);
     Ok(principal)
