@@ -144,9 +144,7 @@ fn admin_host_allowed(host: &str, allowed: &[String]) -> bool {
         }
     };
     let name = name.to_ascii_lowercase();
-    name == "localhost"
-        || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback())
-        || allowed.contains(&name)
+    name == "localhost" || name.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()) || allowed.contains(&name)
 }
 
 fn valid_port(port: &str) -> bool {

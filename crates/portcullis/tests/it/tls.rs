@@ -187,3 +187,23 @@ fn plain_http_on_a_public_address_is_refused_at_start() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("there is no [tls] section"), "{stderr}");
 }
+
+/// Certificates the client CA issued whose common names print like the listed client's
+/// subject (`CN=svc-a,O=Portcullis`) must not become that client over a real mutual-TLS
+/// connection.
+#[tokio::test]
+async fn a_certificate_whose_common_name_imitates_a_listed_subject_is_not_that_client() {
+    let setup = start().await;
+    let (server, pki) = (&setup.server, &setup.pki);
+    let infer = server.https_url("/v2/models/mlp/infer");
+    let ca = pki.ca_pem();
+    for forged in ["svc-a,O=Portcullis", "svc-a, O=Portcullis", "\"svc-a, O=Portcullis\"", "svc-a ", "svc-a\t"] {
+        let issued = pki.client_with_subject(&[("CN", forged)], None).unwrap();
+        let client = https_client(&ca, Some(&issued), false);
+        let response = client.post(&infer).json(&infer_body()).send().await.unwrap();
+        assert_eq!(response.status(), 401, "CN {forged:?} was taken for svc-a");
+    }
+    // The real one still is.
+    let real = https_client(&ca, Some(&pki.client("svc-a", None).unwrap()), false);
+    assert_eq!(real.post(&infer).json(&infer_body()).send().await.unwrap().status(), 200);
+}
