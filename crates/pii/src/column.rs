@@ -52,8 +52,24 @@ const WORDS: &[(&str, Kind)] = &[
     ("ipv4", Kind::IpAddress),
     ("ipv6", Kind::IpAddress),
     ("mac", Kind::MacAddress),
+    ("maiden", Kind::PersonName),
+    ("surname", Kind::PersonName),
+    ("forename", Kind::PersonName),
+    ("firstname", Kind::PersonName),
+    ("lastname", Kind::PersonName),
+    ("fullname", Kind::PersonName),
+    ("cvv", Kind::PaymentCard),
+    ("cvv2", Kind::PaymentCard),
+    ("cvc", Kind::PaymentCard),
     ("password", Kind::Credential),
+    ("passwd", Kind::Credential),
+    ("pwd", Kind::Credential),
+    ("passphrase", Kind::Credential),
     ("secret", Kind::Credential),
+    ("credential", Kind::Credential),
+    ("credentials", Kind::Credential),
+    ("apikey", Kind::Credential),
+    ("dsn", Kind::Credential),
 ];
 
 /// Whole headers (after normalising) that name a kind.
@@ -79,6 +95,10 @@ const HEADERS: &[(&str, Kind)] = &[
     ("credit_card", Kind::PaymentCard),
     ("cc", Kind::PaymentCard),
     ("cc_number", Kind::PaymentCard),
+    ("ccnumber", Kind::PaymentCard),
+    ("cardnumber", Kind::PaymentCard),
+    ("creditcard", Kind::PaymentCard),
+    ("credit_card_number", Kind::PaymentCard),
     ("pan", Kind::PaymentCard),
     ("date_of_birth", Kind::DateOfBirth),
     ("birth_date", Kind::DateOfBirth),
@@ -95,8 +115,56 @@ const HEADERS: &[(&str, Kind)] = &[
     ("national_insurance_number", Kind::UkNino),
     ("api_key", Kind::Credential),
     ("access_token", Kind::Credential),
+    ("refresh_token", Kind::Credential),
+    ("auth_token", Kind::Credential),
+    ("session_token", Kind::Credential),
+    ("bearer_token", Kind::Credential),
+    ("id_token", Kind::Credential),
     ("token", Kind::Credential),
+    ("private_key", Kind::Credential),
+    ("secret_key", Kind::Credential),
+    ("client_secret", Kind::Credential),
+    ("connection_string", Kind::Credential),
+    ("conn_str", Kind::Credential),
+    ("database_url", Kind::Credential),
+    ("db_url", Kind::Credential),
+    ("pass", Kind::Credential),
 ];
+
+/// Words that make a header about a property of the kind, not the kind itself
+/// (`email_verified`, `phone_type`, `telephone_country_code`, `password_changed_at`).
+const QUALIFIERS: &[&str] = &[
+    "type",
+    "kind",
+    "format",
+    "status",
+    "verified",
+    "valid",
+    "validated",
+    "count",
+    "country",
+    "provider",
+    "domain",
+    "changed",
+    "updated",
+    "created",
+    "expires",
+    "expiry",
+    "length",
+    "policy",
+    "hint",
+    "strength",
+    "reset",
+    "opt",
+    "consent",
+    "flag",
+    "enabled",
+    "required",
+];
+
+/// Whole headers that name a kind only when the values agree (`name` is a person's in a table
+/// of customers, a city's in a table of cities).
+const AMBIGUOUS: &[&str] = &["name"];
 
 /// The kind a header names, if it names one.
 pub fn kind_from_header(header: &str) -> Option<Kind> {
@@ -104,9 +172,25 @@ pub fn kind_from_header(header: &str) -> Option<Kind> {
     if let Some((_, kind)) = HEADERS.iter().find(|(name, _)| *name == normal) {
         return Some(*kind);
     }
-    // The last word of a JSON path or header carries the meaning (`user.contact.email`).
     let words: Vec<&str> = normal.split('_').collect();
+    if words.iter().any(|word| QUALIFIERS.contains(word)) {
+        return None;
+    }
+    // A JSON path or a prefixed header ending in a whole header of two words or more
+    // (`user.first_name`, `billing_postal_code`); a lone `name` at the end is not enough.
+    for take in (2..words.len()).rev() {
+        let tail = words[words.len() - take..].join("_");
+        if let Some((_, kind)) = HEADERS.iter().find(|(name, _)| *name == tail) {
+            return Some(*kind);
+        }
+    }
+    // The last word of a JSON path or header carries the meaning (`user.contact.email`).
     words.iter().rev().find_map(|word| WORDS.iter().find(|(name, _)| name == word).map(|(_, kind)| *kind))
+}
+
+/// Whether the header's kind needs the values' agreement before the column is taken as it.
+pub fn header_is_ambiguous(header: &str) -> bool {
+    AMBIGUOUS.contains(&normalise(header).as_str())
 }
 
 #[cfg(test)]
@@ -123,5 +207,41 @@ mod tests {
         assert_eq!(kind_from_header("product_name"), None, "a name, but not a person's");
         assert_eq!(kind_from_header("shipping"), None, "ip is a word, not a substring");
         assert_eq!(kind_from_header("order_id"), None);
+    }
+
+    #[test]
+    fn headers_about_a_property_of_a_kind_are_not_the_kind() {
+        assert_eq!(kind_from_header("TelephoneCountryCode"), None);
+        assert_eq!(kind_from_header("email_verified"), None);
+        assert_eq!(kind_from_header("phone_type"), None);
+        assert_eq!(kind_from_header("password_changed_at"), None);
+        assert_eq!(kind_from_header("zip_code"), Some(Kind::Postcode), "a code that is the kind");
+        assert_eq!(kind_from_header("TelephoneNumber"), Some(Kind::Phone));
+    }
+
+    #[test]
+    fn secrets_in_data_are_named_by_their_headers() {
+        for header in [
+            "Password",
+            "passwd",
+            "user_pwd",
+            "client_secret",
+            "API Key",
+            "apiKey",
+            "refresh_token",
+            "private_key",
+            "DATABASE_URL",
+            "connection_string",
+            "sentry_dsn",
+            "credentials",
+        ] {
+            assert_eq!(kind_from_header(header), Some(Kind::Credential), "{header}");
+        }
+        assert_eq!(kind_from_header("MothersMaiden"), Some(Kind::PersonName));
+        assert!(header_is_ambiguous("Name") && !header_is_ambiguous("last_name"));
+        assert_eq!(kind_from_header("user.first_name"), Some(Kind::PersonName));
+        assert_eq!(kind_from_header("patient.surname"), Some(Kind::PersonName));
+        assert_eq!(kind_from_header("billing.postal_code"), Some(Kind::Postcode));
+        assert_eq!(kind_from_header("product.name"), None);
     }
 }

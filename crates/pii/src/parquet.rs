@@ -339,6 +339,41 @@ mod tests {
     }
 
     #[test]
+    fn a_classified_parquet_column_is_protected_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("people.parquet");
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("surname", DataType::Utf8, true),
+            Field::new("password", DataType::Utf8, true),
+        ]));
+        let batch = RecordBatch::try_new(
+            Arc::clone(&schema),
+            vec![
+                Arc::new(StringArray::from(vec![Some("Brzęczyszczykiewicz"), Some("Ní Bhraonáin")])),
+                Arc::new(StringArray::from(vec![Some("eiZookooB7"), None])),
+            ],
+        )
+        .unwrap();
+        let mut writer = ArrowWriter::try_new(File::create(&input).unwrap(), schema, None).unwrap();
+        writer.write(&batch).unwrap();
+        writer.close().unwrap();
+        let policy = crate::protect::Policy::load("unmatched = \"redact\"\n", Path::new("."), &|_| None).unwrap();
+        let output = dir.path().join("out.parquet");
+        crate::protect::protect_file(&crate::Detector::new(), &policy, &input, &output).unwrap();
+        let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&output).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap();
+        let surname = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!((surname.value(0), surname.value(1)), ("[PERSON_NAME]", "[PERSON_NAME]"));
+        let password = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+        assert_eq!(password.value(0), "[CREDENTIAL]");
+    }
+
+    #[test]
     fn a_truncated_parquet_file_is_an_error_not_a_panic() {
         let dir = tempfile::tempdir().unwrap();
         let input = dir.path().join("t.parquet");

@@ -215,8 +215,15 @@ impl Policy {
         Ok(Policy { kinds, columns, unmatched, keys, sha256: hex(&Sha256::digest(text.as_bytes())) })
     }
 
+    /// The action for `kind`: the policy's, else `unmatched`; credentials the policy does not
+    /// name are redacted even when `unmatched = "keep"` (a password is never personal data one
+    /// meant to keep).
     fn for_kind(&self, kind: Kind) -> &Action {
-        self.kinds.get(&kind).unwrap_or(&self.unmatched)
+        match self.kinds.get(&kind) {
+            Some(action) => action,
+            None if kind == Kind::Credential => &Action::Redact,
+            None => &self.unmatched,
+        }
     }
 }
 
@@ -236,6 +243,9 @@ pub struct Manifest {
     pub records: u64,
     /// column → action → values changed.
     pub counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Columns protected whole because the scan classified them (column → kind and why):
+    /// every non-empty value got the kind's action, recognised by a detector or not.
+    pub classified: BTreeMap<String, ClassifiedColumn>,
     pub rejected: u64,
     pub rejected_examples: Vec<Problem>,
     /// The `age` recipients the output is encrypted to (public keys), if any.
@@ -269,6 +279,14 @@ fn encrypt_into(plain: &Path, output: &Path, recipients: &[age::x25519::Recipien
     staged.commit()
 }
 
+/// A column the scan classified, as the manifest records it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ClassifiedColumn {
+    pub kind: Kind,
+    pub action: &'static str,
+    pub reason: String,
+}
+
 #[derive(Debug, Serialize)]
 pub struct FileDigest {
     pub path: String,
@@ -300,6 +318,10 @@ struct Protector<'a> {
     policy: &'a Policy,
     detector: &'a Detector,
     counts: BTreeMap<String, BTreeMap<&'static str, u64>>,
+    /// Columns the scan classified (by header or by their values), with their kind.
+    classified: std::collections::HashMap<String, Kind>,
+    /// Kinds the scan set aside per column (chance checksums, a header naming a thing).
+    vetoed: std::collections::HashMap<String, Vec<Kind>>,
 }
 
 impl Protector<'_> {
@@ -364,16 +386,35 @@ impl Protector<'_> {
         if value.trim().is_empty() {
             return Some(value.to_owned());
         }
+        // A classified column is one kind whole: its kind's action applies to every value,
+        // whether or not a detector recognises it (an unusual surname, any password).
+        if let Some(kind) = self.classified.get(column).copied() {
+            let action = self.policy.for_kind(kind).clone();
+            match action {
+                Action::Keep => {}
+                Action::Drop => {
+                    self.count(column, &action);
+                    return None;
+                }
+                _ => {
+                    self.count(column, &action);
+                    return Some(self.apply(&action, kind, column, value.trim(), record));
+                }
+            }
+        }
         Some(self.spans(column, value, record, None))
     }
 
     /// Replaces every finding in `value`, by `forced` or by its kind's action.
     fn spans(&mut self, column: &str, value: &str, record: &Record, forced: Option<&Action>) -> String {
         let header = kind_from_header(column);
-        let findings = match header.and_then(|kind| self.detector.value_is(kind, value)) {
+        let mut findings = match header.and_then(|kind| self.detector.value_is(kind, value)) {
             Some(finding) => vec![finding],
             None => self.detector.find(value, header),
         };
+        if let Some(vetoed) = self.vetoed.get(column) {
+            findings.retain(|finding| !vetoed.contains(&finding.kind));
+        }
         if findings.is_empty() {
             return value.to_owned();
         }
@@ -600,8 +641,37 @@ pub fn protect_file_to(
 
 fn protect_plain(detector: &Detector, policy: &Policy, input: &Path, output: &Path) -> Result<Manifest, ProtectError> {
     let input_digest = digest_file(input)?;
-    let mut protector = Protector { policy, detector, counts: BTreeMap::new() };
-    let dropped = |column: &str| policy.columns.get(column) == Some(&Action::Drop);
+    // First the scan's judgement of each column (by header, by its values as a whole), so that
+    // protect protects what scan reports: a classified column whole, vetoed kinds not at all.
+    let report = crate::scan::scan_file(detector, input)?;
+    let mut classified = std::collections::HashMap::new();
+    let mut vetoed = std::collections::HashMap::new();
+    let mut manifest_classified = BTreeMap::new();
+    for column in &report.columns {
+        if !column.vetoed.is_empty() {
+            vetoed.insert(column.column.clone(), column.vetoed.iter().map(|veto| veto.kind).collect::<Vec<_>>());
+        }
+        let Some(kind) = column.classified else { continue };
+        if policy.columns.contains_key(&column.column) {
+            continue;
+        }
+        classified.insert(column.column.clone(), kind);
+        manifest_classified.insert(
+            column.column.clone(),
+            ClassifiedColumn {
+                kind,
+                action: policy.for_kind(kind).name(),
+                reason: column.reason.clone().unwrap_or_default(),
+            },
+        );
+    }
+    let classified_drops: std::collections::HashSet<String> = classified
+        .iter()
+        .filter(|(_, kind)| *policy.for_kind(**kind) == Action::Drop)
+        .map(|(column, _)| column.clone())
+        .collect();
+    let mut protector = Protector { policy, detector, counts: BTreeMap::new(), classified, vetoed };
+    let dropped = |column: &str| policy.columns.get(column) == Some(&Action::Drop) || classified_drops.contains(column);
     let mut field = |column: &str, value: &str, record: &Record| protector.field(column, value, record);
     let may_copy = |column: &str| match policy.columns.get(column) {
         Some(action) => *action == Action::Keep,
@@ -624,6 +694,7 @@ fn protect_plain(detector: &Detector, policy: &Policy, input: &Path, output: &Pa
         key_ids: policy.keys.keys().cloned().collect(),
         records: rewritten.records,
         counts,
+        classified: manifest_classified,
         rejected: rewritten.rejected.len() as u64,
         rejected_examples: rewritten.rejected.into_iter().take(100).collect(),
         encrypted_to: Vec::new(),

@@ -55,10 +55,35 @@ pub struct ColumnReport {
     pub column: String,
     /// What the header says, if anything.
     pub header_kind: Option<Kind>,
-    /// The kind the column was classified as (header or sample).
+    /// The kind the column was classified as (header or sample): `protect` applies that kind's
+    /// action to every non-empty value of it, recognised or not.
     pub classified: Option<Kind>,
+    /// Why it was classified so (or why not, when a header's kind was vetoed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// Values of a classified column that no detector recognised as its kind, counted as it
+    /// because the column is (an unusual name in a `last_name` column, any `password`).
+    pub whole_values: u64,
     pub non_empty: u64,
     pub findings: Vec<KindReport>,
+    /// Kinds found in some values but judged not to be what the column holds, with why.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub vetoed: Vec<Veto>,
+}
+
+/// A kind set aside for a column: found in some values, but not what the column holds.
+#[derive(Debug, Clone, Serialize)]
+pub struct Veto {
+    pub kind: Kind,
+    pub values: u64,
+    pub reason: String,
+}
+
+impl ColumnReport {
+    /// Whether spans of `kind` in this column were judged not to be that kind.
+    pub fn vetoes(&self, kind: Kind) -> bool {
+        self.vetoed.iter().any(|veto| veto.kind == kind)
+    }
 }
 
 /// The report for one file.
@@ -96,9 +121,27 @@ struct KindState {
 struct ColumnState {
     header_kind: Option<Kind>,
     classified: Option<Kind>,
+    reason: Option<String>,
     non_empty: u64,
+    /// Values that are a number and nothing else (digits, with separators or a decimal point).
+    numeric: u64,
+    /// Values of a classified column that no detector recognised as its kind.
+    whole_values: u64,
     sampled: BTreeMap<Kind, u64>,
+    /// For a header whose kind needs the values' agreement: sampled values holding that kind.
+    agreeing: u64,
     kinds: BTreeMap<Kind, KindState>,
+}
+
+/// Share of sampled values that must hold an ambiguous header's kind (`name`) for the column
+/// to be taken as it.
+const AGREE_SHARE: f64 = 0.3;
+
+/// A value that is a number and nothing else: digits with `.`, `,`, `-`, `+`, blanks.
+fn is_numeric(value: &str) -> bool {
+    let value = value.trim();
+    value.bytes().any(|b| b.is_ascii_digit())
+        && value.bytes().all(|b| b.is_ascii_digit() || matches!(b, b'.' | b',' | b'-' | b'+' | b' '))
 }
 
 /// One finding as `--format findings` writes it: where and what, never the value.
@@ -163,13 +206,19 @@ impl<'d, 's> Scanner<'d, 's> {
             None => {
                 self.index.insert(name.to_owned(), self.columns.len());
                 let header_kind = kind_from_header(name);
+                // An ambiguous header (`name`) waits for its values' agreement.
+                let sure = header_kind.filter(|_| !crate::column::header_is_ambiguous(name));
                 self.columns.push((
                     name.to_owned(),
                     ColumnState {
                         header_kind,
-                        classified: header_kind,
+                        classified: sure,
+                        reason: sure.map(|kind| format!("the header '{name}' names {kind}")),
                         non_empty: 0,
+                        numeric: 0,
+                        whole_values: 0,
                         sampled: BTreeMap::new(),
+                        agreeing: 0,
                         kinds: BTreeMap::new(),
                     },
                 ));
@@ -196,6 +245,9 @@ impl<'d, 's> Scanner<'d, 's> {
             let detector = self.detector;
             let state = self.column(position, column);
             state.non_empty += 1;
+            if is_numeric(value) {
+                state.numeric += 1;
+            }
             // One finding for a classified value (no allocation), else the combined pass.
             let (single, many);
             let findings: &[Finding] = match state.classified.and_then(|kind| detector.value_is(kind, value)) {
@@ -210,6 +262,11 @@ impl<'d, 's> Scanner<'d, 's> {
             };
             // Classify by the sample: a column whose values are nearly all one whole-value kind.
             if state.classified.is_none() && state.non_empty <= SAMPLE {
+                if let Some(kind) = state.header_kind
+                    && findings.iter().any(|finding| finding.kind == kind)
+                {
+                    state.agreeing += 1;
+                }
                 if let [only] = findings
                     && only.end - only.start >= value.trim().len()
                 {
@@ -224,12 +281,18 @@ impl<'d, 's> Scanner<'d, 's> {
                 if state.non_empty == SAMPLE {
                     // Of the kinds most values are, a checksummed one wins: a column of valid
                     // NHS numbers is not a column of phone numbers that happen to validate.
-                    state.classified = state
+                    let chosen = state
                         .sampled
                         .iter()
                         .filter(|(_, count)| (**count as f64) >= CLASSIFY_SHARE * SAMPLE as f64)
                         .max_by_key(|(kind, count)| (checksummed(**kind), **count))
-                        .map(|(kind, _)| *kind);
+                        .map(|(kind, count)| (*kind, *count));
+                    if let Some((kind, count)) = chosen {
+                        state.classified = Some(kind);
+                        state.reason = Some(format!("{count} of the first {SAMPLE} values are wholly {kind}"));
+                    } else {
+                        agree(state);
+                    }
                 }
             }
             if let Some(sink) = self.sink.as_mut() {
@@ -246,6 +309,22 @@ impl<'d, 's> Scanner<'d, 's> {
                 }
             }
             let state = self.column(position, column);
+            // A classified column is one kind whole: a value no detector recognised as it is
+            // still counted as it (and `protect` treats it so).
+            if let Some(kind) = state.classified
+                && !findings.iter().any(|finding| finding.kind == kind)
+            {
+                state.whole_values += 1;
+                let kind_state = state.kinds.entry(kind).or_default();
+                kind_state.values += 1;
+                kind_state.confidence += 0.6;
+                if kind_state.first_seen == 0 {
+                    kind_state.first_seen = record.number;
+                }
+                if kind_state.examples.len() < EXAMPLES {
+                    kind_state.examples.push(mask::example(kind, value.trim()));
+                }
+            }
             let mut seen: Vec<Kind> = Vec::new();
             for finding in findings {
                 let kind_state = state.kinds.entry(finding.kind).or_default();
@@ -270,7 +349,11 @@ impl<'d, 's> Scanner<'d, 's> {
         let columns = self
             .columns
             .into_iter()
-            .map(|(column, state)| {
+            .map(|(column, mut state)| {
+                // A short column never reached the sample's end: judge it on what it has.
+                if state.classified.is_none() && state.non_empty > 0 && state.non_empty < SAMPLE {
+                    agree(&mut state);
+                }
                 let non_empty = state.non_empty;
                 let mut findings: Vec<KindReport> = state
                     .kinds
@@ -288,13 +371,17 @@ impl<'d, 's> Scanner<'d, 's> {
                         first_seen: kind_state.first_seen,
                     })
                     .collect();
+                let vetoed = judge(&column, state.classified, non_empty, state.numeric, &mut findings);
                 findings.sort_by_key(|finding| std::cmp::Reverse(finding.values));
                 ColumnReport {
                     column,
                     header_kind: state.header_kind,
                     classified: state.classified,
+                    reason: state.reason,
+                    whole_values: state.whole_values,
                     non_empty,
                     findings,
+                    vetoed,
                 }
             })
             .collect();
@@ -308,6 +395,125 @@ impl<'d, 's> Scanner<'d, 's> {
             problem_examples: self.problem_examples,
         }
     }
+}
+
+/// Takes an ambiguous header's kind when enough sampled values hold it; says why either way.
+fn agree(state: &mut ColumnState) {
+    let Some(kind) = state.header_kind else { return };
+    let seen = state.non_empty.min(SAMPLE);
+    if seen > 0 && state.agreeing as f64 >= AGREE_SHARE * seen as f64 {
+        state.classified = Some(kind);
+        state.reason =
+            Some(format!("the header names {kind}, and {} of {seen} sampled values hold it", state.agreeing));
+    } else {
+        state.reason =
+            Some(format!("the header could name {kind}, but only {} of {seen} sampled values hold it", state.agreeing));
+    }
+}
+
+/// Header words that name a quantity or an identifier of a thing, not of a person.
+const THING_WORDS: &[&str] = &[
+    "version",
+    "build",
+    "release",
+    "sku",
+    "order",
+    "invoice",
+    "amount",
+    "price",
+    "fare",
+    "hash",
+    "checksum",
+    "total",
+    "cost",
+    "fee",
+    "balance",
+    "quantity",
+    "qty",
+    "count",
+    "weight",
+    "height",
+    "size",
+    "score",
+    "rate",
+    "ratio",
+    "product",
+    "item",
+    "ticket",
+    "serial",
+    "model",
+    "part",
+    "batch",
+    "lot",
+    "transaction",
+    "txn",
+    "sensor",
+];
+
+/// The share of random numbers a checksummed kind's check accepts: a column of numbers of which
+/// no more than about this share pass is showing chance, not the kind.
+fn chance_share(kind: Kind) -> Option<f64> {
+    match kind {
+        // Luhn and mod 11 accept about one number in ten; IBAN's mod 97 one in 97.
+        Kind::PaymentCard | Kind::Imei | Kind::UkNhs => Some(0.1),
+        Kind::Iban => Some(0.0103),
+        _ => None,
+    }
+}
+
+/// Judges a column's findings as a whole: sets aside the kinds its values show by chance, and
+/// the format-only kinds a header naming a thing rules out. Returns what was set aside.
+fn judge(
+    column: &str,
+    classified: Option<Kind>,
+    non_empty: u64,
+    numeric: u64,
+    findings: &mut Vec<KindReport>,
+) -> Vec<Veto> {
+    let normal = crate::column::normalise(column);
+    let thing = normal.split('_').find(|word| THING_WORDS.contains(word));
+    let mut vetoed = Vec::new();
+    findings.retain(|finding| {
+        if classified == Some(finding.kind) {
+            return true;
+        }
+        let numeric_column = non_empty > 0 && numeric * 10 >= non_empty * 9;
+        if let Some(chance) = chance_share(finding.kind)
+            && numeric_column
+            && finding.share <= (chance * 3.0).max(0.05)
+            && finding.share < 0.5
+        {
+            vetoed.push(Veto {
+                kind: finding.kind,
+                values: finding.values,
+                reason: format!(
+                    "{:.1}% of a column of numbers pass the {} check, about what chance gives ({:.0}%)",
+                    finding.share * 100.0,
+                    finding.kind,
+                    chance * 100.0
+                ),
+            });
+            return false;
+        }
+        if let Some(word) = thing
+            && !checksummed(finding.kind)
+            && finding.kind != Kind::Email
+            && finding.share < 0.95
+        {
+            vetoed.push(Veto {
+                kind: finding.kind,
+                values: finding.values,
+                reason: format!(
+                    "the header word '{word}' names a thing, not a person, and only {:.1}% of values are {}",
+                    finding.share * 100.0,
+                    finding.kind
+                ),
+            });
+            return false;
+        }
+        true
+    });
+    vetoed
 }
 
 /// Scans one file (CSV/TSV or JSON Lines, optionally gzip or zstd compressed).
@@ -445,6 +651,70 @@ mod tests {
             .find(|c| c.column == column)
             .map(|c| c.findings.iter().map(|f| f.kind).collect())
             .unwrap_or_default()
+    }
+
+    fn column<'r>(report: &'r FileReport, name: &str) -> &'r ColumnReport {
+        report.columns.iter().find(|c| c.column == name).unwrap()
+    }
+
+    /// `Password` values are no pattern, but the column is credentials: reported, counted whole.
+    #[test]
+    fn a_password_column_is_reported_as_credentials() {
+        let report = scan(
+            "creds.csv",
+            b"user,Password
+alice,eiZookooB7
+bob,Wasco1982
+",
+        );
+        assert_eq!(kinds_of(&report, "Password"), [Kind::Credential]);
+        assert_eq!(column(&report, "Password").whole_values, 2);
+        assert!(report.kinds().contains(&Kind::Credential), "scan reports personal data (exit 1)");
+    }
+
+    #[test]
+    fn a_chance_share_of_luhn_numbers_is_not_a_card_column() {
+        // Sequential 16-digit numbers: about one in ten passes Luhn by chance.
+        let mut text = String::from("reference\n");
+        for i in 0..500u64 {
+            text.push_str(&format!("{}\n", 4_000_000_000_000_000 + i * 7_919));
+        }
+        let report = scan("refs.csv", text.as_bytes());
+        assert!(kinds_of(&report, "reference").is_empty(), "{:?}", column(&report, "reference"));
+        let vetoed = &column(&report, "reference").vetoed;
+        assert_eq!(vetoed.first().map(|veto| veto.kind), Some(Kind::PaymentCard), "{vetoed:?}");
+        assert!(vetoed[0].reason.contains("chance"), "{vetoed:?}");
+    }
+
+    #[test]
+    fn a_header_naming_a_thing_vetoes_format_only_kinds() {
+        let mut text = String::from("product_sku,note\n");
+        for i in 0..50u64 {
+            // Every fourth code reads like a phone number.
+            let sku = if i % 4 == 0 { "+44 20 7946 0958".to_owned() } else { format!("AB-{i:04}") };
+            text.push_str(&format!("{sku},ok\n"));
+        }
+        let report = scan("skus.csv", text.as_bytes());
+        assert!(kinds_of(&report, "product_sku").is_empty(), "{:?}", column(&report, "product_sku"));
+        assert!(
+            column(&report, "product_sku")
+                .vetoed
+                .iter()
+                .any(|veto| veto.kind == Kind::Phone && veto.reason.contains("names a thing"))
+        );
+    }
+
+    #[test]
+    fn a_name_column_of_cities_is_not_a_person_name_column() {
+        let report = scan(
+            "cities.csv",
+            b"ID,Name,CountryCode\n1,Kabul,AFG\n2,Qandahar,AFG\n3,Herat,AFG\n4,Amsterdam,NLD\n5,Rotterdam,NLD\n",
+        );
+        let name = column(&report, "Name");
+        assert_eq!(name.classified, None, "{name:?}");
+        assert!(name.reason.as_deref().unwrap_or("").contains("only"), "{name:?}");
+        let people = scan("people.csv", b"id,name\n1,John Smith\n2,Mary Jones\n3,Peter Brown\n");
+        assert_eq!(column(&people, "name").classified, Some(Kind::PersonName));
     }
 
     #[test]

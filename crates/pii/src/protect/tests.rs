@@ -185,3 +185,58 @@ fn nothing_the_policy_covers_is_copied_unprotected() {
     let (out, _) = run("n.csv", "first_name\nXochitl\n", "[columns]\nfirst_name = \"redact\"\n");
     assert_eq!(out.lines().nth(1), Some("[PERSON_NAME]"));
 }
+
+/// The policy docs/data.md shows first: names pseudonymised. A `last_name` column holds names
+/// the dictionary does not know; every one of them must be protected all the same.
+#[test]
+fn a_classified_column_is_protected_whole_not_only_where_a_detector_agrees() {
+    let input =
+        "first_name,last_name,city\nZbigniew,Brzęczyszczykiewicz,Łódź\nAoife,Ní Bhraonáin,Galway\nJohn,Smith,Leeds\n";
+    let text =
+        "[keys]\nmain = { env = \"DATA_KEY\" }\n[kinds]\nperson_name = { action = \"pseudonymise\", key = \"main\" }\n";
+    let (out, manifest) = run("people.csv", input, text);
+    for original in ["Zbigniew", "Brzęczyszczykiewicz", "Aoife", "Ní Bhraonáin", "John", "Smith"] {
+        assert!(!out.contains(original), "{original} left in: {out}");
+    }
+    assert!(out.contains("Łódź") && out.contains("Galway"), "other columns untouched: {out}");
+    assert_eq!(manifest.counts["last_name"]["pseudonymise"], 3);
+    assert_eq!(manifest.classified["last_name"].kind, Kind::PersonName);
+    assert!(manifest.classified["last_name"].reason.contains("last_name"), "{:?}", manifest.classified);
+    // Stable: the same name gives the same pseudonym in another run.
+    let (again, _) = run("people.csv", input, text);
+    assert_eq!(out, again);
+}
+
+#[test]
+fn a_classified_json_path_is_protected_whole() {
+    let input = "{\"user\":{\"surname\":\"Brzęczyszczykiewicz\",\"password\":\"hunter2\"},\"n\":1}\n";
+    let text =
+        "[keys]\nmain = { env = \"DATA_KEY\" }\n[kinds]\nperson_name = { action = \"pseudonymise\", key = \"main\" }\n";
+    let (out, _) = run("u.jsonl", input, text);
+    assert!(!out.contains("Brzęczyszczykiewicz") && !out.contains("hunter2"), "{out}");
+}
+
+/// A password column is a credential: reported, and redacted even when the policy names no
+/// credential and keeps what it does not name.
+#[test]
+fn passwords_are_never_copied_even_when_unmatched_data_is_kept() {
+    let input = "user,Password,pwd_hint\nalice,eiZookooB7,first pet\nbob,Wasco1982,n/a\n";
+    let (out, manifest) = run("creds.csv", input, "unmatched = \"keep\"\n");
+    assert!(!out.contains("eiZookooB7") && !out.contains("Wasco1982"), "{out}");
+    assert!(out.contains("[CREDENTIAL]"), "{out}");
+    assert!(out.contains("first pet"), "a hint about a password is not a password: {out}");
+    assert_eq!(manifest.classified["Password"].action, "redact");
+    let (dropped, _) = run("creds.csv", input, "[kinds]\ncredential = \"drop\"\n");
+    assert_eq!(dropped.lines().next(), Some("user,pwd_hint"), "{dropped}");
+}
+
+/// Prices and order numbers that happen to pass Luhn or look like phones stay as they are.
+#[test]
+fn vetoed_kinds_are_not_protected() {
+    let mut input = String::from("order_number,fare\n");
+    for i in 0..200u64 {
+        input.push_str(&format!("{},{}.{:02}\n", 4_000_000_000_000_000 + i * 7_919, 20 + i % 50, i * 37 % 100));
+    }
+    let (out, _) = run("orders.csv", &input, "");
+    assert_eq!(out, input, "nothing in a column of order numbers and fares is personal data");
+}
