@@ -436,6 +436,10 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     async fn insert_key(&self, key: &KeyRecord) -> Result<(), StoreError>;
     async fn find_key(&self, kid: &str) -> Result<Option<KeyRecord>, StoreError>;
     async fn list_keys(&self) -> Result<Vec<KeyRecord>, StoreError>;
+    /// Every key id in the store (revoked and expired ones included).
+    async fn list_kids(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.list_keys().await?.into_iter().map(|key| key.kid).collect())
+    }
     /// Marks a key revoked; false if there is no such key or it was revoked already.
     async fn revoke_key(&self, kid: &str, at: i64) -> Result<bool, StoreError>;
     /// Inserts `new` and, in the same transaction, shortens the old key's life to `old_expires_at`
@@ -569,7 +573,11 @@ pub(crate) mod tests {
 
         // Every change to a key, by any writer, is in the change feed, in order.
         let changes = store.key_changes(Some(start.cursor)).await.unwrap();
-        assert_eq!(changes.kids, ["AAAA0001", "AAAA0002", "AAAA0001", "AAAA0001"]);
+        // Created 0001; rotated to 0002 (0002 created, 0001 changed); 0002 revoked; 0001's limits twice.
+        assert_eq!(changes.kids, ["AAAA0001", "AAAA0002", "AAAA0001", "AAAA0002", "AAAA0001", "AAAA0001"]);
+        let mut kids = store.list_kids().await.unwrap();
+        kids.sort();
+        assert_eq!(kids, ["AAAA0001", "AAAA0002"]);
         let later = store.key_changes(Some(changes.cursor)).await.unwrap();
         assert_eq!(later, KeyChanges { cursor: changes.cursor, kids: Vec::new() });
         assert_eq!(store.key_changes(None).await.unwrap().cursor, changes.cursor);

@@ -21,3 +21,6 @@ END;
 $$ LANGUAGE plpgsql;
 CREATE TRIGGER api_keys_changed AFTER UPDATE ON api_keys
     FOR EACH ROW EXECUTE FUNCTION api_keys_changed();
+-- New keys too: a server knows which key ids exist without asking the store about unknown ones.
+CREATE TRIGGER api_keys_created AFTER INSERT ON api_keys
+    FOR EACH ROW EXECUTE FUNCTION api_keys_changed();

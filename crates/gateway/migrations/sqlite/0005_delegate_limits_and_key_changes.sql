@@ -18,3 +18,8 @@ CREATE TRIGGER api_keys_changed AFTER UPDATE ON api_keys
 BEGIN
     INSERT INTO key_changes (kid, at) VALUES (NEW.kid, CAST(strftime('%s', 'now') AS INTEGER));
 END;
+-- New keys too: a server knows which key ids exist without asking the store about unknown ones.
+CREATE TRIGGER api_keys_created AFTER INSERT ON api_keys
+BEGIN
+    INSERT INTO key_changes (kid, at) VALUES (NEW.kid, CAST(strftime('%s', 'now') AS INTEGER));
+END;

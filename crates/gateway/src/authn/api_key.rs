@@ -101,18 +101,32 @@ fn unreachable_hmac() -> Hmac<Sha256> {
     panic!("HMAC rejected its key")
 }
 
-struct CacheEntry {
-    record: Option<Arc<KeyRecord>>,
+struct CacheEntry<T> {
+    value: T,
     fetched: Instant,
 }
 
-/// Verifies API keys against the store, with a bounded, short-lived cache.
+/// Verifies API keys against the store, with bounded, short-lived caches.
+///
+/// Known keys and unknown key ids are cached apart, so a flood of made-up ids (each with a
+/// valid checksum) cannot evict a real key. Once the set of key ids in the store is loaded (by
+/// [`KeyVerifier::follow_key_changes`], kept current by the store's change feed), an id outside
+/// it is refused without a store query at all.
 pub struct KeyVerifier {
     store: Arc<dyn Store>,
     pepper: Pepper,
     ttl: Duration,
-    cache: Mutex<HashMap<String, CacheEntry>>,
+    known: Mutex<HashMap<String, CacheEntry<Arc<KeyRecord>>>>,
+    unknown: Mutex<HashMap<String, CacheEntry<()>>>,
+    /// Every key id the store holds, once loaded; `None` until then (every miss asks the store).
+    kids: std::sync::RwLock<Option<std::collections::HashSet<String>>>,
+    /// Store queries allowed for ids outside `kids` (a key created a moment ago, before the
+    /// change feed brought its id): a small budget, so made-up ids cannot hammer the store.
+    unlisted: Mutex<(f64, Instant)>,
 }
+
+/// Queries per second (and at once) for ids the loaded set does not hold.
+const UNLISTED_PER_SECOND: f64 = 20.0;
 
 impl std::fmt::Debug for KeyVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -127,12 +141,22 @@ pub const KEY_CHANGES_INTERVAL: Duration = Duration::from_millis(250);
 const KEY_CHANGES_PRUNE_INTERVAL: Duration = Duration::from_secs(3600);
 const KEY_CHANGES_KEPT_SECONDS: i64 = 86_400;
 
-/// Entries kept at most; past it the cache is cleared (each entry refetches once).
+/// Known keys kept at most; past it that cache is cleared (each entry refetches once).
 const CACHE_CAPACITY: usize = 100_000;
+/// Unknown key ids remembered at most; past it only that cache is cleared.
+const UNKNOWN_CAPACITY: usize = 10_000;
 
 impl KeyVerifier {
     pub fn new(store: Arc<dyn Store>, pepper: Pepper, ttl: Duration) -> KeyVerifier {
-        KeyVerifier { store, pepper, ttl, cache: Mutex::new(HashMap::new()) }
+        KeyVerifier {
+            store,
+            pepper,
+            ttl,
+            known: Mutex::new(HashMap::new()),
+            unknown: Mutex::new(HashMap::new()),
+            kids: std::sync::RwLock::new(None),
+            unlisted: Mutex::new((UNLISTED_PER_SECOND, Instant::now())),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -183,12 +207,26 @@ impl KeyVerifier {
     /// Drops a key from the cache, so its next use reads the store (a revocation or a limit
     /// change announced by another node).
     pub fn forget(&self, kid: &str) {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).remove(kid);
+        self.known.lock().unwrap_or_else(PoisonError::into_inner).remove(kid);
+        self.unknown.lock().unwrap_or_else(PoisonError::into_inner).remove(kid);
+        // A changed id may be a new one: it exists from now on.
+        if let Some(kids) = self.kids.write().unwrap_or_else(PoisonError::into_inner).as_mut() {
+            kids.insert(kid.to_owned());
+        }
+    }
+
+    /// Loads the set of key ids in the store; from then on an id outside it is refused without
+    /// a query. Changes after `cursor` reach the set through [`KeyVerifier::forget`].
+    pub async fn load_key_ids(&self) -> Result<(), crate::store::StoreError> {
+        let kids = self.store.list_kids().await?;
+        *self.kids.write().unwrap_or_else(PoisonError::into_inner) = Some(kids.into_iter().collect());
+        Ok(())
     }
 
     /// Drops every cached key: more changes arrived than could be read one by one.
     pub fn forget_all(&self) {
-        self.cache.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.known.lock().unwrap_or_else(PoisonError::into_inner).clear();
+        self.unknown.lock().unwrap_or_else(PoisonError::into_inner).clear();
     }
 
     /// Follows the store's key-change feed until `stop`: a key revoked or changed by any
@@ -216,8 +254,13 @@ impl KeyVerifier {
                             }
                         }
                     } else {
-                        // The first read: anything cached before it may be stale.
+                        // The first read: anything cached before it may be stale; the ids that
+                        // exist now are loaded after the cursor, so no change falls between.
                         self.forget_all();
+                        if let Err(error) = self.load_key_ids().await {
+                            tracing::warn!(%error, "cannot load the key ids; unknown ids are looked up");
+                            continue;
+                        }
                     }
                     cursor = Some(changes.cursor);
                 }
@@ -233,14 +276,41 @@ impl KeyVerifier {
         }
     }
 
+    /// Takes one query from the budget for unlisted ids, if any is left.
+    fn spend_unlisted(&self) -> bool {
+        let mut budget = self.unlisted.lock().unwrap_or_else(PoisonError::into_inner);
+        let (tokens, last) = *budget;
+        let now = Instant::now();
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * UNLISTED_PER_SECOND).min(UNLISTED_PER_SECOND);
+        if tokens < 1.0 {
+            *budget = (tokens, now);
+            return false;
+        }
+        *budget = (tokens - 1.0, now);
+        true
+    }
+
     async fn lookup(&self, kid: &str) -> Result<Option<Arc<KeyRecord>>, AuthnError> {
         {
-            let cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-            if let Some(entry) = cache.get(kid)
+            let known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(entry) = known.get(kid)
                 && entry.fetched.elapsed() < self.ttl
             {
-                return Ok(entry.record.clone());
+                return Ok(Some(Arc::clone(&entry.value)));
             }
+        }
+        {
+            let unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+            if unknown.get(kid).is_some_and(|entry| entry.fetched.elapsed() < self.ttl) {
+                return Ok(None);
+            }
+        }
+        // An id the store does not hold is refused without asking it, but for a small budget
+        // of queries (a key created since the change feed was last read).
+        let unlisted =
+            self.kids.read().unwrap_or_else(PoisonError::into_inner).as_ref().is_some_and(|kids| !kids.contains(kid));
+        if unlisted && !self.spend_unlisted() {
+            return Ok(None);
         }
         let record = match self.store.find_key(kid).await {
             Ok(record) => record.map(Arc::new),
@@ -249,11 +319,22 @@ impl KeyVerifier {
                 return Err(AuthnError::Unavailable);
             }
         };
-        let mut cache = self.cache.lock().unwrap_or_else(PoisonError::into_inner);
-        if cache.len() >= CACHE_CAPACITY {
-            cache.clear();
+        match &record {
+            Some(record) => {
+                let mut known = self.known.lock().unwrap_or_else(PoisonError::into_inner);
+                if known.len() >= CACHE_CAPACITY {
+                    known.clear();
+                }
+                known.insert(kid.to_owned(), CacheEntry { value: Arc::clone(record), fetched: Instant::now() });
+            }
+            None => {
+                let mut unknown = self.unknown.lock().unwrap_or_else(PoisonError::into_inner);
+                if unknown.len() >= UNKNOWN_CAPACITY {
+                    unknown.clear();
+                }
+                unknown.insert(kid.to_owned(), CacheEntry { value: (), fetched: Instant::now() });
+            }
         }
-        cache.insert(kid.to_owned(), CacheEntry { record: record.clone(), fetched: Instant::now() });
         Ok(record)
     }
 }
@@ -261,6 +342,130 @@ impl KeyVerifier {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A store that counts its key lookups.
+    #[derive(Debug)]
+    struct Counting {
+        inner: crate::store::sqlite::SqliteStore,
+        lookups: std::sync::atomic::AtomicU64,
+    }
+
+    #[async_trait::async_trait]
+    impl Store for Counting {
+        async fn ping(&self) -> Result<(), crate::store::StoreError> {
+            self.inner.ping().await
+        }
+        async fn insert_key(&self, key: &KeyRecord) -> Result<(), crate::store::StoreError> {
+            self.inner.insert_key(key).await
+        }
+        async fn find_key(&self, kid: &str) -> Result<Option<KeyRecord>, crate::store::StoreError> {
+            self.lookups.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.inner.find_key(kid).await
+        }
+        async fn list_keys(&self) -> Result<Vec<KeyRecord>, crate::store::StoreError> {
+            self.inner.list_keys().await
+        }
+        async fn list_kids(&self) -> Result<Vec<String>, crate::store::StoreError> {
+            self.inner.list_kids().await
+        }
+        async fn revoke_key(&self, kid: &str, at: i64) -> Result<bool, crate::store::StoreError> {
+            self.inner.revoke_key(kid, at).await
+        }
+        async fn rotate_key(&self, old: &str, new: &KeyRecord, at: i64) -> Result<(), crate::store::StoreError> {
+            self.inner.rotate_key(old, new, at).await
+        }
+        async fn update_limits(
+            &self,
+            kid: &str,
+            limits: &crate::store::KeyLimits,
+        ) -> Result<bool, crate::store::StoreError> {
+            self.inner.update_limits(kid, limits).await
+        }
+        async fn add_usage(&self, usage: &[crate::store::Usage]) -> Result<(), crate::store::StoreError> {
+            self.inner.add_usage(usage).await
+        }
+        async fn usage(
+            &self,
+            kid: Option<&str>,
+            since: &str,
+        ) -> Result<Vec<crate::store::Usage>, crate::store::StoreError> {
+            self.inner.usage(kid, since).await
+        }
+        async fn insert_signing_key(
+            &self,
+            key: &crate::store::SigningKeyRecord,
+        ) -> Result<(), crate::store::StoreError> {
+            self.inner.insert_signing_key(key).await
+        }
+        async fn signing_keys(&self) -> Result<Vec<crate::store::SigningKeyRecord>, crate::store::StoreError> {
+            self.inner.signing_keys().await
+        }
+        async fn prune_signing_keys(&self, before: i64) -> Result<u64, crate::store::StoreError> {
+            self.inner.prune_signing_keys(before).await
+        }
+        async fn key_changes(&self, after: Option<i64>) -> Result<crate::store::KeyChanges, crate::store::StoreError> {
+            self.inner.key_changes(after).await
+        }
+        async fn prune_key_changes(&self, before: i64) -> Result<(), crate::store::StoreError> {
+            self.inner.prune_key_changes(before).await
+        }
+    }
+
+    #[tokio::test]
+    async fn a_flood_of_unknown_keys_neither_hammers_the_store_nor_evicts_good_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let inner = crate::store::sqlite::SqliteStore::open(&dir.path().join("k.db")).await.unwrap();
+        let store = Arc::new(Counting { inner, lookups: std::sync::atomic::AtomicU64::new(0) });
+        let pepper = Pepper::from_bytes(vec![5; 32]);
+        let keyring = crate::keys::Keyring::new(Arc::clone(&store) as Arc<dyn Store>, pepper.clone(), None);
+        let (good, _) = keyring
+            .create(&crate::keys::NewKey {
+                name: "good".into(),
+                owner: None,
+                models: crate::store::ModelScope::All,
+                scopes: crate::store::Scopes::ALL,
+                output: None,
+                widen_output: false,
+                delegate: false,
+                expires_in: None,
+                limits: Default::default(),
+            })
+            .await
+            .unwrap();
+        let verifier = KeyVerifier::new(Arc::clone(&store) as Arc<dyn Store>, pepper, Duration::from_secs(60));
+        verifier.load_key_ids().await.unwrap();
+        assert!(verifier.verify(good.expose()).await.is_ok());
+        let before = store.lookups.load(std::sync::atomic::Ordering::Relaxed);
+        let started = Instant::now();
+        for _ in 0..100_000 {
+            let forged = apikey::generate(apikey::KeyKind::Secret).unwrap();
+            assert_eq!(verifier.verify(forged.expose()).await, Err(AuthnError::Unknown));
+        }
+        let queried = store.lookups.load(std::sync::atomic::Ordering::Relaxed) - before;
+        let allowed = UNLISTED_PER_SECOND * (1.0 + started.elapsed().as_secs_f64());
+        assert!((queried as f64) <= allowed, "{queried} store lookups for 100,000 made-up keys (budget {allowed:.0})");
+        // The good key is still cached: no store query, still accepted.
+        let before = store.lookups.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(verifier.verify(good.expose()).await.is_ok());
+        assert_eq!(store.lookups.load(std::sync::atomic::Ordering::Relaxed), before, "the good key was evicted");
+        // A key created since the ids were loaded is still found (within the small budget).
+        let (fresh, _) = keyring
+            .create(&crate::keys::NewKey {
+                name: "fresh".into(),
+                owner: None,
+                models: crate::store::ModelScope::All,
+                scopes: crate::store::Scopes::ALL,
+                output: None,
+                widen_output: false,
+                delegate: false,
+                expires_in: None,
+                limits: Default::default(),
+            })
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        assert!(verifier.verify(fresh.expose()).await.is_ok());
+    }
 
     #[test]
     fn pepper_is_created_private_and_read_back() {

@@ -89,6 +89,10 @@ impl Store for PostgresStore {
         rows.iter().map(record).collect()
     }
 
+    async fn list_kids(&self) -> Result<Vec<String>, StoreError> {
+        sqlx::query_scalar("SELECT kid FROM api_keys").fetch_all(&self.pool).await.map_err(unavailable)
+    }
+
     async fn revoke_key(&self, kid: &str, at: i64) -> Result<bool, StoreError> {
         let result = sqlx::query("UPDATE api_keys SET revoked_at = $1 WHERE kid = $2 AND revoked_at IS NULL")
             .bind(at)
