@@ -7,7 +7,7 @@ use std::{hint::black_box, sync::Arc};
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use gateway::broker::{
-    Broker, Grant,
+    Broker, TokenScope,
     dpop::{self, Expected, Nonces, Policy},
     idp, jose,
 };
@@ -100,7 +100,7 @@ fn bench(c: &mut Criterion) {
         jose::sign_compact(Algorithm::ES256, &idp_der, &serde_json::json!({ "typ": "JWT", "kid": "idp-1" }), &claims)
             .unwrap();
     let app = config.broker.as_ref().unwrap().app("app").unwrap().clone();
-    let grant = Grant::of_app(&app);
+    let grant = TokenScope::of_app(&app);
     let (provider, keys) = issuers.by_name("accounts").unwrap();
     // A model call's whole check: our token (signature, claims), the proof, the replay cache.
     let (device_der, device_jwk) = jose::generate(Algorithm::ES256).unwrap();
@@ -164,8 +164,9 @@ fn full_stack(c: &mut Criterion) {
         let app = config.broker.as_ref().unwrap().app("app").unwrap().clone();
         let device = jose::generate(Algorithm::ES256).unwrap();
         let jkt = jose::thumbprint(&device.1).unwrap();
-        let (token, _) =
-            broker.issue(&app, "alice", "https://models.example.com", &Grant::of_app(&app), &jkt, None, now).unwrap();
+        let (token, _) = broker
+            .issue(&app, "alice", "https://models.example.com", &TokenScope::of_app(&app), &jkt, None, now)
+            .unwrap();
         let pepper = gateway::authn::api_key::Pepper::from_bytes(vec![1; 32]);
         let limiter = Arc::new(gateway::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).unwrap());
         let registry = gateway::backend::load_models(&config).unwrap();

@@ -1,8 +1,12 @@
 //! May they: principal × model × action → [`Grant`].
 //!
 //! A `Grant` is a capability. Its fields are private to this module and it has no public
-//! constructor, so a backend, which takes a `&Grant`, cannot be reached by any path that skipped
-//! this check.
+//! constructor, so a backend, which takes a `&Grant<Infer>`, cannot be reached by any path that
+//! skipped this check. A grant carries the model it was given for (the running code takes the
+//! model from the grant, so a grant for one model cannot run another) and its action in its type
+//! (a grant to read metadata cannot run inference).
+
+use std::{marker::PhantomData, sync::Arc};
 
 use crate::{
     authn::{Principal, PrincipalKind},
@@ -20,17 +24,54 @@ pub enum Action {
     Infer,
 }
 
-/// Permission to perform one action on one model, for one principal.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
-    model: String,
-    principal: String,
-    action: Action,
-    output: OutputPolicy,
+mod sealed {
+    pub trait Sealed {}
 }
 
-impl Grant {
-    pub fn model(&self) -> &str {
+/// An action as a type, for [`Grant`]'s parameter; only [`Infer`] and [`Metadata`] are.
+pub trait Permission: sealed::Sealed {
+    const ACTION: Action;
+}
+
+/// Permission to run inference.
+#[derive(Debug)]
+pub enum Infer {}
+
+/// Permission to read metadata and readiness.
+#[derive(Debug)]
+pub enum Metadata {}
+
+impl sealed::Sealed for Infer {}
+impl sealed::Sealed for Metadata {}
+impl Permission for Infer {
+    const ACTION: Action = Action::Infer;
+}
+impl Permission for Metadata {
+    const ACTION: Action = Action::Metadata;
+}
+
+/// Permission to perform one action on one model, for one principal.
+pub struct Grant<P: Permission> {
+    model: Arc<Model>,
+    principal: String,
+    output: OutputPolicy,
+    permission: PhantomData<fn() -> P>,
+}
+
+impl<P: Permission> std::fmt::Debug for Grant<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Grant")
+            .field("model", &self.model.config.name)
+            .field("principal", &self.principal)
+            .field("action", &P::ACTION)
+            .field("output", &self.output)
+            .finish()
+    }
+}
+
+impl<P: Permission> Grant<P> {
+    /// The one model this grant is for.
+    pub fn model(&self) -> &Arc<Model> {
         &self.model
     }
 
@@ -39,28 +80,30 @@ impl Grant {
     }
 
     pub fn action(&self) -> Action {
-        self.action
+        P::ACTION
     }
 
     /// What the caller may see of the outputs (and of the model's metadata).
     pub fn output(&self) -> OutputPolicy {
         self.output
     }
+}
 
+impl Grant<Infer> {
     /// The grant the server gives itself to run a model's known-answer checks at load.
-    pub(crate) fn for_load_check(model: &str) -> Grant {
+    pub(crate) fn for_load_check(model: &Arc<Model>) -> Grant<Infer> {
         Grant {
-            model: model.to_owned(),
+            model: Arc::clone(model),
             principal: "system:load-check".into(),
-            action: Action::Infer,
             output: OutputPolicy::Raw,
+            permission: PhantomData,
         }
     }
 }
 
 /// Decides. A model the principal may not reach is reported exactly like a model that does not
 /// exist (404), so names cannot be probed; a reachable model and a missing scope is 403.
-pub fn authorize(principal: &Principal, model: &Model, action: Action) -> Result<Grant, ApiError> {
+pub fn authorize<P: Permission>(principal: &Principal, model: &Arc<Model>) -> Result<Grant<P>, ApiError> {
     let name = &model.config.name;
     let reachable = match principal.kind {
         PrincipalKind::Anonymous => model.config.public,
@@ -72,7 +115,7 @@ pub fn authorize(principal: &Principal, model: &Model, action: Action) -> Result
     if !reachable {
         return Err(ApiError::model_not_found(name).with_audit_reason("model_not_allowed"));
     }
-    let permitted = match action {
+    let permitted = match P::ACTION {
         Action::Metadata => principal.scopes.metadata,
         Action::Infer => principal.scopes.infer,
     };
@@ -91,5 +134,65 @@ pub fn authorize(principal: &Principal, model: &Model, action: Action) -> Result
     if output != OutputPolicy::Raw && model.config.output.is_none() {
         return Err(ApiError::forbidden().with_audit_reason("output_policy_unenforceable"));
     }
-    Ok(Grant { model: name.clone(), principal: principal.id.clone(), action, output })
+    Ok(Grant { model: Arc::clone(model), principal: principal.id.clone(), output, permission: PhantomData })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn principal(models: &[&str]) -> Principal {
+        Principal {
+            id: "key:test".into(),
+            kind: PrincipalKind::ApiKey,
+            name: "test".into(),
+            models: crate::store::ModelScope::Only(models.iter().map(|m| (*m).to_owned()).collect()),
+            scopes: crate::store::Scopes::parse("metadata").unwrap(),
+            output: None,
+            widen_output: false,
+            limits: Default::default(),
+            delegate: false,
+            device: None,
+            delegator: None,
+        }
+    }
+
+    fn model(name: &str) -> Arc<Model> {
+        let config = crate::config::Config::from_toml(
+            &format!("[[models]]\nname = \"{name}\"\npath = \"m.onnx\"\n"),
+            std::path::Path::new("/nonexistent"),
+        )
+        .unwrap()
+        .models
+        .remove(0);
+        Arc::new(Model::new(config, Arc::new(Nothing)))
+    }
+
+    /// A backend with no inputs or outputs: these tests never run it.
+    struct Nothing;
+
+    impl crate::backend::Backend for Nothing {
+        fn signature(&self) -> (&[crate::oip::TensorMeta], &[crate::oip::TensorMeta]) {
+            (&[], &[])
+        }
+
+        fn run(
+            &self,
+            _: &Grant<Infer>,
+            _: Vec<crate::oip::Tensor>,
+        ) -> Result<Vec<crate::oip::Tensor>, crate::backend::BackendError> {
+            Ok(Vec::new())
+        }
+    }
+
+    #[test]
+    fn a_grant_carries_the_one_model_and_action_it_was_given_for() {
+        let (a, b) = (model("a"), model("b"));
+        let grant = authorize::<Metadata>(&principal(&["a"]), &a).unwrap();
+        assert!(Arc::ptr_eq(grant.model(), &a) && !Arc::ptr_eq(grant.model(), &b));
+        assert_eq!(grant.action(), Action::Metadata);
+        assert!(authorize::<Metadata>(&principal(&["a"]), &b).is_err(), "another model is not reachable");
+        // The key may read metadata but not infer: no grant to infer exists for it.
+        assert!(authorize::<Infer>(&principal(&["a"]), &a).is_err());
+    }
 }

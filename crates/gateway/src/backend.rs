@@ -19,7 +19,7 @@ use std::{collections::BTreeMap, sync::Arc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    authz::Grant,
+    authz::{Grant, Infer},
     config::{Config, ModelConfig, ModelSource, Runtime},
     oip::{InferRequest, InputPolicy, ModelMetadata, Tensor},
 };
@@ -52,7 +52,7 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Runs the model on inputs already validated against the signature, in any order. Returns
     /// every output, in the model's order.
-    fn run(&self, grant: &Grant, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
+    fn run(&self, grant: &Grant<Infer>, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError>;
 }
 
 /// Bounds the blocking work: at most `threads` inferences run at once and at most `queue` wait.
@@ -180,38 +180,37 @@ impl Model {
         }
     }
 
-    /// Runs the model: a local one on the pool, an upstream one over its client. `request`
-    /// must have been validated against [`Model::metadata`].
-    pub async fn infer(
-        &self,
-        pool: &Pool,
-        grant: Grant,
-        request: InferRequest,
-        request_id: &str,
-    ) -> Result<Vec<Tensor>, BackendError> {
-        match &self.source {
-            Source::Local { backend, inline_up_to, .. } => {
-                if input_elements(&request.inputs) <= *inline_up_to {
-                    // Still bounded by the pool's slots, without the thread hand-off.
-                    let _slot = pool.admit()?.ready().await?;
-                    return backend.run(&grant, request.inputs);
-                }
-                let backend = Arc::clone(backend);
-                pool.run(move || backend.run(&grant, request.inputs)).await
-            }
-            Source::Upstream(upstream) => {
-                let _grant = grant;
-                upstream.infer(request_id, &request.inputs).await
-            }
-        }
-    }
-
     /// The signature of a local model, known since load.
     fn local_metadata(&self) -> Option<&ModelMetadata> {
         match &self.source {
             Source::Local { metadata, .. } => Some(metadata),
             Source::Upstream(_) => None,
         }
+    }
+}
+
+/// Runs the model `grant` was given for: a local one on the pool, an upstream one over its
+/// client. The model comes from the grant, so a grant for one model cannot run another, and only
+/// a grant to infer can run one. `request` must have been validated against the model's
+/// metadata.
+pub async fn infer(
+    grant: Grant<Infer>,
+    pool: &Pool,
+    request: InferRequest,
+    request_id: &str,
+) -> Result<Vec<Tensor>, BackendError> {
+    let model = Arc::clone(grant.model());
+    match &model.source {
+        Source::Local { backend, inline_up_to, .. } => {
+            if input_elements(&request.inputs) <= *inline_up_to {
+                // Still bounded by the pool's slots, without the thread hand-off.
+                let _slot = pool.admit()?.ready().await?;
+                return backend.run(&grant, request.inputs);
+            }
+            let backend = Arc::clone(backend);
+            pool.run(move || backend.run(&grant, request.inputs)).await
+        }
+        Source::Upstream(upstream) => upstream.infer(request_id, &request.inputs).await,
     }
 }
 
@@ -278,11 +277,14 @@ pub fn load_models(config: &Config) -> Result<Registry, BackendError> {
         } else {
             tracing::warn!(model = %model_config.name, "model has no [models.output] table: callers get its raw outputs");
         }
-        let mut model = model;
+        let mut model = Arc::new(model);
         if let Some(path) = &model_config.checks {
             let checked = check::run(&model, path, &config.inference.limits)?;
             let inline = checked.slowest <= config.inference.inline_below;
-            if let (true, Source::Local { inline_up_to, .. }) = (inline, &mut model.source) {
+            // The check's grants are gone: the model has one owner again.
+            if let (true, Some(Source::Local { inline_up_to, .. })) =
+                (inline, Arc::get_mut(&mut model).map(|model| &mut model.source))
+            {
                 *inline_up_to = checked.largest_elements;
             }
             tracing::info!(
@@ -295,7 +297,7 @@ pub fn load_models(config: &Config) -> Result<Registry, BackendError> {
         } else {
             tracing::warn!(model = %model_config.name, "model has no checks file: its outputs are not verified at load");
         }
-        models.insert(model_config.name.clone(), Arc::new(model));
+        models.insert(model_config.name.clone(), model);
     }
     Ok(Registry { models })
 }

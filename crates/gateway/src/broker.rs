@@ -71,16 +71,16 @@ pub struct Confirmation {
 /// What a token grants, as its `scope` string carries it: `model:<name>` for each model,
 /// `infer`/`metadata`, and `output:<policy>`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Grant {
+pub struct TokenScope {
     pub models: Vec<String>,
     pub scopes: Scopes,
     pub output: Option<OutputPolicy>,
 }
 
-impl Grant {
+impl TokenScope {
     /// The app's whole policy.
-    pub fn of_app(app: &AppConfig) -> Grant {
-        Grant { models: app.models.clone(), scopes: app.scopes, output: app.output }
+    pub fn of_app(app: &AppConfig) -> TokenScope {
+        TokenScope { models: app.models.clone(), scopes: app.scopes, output: app.output }
     }
 
     pub fn to_scope(&self) -> String {
@@ -93,8 +93,9 @@ impl Grant {
     }
 
     /// Parses a scope string; `None` if it holds anything we do not know.
-    pub fn parse(scope: &str) -> Option<Grant> {
-        let mut grant = Grant { models: Vec::new(), scopes: Scopes { infer: false, metadata: false }, output: None };
+    pub fn parse(scope: &str) -> Option<TokenScope> {
+        let mut grant =
+            TokenScope { models: Vec::new(), scopes: Scopes { infer: false, metadata: false }, output: None };
         for part in scope.split(' ').filter(|part| !part.is_empty()) {
             if let Some(model) = part.strip_prefix("model:") {
                 if !crate::config::valid_model_name(model) {
@@ -122,7 +123,7 @@ impl Grant {
     /// The part of `requested` the app's policy allows: models and actions in both, and the
     /// requested output policy only if it reveals no more than the app's. `None` when nothing
     /// usable is left (no model or no action).
-    pub fn intersect(policy: &Grant, requested: Option<&Grant>) -> Option<Grant> {
+    pub fn intersect(policy: &TokenScope, requested: Option<&TokenScope>) -> Option<TokenScope> {
         let Some(requested) = requested else {
             return Some(policy.clone());
         };
@@ -148,7 +149,7 @@ impl Grant {
         if models.is_empty() || !(scopes.infer || scopes.metadata) {
             return None;
         }
-        Some(Grant { models, scopes, output })
+        Some(TokenScope { models, scopes, output })
     }
 }
 
@@ -285,7 +286,7 @@ impl Broker {
         app: &AppConfig,
         sub: &str,
         audience: &str,
-        grant: &Grant,
+        grant: &TokenScope,
         jkt: &str,
         attestation: Option<String>,
         now: i64,
@@ -403,9 +404,10 @@ impl Broker {
         let expected = Expected { method, htu: &htu, access_token: Some(token), now };
         let proof = self.check_proof(proof, &expected, Some(&claims.cnf.jkt)).await.map_err(TokenError::Proof)?;
         let app = self.config.app(&claims.client_id).ok_or_else(|| TokenError::UnknownApp(claims.client_id.clone()))?;
-        let grant = Grant::parse(&claims.scope).ok_or_else(|| TokenError::Token(JoseError::Claims("scope".into())))?;
+        let grant =
+            TokenScope::parse(&claims.scope).ok_or_else(|| TokenError::Token(JoseError::Claims("scope".into())))?;
         // The app's policy today still bounds a token issued under yesterday's.
-        let grant = Grant::intersect(&Grant::of_app(app), Some(&grant))
+        let grant = TokenScope::intersect(&TokenScope::of_app(app), Some(&grant))
             .ok_or_else(|| TokenError::Token(JoseError::Claims("scope".into())))?;
         Ok(Principal {
             id: format!("user:{}:{}", app.client_id, claims.sub),

@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::{
     authn::Principal,
-    authz::{self, Action},
+    authz,
     backend::{BackendError, Model},
     error::ApiError,
     minimise,
@@ -82,29 +82,28 @@ pub async fn method_not_allowed() -> ApiError {
 
 /// Finds the model and checks the caller may do `action` to it (and that the version, if
 /// named, is the one served).
-fn grant(
+fn grant<P: authz::Permission>(
     gateway: &Gateway,
     principal: &Principal,
     name: &str,
     version: Option<&str>,
-    action: Action,
-) -> Result<(Arc<Model>, authz::Grant), ApiError> {
+) -> Result<authz::Grant<P>, ApiError> {
     let model = gateway.registry.get(name).ok_or_else(|| ApiError::model_not_found(name))?;
-    let grant = authz::authorize(principal, model, action)?;
+    let grant = authz::authorize::<P>(principal, model)?;
     if let Some(version) = version
         && version != model.config.version
     {
         return Err(ApiError::version_not_found(name, version));
     }
-    Ok((Arc::clone(model), grant))
+    Ok(grant)
 }
 
 /// The model's metadata as the grant's output policy lets the caller see it.
-async fn visible_metadata(
-    model: &Model,
-    grant: &authz::Grant,
+async fn visible_metadata<P: authz::Permission>(
+    grant: &authz::Grant<P>,
     request_id: &str,
 ) -> Result<oip::ModelMetadata, ApiError> {
+    let model = grant.model();
     let metadata = model.metadata(request_id).await.map_err(|error| backend_error(&error, request_id, model))?;
     Ok(minimise::metadata(grant.output(), model.config.output.as_ref(), &metadata))
 }
@@ -143,8 +142,8 @@ pub async fn model_metadata(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Json<oip::ModelMetadata>, ApiError> {
-    let (model, grant) = grant(&gateway, &principal, &name, None, Action::Metadata)?;
-    Ok(Json(visible_metadata(&model, &grant, &request_id(&request)).await?))
+    let grant = grant::<authz::Metadata>(&gateway, &principal, &name, None)?;
+    Ok(Json(visible_metadata(&grant, &request_id(&request)).await?))
 }
 
 pub async fn model_version_metadata(
@@ -153,8 +152,8 @@ pub async fn model_version_metadata(
     Path((name, version)): Path<(String, String)>,
     request: Request,
 ) -> Result<Json<oip::ModelMetadata>, ApiError> {
-    let (model, grant) = grant(&gateway, &principal, &name, Some(&version), Action::Metadata)?;
-    Ok(Json(visible_metadata(&model, &grant, &request_id(&request)).await?))
+    let grant = grant::<authz::Metadata>(&gateway, &principal, &name, Some(&version))?;
+    Ok(Json(visible_metadata(&grant, &request_id(&request)).await?))
 }
 
 pub async fn model_ready(
@@ -163,8 +162,8 @@ pub async fn model_ready(
     Path(name): Path<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (model, _) = grant(&gateway, &principal, &name, None, Action::Metadata)?;
-    ready_response(&model, &request_id(&request)).await
+    let grant = grant::<authz::Metadata>(&gateway, &principal, &name, None)?;
+    ready_response(grant.model(), &request_id(&request)).await
 }
 
 pub async fn model_version_ready(
@@ -173,8 +172,8 @@ pub async fn model_version_ready(
     Path((name, version)): Path<(String, String)>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let (model, _) = grant(&gateway, &principal, &name, Some(&version), Action::Metadata)?;
-    ready_response(&model, &request_id(&request)).await
+    let grant = grant::<authz::Metadata>(&gateway, &principal, &name, Some(&version))?;
+    ready_response(grant.model(), &request_id(&request)).await
 }
 
 /// 200 `{"ready": true}`, or 503 `model_not_ready` (an upstream that is down or loading).
@@ -212,7 +211,8 @@ async fn run_inference(
     request: Request,
 ) -> Result<Response, ApiError> {
     // Authorise before reading a byte of the body.
-    let (model, grant) = grant(gateway, principal, name, version, Action::Infer)?;
+    let grant = grant::<authz::Infer>(gateway, principal, name, version)?;
+    let model = Arc::clone(grant.model());
     let request_id = request_id(&request);
     // The limits the limiter layer resolved for this principal (none for unlimited routes).
     let budget = request.extensions().get::<crate::limits::Effective>().cloned().unwrap_or_default();
@@ -227,7 +227,7 @@ async fn run_inference(
     let decoded = oip::decode_request(&body, json_len, limits).map_err(|e| ApiError::bad_request(e.0))?;
     drop(body);
     // Inputs are checked against the model; requested outputs against what the policy gives.
-    visible_metadata(&model, &grant, &request_id)
+    visible_metadata(&grant, &request_id)
         .await?
         .validate(&decoded, model.input_policy(limits.max_batch))
         .map_err(ApiError::invalid_input)?;
@@ -240,7 +240,7 @@ async fn run_inference(
     let requested = decoded.outputs.clone();
     let binary_default = decoded.binary_output_default;
     let started = Instant::now();
-    let result = model.infer(&gateway.pool, grant, decoded, &request_id).await;
+    let result = crate::backend::infer(grant, &gateway.pool, decoded, &request_id).await;
     gateway.metrics.inference(name, started.elapsed().as_secs_f64());
     let outputs = match result.map(|outputs| minimise::apply(policy, model.config.output.as_ref(), outputs)) {
         Ok(Ok(outputs)) => outputs,

@@ -1,7 +1,7 @@
 //! Known-answer checks at load: a model is served only if it reproduces the outputs recorded
 //! beside it (made by the framework it was trained in), within the file's tolerance.
 
-use std::path::Path;
+use std::{path::Path, sync::Arc};
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -37,7 +37,7 @@ pub struct Checked {
 }
 
 /// Runs every case; returns what passed and how fast, or the first disagreement.
-pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<Checked, BackendError> {
+pub fn run(model: &Arc<Model>, path: &Path, limits: &Limits) -> Result<Checked, BackendError> {
     let config = &model.config;
     let text = std::fs::read_to_string(path)
         .map_err(|e| load_error(config, format!("cannot read checks file {}: {e}", path.display())))?;
@@ -59,7 +59,7 @@ pub fn run(model: &Model, path: &Path, limits: &Limits) -> Result<Checked, Backe
         let expected =
             decode(case.outputs, limits).map_err(|e| load_error(config, format!("check {index}: outputs: {e}")))?;
         metadata.validate(&request, policy).map_err(|e| load_error(config, format!("check {index}: {e}")))?;
-        let grant = authz::Grant::for_load_check(&config.name);
+        let grant = authz::Grant::for_load_check(model);
         largest_elements = largest_elements.max(super::input_elements(&request.inputs));
         // Best of three: the first run warms caches.
         let mut best = std::time::Duration::MAX;

@@ -18,7 +18,7 @@ use ort::{
 
 use super::{Backend, BackendError, load_error};
 use crate::{
-    authz::Grant,
+    authz::{Grant, Infer},
     config::ModelConfig,
     oip::{DataType, Tensor, TensorData, TensorMeta},
 };
@@ -217,7 +217,7 @@ impl Backend for OrtBackend {
         (&self.inputs, &self.outputs)
     }
 
-    fn run(&self, _grant: &Grant, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+    fn run(&self, _grant: &Grant<Infer>, inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         let mut named: Vec<(String, DynValue)> = Vec::with_capacity(inputs.len());
         for tensor in inputs {
             let name = tensor.name.clone();

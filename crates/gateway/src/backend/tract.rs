@@ -11,7 +11,7 @@ use tract_onnx::prelude::{
 
 use super::{Backend, BackendError, load_error};
 use crate::{
-    authz::Grant,
+    authz::{Grant, Infer},
     config::ModelConfig,
     oip::{DataType, Tensor, TensorData, TensorMeta},
 };
@@ -166,7 +166,7 @@ impl Backend for TractBackend {
         (&self.inputs, &self.outputs)
     }
 
-    fn run(&self, _grant: &Grant, mut inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
+    fn run(&self, _grant: &Grant<Infer>, mut inputs: Vec<Tensor>) -> Result<Vec<Tensor>, BackendError> {
         let mut ordered = tvec![];
         for meta in &self.inputs {
             let position = inputs

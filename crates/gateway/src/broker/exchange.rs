@@ -15,7 +15,7 @@ use http::{HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, Limited};
 
 use super::{
-    Broker, Grant,
+    Broker, TokenScope,
     attest::Evidence,
     dpop::{self, DpopError, Expected},
 };
@@ -204,12 +204,12 @@ pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
     // Scope: the request's intersection with the app's policy, never more.
     let requested = match form.scope.as_deref() {
         None => None,
-        Some(scope) => Some(Grant::parse(scope).ok_or_else(|| ApiError::oauth("invalid_scope"))?),
+        Some(scope) => Some(TokenScope::parse(scope).ok_or_else(|| ApiError::oauth("invalid_scope"))?),
     };
-    let policy = Grant::of_app(app);
+    let policy = TokenScope::of_app(app);
     // Sign with the newest key: a rotation made by the CLI or another node is seen within a second.
     broker.keys.reload_if_older(std::time::Duration::from_secs(1), now).await;
-    let granted = Grant::intersect(&policy, requested.as_ref()).ok_or_else(|| ApiError::oauth("invalid_scope"))?;
+    let granted = TokenScope::intersect(&policy, requested.as_ref()).ok_or_else(|| ApiError::oauth("invalid_scope"))?;
     let (token, claims) =
         broker.issue(app, &user.subject, audience, &granted, &proof.jkt, attestation, now).map_err(|error| {
             tracing::error!(%error, "could not sign an access token");

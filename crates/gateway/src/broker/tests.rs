@@ -163,7 +163,7 @@ impl Fixture {
     fn access_token(&self) -> String {
         let app = self.config.broker.as_ref().unwrap().app("ios-app").unwrap().clone();
         let jkt = jose::thumbprint(&self.device.jwk).unwrap();
-        self.broker.issue(&app, "alice", PUBLIC_URL, &Grant::of_app(&app), &jkt, None, NOW).unwrap().0
+        self.broker.issue(&app, "alice", PUBLIC_URL, &TokenScope::of_app(&app), &jkt, None, NOW).unwrap().0
     }
 
     async fn call(&self, token: &str, proof: &str) -> Result<Principal, TokenError> {
@@ -555,7 +555,7 @@ async fn our_tokens_are_only_accepted_as_at_jwt_for_this_audience() {
     let app = f.config.broker.as_ref().unwrap().app("ios-app").unwrap().clone();
     let jkt = jose::thumbprint(&f.device.jwk).unwrap();
     let (other_audience, _) =
-        f.broker.issue(&app, "alice", "https://other.example.com", &Grant::of_app(&app), &jkt, None, NOW).unwrap();
+        f.broker.issue(&app, "alice", "https://other.example.com", &TokenScope::of_app(&app), &jkt, None, NOW).unwrap();
     assert!(matches!(f.broker.verify_token(&other_audience, NOW).await, Err(JoseError::Claims(_))));
     // An ID token of the identity provider is not one of ours.
     assert!(f.broker.verify_token(&f.id_token(&id_claims()), NOW).await.is_err());
@@ -565,18 +565,18 @@ async fn our_tokens_are_only_accepted_as_at_jwt_for_this_audience() {
 
 #[test]
 fn scope_is_the_intersection_of_request_and_policy() {
-    let policy = Grant::parse("model:demo model:other infer metadata output:top_k=2").unwrap();
-    let asked = Grant::parse("model:demo model:secret infer").unwrap();
-    let granted = Grant::intersect(&policy, Some(&asked)).unwrap();
+    let policy = TokenScope::parse("model:demo model:other infer metadata output:top_k=2").unwrap();
+    let asked = TokenScope::parse("model:demo model:secret infer").unwrap();
+    let granted = TokenScope::intersect(&policy, Some(&asked)).unwrap();
     assert_eq!(granted.to_scope(), "model:demo infer output:top_k=2");
     // A narrower output is granted, a wider one is not.
-    let label = Grant::intersect(&policy, Grant::parse("output:label").as_ref()).unwrap();
+    let label = TokenScope::intersect(&policy, TokenScope::parse("output:label").as_ref()).unwrap();
     assert_eq!(label.output, Some(OutputPolicy::Label));
-    let raw = Grant::intersect(&policy, Grant::parse("output:raw").as_ref()).unwrap();
+    let raw = TokenScope::intersect(&policy, TokenScope::parse("output:raw").as_ref()).unwrap();
     assert_eq!(raw.output, policy.output);
-    assert!(Grant::intersect(&policy, Grant::parse("model:secret").as_ref()).is_none());
-    assert!(Grant::parse("model:demo admin").is_none(), "unknown scopes are refused, not ignored");
-    assert_eq!(Grant::intersect(&policy, None), Some(policy.clone()));
+    assert!(TokenScope::intersect(&policy, TokenScope::parse("model:secret").as_ref()).is_none());
+    assert!(TokenScope::parse("model:demo admin").is_none(), "unknown scopes are refused, not ignored");
+    assert_eq!(TokenScope::intersect(&policy, None), Some(policy.clone()));
 }
 
 #[test]
@@ -615,7 +615,7 @@ async fn limits_apply_per_user_and_per_device_key() {
     let other_device = pair(Algorithm::ES256, None);
     let token_for = |sub: &str, device: &Pair| {
         let jkt = jose::thumbprint(&device.jwk).unwrap();
-        f.broker.issue(&app, sub, PUBLIC_URL, &Grant::of_app(&app), &jkt, None, NOW).unwrap().0
+        f.broker.issue(&app, sub, PUBLIC_URL, &TokenScope::of_app(&app), &jkt, None, NOW).unwrap().0
     };
     let admit = |sub: &'static str, device: &'static str| {
         let device_key = if device == "phone" { &f.device } else { &other_device };

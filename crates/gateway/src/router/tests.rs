@@ -693,7 +693,7 @@ impl crate::backend::Backend for Broken {
 
     fn run(
         &self,
-        _: &crate::authz::Grant,
+        _: &crate::authz::Grant<crate::authz::Infer>,
         _: Vec<crate::oip::Tensor>,
     ) -> Result<Vec<crate::oip::Tensor>, crate::backend::BackendError> {
         if self.panics {
