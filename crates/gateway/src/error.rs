@@ -367,4 +367,83 @@ mod tests {
         assert_eq!(body["code"], "model_not_found");
         assert_eq!(body["request_id"], "req-1");
     }
+
+    /// Every string literal that follows one of `markers` in `text`.
+    fn literals_after(text: &str, markers: &[&str]) -> Vec<String> {
+        let mut found = Vec::new();
+        for marker in markers {
+            for (at, _) in text.match_indices(marker) {
+                let rest = &text[at + marker.len()..];
+                // The first literal within the call (skipping a status argument on its line).
+                let Some(open) = rest.find('"') else { continue };
+                if rest[..open].contains(';') || rest[..open].contains(')') {
+                    continue;
+                }
+                let Some(close) = rest[open + 1..].find('"') else { continue };
+                let literal = &rest[open + 1..open + 1 + close];
+                if !literal.is_empty() && literal.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') {
+                    found.push(literal.to_owned());
+                }
+            }
+        }
+        found
+    }
+
+    fn sources(dir: &std::path::Path, out: &mut Vec<(String, String)>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                sources(&path, out);
+            } else if path.extension().is_some_and(|e| e == "rs") && !path.ends_with("tests.rs") {
+                out.push((path.display().to_string(), std::fs::read_to_string(&path).unwrap()));
+            }
+        }
+    }
+
+    /// The audit log's `reason` is an error code or a reason the code names; docs/audit-log.md
+    /// must list every one the code can write (`token_*` and `dpop_*` as families, the token
+    /// endpoint's OAuth codes as such), and every error code must be in README's table.
+    #[test]
+    fn every_reason_and_error_code_the_code_can_write_is_documented() {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let audit_doc = std::fs::read_to_string(root.join("../../docs/audit-log.md")).unwrap();
+        let readme = std::fs::read_to_string(root.join("../../README.md")).unwrap();
+        let mut files = Vec::new();
+        sources(&root.join("src"), &mut files);
+        let mut reasons = Vec::new();
+        let mut codes = Vec::new();
+        let mut oauth = Vec::new();
+        for (_, text) in &files {
+            reasons.extend(literals_after(
+                text,
+                &["with_audit_reason(", "audit_reason = Some(", "subject_token_refused("],
+            ));
+            codes.extend(literals_after(text, &["ApiError::new("]));
+            oauth.extend(literals_after(text, &["ApiError::oauth(", "dpop_unauthenticated("]));
+        }
+        // Why a credential failed: AuthnError's codes.
+        let authn =
+            files.iter().find(|(path, _)| path.ends_with("src/authn.rs")).map(|(_, text)| text.as_str()).unwrap();
+        let code_fn = &authn[authn.find("pub fn code(self)").unwrap()..];
+        let code_fn = &code_fn[..code_fn.find("\n    }\n").unwrap()];
+        reasons.extend(literals_after(code_fn, &["=> "]));
+        assert!(reasons.len() > 20 && codes.len() > 15, "the scan found too little: {reasons:?} {codes:?}");
+        let documented = |text: &str, reason: &str| text.contains(&format!("`{reason}`"));
+        let mut missing: Vec<String> = reasons
+            .iter()
+            .chain(&codes)
+            .filter(|reason| {
+                !documented(&audit_doc, reason)
+                    && !reason.starts_with("token_")
+                    && !reason.starts_with("dpop_")
+                    && !oauth.contains(reason)
+                    && !(codes.contains(reason) && documented(&readme, reason))
+            })
+            .cloned()
+            .collect();
+        missing.extend(codes.iter().filter(|code| !documented(&readme, code)).map(|code| format!("{code} (README)")));
+        missing.sort();
+        missing.dedup();
+        assert!(missing.is_empty(), "reasons or codes the code writes but the docs do not list: {missing:?}");
+    }
 }
