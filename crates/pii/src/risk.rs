@@ -90,6 +90,8 @@ impl Step {
 
 /// The ladder of generalisations for a column, judged by its values.
 fn ladder(values: &BTreeSet<&str>) -> Vec<Step> {
+    // An empty cell says nothing about the column's type: it stays empty at every step.
+    let values: BTreeSet<&str> = values.iter().copied().filter(|value| !value.is_empty()).collect();
     let numeric = values.iter().all(|v| v.parse::<u32>().is_ok_and(|n| n < 130));
     let dates = values.iter().all(|v| act::parse_date(v).is_some());
     let mut steps = vec![Step::Keep];
@@ -214,7 +216,16 @@ pub fn table_from_file(path: &Path, quasi: &[String], sensitive: Option<&str>) -
     };
     let mut table = Table { quasi: quasi.to_vec(), ..Table::default() };
     let mut missing: BTreeMap<String, u64> = BTreeMap::new();
+    // JSON Lines have no header: a column exists if some record has it.
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     let each = |record: &read::Record| {
+        if format == Format::JsonLines {
+            for (name, _) in &record.fields {
+                if !seen.contains(name) {
+                    seen.insert(name.clone());
+                }
+            }
+        }
         let lookup =
             |name: &str| record.fields.iter().find(|(column, _)| column == name).map(|(_, value)| value.trim());
         let values: Vec<String> = quasi.iter().map(|name| lookup(name).unwrap_or("").to_owned()).collect();
@@ -243,16 +254,13 @@ pub fn table_from_file(path: &Path, quasi: &[String], sensitive: Option<&str>) -
         }
         (Format::Csv { delimiter }, Some(reader)) => {
             let headers = read::csv_records(reader, delimiter, each, |_| {})?;
-            for name in quasi.iter().map(String::as_str).chain(sensitive) {
-                if !headers.iter().any(|header| header == name) {
-                    return Err(ReadError::Format {
-                        path: path.display().to_string(),
-                        message: format!("no column '{name}' (columns: {})", headers.join(", ")),
-                    });
-                }
-            }
+            check(&headers)?;
         }
-        (Format::JsonLines, Some(reader)) => read::jsonl_records(reader, each, |_| {})?,
+        (Format::JsonLines, Some(reader)) => {
+            read::jsonl_records(reader, each, |_| {})?;
+            let headers: Vec<String> = seen.into_iter().collect();
+            check(&headers)?;
+        }
         (_, None) => {}
     }
     Ok(table)
@@ -276,6 +284,27 @@ mod tests {
         let a = t.assess(2, Some(2));
         assert_eq!((a.classes, a.smallest_class, a.rows_at_risk, a.k_anonymous), (2, 1, 1, false));
         assert_eq!((a.lowest_diversity, a.classes_below_l), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn one_empty_cell_does_not_take_a_columns_generalisations_away() {
+        let values: BTreeSet<&str> = ["34", "", "36"].into_iter().collect();
+        assert!(ladder(&values).contains(&Step::AgeBand { width: 5 }), "{:?}", ladder(&values));
+        let values: BTreeSet<&str> = ["1984-07-23", "", "1990-01-02"].into_iter().collect();
+        assert!(ladder(&values).contains(&Step::Year), "{:?}", ladder(&values));
+        let values: BTreeSet<&str> = ["94105", "", "10001"].into_iter().collect();
+        assert!(ladder(&values).contains(&Step::Truncate { keep: 3 }), "{:?}", ladder(&values));
+    }
+
+    #[test]
+    fn a_json_lines_column_that_does_not_exist_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("people.jsonl");
+        std::fs::write(&path, "{\"age\": 34, \"zip\": \"94105\"}\n{\"age\": 35}\n").unwrap();
+        let error = table_from_file(&path, &["agee".to_owned()], None).unwrap_err();
+        assert!(error.to_string().contains("no column 'agee'"), "{error}");
+        assert!(table_from_file(&path, &["age".to_owned(), "zip".to_owned()], None).is_ok());
+        assert!(table_from_file(&path, &["age".to_owned()], Some("diagnosis")).is_err());
     }
 
     #[test]
