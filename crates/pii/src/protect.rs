@@ -69,20 +69,43 @@ impl Action {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// An action as written: a name (`"drop"`), or a table with its settings.
+#[derive(Debug)]
 enum RawAction {
     Name(String),
-    Full {
-        action: String,
-        key: Option<String>,
-        keep: Option<usize>,
-        to: Option<String>,
-        width: Option<u32>,
-        decimals: Option<u32>,
-        subject: Option<String>,
-        max_days: Option<u32>,
-    },
+    Full(RawActionTable),
+}
+
+/// An action's settings; a key it does not know is an error, never ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActionTable {
+    action: String,
+    key: Option<String>,
+    keep: Option<usize>,
+    to: Option<String>,
+    width: Option<u32>,
+    decimals: Option<u32>,
+    subject: Option<String>,
+    max_days: Option<u32>,
+}
+
+impl RawAction {
+    /// Reads one entry of `[kinds]` or `[columns]`; anything but a name or an action table
+    /// (a number, a nested table such as a misplaced setting) is an error that says where.
+    fn read(value: toml::Value, at: &str) -> Result<RawAction, String> {
+        match value {
+            toml::Value::String(name) => Ok(RawAction::Name(name)),
+            toml::Value::Table(table) => table
+                .try_into::<RawActionTable>()
+                .map(RawAction::Full)
+                .map_err(|error| format!("{at}: {}", error.to_string().trim())),
+            other => Err(format!(
+                "{at}: an action is a name (\"redact\") or a table ({{ action = \"mask\", keep = 4 }}), not a {}",
+                other.type_str()
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,9 +121,9 @@ struct RawPolicy {
     #[serde(default)]
     keys: BTreeMap<String, RawKey>,
     #[serde(default)]
-    kinds: BTreeMap<String, RawAction>,
+    kinds: BTreeMap<String, toml::Value>,
     #[serde(default)]
-    columns: BTreeMap<String, RawAction>,
+    columns: BTreeMap<String, toml::Value>,
     /// What to do with personal data the policy does not name: "redact" (default) or "keep".
     unmatched: Option<String>,
 }
@@ -119,7 +142,7 @@ pub struct Policy {
 fn action(raw: &RawAction, keys: &BTreeMap<String, RawKey>, at: &str) -> Result<Action, String> {
     let (name, key, keep, to, width, decimals, subject, max_days) = match raw {
         RawAction::Name(name) => (name.as_str(), None, None, None, None, None, None, None),
-        RawAction::Full { action, key, keep, to, width, decimals, subject, max_days } => {
+        RawAction::Full(RawActionTable { action, key, keep, to, width, decimals, subject, max_days }) => {
             (action.as_str(), key.as_ref(), *keep, to.as_deref(), *width, *decimals, subject.as_ref(), *max_days)
         }
     };
@@ -188,11 +211,18 @@ impl Policy {
             keys.insert(id.clone(), DataKey::parse(id, &text).map_err(ProtectError::Policy)?);
         }
         let mut kinds = BTreeMap::new();
-        for (name, raw_action) in &raw.kinds {
-            let kind =
-                Kind::parse(name).ok_or_else(|| ProtectError::Policy(format!("[kinds]: unknown kind '{name}'")))?;
-            let kind_action =
-                action(raw_action, &raw.keys, &format!("[kinds] {name}")).map_err(ProtectError::Policy)?;
+        for (name, value) in raw.kinds {
+            let kind = Kind::parse(&name).ok_or_else(|| {
+                let hint = if name == "unmatched" {
+                    ": `unmatched` is a top-level setting, so it goes before the first [table]"
+                } else {
+                    ""
+                };
+                ProtectError::Policy(format!("[kinds]: unknown kind '{name}'{hint}"))
+            })?;
+            let at = format!("[kinds] {name}");
+            let raw_action = RawAction::read(value, &at).map_err(ProtectError::Policy)?;
+            let kind_action = action(&raw_action, &raw.keys, &at).map_err(ProtectError::Policy)?;
             if matches!(kind_action, Action::Tokenise { .. }) {
                 return Err(ProtectError::Policy(format!(
                     "[kinds] {name}: tokenise applies to whole columns ([columns]), so that `data reveal` finds every token"
@@ -201,11 +231,19 @@ impl Policy {
             kinds.insert(kind, kind_action);
         }
         let mut columns = BTreeMap::new();
-        for (name, raw_action) in &raw.columns {
-            columns.insert(
-                name.clone(),
-                action(raw_action, &raw.keys, &format!("[columns] {name}")).map_err(ProtectError::Policy)?,
-            );
+        for (name, value) in raw.columns {
+            // TOML puts every key after `[columns]` into that table: a top-level setting
+            // written there would silently become a column's action.
+            if name == "unmatched" {
+                return Err(ProtectError::Policy(
+                    "[columns] unmatched: `unmatched` is a top-level setting, so it goes before the first [table] \
+                     (it would otherwise be read as the action for a column named `unmatched`)"
+                        .into(),
+                ));
+            }
+            let at = format!("[columns] {name}");
+            let raw_action = RawAction::read(value, &at).map_err(ProtectError::Policy)?;
+            columns.insert(name, action(&raw_action, &raw.keys, &at).map_err(ProtectError::Policy)?);
         }
         let unmatched = match raw.unmatched.as_deref() {
             None | Some("redact") => Action::Redact,

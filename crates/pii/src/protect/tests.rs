@@ -185,3 +185,57 @@ fn nothing_the_policy_covers_is_copied_unprotected() {
     let (out, _) = run("n.csv", "first_name\nXochitl\n", "[columns]\nfirst_name = \"redact\"\n");
     assert_eq!(out.lines().nth(1), Some("[PERSON_NAME]"));
 }
+
+#[test]
+fn a_misplaced_or_misspelt_policy_setting_is_an_error_not_ignored() {
+    let load = |text: &str| Policy::load(text, Path::new("."), &|_| Some(KEY.to_owned())).map(|_| ());
+    let cases = [
+        // `unmatched` after `[columns]` is read by TOML as a column: it must not be ignored.
+        ("[columns]\nssn = \"drop\"\nunmatched = \"keep\"\n", "top-level setting"),
+        ("[kinds]\nemail = \"redact\"\nunmatched = \"keep\"\n", "top-level setting"),
+        ("[columns]\nphone = { action = \"mask\", kepp = 2 }\n", "kepp"),
+        ("[kinds]\nphone = { action = \"mask\", keep = 2, extra = true }\n", "extra"),
+        ("[columns]\nphone = 4\n", "an action is a name"),
+        ("[columns.phone]\naction = \"mask\"\nkeep = 2\nto = \"year\"\nnested = { a = 1 }\n", "nested"),
+        ("unmatched = \"keep\"\ncolour = \"blue\"\n", "colour"),
+    ];
+    for (text, expected) in cases {
+        let error = load(text).unwrap_err();
+        assert!(error.to_string().contains(expected), "{text}: {error}");
+    }
+    assert!(load("unmatched = \"keep\"\n[columns]\nphone = { action = \"mask\", keep = 2 }\n").is_ok());
+}
+
+/// The ```toml blocks of a Markdown document.
+fn toml_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match current.as_mut() {
+            None if line.trim_start().starts_with("```toml") => current = Some(String::new()),
+            Some(_) if line.trim_start().starts_with("```") => blocks.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_policy_example_in_the_docs_loads() {
+    let blocks = toml_blocks(include_str!("../../../../docs/data.md"));
+    assert!(!blocks.is_empty(), "docs/data.md shows a policy");
+    for block in blocks {
+        let loaded = Policy::load(&block, Path::new("."), &|_| Some(KEY.to_owned()));
+        assert!(loaded.is_ok(), "{block}\n{:?}", loaded.err());
+        let loaded = loaded.unwrap();
+        if block.contains("unmatched") {
+            let documented = if block.contains("unmatched = \"keep\"") { Action::Keep } else { Action::Redact };
+            assert_eq!(loaded.unmatched, documented, "the documented `unmatched` takes effect");
+            assert!(!loaded.columns.contains_key("unmatched"));
+        }
+    }
+}
