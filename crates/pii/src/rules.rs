@@ -54,7 +54,7 @@ pub const PHONE_REGIONS: [phonenumber::country::Id; 6] = {
 };
 
 fn phone(text: &str) -> bool {
-    crate::act::parse_date(text).is_none() && crate::phone::valid(text)
+    crate::date::read(text).is_none() && crate::phone::valid(text)
 }
 
 fn credential(text: &str) -> bool {

@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::{
     Kind,
     column::kind_from_header,
+    date::{Tally, Verdict},
     detect::{Detector, Finding},
     mask,
     read::{self, Format, Problem, ReadError, Record},
@@ -59,6 +60,9 @@ pub struct ColumnReport {
     pub classified: Option<Kind>,
     pub non_empty: u64,
     pub findings: Vec<KindReport>,
+    /// For a column of dates: what its values say about their order of day and month.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date_order: Option<Verdict>,
 }
 
 /// The report for one file.
@@ -99,6 +103,7 @@ struct ColumnState {
     non_empty: u64,
     sampled: BTreeMap<Kind, u64>,
     kinds: BTreeMap<Kind, KindState>,
+    dates: Tally,
 }
 
 /// One finding as `--format findings` writes it: where and what, never the value.
@@ -171,6 +176,7 @@ impl<'d, 's> Scanner<'d, 's> {
                         non_empty: 0,
                         sampled: BTreeMap::new(),
                         kinds: BTreeMap::new(),
+                        dates: Tally::default(),
                     },
                 ));
                 self.columns.len() - 1
@@ -196,6 +202,7 @@ impl<'d, 's> Scanner<'d, 's> {
             let detector = self.detector;
             let state = self.column(position, column);
             state.non_empty += 1;
+            state.dates.add(value);
             // One finding for a classified value (no allocation), else the combined pass.
             let (single, many);
             let findings: &[Finding] = match state.classified.and_then(|kind| detector.value_is(kind, value)) {
@@ -295,6 +302,7 @@ impl<'d, 's> Scanner<'d, 's> {
                     classified: state.classified,
                     non_empty,
                     findings,
+                    date_order: state.dates.verdict(),
                 }
             })
             .collect();
@@ -511,6 +519,23 @@ mod tests {
         assert_eq!(report.columns[0].classified, Some(Kind::UkNhs));
         let nhs = report.columns[0].findings.iter().find(|f| f.kind == Kind::UkNhs).unwrap();
         assert!(nhs.values >= 50, "{:?}", report.columns[0].findings);
+    }
+
+    #[test]
+    fn a_date_column_whose_order_cannot_be_told_is_reported() {
+        let report = scan(
+            "d.csv",
+            b"id,Birthday,visit,seen
+1,3/29/1982,3/4/2020,2020-01-02
+2,4/5/1990,4/3/2020,2020-02-03
+",
+        );
+        let order = |column: &str| report.columns.iter().find(|c| c.column == column).and_then(|c| c.date_order);
+        assert_eq!(order("Birthday"), Some(Verdict::MonthFirst));
+        assert_eq!(order("visit"), Some(Verdict::Ambiguous));
+        assert_eq!(order("seen"), Some(Verdict::Unambiguous));
+        assert_eq!(order("id"), None);
+        assert!(crate::report::human(std::slice::from_ref(&report)).contains("visit: dates ambiguous"));
     }
 
     #[test]

@@ -239,3 +239,23 @@ fn every_policy_example_in_the_docs_loads() {
         }
     }
 }
+
+#[test]
+fn month_first_birthdays_are_generalised_to_the_right_month() {
+    // FakeNameGenerator writes `Birthday` month first: 3/4/1982 is March, as 3/29/1982 shows.
+    let input = "id,Birthday,visit\n1,3/29/1982,3/4/2020\n2,3/4/1982,4/3/2020\n3,Mar 5 1982,2020-01-02\n";
+    let text = "[keys]\nmain = { env = \"DATA_KEY\" }\n[columns]\n\
+                Birthday = { action = \"generalise\", to = \"month\" }\n\
+                visit = { action = \"date_shift\", key = \"main\", subject = \"id\" }\n";
+    let (out, manifest) = run("fng.csv", input, text);
+    let birthdays: Vec<&str> = out.lines().skip(1).map(|line| line.split(',').nth(1).unwrap()).collect();
+    assert_eq!(birthdays, ["1982-03", "1982-03", "1982-03"], "{out}");
+    assert_eq!(manifest.date_order["Birthday"], Verdict::MonthFirst);
+    // `visit` could be either (every value has day and month of 12 or less): its ambiguous dates
+    // are redacted and counted, never shifted from a guessed day.
+    assert_eq!(manifest.date_order["visit"], Verdict::Ambiguous);
+    assert_eq!(manifest.ambiguous_dates["visit"], 2);
+    let visits: Vec<&str> = out.lines().skip(1).map(|line| line.split(',').nth(2).unwrap()).collect();
+    assert!(visits[..2].iter().all(|visit| visit.starts_with('[') && visit.ends_with(']')), "redacted: {out}");
+    assert!(visits[2].starts_with("2019-12") || visits[2].starts_with("2020-0"), "{out}");
+}
