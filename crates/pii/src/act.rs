@@ -14,7 +14,10 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use zeroize::Zeroizing;
 
-use crate::Kind;
+use crate::{
+    Kind,
+    date::{self, DateOrder, civil_from_days, days_from_civil},
+};
 
 /// A key for pseudonyms and date shifts. Never printed.
 pub struct DataKey {
@@ -241,61 +244,23 @@ pub fn redaction(kind: Kind) -> String {
     format!("[{}]", kind.name().to_uppercase())
 }
 
-/// A date as (year, month, day) from `YYYY-MM-DD`, `YYYY/MM/DD`, `DD/MM/YYYY` or `DD.MM.YYYY`
-/// (day first when ambiguous, as outside the US).
-pub fn parse_date(text: &str) -> Option<(i32, u32, u32)> {
-    let parts: Vec<&str> = text.trim().split(['-', '/', '.']).collect();
-    let [a, b, c] = parts[..] else { return None };
-    let (year, month, day) = if a.len() == 4 {
-        (a.parse().ok()?, b.parse().ok()?, c.parse().ok()?)
-    } else {
-        (c.parse().ok()?, b.parse().ok()?, a.parse().ok()?)
-    };
-    ((1..=12).contains(&month) && (1..=days_in_month(year, month)).contains(&day)).then_some((year, month, day))
-}
-
-fn days_in_month(year: i32, month: u32) -> u32 {
-    match month {
-        2 if year % 4 == 0 && (year % 100 != 0 || year % 400 == 0) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 (proleptic Gregorian), and back.
-fn days_from_civil(year: i32, month: u32, day: u32) -> i64 {
-    let year = i64::from(year) - i64::from(month <= 2);
-    let era = year.div_euclid(400);
-    let yoe = year - era * 400;
-    let month = i64::from(month);
-    let doy = (153 * (if month > 2 { month - 3 } else { month + 9 }) + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i32, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = (yoe + era * 400 + i64::from(month <= 2)) as i32;
-    (year, month, day)
-}
-
 /// Shifts a date by the subject's offset (within ±`max_days`, never 0), derived from the key
-/// and the subject, so one subject's dates move together. `None` if `value` is not a date.
-pub fn date_shift(key: &DataKey, subject: &str, value: &str, max_days: u32) -> Option<String> {
+/// and the subject, so one subject's dates move together. `order` is the column's order of day
+/// and month ([`crate::date::Tally`]). `None` if `value` is not a date, or could be read
+/// either way and `order` is unknown.
+pub fn date_shift(
+    key: &DataKey,
+    subject: &str,
+    value: &str,
+    max_days: u32,
+    order: Option<DateOrder>,
+) -> Option<String> {
     // Without a subject every record would move by the same offset: one known date would
     // reveal them all. Such dates are not shifted (the caller redacts them).
     if subject.trim().is_empty() {
         return None;
     }
-    let (year, month, day) = parse_date(value)?;
+    let (year, month, day) = date::parse(value, order)?;
     let digest = key.mac(&[b"date shift v1", subject.as_bytes()]);
     let raw = u32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]]);
     let span = max_days.max(1);
@@ -320,16 +285,18 @@ pub enum Generalise {
     Round { decimals: u32 },
 }
 
-/// Applies a generalisation; `None` if the value does not have the shape it needs.
-pub fn generalise(how: Generalise, value: &str) -> Option<String> {
+/// Applies a generalisation; `None` if the value does not have the shape it needs. `order` is
+/// the column's order of day and month: a year is certain without it, a month is not, so a
+/// date that could be read either way has no month when `order` is unknown.
+pub fn generalise(how: Generalise, value: &str, order: Option<DateOrder>) -> Option<String> {
     let value = value.trim();
     match how {
-        Generalise::Year => parse_date(value).map(|(year, _, _)| format!("{year:04}")),
-        Generalise::Month => parse_date(value).map(|(year, month, _)| format!("{year:04}-{month:02}")),
+        Generalise::Year => date::read(value).map(|written| format!("{:04}", written.year())),
+        Generalise::Month => date::parse(value, order).map(|(year, month, _)| format!("{year:04}-{month:02}")),
         Generalise::AgeBand { width, reference_year } => {
             let age = match value.parse::<u32>() {
                 Ok(age) => age,
-                Err(_) => u32::try_from(reference_year - parse_date(value)?.0).ok()?,
+                Err(_) => u32::try_from(reference_year - date::read(value)?.year()).ok()?,
             };
             let width = width.max(1);
             let low = age / width * width;
@@ -374,24 +341,53 @@ mod tests {
 
     #[test]
     fn generalisations() {
-        assert_eq!(generalise(Generalise::Year, "1984-07-23").as_deref(), Some("1984"));
-        assert_eq!(generalise(Generalise::Month, "23/07/1984").as_deref(), Some("1984-07"));
-        assert_eq!(generalise(Generalise::AgeBand { width: 10, reference_year: 2026 }, "37").as_deref(), Some("30-39"));
+        assert_eq!(generalise(Generalise::Year, "1984-07-23", None).as_deref(), Some("1984"));
+        assert_eq!(generalise(Generalise::Month, "23/07/1984", None).as_deref(), Some("1984-07"));
         assert_eq!(
-            generalise(Generalise::AgeBand { width: 10, reference_year: 2026 }, "1984-07-23").as_deref(),
+            generalise(Generalise::AgeBand { width: 10, reference_year: 2026 }, "37", None).as_deref(),
+            Some("30-39")
+        );
+        assert_eq!(
+            generalise(Generalise::AgeBand { width: 10, reference_year: 2026 }, "1984-07-23", None).as_deref(),
             Some("40-49")
         );
-        assert_eq!(generalise(Generalise::Truncate { keep: 3 }, "SW1A 1AA").as_deref(), Some("SW1"));
-        assert_eq!(generalise(Generalise::Round { decimals: 2 }, "51.50735").as_deref(), Some("51.51"));
-        assert_eq!(generalise(Generalise::Year, "not a date"), None);
+        assert_eq!(generalise(Generalise::Truncate { keep: 3 }, "SW1A 1AA", None).as_deref(), Some("SW1"));
+        assert_eq!(generalise(Generalise::Round { decimals: 2 }, "51.50735", None).as_deref(), Some("51.51"));
+        assert_eq!(generalise(Generalise::Year, "not a date", None), None);
+    }
+
+    #[test]
+    fn generalising_or_shifting_a_date_never_gives_a_wrong_month() {
+        let key = key(3);
+        let month = |value: &str, order| generalise(Generalise::Month, value, order);
+        // FakeNameGenerator's `Birthday` is month first: 3/29/1982 is March, and so is 3/4/1982.
+        assert_eq!(month("3/29/1982", None).as_deref(), Some("1982-03"));
+        assert_eq!(month("3/4/1982", Some(DateOrder::MonthFirst)).as_deref(), Some("1982-03"));
+        assert_eq!(month("3/4/1982", Some(DateOrder::DayFirst)).as_deref(), Some("1982-04"));
+        assert_eq!(month("Mar 29, 1982", None).as_deref(), Some("1982-03"));
+        assert_eq!(month("29 March 1982", None).as_deref(), Some("1982-03"));
+        // Unknown order: no month is made up, but the year is certain.
+        assert_eq!(month("3/4/1982", None), None);
+        assert_eq!(generalise(Generalise::Year, "3/4/1982", None).as_deref(), Some("1982"));
+        let band = Generalise::AgeBand { width: 10, reference_year: 2026 };
+        assert_eq!(generalise(band, "3/4/1982", None).as_deref(), Some("40-49"));
+        // A shift starts from the right day: 3/29/1982 is never read as the 3rd of month 29.
+        let shifted = date_shift(&key, "alice", "3/29/1982", 30, None).unwrap();
+        let from_iso = date_shift(&key, "alice", "1982-03-29", 30, None).unwrap();
+        assert_eq!(shifted, from_iso);
+        assert_eq!(date_shift(&key, "alice", "3/4/1982", 30, None), None, "unknown order: not shifted");
+        assert_eq!(
+            date_shift(&key, "alice", "3/4/1982", 30, Some(DateOrder::MonthFirst)),
+            date_shift(&key, "alice", "1982-03-04", 30, None)
+        );
     }
 
     #[test]
     fn date_shifts_are_consistent_per_subject() {
         let key = key(3);
-        let first = date_shift(&key, "alice", "2024-01-10", 30).unwrap();
-        let second = date_shift(&key, "alice", "2024-01-20", 30).unwrap();
-        let (a, b) = (parse_date(&first).unwrap(), parse_date(&second).unwrap());
+        let first = date_shift(&key, "alice", "2024-01-10", 30, None).unwrap();
+        let second = date_shift(&key, "alice", "2024-01-20", 30, None).unwrap();
+        let (a, b) = (date::parse(&first, None).unwrap(), date::parse(&second, None).unwrap());
         assert_eq!(days_from_civil(b.0, b.1, b.2) - days_from_civil(a.0, a.1, a.2), 10, "intervals survive");
         assert_ne!(first, "2024-01-10");
         assert_eq!(civil_from_days(days_from_civil(2024, 2, 29)), (2024, 2, 29));
@@ -417,7 +413,7 @@ mod tests {
         assert!(tokenise(&key, "card", Kind::PaymentCard, "4111 1111 1111 1112").is_err(), "fails Luhn");
         assert_eq!(mask("Ann", 4), "**n", "a short value is masked, not kept");
         assert_eq!(mask("123", 4), "##3");
-        assert!(date_shift(&key, "", "2024-01-10", 30).is_none(), "no subject, no shift");
+        assert!(date_shift(&key, "", "2024-01-10", 30, None).is_none(), "no subject, no shift");
         let email = tokenise(&key, "email", Kind::Email, "jane.doe@example.com").unwrap();
         assert_eq!(email.matches('@').count(), 1);
         assert_eq!(reveal(&key, "email", Kind::Email, &email).unwrap(), "jane.doe@example.com");
@@ -471,8 +467,8 @@ mod tests {
         fn shifted_dates_stay_within_the_bound(days in 0i64..40_000, max in 1u32..400) {
             let (y, m, d) = civil_from_days(days);
             let text = format!("{y:04}-{m:02}-{d:02}");
-            let shifted = date_shift(&key(9), "s", &text, max).unwrap();
-            let (sy, sm, sd) = parse_date(&shifted).unwrap();
+            let shifted = date_shift(&key(9), "s", &text, max, None).unwrap();
+            let (sy, sm, sd) = date::parse(&shifted, None).unwrap();
             let delta = (days_from_civil(sy, sm, sd) - days).abs();
             prop_assert!(delta >= 1 && delta <= i64::from(max));
         }

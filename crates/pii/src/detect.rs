@@ -144,8 +144,10 @@ fn words_before(text: &str, start: usize, count: usize) -> Vec<String> {
     }
     text[from..start]
         .split(|c: char| !(c.is_alphanumeric() || c == '.' || c == '#'))
+        // `#` marks a number ("order #", "card # 4556…"): the word before it says what kind.
+        .map(|word| word.trim_end_matches(['.', '#']))
         .filter(|word| !word.is_empty())
-        .map(|word| word.trim_end_matches('.').to_lowercase())
+        .map(str::to_lowercase)
         .collect::<Vec<_>>()
         .into_iter()
         .rev()
@@ -161,7 +163,7 @@ fn judge(rule: &Rule, text: &str, start: usize, candidate: &str, column: Option<
     let before = words_before(text, start, 6);
     // The nearest word decides a veto ("order 4111…", "version 10.2.3.4").
     if let Some(nearest) = before.first()
-        && (rule.veto.contains(&nearest.as_str()) || nearest.ends_with('#') && rule.veto.contains(&"#"))
+        && rule.veto.contains(&nearest.as_str())
     {
         return None;
     }
@@ -252,6 +254,18 @@ mod tests {
         assert!(detector.value_is(Kind::Email, "not an email").is_none());
         assert!(detector.value_is(Kind::PersonName, "Garcia").is_some());
         assert!(detector.value_is(Kind::Coordinates, "-0.12776").is_some());
+    }
+
+    #[test]
+    fn a_card_after_a_hash_sign_is_not_vetoed() {
+        let detector = Detector::new();
+        for text in ["my card # 4556737586899855 is lost", "card #4556737586899855"] {
+            let kinds: Vec<Kind> = detector.find(text, None).iter().map(|finding| finding.kind).collect();
+            assert_eq!(kinds, [Kind::PaymentCard], "{text}");
+        }
+        for text in ["order # 4556737586899855", "order #4556737586899855", "order#4556737586899855"] {
+            assert!(detector.find(text, None).iter().all(|finding| finding.kind != Kind::PaymentCard), "{text}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 
 pub mod act;
 pub mod column;
+pub mod date;
 pub mod detect;
 pub mod kind;
 pub mod mask;

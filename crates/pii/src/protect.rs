@@ -16,6 +16,7 @@ use crate::{
     Kind,
     act::{self, DataKey, Generalise},
     column::kind_from_header,
+    date::{self, DateOrder, Tally, Verdict},
     detect::Detector,
     read::{self, Format, Problem, ReadError, Record},
 };
@@ -69,20 +70,43 @@ impl Action {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(untagged)]
+/// An action as written: a name (`"drop"`), or a table with its settings.
+#[derive(Debug)]
 enum RawAction {
     Name(String),
-    Full {
-        action: String,
-        key: Option<String>,
-        keep: Option<usize>,
-        to: Option<String>,
-        width: Option<u32>,
-        decimals: Option<u32>,
-        subject: Option<String>,
-        max_days: Option<u32>,
-    },
+    Full(RawActionTable),
+}
+
+/// An action's settings; a key it does not know is an error, never ignored.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawActionTable {
+    action: String,
+    key: Option<String>,
+    keep: Option<usize>,
+    to: Option<String>,
+    width: Option<u32>,
+    decimals: Option<u32>,
+    subject: Option<String>,
+    max_days: Option<u32>,
+}
+
+impl RawAction {
+    /// Reads one entry of `[kinds]` or `[columns]`; anything but a name or an action table
+    /// (a number, a nested table such as a misplaced setting) is an error that says where.
+    fn read(value: toml::Value, at: &str) -> Result<RawAction, String> {
+        match value {
+            toml::Value::String(name) => Ok(RawAction::Name(name)),
+            toml::Value::Table(table) => table
+                .try_into::<RawActionTable>()
+                .map(RawAction::Full)
+                .map_err(|error| format!("{at}: {}", error.to_string().trim())),
+            other => Err(format!(
+                "{at}: an action is a name (\"redact\") or a table ({{ action = \"mask\", keep = 4 }}), not a {}",
+                other.type_str()
+            )),
+        }
+    }
 }
 
 #[derive(Debug, Deserialize)]
@@ -98,9 +122,9 @@ struct RawPolicy {
     #[serde(default)]
     keys: BTreeMap<String, RawKey>,
     #[serde(default)]
-    kinds: BTreeMap<String, RawAction>,
+    kinds: BTreeMap<String, toml::Value>,
     #[serde(default)]
-    columns: BTreeMap<String, RawAction>,
+    columns: BTreeMap<String, toml::Value>,
     /// What to do with personal data the policy does not name: "redact" (default) or "keep".
     unmatched: Option<String>,
 }
@@ -119,7 +143,7 @@ pub struct Policy {
 fn action(raw: &RawAction, keys: &BTreeMap<String, RawKey>, at: &str) -> Result<Action, String> {
     let (name, key, keep, to, width, decimals, subject, max_days) = match raw {
         RawAction::Name(name) => (name.as_str(), None, None, None, None, None, None, None),
-        RawAction::Full { action, key, keep, to, width, decimals, subject, max_days } => {
+        RawAction::Full(RawActionTable { action, key, keep, to, width, decimals, subject, max_days }) => {
             (action.as_str(), key.as_ref(), *keep, to.as_deref(), *width, *decimals, subject.as_ref(), *max_days)
         }
     };
@@ -188,11 +212,18 @@ impl Policy {
             keys.insert(id.clone(), DataKey::parse(id, &text).map_err(ProtectError::Policy)?);
         }
         let mut kinds = BTreeMap::new();
-        for (name, raw_action) in &raw.kinds {
-            let kind =
-                Kind::parse(name).ok_or_else(|| ProtectError::Policy(format!("[kinds]: unknown kind '{name}'")))?;
-            let kind_action =
-                action(raw_action, &raw.keys, &format!("[kinds] {name}")).map_err(ProtectError::Policy)?;
+        for (name, value) in raw.kinds {
+            let kind = Kind::parse(&name).ok_or_else(|| {
+                let hint = if name == "unmatched" {
+                    ": `unmatched` is a top-level setting, so it goes before the first [table]"
+                } else {
+                    ""
+                };
+                ProtectError::Policy(format!("[kinds]: unknown kind '{name}'{hint}"))
+            })?;
+            let at = format!("[kinds] {name}");
+            let raw_action = RawAction::read(value, &at).map_err(ProtectError::Policy)?;
+            let kind_action = action(&raw_action, &raw.keys, &at).map_err(ProtectError::Policy)?;
             if matches!(kind_action, Action::Tokenise { .. }) {
                 return Err(ProtectError::Policy(format!(
                     "[kinds] {name}: tokenise applies to whole columns ([columns]), so that `data reveal` finds every token"
@@ -201,11 +232,19 @@ impl Policy {
             kinds.insert(kind, kind_action);
         }
         let mut columns = BTreeMap::new();
-        for (name, raw_action) in &raw.columns {
-            columns.insert(
-                name.clone(),
-                action(raw_action, &raw.keys, &format!("[columns] {name}")).map_err(ProtectError::Policy)?,
-            );
+        for (name, value) in raw.columns {
+            // TOML puts every key after `[columns]` into that table: a top-level setting
+            // written there would silently become a column's action.
+            if name == "unmatched" {
+                return Err(ProtectError::Policy(
+                    "[columns] unmatched: `unmatched` is a top-level setting, so it goes before the first [table] \
+                     (it would otherwise be read as the action for a column named `unmatched`)"
+                        .into(),
+                ));
+            }
+            let at = format!("[columns] {name}");
+            let raw_action = RawAction::read(value, &at).map_err(ProtectError::Policy)?;
+            columns.insert(name, action(&raw_action, &raw.keys, &at).map_err(ProtectError::Policy)?);
         }
         let unmatched = match raw.unmatched.as_deref() {
             None | Some("redact") => Action::Redact,
@@ -225,6 +264,59 @@ impl Policy {
             None => &self.unmatched,
         }
     }
+
+    /// Whether `column`'s dates are read with an order: its own action needs one, or a kind's
+    /// action does (which applies to any column).
+    fn reads_dates_of(&self, column: &str) -> bool {
+        let needs =
+            |action: &Action| matches!(action, Action::Generalise(Generalise::Month) | Action::DateShift { .. });
+        self.columns.get(column).map_or_else(|| self.kinds.values().any(needs), needs)
+    }
+
+    /// Whether some action needs to know a column's order of day and month (a month, or a
+    /// shift; a year is certain without it).
+    fn reads_dates(&self) -> bool {
+        self.columns
+            .values()
+            .chain(self.kinds.values())
+            .any(|action| matches!(action, Action::Generalise(Generalise::Month) | Action::DateShift { .. }))
+    }
+}
+
+/// One pass over `input` that tallies, per column, what its dates say about their order of
+/// day and month: decided from all its values before any of them is rewritten.
+fn date_orders(input: &Path) -> Result<BTreeMap<String, Tally>, ProtectError> {
+    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
+    let mut each = |record: &Record| {
+        for (column, value) in &record.fields {
+            // Cheap refusals first: a date starts with a digit or a letter and is short.
+            let first = value.trim_start().bytes().next();
+            if value.len() > 40 || !first.is_some_and(|b| b.is_ascii_alphanumeric()) {
+                continue;
+            }
+            match tallies.get_mut(column) {
+                Some(tally) => tally.add(value),
+                None => {
+                    let mut tally = Tally::default();
+                    tally.add(value);
+                    tallies.insert(column.clone(), tally);
+                }
+            }
+        }
+    };
+    if crate::parquet::is_parquet(input) {
+        crate::parquet::records(input, each, |_| {})?;
+        return Ok(tallies);
+    }
+    let mut reader = read::open(input)?;
+    match read::detect_format(input, &mut reader)? {
+        Format::Csv { delimiter } => {
+            read::csv_records(reader, delimiter, &mut each, |_| {})?;
+        }
+        Format::JsonLines => read::jsonl_records(reader, &mut each, |_| {})?,
+        Format::Parquet => {}
+    }
+    Ok(tallies)
 }
 
 fn hex(bytes: &[u8]) -> String {
@@ -248,6 +340,12 @@ pub struct Manifest {
     pub classified: BTreeMap<String, ClassifiedColumn>,
     pub rejected: u64,
     pub rejected_examples: Vec<Problem>,
+    /// Per column whose dates a month or a shift needed to read: what its values say about
+    /// their order of day and month (`month_first`, `day_first`, `ambiguous`, `mixed`, ...).
+    pub date_order: BTreeMap<String, Verdict>,
+    /// Per column: dates redacted rather than generalised or shifted because their day and
+    /// month could be read either way and the column's values did not tell the order.
+    pub ambiguous_dates: BTreeMap<String, u64>,
     /// The `age` recipients the output is encrypted to (public keys), if any.
     pub encrypted_to: Vec<String>,
 }
@@ -322,6 +420,9 @@ struct Protector<'a> {
     classified: std::collections::HashMap<String, Kind>,
     /// Kinds the scan set aside per column (chance checksums, a header naming a thing).
     vetoed: std::collections::HashMap<String, Vec<Kind>>,
+    /// Each column's date order evidence, from a first pass (empty when no action needs it).
+    dates: BTreeMap<String, Tally>,
+    ambiguous_dates: BTreeMap<String, u64>,
 }
 
 impl Protector<'_> {
@@ -330,7 +431,41 @@ impl Protector<'_> {
     }
 
     /// The value that replaces `value` (a whole value or a span) of `kind` under `action`.
-    fn apply(&self, action: &Action, kind: Kind, column: &str, value: &str, record: &Record) -> String {
+    fn apply(&mut self, action: &Action, kind: Kind, column: &str, value: &str, record: &Record) -> String {
+        let order = self.dates.get(column).and_then(Tally::order);
+        let replaced = self.apply_with(action, kind, column, value, record, order);
+        if matches!(action, Action::Generalise(_) | Action::DateShift { .. })
+            && replaced.is_none()
+            && matches!(date::read(value), Some(date::Written::Either { .. }))
+        {
+            *self.ambiguous_dates.entry(column.to_owned()).or_default() += 1;
+        }
+        replaced.unwrap_or_else(|| act::redaction(kind))
+    }
+
+    /// [`Protector::apply`]; `None` where a generalisation or shift does not apply (redacted).
+    fn apply_with(
+        &self,
+        action: &Action,
+        kind: Kind,
+        column: &str,
+        value: &str,
+        record: &Record,
+        order: Option<DateOrder>,
+    ) -> Option<String> {
+        Some(match action {
+            Action::Generalise(how) => return act::generalise(*how, value, order),
+            Action::DateShift { key, subject, max_days } => {
+                let subject_value =
+                    record.fields.iter().find(|(name, _)| name == subject).map_or("", |(_, v)| v.as_str());
+                return act::date_shift(self.policy.keys.get(key)?, subject_value, value, *max_days, order);
+            }
+            other => self.apply_plain(other, kind, column, value),
+        })
+    }
+
+    /// The actions that need no date order.
+    fn apply_plain(&self, action: &Action, kind: Kind, column: &str, value: &str) -> String {
         match action {
             Action::Tokenise { key } => {
                 match self.policy.keys.get(key).map(|key| act::tokenise(key, column, kind, value)) {
@@ -346,17 +481,8 @@ impl Protector<'_> {
                 Some(key) => act::pseudonym(key, kind, value),
                 None => act::redaction(kind),
             },
-            Action::Generalise(how) => act::generalise(*how, value).unwrap_or_else(|| act::redaction(kind)),
-            Action::DateShift { key, subject, max_days } => {
-                let subject_value =
-                    record.fields.iter().find(|(name, _)| name == subject).map_or("", |(_, v)| v.as_str());
-                match self.policy.keys.get(key) {
-                    Some(key) => {
-                        act::date_shift(key, subject_value, value, *max_days).unwrap_or_else(|| act::redaction(kind))
-                    }
-                    None => act::redaction(kind),
-                }
-            }
+            // Handled by `apply_with`, which knows the column's date order.
+            Action::Generalise(_) | Action::DateShift { .. } => act::redaction(kind),
         }
     }
 
@@ -670,7 +796,21 @@ fn protect_plain(detector: &Detector, policy: &Policy, input: &Path, output: &Pa
         .filter(|(_, kind)| *policy.for_kind(**kind) == Action::Drop)
         .map(|(column, _)| column.clone())
         .collect();
-    let mut protector = Protector { policy, detector, counts: BTreeMap::new(), classified, vetoed };
+    let dates = if policy.reads_dates() { date_orders(input)? } else { BTreeMap::new() };
+    let date_order: BTreeMap<String, Verdict> = dates
+        .iter()
+        .filter(|(column, _)| policy.reads_dates_of(column))
+        .filter_map(|(column, tally)| Some((column.clone(), tally.verdict()?)))
+        .collect();
+    let mut protector = Protector {
+        policy,
+        detector,
+        counts: BTreeMap::new(),
+        classified,
+        vetoed,
+        dates,
+        ambiguous_dates: BTreeMap::new(),
+    };
     let dropped = |column: &str| policy.columns.get(column) == Some(&Action::Drop) || classified_drops.contains(column);
     let mut field = |column: &str, value: &str, record: &Record| protector.field(column, value, record);
     let may_copy = |column: &str| match policy.columns.get(column) {
@@ -681,7 +821,7 @@ fn protect_plain(detector: &Detector, policy: &Policy, input: &Path, output: &Pa
     let guards = Guards { may_copy_unscanned: &may_copy, header_is_data: &header_is_data };
     let rewritten = rewrite(input, output, &dropped, &mut field, &guards)?;
     // JSON members dropped whole are counted by the rewrite (CSV drops count per value in `field`).
-    let mut counts = protector.counts;
+    let (mut counts, ambiguous_dates) = (protector.counts, protector.ambiguous_dates);
     for (path, count) in rewritten.json_drops {
         *counts.entry(path).or_default().entry("drop").or_default() += count;
     }
@@ -697,6 +837,8 @@ fn protect_plain(detector: &Detector, policy: &Policy, input: &Path, output: &Pa
         classified: manifest_classified,
         rejected: rewritten.rejected.len() as u64,
         rejected_examples: rewritten.rejected.into_iter().take(100).collect(),
+        date_order,
+        ambiguous_dates,
         encrypted_to: Vec::new(),
     })
 }

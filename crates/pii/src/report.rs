@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use crate::scan::FileReport;
+use crate::{date::Verdict, scan::FileReport};
 
 /// A report for people: per file, the columns that hold personal data.
 pub fn human(reports: &[FileReport]) -> String {
@@ -37,6 +37,13 @@ pub fn human(reports: &[FileReport]) -> String {
                     finding.confidence,
                     finding.examples.join(", ")
                 );
+            }
+        }
+        // Dates whose order of day and month cannot be told are never read with a guessed one:
+        // a month or a shift of them is redacted instead, so say so before a policy runs.
+        for column in &report.columns {
+            if let Some(verdict @ (Verdict::Ambiguous | Verdict::Mixed)) = column.date_order {
+                let _ = writeln!(out, "  {}: dates {}", column.column, verdict.describe());
             }
         }
         for problem in report.problem_examples.iter().take(10) {

@@ -15,6 +15,7 @@ use serde::Serialize;
 
 use crate::{
     act::{self, Generalise},
+    date::{self, DateOrder},
     read::{self, Format, ReadError},
 };
 
@@ -56,10 +57,19 @@ pub struct Assessment {
 #[serde(rename_all = "snake_case", tag = "step")]
 pub enum Step {
     Keep,
-    AgeBand { width: u32 },
-    Month,
+    AgeBand {
+        width: u32,
+    },
+    /// Dates to their month, read in the column's order of day and month (offered only when
+    /// the column's values tell it, or need none).
+    Month {
+        #[serde(skip)]
+        order: Option<DateOrder>,
+    },
     Year,
-    Truncate { keep: usize },
+    Truncate {
+        keep: usize,
+    },
     Suppress,
 }
 
@@ -67,10 +77,14 @@ impl Step {
     fn apply(self, value: &str) -> String {
         match self {
             Step::Keep => value.to_owned(),
-            Step::AgeBand { width } => act::generalise(Generalise::AgeBand { width, reference_year: 2026 }, value)
-                .unwrap_or_else(|| value.to_owned()),
-            Step::Month => act::generalise(Generalise::Month, value).unwrap_or_else(|| value.to_owned()),
-            Step::Year => act::generalise(Generalise::Year, value).unwrap_or_else(|| value.to_owned()),
+            Step::AgeBand { width } => {
+                act::generalise(Generalise::AgeBand { width, reference_year: 2026 }, value, None)
+                    .unwrap_or_else(|| value.to_owned())
+            }
+            Step::Month { order } => {
+                act::generalise(Generalise::Month, value, order).unwrap_or_else(|| value.to_owned())
+            }
+            Step::Year => act::generalise(Generalise::Year, value, None).unwrap_or_else(|| value.to_owned()),
             Step::Truncate { keep } => value.chars().filter(|c| !c.is_whitespace()).take(keep).collect(),
             Step::Suppress => "*".to_owned(),
         }
@@ -80,7 +94,7 @@ impl Step {
         match self {
             Step::Keep => "keep".into(),
             Step::AgeBand { width } => format!("age bands of {width}"),
-            Step::Month => "month".into(),
+            Step::Month { .. } => "month".into(),
             Step::Year => "year".into(),
             Step::Truncate { keep } => format!("first {keep} characters"),
             Step::Suppress => "suppress".into(),
@@ -90,13 +104,25 @@ impl Step {
 
 /// The ladder of generalisations for a column, judged by its values.
 fn ladder(values: &BTreeSet<&str>) -> Vec<Step> {
+    // An empty cell says nothing about the column's type: it stays empty at every step.
+    let values: BTreeSet<&str> = values.iter().copied().filter(|value| !value.is_empty()).collect();
     let numeric = values.iter().all(|v| v.parse::<u32>().is_ok_and(|n| n < 130));
-    let dates = values.iter().all(|v| act::parse_date(v).is_some());
+    let dates = values.iter().all(|v| date::read(v).is_some());
     let mut steps = vec![Step::Keep];
     if numeric {
         steps.extend([Step::AgeBand { width: 5 }, Step::AgeBand { width: 10 }, Step::AgeBand { width: 20 }]);
     } else if dates {
-        steps.extend([Step::Month, Step::Year]);
+        let mut tally = date::Tally::default();
+        for value in &values {
+            tally.add(value);
+        }
+        // A month read with a guessed order would put rows in the wrong class: without an
+        // order the values tell, only the year (certain either way) is offered.
+        let order = tally.order();
+        if order.is_some() || tally.verdict() == Some(date::Verdict::Unambiguous) {
+            steps.push(Step::Month { order });
+        }
+        steps.push(Step::Year);
     } else if values.iter().all(|v| v.chars().count() >= 3) {
         let longest = values.iter().map(|v| v.chars().filter(|c| !c.is_whitespace()).count()).max().unwrap_or(0);
         steps.extend((1..longest.min(6)).rev().map(|keep| Step::Truncate { keep }));
@@ -214,7 +240,16 @@ pub fn table_from_file(path: &Path, quasi: &[String], sensitive: Option<&str>) -
     };
     let mut table = Table { quasi: quasi.to_vec(), ..Table::default() };
     let mut missing: BTreeMap<String, u64> = BTreeMap::new();
+    // JSON Lines have no header: a column exists if some record has it.
+    let mut seen: BTreeSet<String> = BTreeSet::new();
     let each = |record: &read::Record| {
+        if format == Format::JsonLines {
+            for (name, _) in &record.fields {
+                if !seen.contains(name) {
+                    seen.insert(name.clone());
+                }
+            }
+        }
         let lookup =
             |name: &str| record.fields.iter().find(|(column, _)| column == name).map(|(_, value)| value.trim());
         let values: Vec<String> = quasi.iter().map(|name| lookup(name).unwrap_or("").to_owned()).collect();
@@ -243,16 +278,13 @@ pub fn table_from_file(path: &Path, quasi: &[String], sensitive: Option<&str>) -
         }
         (Format::Csv { delimiter }, Some(reader)) => {
             let headers = read::csv_records(reader, delimiter, each, |_| {})?;
-            for name in quasi.iter().map(String::as_str).chain(sensitive) {
-                if !headers.iter().any(|header| header == name) {
-                    return Err(ReadError::Format {
-                        path: path.display().to_string(),
-                        message: format!("no column '{name}' (columns: {})", headers.join(", ")),
-                    });
-                }
-            }
+            check(&headers)?;
         }
-        (Format::JsonLines, Some(reader)) => read::jsonl_records(reader, each, |_| {})?,
+        (Format::JsonLines, Some(reader)) => {
+            read::jsonl_records(reader, each, |_| {})?;
+            let headers: Vec<String> = seen.into_iter().collect();
+            check(&headers)?;
+        }
         (_, None) => {}
     }
     Ok(table)
@@ -276,6 +308,39 @@ mod tests {
         let a = t.assess(2, Some(2));
         assert_eq!((a.classes, a.smallest_class, a.rows_at_risk, a.k_anonymous), (2, 1, 1, false));
         assert_eq!((a.lowest_diversity, a.classes_below_l), (Some(1), Some(1)));
+    }
+
+    #[test]
+    fn one_empty_cell_does_not_take_a_columns_generalisations_away() {
+        let values: BTreeSet<&str> = ["34", "", "36"].into_iter().collect();
+        assert!(ladder(&values).contains(&Step::AgeBand { width: 5 }), "{:?}", ladder(&values));
+        let values: BTreeSet<&str> = ["1984-07-23", "", "1990-01-02"].into_iter().collect();
+        assert!(ladder(&values).contains(&Step::Year), "{:?}", ladder(&values));
+        let values: BTreeSet<&str> = ["94105", "", "10001"].into_iter().collect();
+        assert!(ladder(&values).contains(&Step::Truncate { keep: 3 }), "{:?}", ladder(&values));
+    }
+
+    #[test]
+    fn dates_are_generalised_to_their_month_only_in_a_known_order() {
+        let month_first: BTreeSet<&str> = ["3/29/1982", "3/4/1982"].into_iter().collect();
+        let steps = ladder(&month_first);
+        assert!(steps.contains(&Step::Month { order: Some(DateOrder::MonthFirst) }), "{steps:?}");
+        assert_eq!(Step::Month { order: Some(DateOrder::MonthFirst) }.apply("3/4/1982"), "1982-03");
+        let ambiguous: BTreeSet<&str> = ["3/4/1982", "4/3/1982"].into_iter().collect();
+        let steps = ladder(&ambiguous);
+        assert!(!steps.iter().any(|step| matches!(step, Step::Month { .. })), "{steps:?}");
+        assert!(steps.contains(&Step::Year));
+    }
+
+    #[test]
+    fn a_json_lines_column_that_does_not_exist_is_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("people.jsonl");
+        std::fs::write(&path, "{\"age\": 34, \"zip\": \"94105\"}\n{\"age\": 35}\n").unwrap();
+        let error = table_from_file(&path, &["agee".to_owned()], None).unwrap_err();
+        assert!(error.to_string().contains("no column 'agee'"), "{error}");
+        assert!(table_from_file(&path, &["age".to_owned(), "zip".to_owned()], None).is_ok());
+        assert!(table_from_file(&path, &["age".to_owned()], Some("diagnosis")).is_err());
     }
 
     #[test]

@@ -54,7 +54,11 @@ pub const PHONE_REGIONS: [phonenumber::country::Id; 6] = {
 };
 
 fn phone(text: &str) -> bool {
-    crate::act::parse_date(text).is_none() && crate::phone::valid(text)
+    crate::date::read(text).is_none() && crate::phone::valid(text)
+}
+
+fn phone_shaped(text: &str) -> bool {
+    crate::date::read(text).is_none() && crate::phone::shaped(text)
 }
 
 fn credential(text: &str) -> bool {
@@ -88,7 +92,7 @@ pub static RULES: &[Rule] = &[
     Rule {
         id: "phone_international",
         kind: Kind::Phone,
-        pattern: r"\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}[0-9]",
+        pattern: r"\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}[0-9](?:\s?(?:x|ext\.?)\s?[0-9]{1,6}\b)?",
         validate: phone,
         base: 0.85,
         needs_context: false,
@@ -102,21 +106,72 @@ pub static RULES: &[Rule] = &[
             "+33 1 42 68 53 00",
             "+91 98765 43210",
             "+55 11 91234-5678",
+            "desk +1-903-240-4508x769",
+            "+46 (0)157 548 89",
         ],
         counterexamples: &["+1 000 000", "total +12.5%"],
     },
     Rule {
         id: "phone_national",
         kind: Kind::Phone,
-        pattern: r"(?:\(0?[0-9]{2,4}\)|\b0?[0-9]{2,5})(?:[ .-][0-9]{2,6}){1,4}\b",
+        pattern: r"(?:\(0?[0-9]{2,4}\) ?[0-9]{2,6}|\b0?[0-9]{2,5})(?:[ .-][0-9]{2,6}){1,4}(?:\s?(?:x|ext\.?)\s?[0-9]{1,6})?\b",
         validate: phone,
         base: 0.6,
         needs_context: false,
         whole_value: true,
         context: &["phone", "tel", "telephone", "mobile", "cell", "call", "fax"],
         veto: &["order", "invoice", "ref", "sku", "version", "v"],
-        examples: &["(202) 555-0143", "020 7946 0958", "030 901820 11", "01 42 68 53 00", "phone 98765 43210"],
-        counterexamples: &["order 202 555 0143", "2023-01-15", "12 34", "created 2025-11-03 17:36:00"],
+        examples: &[
+            "(202) 555-0143",
+            "office (202)555-0143",
+            "020 7946 0958",
+            "030 901820 11",
+            "01 42 68 53 00",
+            "phone 98765 43210",
+            "345-899-3560x4587",
+            "259.735.7502x459",
+            "fax 001-518-640-0854",
+        ],
+        counterexamples: &[
+            "order 202 555 0143",
+            "2023-01-15",
+            "12 34",
+            "created 2025-11-03 17:36:00",
+            "The restaurant is at 17151 2450 Crown St",
+            "my driver's license number is 2270-66-1551",
+            "ZIP 20515-0104",
+            "CPF 308.271.618-08",
+            "a mean of 211.3375",
+            "Quinta de São Tiago 3610-114",
+        ],
+    },
+    Rule {
+        id: "phone_in_context",
+        kind: Kind::Phone,
+        // Digits grouped as a phone number is written, with a phone word before it: numbers of
+        // regions whose plans are not embedded, and numbers no plan knows, are still phones.
+        pattern: r"[+(]?[0-9][0-9 ().-]{5,22}[0-9](?:\s?(?:x|ext\.?)\s?[0-9]{1,6}\b)?",
+        validate: phone_shaped,
+        base: 0.5,
+        needs_context: true,
+        whole_value: true,
+        context: &[
+            "phone",
+            "tel",
+            "telephone",
+            "mobile",
+            "cell",
+            "call",
+            "fax",
+            "whatsapp",
+            "desk",
+            "office",
+            "landline",
+            "sms",
+        ],
+        veto: &["order", "invoice", "ref", "sku", "version", "v"],
+        examples: &["Phone: 451 5986", "Fax: 9498777106", "Mobile: 0341 8387176", "call me on 9472 7916"],
+        counterexamples: &["451 5986", "Phone: 12", "Phone: 2024-03-01", "call 1-2-3"],
     },
     Rule {
         id: "payment_card",
@@ -127,21 +182,35 @@ pub static RULES: &[Rule] = &[
         needs_context: false,
         whole_value: true,
         context: &["card", "credit", "visa", "mastercard", "amex", "cc", "pan", "payment"],
-        veto: &["order", "invoice", "tracking", "ref", "reference", "sku", "id", "#"],
-        examples: &["card 4111 1111 1111 1111", "paid with 5500-0000-0000-0004", "378282246310005"],
-        counterexamples: &["4111 1111 1111 1112", "order 4111111111111111", "1234 5678 1234 5670"],
+        veto: &["order", "invoice", "tracking", "ref", "reference", "sku", "id"],
+        examples: &[
+            "card 4111 1111 1111 1111",
+            "paid with 5500-0000-0000-0004",
+            "378282246310005",
+            "my card # 4556737586899855",
+        ],
+        counterexamples: &[
+            "4111 1111 1111 1112",
+            "order 4111111111111111",
+            "order #4111111111111111",
+            "1234 5678 1234 5670",
+        ],
     },
     Rule {
         id: "iban",
         kind: Kind::Iban,
-        pattern: r"\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
+        pattern: r"(?i)\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
         validate: validate::iban,
         base: 0.95,
         needs_context: false,
         whole_value: true,
         context: &["iban", "bank", "account", "transfer"],
         veto: &[],
-        examples: &["IBAN GB82 WEST 1234 5698 7654 32", "to DE89370400440532013000 please"],
+        examples: &[
+            "IBAN GB82 WEST 1234 5698 7654 32",
+            "to DE89370400440532013000 please",
+            "my iban is gb42nawi04454264788619",
+        ],
         counterexamples: &["DE89370400440532013001", "AB12 CDEF GHIJ KLMN"],
     },
     Rule {

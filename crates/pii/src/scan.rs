@@ -12,6 +12,7 @@ use serde::Serialize;
 use crate::{
     Kind,
     column::kind_from_header,
+    date::{Tally, Verdict},
     detect::{Detector, Finding},
     mask,
     read::{self, Format, Problem, ReadError, Record},
@@ -69,6 +70,9 @@ pub struct ColumnReport {
     /// Kinds found in some values but judged not to be what the column holds, with why.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub vetoed: Vec<Veto>,
+    /// For a column of dates: what its values say about their order of day and month.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub date_order: Option<Verdict>,
 }
 
 /// A kind set aside for a column: found in some values, but not what the column holds.
@@ -131,6 +135,7 @@ struct ColumnState {
     /// For a header whose kind needs the values' agreement: sampled values holding that kind.
     agreeing: u64,
     kinds: BTreeMap<Kind, KindState>,
+    dates: Tally,
 }
 
 /// Share of sampled values that must hold an ambiguous header's kind (`name`) for the column
@@ -220,6 +225,7 @@ impl<'d, 's> Scanner<'d, 's> {
                         sampled: BTreeMap::new(),
                         agreeing: 0,
                         kinds: BTreeMap::new(),
+                        dates: Tally::default(),
                     },
                 ));
                 self.columns.len() - 1
@@ -248,6 +254,7 @@ impl<'d, 's> Scanner<'d, 's> {
             if is_numeric(value) {
                 state.numeric += 1;
             }
+            state.dates.add(value);
             // One finding for a classified value (no allocation), else the combined pass.
             let (single, many);
             let findings: &[Finding] = match state.classified.and_then(|kind| detector.value_is(kind, value)) {
@@ -382,6 +389,7 @@ impl<'d, 's> Scanner<'d, 's> {
                     non_empty,
                     findings,
                     vetoed,
+                    date_order: state.dates.verdict(),
                 }
             })
             .collect();
@@ -781,6 +789,23 @@ bob,Wasco1982
         assert_eq!(report.columns[0].classified, Some(Kind::UkNhs));
         let nhs = report.columns[0].findings.iter().find(|f| f.kind == Kind::UkNhs).unwrap();
         assert!(nhs.values >= 50, "{:?}", report.columns[0].findings);
+    }
+
+    #[test]
+    fn a_date_column_whose_order_cannot_be_told_is_reported() {
+        let report = scan(
+            "d.csv",
+            b"id,Birthday,visit,seen
+1,3/29/1982,3/4/2020,2020-01-02
+2,4/5/1990,4/3/2020,2020-02-03
+",
+        );
+        let order = |column: &str| report.columns.iter().find(|c| c.column == column).and_then(|c| c.date_order);
+        assert_eq!(order("Birthday"), Some(Verdict::MonthFirst));
+        assert_eq!(order("visit"), Some(Verdict::Ambiguous));
+        assert_eq!(order("seen"), Some(Verdict::Unambiguous));
+        assert_eq!(order("id"), None);
+        assert!(crate::report::human(std::slice::from_ref(&report)).contains("visit: dates ambiguous"));
     }
 
     #[test]

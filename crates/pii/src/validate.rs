@@ -48,9 +48,16 @@ pub fn payment_card(text: &str) -> bool {
     let prefix = |n: usize| digits.iter().take(n).fold(0u32, |acc, &d| acc * 10 + u32::from(d));
     let len = digits.len();
     let issuer_ok = match digits[0] {
-        4 => matches!(len, 13 | 16 | 19), // Visa
-        5 => (51..=55).contains(&prefix(2)) && len == 16 || prefix(2) == 50 && len >= 12, // Mastercard, Maestro
-        2 => (2221..=2720).contains(&prefix(4)) && len == 16, // Mastercard 2-series
+        1 => prefix(4) == 1800 && len == 15, // JCB, legacy 15-digit
+        4 => matches!(len, 13 | 16 | 19),    // Visa
+        5 => {
+            (51..=55).contains(&prefix(2)) && len == 16                                   // Mastercard
+            || (prefix(2) == 50 || (56..=59).contains(&prefix(2))) && len >= 12
+        } // Maestro
+        2 => {
+            (2221..=2720).contains(&prefix(4)) && len == 16 // Mastercard 2-series
+            || prefix(4) == 2131 && len == 15
+        } // JCB, legacy 15-digit
         3 => {
             matches!(prefix(2), 34 | 37) && len == 15                                       // Amex
                 || (3528..=3589).contains(&prefix(4)) && (16..=19).contains(&len)          // JCB
@@ -150,12 +157,16 @@ fn iban_length(country: &str) -> Option<usize> {
     })
 }
 
-/// An IBAN: country, its length, upper-case alphanumerics, and ISO 7064 mod 97-10.
+/// An IBAN: country, its length, alphanumerics of one case (`GB82 WEST …` or `gb82west…`,
+/// never mixed), and ISO 7064 mod 97-10.
 pub fn iban(text: &str) -> bool {
     let compact: String = text.chars().filter(|c| *c != ' ').collect();
-    if compact.len() < 15 || !compact.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit()) {
+    let upper = compact.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    let lower = compact.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if compact.len() < 15 || !(upper || lower) {
         return false;
     }
+    let compact = compact.to_ascii_uppercase();
     let (country, check) = (&compact[..2], &compact[2..4]);
     if iban_length(country) != Some(compact.len()) || !check.bytes().all(|b| b.is_ascii_digit()) {
         return false;
@@ -356,12 +367,31 @@ mod tests {
     }
 
     #[test]
+    fn maestro_legacy_jcb_and_two_series_mastercard_are_not_missed() {
+        assert!(payment_card("587428561654"), "Maestro 58, 12 digits");
+        assert!(payment_card("6759649826438453"), "Maestro 67");
+        assert!(payment_card("180016070420458"), "JCB 1800, 15 digits");
+        assert!(payment_card("213176828496175"), "JCB 2131, 15 digits");
+        assert!(payment_card("2297051310616322"), "Mastercard 2-series");
+        assert!(payment_card("2720994326581252"), "Mastercard 2-series, last range");
+        assert!(!payment_card("2131768284961752"), "JCB 2131 is 15 digits (this passes Luhn)");
+        assert!(!payment_card("180016070420451"), "Luhn still applies");
+    }
+
+    #[test]
     fn ibans() {
         assert!(iban("GB82 WEST 1234 5698 7654 32"));
         assert!(iban("DE89370400440532013000"));
         assert!(!iban("DE89370400440532013001"), "mod 97 fails");
         assert!(!iban("GB82WEST123456987654"), "wrong length for GB");
-        assert!(!iban("gb82west12345698765432"), "lower case");
+        assert!(!iban("Gb82West12345698765432"), "mixed case");
+    }
+
+    #[test]
+    fn a_lower_case_iban_is_not_missed() {
+        assert!(iban("gb42nawi04454264788619"));
+        assert!(iban("gb82 west 1234 5698 7654 32"));
+        assert!(!iban("gb82west12345698765433"), "mod 97 still applies");
     }
 
     #[test]

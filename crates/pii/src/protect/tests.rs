@@ -240,3 +240,77 @@ fn vetoed_kinds_are_not_protected() {
     let (out, _) = run("orders.csv", &input, "");
     assert_eq!(out, input, "nothing in a column of order numbers and fares is personal data");
 }
+
+#[test]
+fn a_misplaced_or_misspelt_policy_setting_is_an_error_not_ignored() {
+    let load = |text: &str| Policy::load(text, Path::new("."), &|_| Some(KEY.to_owned())).map(|_| ());
+    let cases = [
+        // `unmatched` after `[columns]` is read by TOML as a column: it must not be ignored.
+        ("[columns]\nssn = \"drop\"\nunmatched = \"keep\"\n", "top-level setting"),
+        ("[kinds]\nemail = \"redact\"\nunmatched = \"keep\"\n", "top-level setting"),
+        ("[columns]\nphone = { action = \"mask\", kepp = 2 }\n", "kepp"),
+        ("[kinds]\nphone = { action = \"mask\", keep = 2, extra = true }\n", "extra"),
+        ("[columns]\nphone = 4\n", "an action is a name"),
+        ("[columns.phone]\naction = \"mask\"\nkeep = 2\nto = \"year\"\nnested = { a = 1 }\n", "nested"),
+        ("unmatched = \"keep\"\ncolour = \"blue\"\n", "colour"),
+    ];
+    for (text, expected) in cases {
+        let error = load(text).unwrap_err();
+        assert!(error.to_string().contains(expected), "{text}: {error}");
+    }
+    assert!(load("unmatched = \"keep\"\n[columns]\nphone = { action = \"mask\", keep = 2 }\n").is_ok());
+}
+
+/// The ```toml blocks of a Markdown document.
+fn toml_blocks(markdown: &str) -> Vec<String> {
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in markdown.lines() {
+        match current.as_mut() {
+            None if line.trim_start().starts_with("```toml") => current = Some(String::new()),
+            Some(_) if line.trim_start().starts_with("```") => blocks.extend(current.take()),
+            Some(block) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            None => {}
+        }
+    }
+    blocks
+}
+
+#[test]
+fn every_policy_example_in_the_docs_loads() {
+    let blocks = toml_blocks(include_str!("../../../../docs/data.md"));
+    assert!(!blocks.is_empty(), "docs/data.md shows a policy");
+    for block in blocks {
+        let loaded = Policy::load(&block, Path::new("."), &|_| Some(KEY.to_owned()));
+        assert!(loaded.is_ok(), "{block}\n{:?}", loaded.err());
+        let loaded = loaded.unwrap();
+        if block.contains("unmatched") {
+            let documented = if block.contains("unmatched = \"keep\"") { Action::Keep } else { Action::Redact };
+            assert_eq!(loaded.unmatched, documented, "the documented `unmatched` takes effect");
+            assert!(!loaded.columns.contains_key("unmatched"));
+        }
+    }
+}
+
+#[test]
+fn month_first_birthdays_are_generalised_to_the_right_month() {
+    // FakeNameGenerator writes `Birthday` month first: 3/4/1982 is March, as 3/29/1982 shows.
+    let input = "id,Birthday,visit\n1,3/29/1982,3/4/2020\n2,3/4/1982,4/3/2020\n3,Mar 5 1982,2020-01-02\n";
+    let text = "[keys]\nmain = { env = \"DATA_KEY\" }\n[columns]\n\
+                Birthday = { action = \"generalise\", to = \"month\" }\n\
+                visit = { action = \"date_shift\", key = \"main\", subject = \"id\" }\n";
+    let (out, manifest) = run("fng.csv", input, text);
+    let birthdays: Vec<&str> = out.lines().skip(1).map(|line| line.split(',').nth(1).unwrap()).collect();
+    assert_eq!(birthdays, ["1982-03", "1982-03", "1982-03"], "{out}");
+    assert_eq!(manifest.date_order["Birthday"], Verdict::MonthFirst);
+    // `visit` could be either (every value has day and month of 12 or less): its ambiguous dates
+    // are redacted and counted, never shifted from a guessed day.
+    assert_eq!(manifest.date_order["visit"], Verdict::Ambiguous);
+    assert_eq!(manifest.ambiguous_dates["visit"], 2);
+    let visits: Vec<&str> = out.lines().skip(1).map(|line| line.split(',').nth(2).unwrap()).collect();
+    assert!(visits[..2].iter().all(|visit| visit.starts_with('[') && visit.ends_with(']')), "redacted: {out}");
+    assert!(visits[2].starts_with("2019-12") || visits[2].starts_with("2020-0"), "{out}");
+}

@@ -119,6 +119,20 @@ fn risk_reports_k_anonymity_and_a_generalisation() {
 }
 
 #[test]
+fn risk_on_json_lines_refuses_a_column_that_does_not_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write(dir.path(), "r.jsonl", "{\"age\":34,\"zip\":\"94105\"}\n{\"age\":36,\"zip\":\"94107\"}\n");
+    let typo = run(&["data", "risk", &file, "--quasi", "agee", "--k", "2"]);
+    assert_eq!(typo.status.code(), Some(2), "{}", String::from_utf8_lossy(&typo.stdout));
+    assert!(String::from_utf8_lossy(&typo.stderr).contains("no column 'agee'"));
+    assert_eq!(
+        run(&["data", "risk", &file, "--quasi", "age,zip", "--k", "2"]).status.code(),
+        Some(1),
+        "columns that exist"
+    );
+}
+
+#[test]
 fn tokenise_then_reveal_round_trips_through_the_cli() {
     let dir = tempfile::tempdir().unwrap();
     let contents = "id,card_number\n1,4111 1111 1111 1111\n2,378282246310005\n";
