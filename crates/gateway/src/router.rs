@@ -28,22 +28,38 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// Liveness: 200 while the process runs, whatever its load or its dependencies.
 pub const LIVENESS_ROUTE: &str = "/v2/health/live";
 
+/// Declares a listener's routes once: the function that adds them to a router, and the table of
+/// (method, path template) that tests walk, so no route can be added without being tested.
+macro_rules! routes {
+    ($table:ident, $add:ident: $($method:ident $path:expr => $handler:path;)*) => {
+        /// Every route: its method and path template.
+        pub const $table: &[(&str, &str)] = &[$((stringify!($method), $path)),*];
+
+        fn $add(router: Router<Arc<Gateway>>) -> Router<Arc<Gateway>> {
+            router$(.route($path, $method($handler)))*
+        }
+    };
+}
+
+routes! { PUBLIC_ROUTE_TABLE, add_public_routes:
+    get LIVENESS_ROUTE => handler::live;
+    get "/v2/health/ready" => handler::ready;
+    get "/v2" => handler::server_metadata;
+    get "/v2/models/{model}" => handler::model_metadata;
+    get "/v2/models/{model}/versions/{version}" => handler::model_version_metadata;
+    get "/v2/models/{model}/ready" => handler::model_ready;
+    get "/v2/models/{model}/versions/{version}/ready" => handler::model_version_ready;
+    post "/v2/models/{model}/infer" => handler::infer;
+    post "/v2/models/{model}/versions/{version}/infer" => handler::model_version_infer;
+    post crate::broker::TOKEN_PATH => crate::broker::exchange::token;
+    post crate::broker::NONCE_PATH => crate::broker::exchange::nonce;
+    get crate::broker::JWKS_PATH => crate::broker::exchange::jwks;
+}
+
 /// The public listener's service.
 pub fn public(gateway: Arc<Gateway>) -> Router {
     let body_limit = gateway.config.max_body_bytes;
-    Router::new()
-        .route(LIVENESS_ROUTE, get(handler::live))
-        .route("/v2/health/ready", get(handler::ready))
-        .route("/v2", get(handler::server_metadata))
-        .route("/v2/models/{model}", get(handler::model_metadata))
-        .route("/v2/models/{model}/versions/{version}", get(handler::model_version_metadata))
-        .route("/v2/models/{model}/ready", get(handler::model_ready))
-        .route("/v2/models/{model}/versions/{version}/ready", get(handler::model_version_ready))
-        .route("/v2/models/{model}/infer", post(handler::infer))
-        .route("/v2/models/{model}/versions/{version}/infer", post(handler::model_version_infer))
-        .route(crate::broker::TOKEN_PATH, post(crate::broker::exchange::token))
-        .route(crate::broker::NONCE_PATH, post(crate::broker::exchange::nonce))
-        .route(crate::broker::JWKS_PATH, get(crate::broker::exchange::jwks))
+    add_public_routes(Router::new())
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed)
         .with_state(Arc::clone(&gateway))
@@ -89,14 +105,22 @@ pub fn public(gateway: Arc<Gateway>) -> Router {
         )
 }
 
+routes! { ADMIN_OPEN_ROUTE_TABLE, add_admin_open_routes:
+    get "/metrics" => handler::metrics;
+    get "/health/live" => handler::live;
+    get "/health/ready" => handler::ready;
+}
+
+// Usage names every key and its traffic: an admin key (`ptcl_ak_`) is required.
+routes! { ADMIN_KEYED_ROUTE_TABLE, add_admin_keyed_routes:
+    get "/usage" => handler::usage;
+}
+
 /// The admin listener's service: metrics and health, loopback only (config enforces it).
 pub fn admin(gateway: Arc<Gateway>) -> Router {
-    Router::new()
-        .route("/metrics", get(handler::metrics))
-        // Usage names every key and its traffic: an admin key (`ptcl_ak_`) is required.
-        .route("/usage", get(handler::usage).route_layer(from_fn_with_state(Arc::clone(&gateway), admin_key)))
-        .route("/health/live", get(handler::live))
-        .route("/health/ready", get(handler::ready))
+    let keyed = add_admin_keyed_routes(Router::new()).route_layer(from_fn_with_state(Arc::clone(&gateway), admin_key));
+    add_admin_open_routes(Router::new())
+        .merge(keyed)
         .fallback(handler::not_found)
         .with_state(Arc::clone(&gateway))
         .layer(

@@ -167,6 +167,30 @@ fn with_key(builder: http::request::Builder, key: &str) -> http::request::Builde
 #[tokio::test]
 async fn every_route_without_credentials_is_401() {
     let harness = Harness::new().await;
+    // Every route the router declares (broker routes included: without `[broker]` they are
+    // closed like the rest), with its templates filled in.
+    let fill = |template: &str| template.replace("{model}", "mlp").replace("{version}", "1");
+    let declared: Vec<(Method, String)> = super::PUBLIC_ROUTE_TABLE
+        .iter()
+        .filter(|(_, path)| !PUBLIC_ROUTES.contains(path))
+        .map(|(method, path)| (method.to_uppercase().parse().unwrap(), fill(path)))
+        .collect();
+    assert!(declared.len() >= 10, "{declared:?}");
+    for (method, path) in &declared {
+        let reply = harness.send(Request::builder().method(method).uri(path).body(Body::empty()).unwrap()).await;
+        reply.assert_error(StatusCode::UNAUTHORIZED, "unauthenticated");
+    }
+    // The admin listener: every route but metrics and health needs an admin key.
+    for (method, path) in super::ADMIN_KEYED_ROUTE_TABLE {
+        let request = Request::builder()
+            .method(method.to_uppercase().as_str())
+            .uri(*path)
+            .header(header::HOST, "127.0.0.1")
+            .body(Body::empty())
+            .unwrap();
+        let response = super::admin(Arc::clone(&harness.gateway)).oneshot(request).await.unwrap();
+        assert_eq!(response.status(), StatusCode::UNAUTHORIZED, "admin {path}");
+    }
     let routes = [
         (Method::GET, "/v2"),
         (Method::GET, "/v2/models/mlp"),
