@@ -668,7 +668,7 @@ impl RawConfig {
             max_connections: server.max_connections,
             admin_hosts: server.admin_hosts.iter().map(|host| host.to_ascii_lowercase()).collect(),
             tls,
-            limits: self.limits.validate()?,
+            limits: self.limits.validate(&resolve)?,
             postgres_url: match self.store.url {
                 None => None,
                 Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {

@@ -217,8 +217,8 @@ impl Limiter {
     pub fn new(config: LimitsConfig, store: Arc<dyn Store>) -> Result<Limiter, String> {
         let shared = match &config.backend {
             crate::config::LimitsBackend::Memory => None,
-            crate::config::LimitsBackend::Redis { url, prefix } => {
-                Some(Arc::new(redis::Shared::new(url.expose(), prefix)?))
+            crate::config::LimitsBackend::Redis { url, prefix, ca_file } => {
+                Some(Arc::new(redis::Shared::new(url.expose(), prefix, ca_file.as_deref())?))
             }
         };
         Ok(Limiter {

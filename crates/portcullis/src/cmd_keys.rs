@@ -150,8 +150,9 @@ pub(crate) async fn keyring(config_path: &Path) -> anyhow::Result<Keyring> {
     let (store, pepper) = gateway::serve::open_keyring(&config).await?;
     // With shared limits, key changes are announced to every running node at once.
     let notifier = match &config.limits.backend {
-        gateway::config::LimitsBackend::Redis { url, prefix } => Some(std::sync::Arc::new(
-            gateway::limits::redis::Shared::new(url.expose(), prefix).map_err(anyhow::Error::msg)?,
+        gateway::config::LimitsBackend::Redis { url, prefix, ca_file } => Some(std::sync::Arc::new(
+            gateway::limits::redis::Shared::new(url.expose(), prefix, ca_file.as_deref())
+                .map_err(anyhow::Error::msg)?,
         )),
         gateway::config::LimitsBackend::Memory => None,
     };

@@ -36,6 +36,8 @@ pub struct RawLimits {
     pub backend: Option<String>,
     /// Key prefix in Redis, so several deployments can share one server.
     pub redis_prefix: Option<String>,
+    /// PEM roots a `rediss://` server's certificate must chain to (default: the system's).
+    pub redis_ca_file: Option<String>,
     /// When Redis is unreachable: "closed" (refuse limited requests, 503) or "local" (decide
     /// with this node's own counters: weaker, each node then allows the full limit).
     pub on_unavailable: Option<String>,
@@ -49,6 +51,8 @@ pub enum LimitsBackend {
     Redis {
         url: SecretUrl,
         prefix: String,
+        /// For `rediss://`: the roots its certificate must chain to; `None` for the system's.
+        ca_file: Option<std::path::PathBuf>,
     },
 }
 
@@ -94,7 +98,7 @@ pub fn rate_limit(rate: crate::limits::spec::Rate, burst: Option<u32>) -> Result
 }
 
 impl RawLimits {
-    pub(super) fn validate(self) -> Result<LimitsConfig, ConfigError> {
+    pub(super) fn validate(self, resolve: &dyn Fn(&str) -> std::path::PathBuf) -> Result<LimitsConfig, ConfigError> {
         let fail = |field: &str, message: String| invalid(format!("limits.{field}: {message}"));
         let rate = |field: &str, rate: Option<String>, burst: Option<u32>| -> Result<Option<RateLimit>, ConfigError> {
             match (rate, burst) {
@@ -131,10 +135,16 @@ impl RawLimits {
             .collect::<Result<_, _>>()?;
         let backend = match self.backend.as_deref() {
             None | Some("memory") => LimitsBackend::Memory,
-            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => LimitsBackend::Redis {
-                url: SecretUrl::new(url),
-                prefix: self.redis_prefix.unwrap_or_else(|| "ptcl:".to_owned()),
-            },
+            Some(url) if url.starts_with("redis://") || url.starts_with("rediss://") => {
+                if self.redis_ca_file.is_some() && !url.starts_with("rediss://") {
+                    return Err(fail("redis_ca_file", "needs a rediss:// (TLS) backend URL".into()));
+                }
+                LimitsBackend::Redis {
+                    url: SecretUrl::new(url),
+                    prefix: self.redis_prefix.unwrap_or_else(|| "ptcl:".to_owned()),
+                    ca_file: self.redis_ca_file.as_deref().map(resolve),
+                }
+            }
             Some(other) => {
                 return Err(fail("backend", format!("'{other}': use \"memory\" or a redis:// URL")));
             }

@@ -143,8 +143,19 @@ const KEYS_CHANNEL: &str = "keys";
 impl Shared {
     /// Does not connect: the first request does, and a node whose Redis is down starts, fails
     /// limited requests closed, and recovers by itself when Redis is back.
-    pub fn new(url: &str, prefix: &str) -> Result<Shared, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("limits.backend: {e}"))?;
+    ///
+    /// `rediss://` speaks TLS (rustls), verifying the server against `ca_file`'s roots, or the
+    /// system's without one; a URL or CA file that cannot work is refused here, at start.
+    pub fn new(url: &str, prefix: &str, ca_file: Option<&std::path::Path>) -> Result<Shared, String> {
+        let client = match ca_file {
+            None => redis::Client::open(url).map_err(|e| format!("limits.backend: {e}"))?,
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| format!("limits.redis_ca_file: cannot read {}: {e}", path.display()))?;
+                redis::Client::build_with_tls(url, redis::TlsCertificates { client_tls: None, root_cert: Some(pem) })
+                    .map_err(|e| format!("limits.redis_ca_file {}: {e}", path.display()))?
+            }
+        };
         Ok(Shared {
             client,
             prefix: prefix.to_owned(),

@@ -547,3 +547,99 @@ async fn two_nodes_sharing_redis_hold_a_delegate_keys_user_cap_and_rate() {
     ];
     assert_eq!(statuses, [200, 200, 429, 200, 200, 429], "two users across nodes, then four requests in all");
 }
+
+/// A Redis server on loopback that speaks TLS only, with a certificate from a CA of the test's.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+    ca: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_redis() -> Option<TlsRedis> {
+    let binary = ["/usr/bin/redis-server", "/usr/local/bin/redis-server"].into_iter().find(|p| Path::new(p).exists());
+    let Some(binary) = binary else {
+        eprintln!("skipping: redis-server is not installed");
+        return None;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let pki = crate::tls::pki::Pki::new("redis test CA").unwrap();
+    let server = pki.server(&["localhost", "127.0.0.1"]).unwrap();
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let ca = write("ca.pem", &pki.ca_pem());
+    let cert = write("cert.pem", &server.cert_pem);
+    let key = write("key.pem", &server.key_pem);
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = std::process::Command::new(binary)
+        .args([
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .args(["--tls-auth-clients", "no", "--dir"])
+        .arg(dir.path())
+        .arg("--tls-cert-file")
+        .arg(&cert)
+        .arg("--tls-key-file")
+        .arg(&key)
+        .arg("--tls-ca-cert-file")
+        .arg(&ca)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis-server with TLS did not start");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    Some(TlsRedis { child, port, ca, _dir: dir })
+}
+
+#[tokio::test]
+async fn limits_hold_over_a_tls_link_to_redis() {
+    if redis_url().is_none() {
+        return;
+    }
+    let Some(redis) = tls_redis() else { return };
+    let shared = format!(
+        "backend = \"rediss://127.0.0.1:{}\"\nredis_ca_file = \"{}\"\nredis_prefix = \"{}\"",
+        redis.port,
+        redis.ca.display(),
+        unique_prefix()
+    );
+    let limited = gateway_with(tempfile::tempdir().unwrap(), &shared).await;
+    let (key, _) = limited.key(limits(&[("rate", "1/min"), ("burst", "1")])).await;
+    assert_eq!(limited.infer("mlp", Some(&key), PEER, None, 1).await.status, StatusCode::OK);
+    let refused = limited.infer("mlp", Some(&key), PEER, None, 1).await;
+    assert_eq!(refused.body["code"], "rate_limited", "decided by the TLS Redis");
+
+    // Without the CA, the server's certificate is not trusted: limited requests fail closed.
+    let untrusted = format!("backend = \"rediss://127.0.0.1:{}\"\nredis_prefix = \"{}\"", redis.port, unique_prefix());
+    let closed = gateway_with(tempfile::tempdir().unwrap(), &untrusted).await;
+    let (key, _) = closed.key(limits(&[("rate", "10/s")])).await;
+    let reply = closed.infer("mlp", Some(&key), PEER, None, 1).await;
+    assert_eq!(reply.body["code"], "limiter_unavailable");
+    // A CA file on a plain redis:// URL is a configuration error.
+    let toml = "[limits]\nbackend = \"redis://127.0.0.1:6379\"\nredis_ca_file = \"ca.pem\"\n";
+    let error = Config::from_toml(toml, Path::new(".")).unwrap_err().to_string();
+    assert!(error.contains("needs a rediss://"), "{error}");
+}
