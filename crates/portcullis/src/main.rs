@@ -50,9 +50,10 @@ enum Command {
     /// The token broker's signing keys: rotate, list.
     #[command(subcommand)]
     SigningKeys(cmd_signing_keys::Command),
-    /// Personal data in datasets: scan.
+    /// Personal data in datasets: scan, protect, reveal, risk.
     #[command(subcommand)]
     Data(cmd_data::Command),
+    /// Credentials embedded in app bundles (APK, AAB, IPA) and source trees: scan, rules.
     #[command(subcommand)]
     Leaks(cmd_leaks::Command),
 }

@@ -10,6 +10,7 @@
 mod audit;
 mod data;
 mod demo;
+mod help;
 mod keys;
 mod leaks;
 mod mobile;
