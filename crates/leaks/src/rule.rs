@@ -9,7 +9,7 @@
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 
-use crate::validate::{Validator, entropy, is_placeholder};
+use crate::validate::{Validator, entropy, is_placeholder, name_says_not_secret, names_documentation_host};
 
 /// The rule set shipped with the binary.
 pub const RULES_TOML: &str = include_str!("../rules.toml");
@@ -237,10 +237,36 @@ impl Rules {
             if rule.validator.is_some_and(|validator| !validator.check(value)) {
                 continue;
             }
+            if captures.get(0).is_some_and(|whole| names_documentation_host(whole.as_str())) {
+                continue;
+            }
+            if let Some(name) = captures.name("name")
+                && name_says_not_secret(full_name(text, name.start(), name.end()), value)
+            {
+                continue;
+            }
             hits.push(Hit { rule: index, start: secret.start(), end: secret.end() });
             found += 1;
         }
     }
+}
+
+/// A name is read back this far at most, in bytes.
+const MAX_NAME_BYTES: usize = 128;
+
+/// The whole identifier whose end a rule's `name` group matched (`title_activity_change_password`
+/// for a match of `password`): the group, extended to the left over identifier characters, at
+/// most [`MAX_NAME_BYTES`] back.
+fn full_name(text: &str, start: usize, end: usize) -> &str {
+    let bytes = text.as_bytes();
+    let floor = start.saturating_sub(MAX_NAME_BYTES);
+    let mut from = start;
+    while from > floor
+        && bytes.get(from - 1).is_some_and(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'))
+    {
+        from -= 1;
+    }
+    text.get(from..end).unwrap_or_default()
 }
 
 /// Keeps, among hits whose secrets overlap, the one of the rule listed first. The kept
