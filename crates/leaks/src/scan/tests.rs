@@ -206,3 +206,20 @@ fn passwords_in_urls_of_any_scheme_are_found() {
     assert_eq!(found_by(&outcome, "authorization-header"), ["7f3kQ9zLm2Xv8RtY4pWs6NbD"]);
     assert_eq!(outcome.findings.len(), 3, "{:?}", outcome.findings);
 }
+
+#[test]
+fn a_dex_constant_is_matched_by_its_field_name_once() {
+    let value = "q8Zt1Lmw9Pxv0RsT7uYb2Nc4Kd6Hf3Jg";
+    let other = "Zr4kPq9Lm2Xw7Tn5Bv8Cy3Hd6Jf1Gs0A";
+    let dex = crate::corpus::dex::build_with_fields(
+        &["Lcom/example/Main;"],
+        &[("Lcom/example/BuildConfig;", "API_SECRET", value), ("Lcom/example/BuildConfig;", "BUILD_ID", other)],
+    );
+    let outcome = scan_one("classes.dex", &dex);
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    let finding = &outcome.findings[0];
+    assert_eq!(finding.rule, "generic-api-key");
+    assert_eq!(finding.secret.expose(), value);
+    assert_eq!(finding.location(), "classes.dex#Lcom/example/BuildConfig;->API_SECRET");
+    assert_eq!(finding.context, "BuildConfig.API_SECRET");
+}
