@@ -223,3 +223,16 @@ fn a_dex_constant_is_matched_by_its_field_name_once() {
     assert_eq!(finding.location(), "classes.dex#Lcom/example/BuildConfig;->API_SECRET");
     assert_eq!(finding.context, "BuildConfig.API_SECRET");
 }
+
+#[test]
+fn an_aws_key_pair_is_one_finding_not_a_key_id_and_a_generic_key() {
+    let text =
+        "val creds = BasicAWSCredentials(\"AKIAU25JHNPETRANT5PY\", \"5UjoZSo0gbKocfnsUjsIVHpXiOFVKe28B9MEOh1u\")\n";
+    let outcome = scan_one("Upload.kt", text.as_bytes());
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    assert_eq!(outcome.findings[0].rule, "aws-access-key-pair");
+    assert_eq!(outcome.findings[0].secret.expose(), "5UjoZSo0gbKocfnsUjsIVHpXiOFVKe28B9MEOh1u");
+    // The key ID alone is still reported, by its own rule.
+    let alone = scan_one("ids.txt", b"AKIAU25JHNPETRANT5PY\n");
+    assert_eq!(found_by(&alone, "aws-access-key-id"), ["AKIAU25JHNPETRANT5PY"]);
+}
