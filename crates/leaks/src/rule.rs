@@ -342,7 +342,7 @@ fn resolve_overlaps(mut hits: Vec<Hit>) -> Vec<Hit> {
     // Each kept interval: the hit, or `None` for a partner's place.
     let mut kept: std::collections::BTreeMap<usize, (usize, Option<Hit>)> = std::collections::BTreeMap::new();
     let free = |kept: &std::collections::BTreeMap<usize, (usize, Option<Hit>)>, start: usize, end: usize| {
-        !kept.range(..end).next_back().is_some_and(|(_, (other_end, _))| *other_end > start)
+        kept.range(..end).next_back().is_none_or(|(_, (other_end, _))| *other_end <= start)
     };
     for hit in hits {
         if !free(&kept, hit.start, hit.end) {
