@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# `portcullis leaks scan` side by side with detect-secrets (PyPI) and secretlint (npm, with its
+# `portcullis leaks scan` on the shared real apps (when ../shared/eval/apps is here), then side by
+# side with detect-secrets (PyPI) and secretlint (npm, with its
 # recommended preset): throughput on the seeded app corpus and on a source tree (TREE_MB), recall
 # per key kind and per storage place, precision; writes BENCHMARKS.md (bench/leaks_eval.py says how).
 #
@@ -89,7 +90,13 @@ EOF
   echo "$TREE_MB" >"$bench/tree.done"
 fi
 
-# 4-6. Run, score, write the table.
+# 4. The real apps others collected, when they are here: recall, precision, negative controls
+#    (bench/leaks_real.py; ids only, never a value).
+if [ -f ../shared/eval/apps/truth.json ]; then
+  python3 bench/leaks_real.py --binary target/release/portcullis --apps ../shared/eval/apps
+fi
+
+# 5-7. Run, score, write the table.
 exec "$venv/bin/python" bench/leaks_eval.py \
   --binary target/release/portcullis \
   --corpus "$bench/corpus" --truth "$bench/truth.json" --tree "$bench/tree" \

@@ -9,7 +9,7 @@
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 
-use crate::validate::{Validator, entropy, is_placeholder};
+use crate::validate::{Validator, entropy, is_placeholder, name_says_not_secret, names_documentation_host};
 
 /// The rule set shipped with the binary.
 pub const RULES_TOML: &str = include_str!("../rules.toml");
@@ -55,9 +55,25 @@ pub struct Rule {
     pub min_entropy: Option<f64>,
     #[serde(default)]
     pub validator: Option<Validator>,
+    /// A second part that must be found near the secret for it to count (an AWS key ID near a
+    /// secret access key): the pair is one finding, and the partner is not reported on its own.
+    #[serde(default)]
+    pub partner: Option<Partner>,
     pub examples: Vec<String>,
     pub counterexamples: Vec<String>,
 }
+
+/// The other half of a paired secret: its pattern, and how far from the secret it may start or
+/// end, in bytes, on either side (in the same text: a file, a decoded string, a raw run).
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Partner {
+    pub pattern: String,
+    pub within: usize,
+}
+
+/// A partner is looked for at most this far from its secret.
+const MAX_PARTNER_DISTANCE: usize = 4096;
 
 #[derive(Debug, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -83,6 +99,8 @@ struct Compiled {
     /// The pattern, compiled on first use, and the capture group that holds the secret (the
     /// whole match when the rule names none). `None`: it parsed but exceeds the size limit.
     program: std::sync::OnceLock<Option<(Regex, usize)>>,
+    /// The partner's pattern, compiled on first use like the program.
+    partner: std::sync::OnceLock<Option<Regex>>,
 }
 
 impl Compiled {
@@ -95,6 +113,13 @@ impl Compiled {
             })
             .as_ref()
     }
+
+    fn partner(&self) -> Option<&Regex> {
+        let pattern = &self.rule.partner.as_ref()?.pattern;
+        self.partner
+            .get_or_init(|| regex::RegexBuilder::new(pattern).size_limit(REGEX_SIZE_LIMIT).build().ok())
+            .as_ref()
+    }
 }
 
 /// A secret one rule found: the index of the rule and the byte range of the secret.
@@ -103,6 +128,9 @@ pub struct Hit {
     pub rule: usize,
     pub start: usize,
     pub end: usize,
+    /// Where the partner of a paired secret was found: covered by this hit, so no other rule
+    /// reports it.
+    pub partner: Option<(usize, usize)>,
 }
 
 /// The compiled rule set.
@@ -143,6 +171,14 @@ impl Rules {
             regex_syntax::Parser::new()
                 .parse(&rule.pattern)
                 .map_err(|error| invalid(&rule.id, format!("pattern: {error}")))?;
+            if let Some(partner) = &rule.partner {
+                regex_syntax::Parser::new()
+                    .parse(&partner.pattern)
+                    .map_err(|error| invalid(&rule.id, format!("partner pattern: {error}")))?;
+                if partner.within == 0 || partner.within > MAX_PARTNER_DISTANCE {
+                    return Err(invalid(&rule.id, format!("partner within must be 1 to {MAX_PARTNER_DISTANCE} bytes")));
+                }
+            }
             for keyword in &rule.keywords {
                 if keyword.is_empty() || keyword.bytes().any(|byte| byte.is_ascii_uppercase()) {
                     return Err(invalid(&rule.id, format!("keyword {keyword:?} must be non-empty lowercase")));
@@ -155,7 +191,7 @@ impl Rules {
                     }
                 }
             }
-            rules.push(Compiled { rule, program: std::sync::OnceLock::new() });
+            rules.push(Compiled { rule, program: std::sync::OnceLock::new(), partner: std::sync::OnceLock::new() });
         }
         let keywords = AhoCorasickBuilder::new()
             .ascii_case_insensitive(true)
@@ -237,25 +273,89 @@ impl Rules {
             if rule.validator.is_some_and(|validator| !validator.check(value)) {
                 continue;
             }
-            hits.push(Hit { rule: index, start: secret.start(), end: secret.end() });
+            if captures.get(0).is_some_and(|whole| names_documentation_host(whole.as_str())) {
+                continue;
+            }
+            if let Some(name) = captures.name("name")
+                && name_says_not_secret(full_name(text, name.start(), name.end()), value)
+            {
+                continue;
+            }
+            let partner = match &rule.partner {
+                Some(partner) => match find_partner(compiled, partner.within, text, secret.start(), secret.end()) {
+                    Some(found) => Some(found),
+                    None => continue,
+                },
+                None => None,
+            };
+            hits.push(Hit { rule: index, start: secret.start(), end: secret.end(), partner });
             found += 1;
         }
     }
 }
 
-/// Keeps, among hits whose secrets overlap, the one of the rule listed first. The kept
-/// intervals never overlap, so one look at the kept interval starting last before a
-/// candidate's end tells whether it overlaps any: O(n log n).
+/// The partner nearest to the secret at `start..end`, starting and ending within `within` bytes
+/// of it and not overlapping it.
+fn find_partner(compiled: &Compiled, within: usize, text: &str, start: usize, end: usize) -> Option<(usize, usize)> {
+    let regex = compiled.partner()?;
+    let mut from = start.saturating_sub(within);
+    while !text.is_char_boundary(from) {
+        from -= 1;
+    }
+    let limit = end.saturating_add(within).min(text.len());
+    regex
+        .find_iter(text.get(from..)?)
+        .map(|found| (from + found.start(), from + found.end()))
+        .take_while(|&(partner_start, _)| partner_start < limit)
+        .filter(|&(partner_start, partner_end)| partner_end <= limit && (partner_end <= start || partner_start >= end))
+        .min_by_key(
+            |&(partner_start, partner_end)| {
+                if partner_end <= start { start - partner_end } else { partner_start - end }
+            },
+        )
+}
+
+/// A name is read back this far at most, in bytes.
+const MAX_NAME_BYTES: usize = 128;
+
+/// The whole identifier whose end a rule's `name` group matched (`title_activity_change_password`
+/// for a match of `password`): the group, extended to the left over identifier characters, at
+/// most [`MAX_NAME_BYTES`] back.
+fn full_name(text: &str, start: usize, end: usize) -> &str {
+    let bytes = text.as_bytes();
+    let floor = start.saturating_sub(MAX_NAME_BYTES);
+    let mut from = start;
+    while from > floor
+        && bytes.get(from - 1).is_some_and(|&byte| byte.is_ascii_alphanumeric() || matches!(byte, b'_' | b'.' | b'-'))
+    {
+        from -= 1;
+    }
+    text.get(from..end).unwrap_or_default()
+}
+
+/// Keeps, among hits whose secrets overlap, the one of the rule listed first; a paired hit also
+/// claims its partner's place, so the partner is not reported again by a later rule. The kept
+/// intervals never overlap, so one look at the kept interval starting last before a candidate's
+/// end tells whether it overlaps any: O(n log n).
 fn resolve_overlaps(mut hits: Vec<Hit>) -> Vec<Hit> {
     hits.sort_by_key(|hit| (hit.rule, hit.start));
-    let mut kept: std::collections::BTreeMap<usize, Hit> = std::collections::BTreeMap::new();
+    // Each kept interval: the hit, or `None` for a partner's place.
+    let mut kept: std::collections::BTreeMap<usize, (usize, Option<Hit>)> = std::collections::BTreeMap::new();
+    let free = |kept: &std::collections::BTreeMap<usize, (usize, Option<Hit>)>, start: usize, end: usize| {
+        kept.range(..end).next_back().is_none_or(|(_, (other_end, _))| *other_end <= start)
+    };
     for hit in hits {
-        let overlaps = kept.range(..hit.end).next_back().is_some_and(|(_, other)| other.end > hit.start);
-        if !overlaps {
-            kept.insert(hit.start, hit);
+        if !free(&kept, hit.start, hit.end) {
+            continue;
         }
+        if let Some((partner_start, partner_end)) = hit.partner
+            && free(&kept, partner_start, partner_end)
+        {
+            kept.insert(partner_start, (partner_end, None));
+        }
+        kept.insert(hit.start, (hit.end, Some(hit)));
     }
-    kept.into_values().collect()
+    kept.into_values().filter_map(|(_, hit)| hit).collect()
 }
 
 #[cfg(test)]
@@ -345,11 +445,35 @@ mod tests {
 
     #[test]
     fn the_more_specific_rule_wins_an_overlap() {
-        let hits = resolve_overlaps(vec![
-            Hit { rule: 5, start: 0, end: 10 },
-            Hit { rule: 1, start: 2, end: 10 },
-            Hit { rule: 7, start: 20, end: 30 },
-        ]);
-        assert_eq!(hits, vec![Hit { rule: 1, start: 2, end: 10 }, Hit { rule: 7, start: 20, end: 30 }]);
+        let hit = |rule, start, end| Hit { rule, start, end, partner: None };
+        let hits = resolve_overlaps(vec![hit(5, 0, 10), hit(1, 2, 10), hit(7, 20, 30)]);
+        assert_eq!(hits, vec![hit(1, 2, 10), hit(7, 20, 30)]);
+    }
+
+    #[test]
+    fn a_paired_secret_hides_its_partner_from_later_rules() {
+        let pair = Hit { rule: 1, start: 40, end: 80, partner: Some((10, 30)) };
+        let hits = resolve_overlaps(vec![Hit { rule: 2, start: 10, end: 30, partner: None }, pair.clone()]);
+        assert_eq!(hits, vec![pair]);
+    }
+
+    #[test]
+    fn a_partner_must_be_near_its_secret() {
+        let rules = Rules::parse(
+            "[[rule]]\nid = 'x'\ntitle = 'X'\nseverity = 'high'\nkeywords = ['s']\npattern = '''s[0-9]{4}'''\n\
+             partner = { pattern = '''p[0-9]{4}''', within = 10 }\nexamples = []\ncounterexamples = []\n",
+        )
+        .unwrap_or_else(|error| panic!("{error}"));
+        assert_eq!(rules.find("p1234 s5678").len(), 1);
+        assert_eq!(rules.find("s5678 ........ p1234").len(), 0);
+        assert_eq!(rules.find("s5678 alone").len(), 0);
+        let error = Rules::parse(
+            "[[rule]]\nid = 'x'\ntitle = 'X'\nseverity = 'high'\nkeywords = ['s']\npattern = '''s'''\n\
+             partner = { pattern = '''p''', within = 100000 }\nexamples = []\ncounterexamples = []\n",
+        )
+        .err()
+        .map(|error| error.to_string())
+        .unwrap_or_default();
+        assert!(error.contains("partner within"), "{error}");
     }
 }

@@ -17,8 +17,14 @@ pub enum Validator {
     /// A value found only by its name: it must mix letters and digits and must not read as a
     /// code identifier (`__X32_SYSCALL_BIT`, `empty_brace_token`, `my-secret-key-name`).
     Generic,
-    /// A password found by its name: it must not read as a code identifier or a path.
+    /// A password found by its name: it must not read as a code identifier or a path, and it
+    /// must either have the entropy of a random string or mix kinds of characters (`p@ssword`,
+    /// `Tr0ub4dor`): a bare word (`butterfly`, `required`) is UI text or a placeholder.
     Password,
+    /// A value a sentence gives for a credential (`Password is CrazyPassword`, `Key is
+    /// 123myKey456`): it must mix kinds of characters and must not read as a constant or a path.
+    /// Joined capitalised words are allowed, since prose names no type.
+    Prose,
 }
 
 impl Validator {
@@ -28,10 +34,63 @@ impl Validator {
             Validator::Jwt => jwt_is_long_lived(secret),
             Validator::Pem => pem_has_body(secret),
             Validator::Generic => generic_value(secret),
-            // Passwords may be words joined by dashes (`correct-horse-battery-staple`).
-            Validator::Password => !reads_as_code(secret, false),
+            // Passwords may be words joined by dashes (`correct-horse-battery-staple`), not by
+            // underscores or dots, which join identifiers (`some_pass`, `mysql_native_password`).
+            Validator::Password => {
+                !reads_as_code(secret, &['_', '.'])
+                    && !mostly_escapes(secret)
+                    && (entropy(secret) >= PASSWORD_ENTROPY || character_kinds(secret) >= 2)
+            }
+            // Joined capitalised words are allowed in prose, which names no type.
+            Validator::Prose => {
+                let camel = secret.starts_with(|c: char| c.is_ascii_lowercase()) && camel_case_words(secret);
+                character_kinds(secret) >= 2
+                    && !reads_as_constant_or_path(secret)
+                    && !numeric_literal(secret)
+                    && !joined_words(secret, &['_', '-', '.'])
+                    && !camel
+            }
         }
     }
+}
+
+/// `%c3%89t%C3%A9`: percent escapes make up half the value or more (URL test data).
+fn mostly_escapes(value: &str) -> bool {
+    let escapes = value
+        .as_bytes()
+        .windows(3)
+        .filter(|w| w[0] == b'%' && w[1].is_ascii_hexdigit() && w[2].is_ascii_hexdigit())
+        .count();
+    escapes >= 2 && escapes * 3 * 2 >= value.len()
+}
+
+/// Domains reserved for documentation (RFC 2606): a match that names one is an example,
+/// whatever its secret looks like.
+const DOCUMENTATION_HOSTS: &[&str] = &["example.com", "example.net", "example.org"];
+
+/// Whether a rule's whole match names a documentation host (`ftp://user:s3cret@example.com`).
+pub fn names_documentation_host(matched: &str) -> bool {
+    let lower = matched.to_ascii_lowercase();
+    DOCUMENTATION_HOSTS.iter().any(|host| {
+        lower.match_indices(host).any(|(at, _)| {
+            let after = lower.as_bytes().get(at + host.len());
+            !after.is_some_and(|byte| byte.is_ascii_alphanumeric() || *byte == b'-')
+        })
+    })
+}
+
+/// A password of one kind of character needs this entropy (bits per character) to count: random
+/// letters reach it, most words do not.
+const PASSWORD_ENTROPY: f64 = 3.2;
+
+/// How many kinds of character `value` mixes: lower-case letters, upper-case letters after the
+/// first character (a capitalised word is one kind), digits, and anything else.
+fn character_kinds(value: &str) -> usize {
+    let lower = value.bytes().any(|byte| byte.is_ascii_lowercase());
+    let upper = value.bytes().skip(1).any(|byte| byte.is_ascii_uppercase());
+    let digit = value.bytes().any(|byte| byte.is_ascii_digit());
+    let other = value.bytes().any(|byte| !byte.is_ascii_alphanumeric());
+    [lower, upper, digit, other].into_iter().filter(|&kind| kind).count()
 }
 
 /// Words and marks that say "this is not a real value": documentation keys, templates,
@@ -66,6 +125,92 @@ pub fn is_placeholder(secret: &str) -> bool {
         return true;
     }
     bytes.len() > 1 && bytes.windows(2).all(|pair| pair[1] == pair[0].wrapping_add(1))
+}
+
+/// Words that, in the name a value is given under, say the value is text shown to people or
+/// names a thing, not a credential: `title_activity_change_password`, `password_hint`,
+/// `error_invalid_token`, `btnForgotPassword`.
+const NOT_SECRET_NAME_WORDS: &[&str] = &[
+    "title",
+    "hint",
+    "label",
+    "lbl",
+    "prompt",
+    "message",
+    "msg",
+    "error",
+    "button",
+    "btn",
+    "menu",
+    "summary",
+    "toast",
+    "dialog",
+    "desc",
+    "description",
+    "caption",
+    "heading",
+    "tooltip",
+    "placeholder",
+    "activity",
+    "screen",
+    "fragment",
+    "forgot",
+    "reset",
+    "change",
+    "confirm",
+    "enter",
+    "show",
+    "hide",
+    "invalid",
+    "wrong",
+    "incorrect",
+    "required",
+    "missing",
+    "mismatch",
+    "toggle",
+    "visibility",
+    "strength",
+];
+
+/// Whether the name a value is given under says it is no secret: a word of the name marks
+/// UI text or an identifier ([`NOT_SECRET_NAME_WORDS`]), or the value only repeats the name
+/// (`title_activity_change_password = ChangePassword`, `password = "password"`).
+pub fn name_says_not_secret(name: &str, value: &str) -> bool {
+    let words = name_words(name);
+    if words.iter().any(|word| NOT_SECRET_NAME_WORDS.contains(&word.as_str())) {
+        return true;
+    }
+    let letters = |text: &str| -> String {
+        text.chars().filter(char::is_ascii_alphanumeric).map(|c| c.to_ascii_lowercase()).collect()
+    };
+    let value_letters = letters(value);
+    !value_letters.is_empty() && letters(name).contains(&value_letters)
+}
+
+/// The lower-case words of an identifier, split at separators and where case rises
+/// (`btnForgotPassword` is `btn`, `forgot`, `password`).
+fn name_words(name: &str) -> Vec<String> {
+    let mut words = Vec::new();
+    let mut current = String::new();
+    let mut previous_lower = false;
+    for c in name.chars() {
+        if !c.is_ascii_alphabetic() {
+            if !current.is_empty() {
+                words.push(std::mem::take(&mut current));
+            }
+            previous_lower = false;
+            continue;
+        }
+        if c.is_ascii_uppercase() && previous_lower && !current.is_empty() {
+            words.push(std::mem::take(&mut current));
+        }
+        previous_lower = c.is_ascii_lowercase();
+        current.push(c.to_ascii_lowercase());
+    }
+    if !current.is_empty() {
+        words.push(current);
+    }
+    words
 }
 
 /// Shannon entropy of the characters of `text`, in bits per character.
@@ -125,39 +270,55 @@ fn generic_value(value: &str) -> bool {
     let has_letter = value.bytes().any(|byte| byte.is_ascii_alphabetic());
     // A bare 40-hex value is a commit or a SHA-1 digest far more often than a key.
     let sha1 = value.len() == 40 && value.bytes().all(|byte| byte.is_ascii_hexdigit());
-    has_digit && has_letter && !sha1 && !reads_as_code(value, true)
+    has_digit && has_letter && !sha1 && !reads_as_code(value, &['_', '-', '.'])
 }
 
 /// Whether a value reads as code rather than as a secret: a constant (`__X32_SYSCALL_BIT`),
 /// words joined by separators (`empty_brace_token`, `my-secret-key-2024-prod`), a camelCase
 /// identifier (`accessTokenFromOAuth2Response`, `bcryptHashSync`), or a path without capitals
 /// (`certs/prod2/server_rsa`).
-fn reads_as_code(value: &str, joined_words: bool) -> bool {
-    let constant = value.bytes().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_');
-    if constant && value.contains('_') {
-        return true;
-    }
-    let parts: Vec<&str> = value.split(['_', '-', '.']).filter(|part| !part.is_empty()).collect();
-    let wordy = joined_words
-        && parts.len() >= 2
-        && parts.iter().all(|part| {
-            part.bytes().all(|byte| byte.is_ascii_alphabetic()) || part.bytes().all(|byte| byte.is_ascii_digit())
-        });
-    if wordy {
-        return true;
-    }
-    if value.contains('/') && !value.bytes().any(|byte| byte.is_ascii_uppercase()) {
-        return true;
-    }
-    camel_case_words(value)
+fn reads_as_code(value: &str, joiners: &[char]) -> bool {
+    reads_as_constant_or_path(value)
+        || numeric_literal(value)
+        || joined_words(value, joiners)
+        || camel_case_words(value)
 }
 
-/// `accessTokenFromOAuth2Response`: starts lower-case, and every letter run (split where case
-/// rises and after digits) is at least three letters, as words are. Random strings change case
-/// every couple of characters, so some run is shorter.
+/// Words or numbers joined by one of `joiners`: `empty_brace_token`, `my-secret-key-2024-prod`.
+fn joined_words(value: &str, joiners: &[char]) -> bool {
+    let parts: Vec<&str> = value.split(joiners).filter(|part| !part.is_empty()).collect();
+    parts.len() >= 2
+        && parts.iter().all(|part| {
+            part.bytes().all(|byte| byte.is_ascii_alphabetic()) || part.bytes().all(|byte| byte.is_ascii_digit())
+        })
+}
+
+/// Suffixes that make a number a typed literal in Rust, C, Java or Kotlin (`16384u32`, `30L`).
+const NUMBER_SUFFIXES: &[&str] = &[
+    "u8", "u16", "u32", "u64", "u128", "usize", "i8", "i16", "i32", "i64", "i128", "isize", "f32", "f64", "ull", "ul",
+    "ll", "l", "u", "f", "d",
+];
+
+/// A number with a type suffix: `16384u32`, `-2147212282i32`, `1_000_000L`.
+fn numeric_literal(value: &str) -> bool {
+    let unsigned = value.strip_prefix('-').unwrap_or(value);
+    let digits = unsigned.bytes().take_while(|byte| byte.is_ascii_digit() || *byte == b'_').count();
+    let suffix = unsigned.get(digits..).unwrap_or_default().to_ascii_lowercase();
+    digits > 0 && NUMBER_SUFFIXES.contains(&suffix.as_str())
+}
+
+/// `__X32_SYSCALL_BIT`, `certs/prod2/server_rsa`.
+fn reads_as_constant_or_path(value: &str) -> bool {
+    let constant = value.bytes().all(|byte| byte.is_ascii_uppercase() || byte.is_ascii_digit() || byte == b'_');
+    (constant && value.contains('_')) || (value.contains('/') && !value.bytes().any(|byte| byte.is_ascii_uppercase()))
+}
+
+/// `accessTokenFromOAuth2Response`, `PasswordEncoder`: starts with a letter, and every letter
+/// run (split where case rises and after digits) is at least three letters, as words are.
+/// Random strings change case every couple of characters, so some run is shorter.
 fn camel_case_words(value: &str) -> bool {
     let bytes = value.as_bytes();
-    if !bytes.first().is_some_and(u8::is_ascii_lowercase) || !bytes.iter().all(u8::is_ascii_alphanumeric) {
+    if !bytes.first().is_some_and(u8::is_ascii_alphabetic) || !bytes.iter().all(u8::is_ascii_alphanumeric) {
         return false;
     }
     let mut runs = 0usize;
@@ -287,6 +448,47 @@ mod tests {
         ] {
             assert!(Validator::Password.check(value), "{value}");
         }
+    }
+
+    #[test]
+    fn passwords_that_are_bare_words_or_type_names_are_not_taken() {
+        for value in ["p@ssword", "p@ssword2", "hunter2!xy", "qwrtzpsdfghk"] {
+            assert!(Validator::Password.check(value), "{value}");
+        }
+        for value in ["butterfly", "required", "Required", "PasswordEncoder", "ChangePassword", "some_pass", "16384u32"]
+        {
+            assert!(!Validator::Password.check(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn prose_values_must_mix_kinds_of_characters() {
+        for value in ["CrazyPassword", "123myKey456", "p@ssword"] {
+            assert!(Validator::Prose.check(value), "{value}");
+        }
+        for value in ["required", "Incorrect", "SECRET_KEY_NAME", "keys/prod/app", "keyPairGenerator", "NUL-terminated"]
+        {
+            assert!(!Validator::Prose.check(value), "{value}");
+        }
+    }
+
+    #[test]
+    fn ui_text_names_and_values_repeating_their_name_are_not_secrets() {
+        assert!(name_says_not_secret("title_activity_change_password", "ChangePassword"));
+        assert!(name_says_not_secret("password_hint", "Xq7Lm2Pz9Rt4"));
+        assert!(name_says_not_secret("btnForgotPassword", "Xq7Lm2Pz9Rt4"));
+        assert!(name_says_not_secret("db_password", "password"));
+        assert!(!name_says_not_secret("db_password", "Xq7Lm2Pz9Rt4"));
+        assert!(!name_says_not_secret("API Password", "p@ssword"));
+        assert!(!name_says_not_secret("BuildConfig.API_SECRET", "Xq7Lm2Pz9Rt4"));
+    }
+
+    #[test]
+    fn documentation_hosts_mark_examples() {
+        assert!(names_documentation_host("ftp://user1:s3cret1x@example.com"));
+        assert!(names_documentation_host("https://u:p@API.EXAMPLE.ORG/"));
+        assert!(!names_documentation_host("https://u:p@example.community.io/"));
+        assert!(!names_documentation_host("https://u:p@db.acme.io/"));
     }
 
     #[test]

@@ -1,11 +1,14 @@
-//! DEX string pool reader: every string a `classes*.dex` file holds (Java and Kotlin string
-//! literals among them), taken from the `string_ids` table and decoded from MUTF-8.
+//! DEX reader: every string a `classes*.dex` file holds (Java and Kotlin string literals among
+//! them), taken from the `string_ids` table and decoded from MUTF-8, and before them the string
+//! constants of static fields, named by their field ([`field`]).
 //!
 //! The format is specified at <https://source.android.com/docs/core/runtime/dex-format>: the
 //! header ("header_item"), `string_id_item` (a `u32` offset per string) and `string_data_item`
-//! (a ULEB128 length in UTF-16 units, then MUTF-8 bytes up to a NUL). Only the string pool is
-//! read; classes, methods and code are not, since every literal the code uses is in the pool.
-//! Strings shorter than eight characters are skipped: no key is that short.
+//! (a ULEB128 length in UTF-16 units, then MUTF-8 bytes up to a NUL). Methods and code are not
+//! read, since every literal the code uses is in the pool; a literal the code stores in a field
+//! keeps no name. Strings shorter than eight characters are skipped: no key is that short.
+
+mod field;
 
 use super::{DecodeError, Emitter, Sink, output_budget};
 
@@ -20,16 +23,24 @@ const MIN_CHARS: usize = 8;
 /// Longer strings are cut off at this many bytes.
 const MAX_STRING_BYTES: usize = 1 << 20;
 
-/// Emits each string of the pool as `string_ids[{i}]`.
+/// Emits each static `String` field's value as `Lcom/example/BuildConfig;->API_SECRET` named
+/// `BuildConfig.API_SECRET`, then each string of the pool as `string_ids[{i}]`. An error in the
+/// classes is returned after the pool has been read.
 pub fn decode(bytes: &[u8], sink: &mut dyn Sink) -> Result<(), DecodeError> {
     decode_within(bytes, sink, output_budget(bytes.len()))
 }
 
 fn decode_within(bytes: &[u8], sink: &mut dyn Sink, budget: usize) -> Result<(), DecodeError> {
     check_header(bytes)?;
+    let mut out = Emitter::new(sink, FORMAT, budget);
+    let fields = field::static_values(bytes, &mut out);
+    pool(bytes, &mut out)?;
+    fields
+}
+
+fn pool(bytes: &[u8], out: &mut Emitter<'_>) -> Result<(), DecodeError> {
     let count = u32_at(bytes, STRING_IDS_SIZE_OFFSET).unwrap_or(0);
     let ids_off = u32_at(bytes, STRING_IDS_OFF_OFFSET).unwrap_or(0) as usize;
-    let mut out = Emitter::new(sink, FORMAT, budget);
     // The loop is bounded by the count, but each step reads its id from the buffer first, so a
     // declared count larger than the file ends at the first id past the end.
     for index in 0..count as usize {

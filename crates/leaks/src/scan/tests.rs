@@ -154,3 +154,85 @@ fn a_pem_private_key_in_a_native_library_is_found_whole() {
     assert_eq!(outcome.findings[0].rule, "private-key-pem");
     assert_eq!(outcome.findings[0].secret.expose(), pem.trim_end());
 }
+
+/// The secrets `rule` found in `outcome`, in order.
+fn found_by<'o>(outcome: &'o Outcome, rule: &str) -> Vec<&'o str> {
+    outcome.findings.iter().filter(|finding| finding.rule == rule).map(|finding| finding.secret.expose()).collect()
+}
+
+#[test]
+fn credentials_written_as_labels_and_sentences_in_dex_strings_are_found() {
+    let dex = crate::corpus::dex::build(&[
+        "Username is admin, Password is Kq7Crazy9Pass and Key is 42abKey17",
+        "API Key: 7d1secretvalue42x\nAPI User name: svc\nAPI Password: p@ssw0rd",
+        "Lcom/example/Main;",
+    ]);
+    let outcome = scan_one("classes.dex", &dex);
+    let secrets: Vec<&str> = outcome.findings.iter().map(|finding| finding.secret.expose()).collect();
+    for expected in ["Kq7Crazy9Pass", "42abKey17", "7d1secretvalue42x", "p@ssw0rd"] {
+        assert!(secrets.contains(&expected), "{expected} not in {secrets:?}");
+    }
+    assert_eq!(secrets.len(), 4, "{:?}", outcome.findings);
+}
+
+#[test]
+fn ui_text_resources_named_like_passwords_are_not_secrets() {
+    // A clean app failed on `title_activity_change_password = ChangePassword`: resource names
+    // that mark UI text, and values that repeat their name, are not credentials.
+    let arsc = crate::corpus::arsc::build(
+        "com.example",
+        &[
+            ("string", "title_activity_change_password", "ChangePassword"),
+            ("string", "hint_password", "Min8chars!"),
+            ("string", "error_invalid_token", "Token7expired9or4revoked"),
+            ("string", "db_password", "Tr0ub4dor#3x"),
+        ],
+        true,
+    );
+    let outcome = scan_one("resources.arsc", &arsc);
+    assert_eq!(found_by(&outcome, "generic-password"), ["Tr0ub4dor#3x"], "{:?}", outcome.findings);
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+}
+
+#[test]
+fn passwords_in_urls_of_any_scheme_are_found() {
+    let text = "remote = \"ftp://backup:s3cur3Pass!@ftp.acme.io/nightly\"\n\
+                weather = \"https://api.acme.io/v2?q=x&appid=3f9a1c7e5b2d4f6a8c0e1b3d5f7a9c2e\"\n\
+                auth = \"Authorization: Bearer 7f3kQ9zLm2Xv8RtY4pWs6NbD\"\n\
+                docs = \"https://user:password@example.com/\"\n";
+    let outcome = scan_one("config.toml", text.as_bytes());
+    assert_eq!(found_by(&outcome, "url-credentials"), ["s3cur3Pass!"]);
+    assert_eq!(found_by(&outcome, "url-query-key"), ["3f9a1c7e5b2d4f6a8c0e1b3d5f7a9c2e"]);
+    assert_eq!(found_by(&outcome, "authorization-header"), ["7f3kQ9zLm2Xv8RtY4pWs6NbD"]);
+    assert_eq!(outcome.findings.len(), 3, "{:?}", outcome.findings);
+}
+
+#[test]
+fn a_dex_constant_is_matched_by_its_field_name_once() {
+    let value = "q8Zt1Lmw9Pxv0RsT7uYb2Nc4Kd6Hf3Jg";
+    let other = "Zr4kPq9Lm2Xw7Tn5Bv8Cy3Hd6Jf1Gs0A";
+    let dex = crate::corpus::dex::build_with_fields(
+        &["Lcom/example/Main;"],
+        &[("Lcom/example/BuildConfig;", "API_SECRET", value), ("Lcom/example/BuildConfig;", "BUILD_ID", other)],
+    );
+    let outcome = scan_one("classes.dex", &dex);
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    let finding = &outcome.findings[0];
+    assert_eq!(finding.rule, "generic-api-key");
+    assert_eq!(finding.secret.expose(), value);
+    assert_eq!(finding.location(), "classes.dex#Lcom/example/BuildConfig;->API_SECRET");
+    assert_eq!(finding.context, "BuildConfig.API_SECRET");
+}
+
+#[test]
+fn an_aws_key_pair_is_one_finding_not_a_key_id_and_a_generic_key() {
+    let text =
+        "val creds = BasicAWSCredentials(\"AKIAU25JHNPETRANT5PY\", \"5UjoZSo0gbKocfnsUjsIVHpXiOFVKe28B9MEOh1u\")\n";
+    let outcome = scan_one("Upload.kt", text.as_bytes());
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    assert_eq!(outcome.findings[0].rule, "aws-access-key-pair");
+    assert_eq!(outcome.findings[0].secret.expose(), "5UjoZSo0gbKocfnsUjsIVHpXiOFVKe28B9MEOh1u");
+    // The key ID alone is still reported, by its own rule.
+    let alone = scan_one("ids.txt", b"AKIAU25JHNPETRANT5PY\n");
+    assert_eq!(found_by(&alone, "aws-access-key-id"), ["AKIAU25JHNPETRANT5PY"]);
+}

@@ -321,3 +321,58 @@ fn bad_arguments_exit_2_with_a_clear_message() {
     let output = run(&["leaks", "scan", dir.path().join("empty").to_str().unwrap()]);
     assert_eq!(output.status.code(), Some(0));
 }
+
+/// The real apps others collected (`../shared/eval/apps` from the project root), with their
+/// `truth.json`; `None` when they are not on this machine.
+fn shared_real_apps() -> Option<(std::path::PathBuf, serde_json::Value)> {
+    let apps = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/eval/apps");
+    let truth = std::fs::read(apps.join("truth.json")).ok()?;
+    Some((apps, serde_json::from_slice(&truth).unwrap()))
+}
+
+/// Whether a reported secret stands for a truth value (as bench/leaks_real.py scores it).
+fn stands_for(found: &str, value: &str) -> bool {
+    let (shorter, longer) = if found.len() <= value.len() { (found, value) } else { (value, found) };
+    found == value || (shorter.len() >= 8 && 2 * shorter.len() >= longer.len() && longer.contains(shorter))
+}
+
+#[test]
+fn known_secrets_of_the_shared_real_apps_are_found_and_negative_controls_stay_clean() {
+    let Some((apps, truth)) = shared_real_apps() else {
+        eprintln!("skipped: ../shared/eval/apps/truth.json is not here (the shared real-app set)");
+        return;
+    };
+    let (mut named, mut named_found) = (0usize, 0usize);
+    let mut missed = Vec::new();
+    let mut false_positives = Vec::new();
+    for (app, entry) in truth["apps"].as_object().unwrap() {
+        let file = apps.join(entry["file"].as_str().unwrap());
+        let (code, report, stderr) = scan_json(&[file.to_str().unwrap(), "--show-secrets"]);
+        assert!(matches!(code, Some(0 | 1)), "{app}: {stderr}");
+        let values: Vec<&str> = findings(&report).iter().map(|finding| finding["secret"].as_str().unwrap()).collect();
+        let secrets = entry["secrets"].as_array().unwrap();
+        let ambiguous: Vec<&str> =
+            entry["ambiguous"].as_array().unwrap().iter().map(|item| item["value"].as_str().unwrap()).collect();
+        for secret in secrets {
+            if secret["named_in_binary"].as_bool() != Some(true) {
+                continue;
+            }
+            named += 1;
+            if values.iter().any(|found| stands_for(found, secret["value"].as_str().unwrap())) {
+                named_found += 1;
+            } else {
+                missed.push(secret["id"].as_str().unwrap().to_owned());
+            }
+        }
+        for (finding, value) in findings(&report).iter().zip(&values) {
+            let true_secret = secrets.iter().any(|secret| stands_for(value, secret["value"].as_str().unwrap()));
+            if !true_secret && !ambiguous.iter().any(|other| stands_for(value, other)) {
+                // Shown by rule and place only: never the value.
+                false_positives.push(format!("{app}: {} at {}", finding["rule"], finding["within"]));
+            }
+        }
+    }
+    assert!(named > 0, "truth.json names no secret");
+    assert!(named_found * 10 >= named * 8, "named recall {named_found}/{named}; missed {missed:?}");
+    assert!(false_positives.is_empty(), "false positives: {false_positives:?}");
+}
