@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     Kind,
-    column::kind_from_header,
+    column::{kind_in_table, may_hold_person_names},
     detect::{Detector, Finding},
     mask,
     read::{self, Format, Problem, ReadError, Record},
@@ -99,6 +99,9 @@ struct ColumnState {
     non_empty: u64,
     sampled: BTreeMap<Kind, u64>,
     kinds: BTreeMap<Kind, KindState>,
+    /// False for a column whose header names a place or a category: names found in it are not
+    /// people's (`Hamilton` in `city`).
+    person_names: bool,
 }
 
 /// One finding as `--format findings` writes it: where and what, never the value.
@@ -126,6 +129,9 @@ pub struct Scanner<'d, 's> {
     problems: u64,
     problem_examples: Vec<Problem>,
     sink: Option<Sink<'s>>,
+    /// The first record's column names: a header is read among its neighbours (`name` beside
+    /// `population` is a place's name).
+    headers: Vec<String>,
 }
 
 impl std::fmt::Debug for Scanner<'_, '_> {
@@ -144,6 +150,7 @@ impl<'d, 's> Scanner<'d, 's> {
             problems: 0,
             problem_examples: Vec::new(),
             sink: None,
+            headers: Vec::new(),
         }
     }
 
@@ -162,7 +169,9 @@ impl<'d, 's> Scanner<'d, 's> {
             Some(index) => *index,
             None => {
                 self.index.insert(name.to_owned(), self.columns.len());
-                let header_kind = kind_from_header(name);
+                let headers: Vec<&str> = self.headers.iter().map(String::as_str).collect();
+                let header_kind = kind_in_table(name, &headers);
+                let person_names = may_hold_person_names(name, &headers);
                 self.columns.push((
                     name.to_owned(),
                     ColumnState {
@@ -171,6 +180,7 @@ impl<'d, 's> Scanner<'d, 's> {
                         non_empty: 0,
                         sampled: BTreeMap::new(),
                         kinds: BTreeMap::new(),
+                        person_names,
                     },
                 ));
                 self.columns.len() - 1
@@ -189,6 +199,9 @@ impl<'d, 's> Scanner<'d, 's> {
     /// Scans one record.
     pub fn record(&mut self, record: &Record) {
         self.records += 1;
+        if self.headers.is_empty() {
+            self.headers = record.fields.iter().map(|(column, _)| column.clone()).collect();
+        }
         for (position, (column, value)) in record.fields.iter().enumerate() {
             if value.trim().is_empty() {
                 continue;
@@ -197,7 +210,7 @@ impl<'d, 's> Scanner<'d, 's> {
             let state = self.column(position, column);
             state.non_empty += 1;
             // One finding for a classified value (no allocation), else the combined pass.
-            let (single, many);
+            let (single, mut many);
             let findings: &[Finding] = match state.classified.and_then(|kind| detector.value_is(kind, value)) {
                 Some(finding) => {
                     single = [finding];
@@ -205,6 +218,9 @@ impl<'d, 's> Scanner<'d, 's> {
                 }
                 None => {
                     many = detector.find(value, state.header_kind);
+                    if !state.person_names {
+                        many.retain(|finding| finding.kind != Kind::PersonName);
+                    }
                     &many
                 }
             };
@@ -511,6 +527,16 @@ mod tests {
         assert_eq!(report.columns[0].classified, Some(Kind::UkNhs));
         let nhs = report.columns[0].findings.iter().find(|f| f.kind == Kind::UkNhs).unwrap();
         assert!(nhs.values >= 50, "{:?}", report.columns[0].findings);
+    }
+
+    #[test]
+    fn a_city_table_has_no_person_names() {
+        let report = scan(
+            "cities.csv",
+            "id,name,country_code,district,population\n1,Hamilton,NZL,Waikato,117100\n2,San Jose,USA,California,894943\n3,Jackson,USA,Mississippi,184256\n4,Santiago,CHL,Santiago,4703954\n".as_bytes(),
+        );
+        assert!(report.kinds().is_empty(), "{report:?}");
+        assert_eq!(report.columns[1].header_kind, None);
     }
 
     #[test]
