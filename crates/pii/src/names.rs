@@ -9,7 +9,7 @@
 //! tests. Values of a column whose header says it holds names are checked by
 //! [`is_name_value`].
 
-use std::{collections::HashSet, sync::OnceLock};
+use std::{collections::HashSet, hash::BuildHasherDefault, sync::OnceLock};
 
 /// Titles before a name (`Mr. Slepička`, `Dr. Berta Szöllössy`).
 const TITLES: &[&str] = &[
@@ -122,6 +122,26 @@ const CONTEXT: &[&str] = &[
     "is",
     "i'm",
     "me",
+];
+
+/// Context words that are weak evidence: enough to confirm a known name, not to make an
+/// unknown capitalised word one (`is`, `by`).
+const WEAK_CONTEXT: &[&str] = &[
+    "by",
+    "under",
+    "is",
+    "i'm",
+    "me",
+    "user",
+    "cc",
+    "features",
+    "featuring",
+    "starring",
+    "directed",
+    "contact",
+    "attention",
+    "boss",
+    "assistant",
 ];
 
 /// Words just after a run that say it names a person (`…, said Maslin`).
@@ -765,16 +785,38 @@ const COMMON_LIST: &str = include_str!("../data/common.txt");
 const PLACES_LIST: &str = include_str!("../data/places.txt");
 const STREETS_LIST: &str = include_str!("../data/streets.txt");
 
+/// FxHash (rustc's hasher): quick for short keys. The name sets are filled once from the
+/// embedded lists and only looked up afterwards, so hostile input cannot make their keys
+/// collide (the memory of short texts, which input fills, keeps std's keyed hasher).
+#[derive(Default, Clone, Copy)]
+struct FastHasher(u64);
+
+impl std::hash::Hasher for FastHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.0 = (self.0.rotate_left(5) ^ u64::from_le_bytes(word)).wrapping_mul(0x517c_c1b7_2722_0a95);
+        }
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type Set = HashSet<&'static str, BuildHasherDefault<FastHasher>>;
+
 struct Lists {
-    given: HashSet<&'static str>,
-    family: HashSet<&'static str>,
+    given: Set,
+    family: Set,
     /// Common words (generated and hand-written): alone, never a name.
-    common: HashSet<&'static str>,
+    common: Set,
     /// The hand-written words that are not names even where a name list holds them.
-    not_names: HashSet<&'static str>,
-    places: HashSet<&'static str>,
+    not_names: Set,
+    places: Set,
     /// Street words (generated and hand-written).
-    streets: HashSet<&'static str>,
+    streets: Set,
 }
 
 fn lines(list: &'static str) -> impl Iterator<Item = &'static str> {
@@ -837,11 +879,13 @@ enum Shape {
     Other,
 }
 
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 struct Word {
     start: usize,
     end: usize,
     shape: Shape,
+    /// Lower case, without an initial's dot.
+    lowered: String,
     /// Letters and digits only (no dot of an initial).
     numeric: bool,
 }
@@ -905,7 +949,8 @@ fn words(text: &str) -> Vec<Word> {
         } else {
             Shape::Other
         };
-        out.push(Word { start, end, shape, numeric });
+        let lowered = text[start..end].trim_end_matches('.').to_lowercase();
+        out.push(Word { start, end, shape, numeric, lowered });
     }
     out
 }
@@ -915,7 +960,7 @@ fn words(text: &str) -> Vec<Word> {
 fn joined(text: &str, left: &Word, right: &Word) -> bool {
     let mut gap = &text[left.end..right.start];
     if let Some(rest) = gap.strip_prefix('.')
-        && TITLES.contains(&lower(text, left).as_str())
+        && TITLES.contains(&lower(left))
     {
         gap = rest;
     }
@@ -929,8 +974,8 @@ fn same_clause(text: &str, from: usize, to: usize) -> bool {
     !gap.contains(['!', '?', '\n', ';', '(', ')', '"']) && !gap.contains(". ")
 }
 
-fn lower(text: &str, word: &Word) -> String {
-    text[word.start..word.end].trim_end_matches('.').to_lowercase()
+fn lower(word: &Word) -> &str {
+    &word.lowered
 }
 
 /// What the words around a run say.
@@ -939,10 +984,41 @@ struct Evidence {
     title: bool,
     /// A context word within the three words before (in the same clause), or right after.
     context: bool,
+    /// One of them is not a weak one.
+    strong: bool,
 }
 
+/// Texts up to this long have their findings remembered (per thread): a column of categories
+/// (`State-gov`, `Male`) repeats a few values millions of times.
+const CACHED_TEXT: usize = 48;
+/// Remembered texts; the memory is cleared when it holds this many.
+const CACHED_TEXTS: usize = 4096;
+
+type Spans = Vec<(usize, usize, f32)>;
+
 /// Names in free text: byte spans and confidence.
-pub fn find(text: &str) -> Vec<(usize, usize, f32)> {
+pub fn find(text: &str) -> Spans {
+    use std::{cell::RefCell, collections::HashMap};
+    thread_local! {
+        static MEMORY: RefCell<HashMap<String, Spans>> = RefCell::default();
+    }
+    if text.len() > CACHED_TEXT {
+        return find_uncached(text);
+    }
+    if let Some(found) = MEMORY.with_borrow(|memory| memory.get(text).cloned()) {
+        return found;
+    }
+    let found = find_uncached(text);
+    MEMORY.with_borrow_mut(|memory| {
+        if memory.len() >= CACHED_TEXTS {
+            memory.clear();
+        }
+        memory.insert(text.to_owned(), found.clone());
+    });
+    found
+}
+
+fn find_uncached(text: &str) -> Spans {
     let words = words(text);
     let firms = firm_lists(text, &words);
     let mut found = Vec::new();
@@ -958,8 +1034,7 @@ pub fn find(text: &str) -> Vec<(usize, usize, f32)> {
             let word = &words[end];
             // A particle belongs to the name only when a capitalised word follows it (through
             // other particles: `van de Noort`).
-            let is_particle =
-                |word: &Word| word.shape == Shape::Other && PARTICLES.contains(&lower(text, word).as_str());
+            let is_particle = |word: &Word| word.shape == Shape::Other && PARTICLES.contains(&lower(word));
             let mut ahead = end;
             while words.get(ahead).is_some_and(is_particle)
                 && words.get(ahead + 1).is_some_and(|next| joined(text, &words[ahead], next))
@@ -969,7 +1044,7 @@ pub fn find(text: &str) -> Vec<(usize, usize, f32)> {
             let particle = is_particle(word)
                 && ahead > end
                 && words.get(ahead).is_some_and(|next| next.shape == Shape::Capitalised);
-            let suffix = SUFFIXES.contains(&lower(text, word).as_str());
+            let suffix = SUFFIXES.contains(&lower(word));
             if word.shape == Shape::Other && !particle && !suffix {
                 break;
             }
@@ -995,8 +1070,8 @@ fn firm_lists(text: &str, words: &[Word]) -> Vec<(usize, usize)> {
     for index in 0..words.len() {
         // `Thomas and Sons`.
         if capitalised(index)
-            && words.get(index + 1).is_some_and(|word| lower(text, word) == "and")
-            && words.get(index + 2).is_some_and(|word| COMPANY_WORDS.contains(&lower(text, word).as_str()))
+            && words.get(index + 1).is_some_and(|word| lower(word) == "and")
+            && words.get(index + 2).is_some_and(|word| COMPANY_WORDS.contains(&lower(word)))
         {
             firms.push((words[index].start, words[index + 2].end));
         }
@@ -1004,14 +1079,13 @@ fn firm_lists(text: &str, words: &[Word]) -> Vec<(usize, usize)> {
             && capitalised(index + 1)
             && capitalised(index + 3)
             && gap(index) == Some(", ")
-            && words.get(index + 2).is_some_and(|word| lower(text, word) == "and");
+            && words.get(index + 2).is_some_and(|word| lower(word) == "and");
         if !listed {
             continue;
         }
-        let names = [index, index + 1, index + 3].map(|at| lower(text, &words[at]));
+        let names = [index, index + 1, index + 3].map(|at| lower(&words[at]));
         let given_only = names.iter().filter(|name| is_given(name) && !is_family(name)).count();
-        let people = (1..=3)
-            .any(|back| index.checked_sub(back).is_some_and(|at| CONTEXT.contains(&lower(text, &words[at]).as_str())));
+        let people = (1..=3).any(|back| index.checked_sub(back).is_some_and(|at| CONTEXT.contains(&lower(&words[at]))));
         if names.iter().filter(|name| is_family(name)).count() >= 2 && given_only == 0 && !people {
             firms.push((words[index].start, words[index + 3].end));
         }
@@ -1022,24 +1096,24 @@ fn firm_lists(text: &str, words: &[Word]) -> Vec<(usize, usize)> {
 /// Judges the run `words[from..to]`: strips leading and trailing words that are not part of a
 /// name (titles, context words, common words), applies the vetoes and weighs the evidence.
 fn judge_run(text: &str, words: &[Word], from: usize, to: usize) -> Option<(usize, usize, f32)> {
-    let lowered: Vec<String> = words[from..to].iter().map(|word| lower(text, word)).collect();
+    let lowered: Vec<String> = words[from..to].iter().map(|word| word.lowered.clone()).collect();
     let before = |back: usize| -> Option<String> {
-        from.checked_sub(back).and_then(|index| words.get(index)).map(|word| lower(text, word))
+        from.checked_sub(back).and_then(|index| words.get(index)).map(|word| word.lowered.clone())
     };
     let previous = before(1);
     let next = words.get(to).filter(|next| joined(text, &words[to - 1], next));
-    let next_lowered = next.map(|word| lower(text, word));
+    let next_lowered = next.map(|word| word.lowered.clone());
     // Vetoes: an address, a place, an event or a company, wherever the run starts. Beside the
     // run, a word from the generated street list counts only when not in lower case (`points`
     // is a street word somewhere; `Bypass` and `USNS` are).
     let street_or_place = |word: &str| is_street(word) || PLACE_WORDS.contains(&word) || EVENT_WORDS.contains(&word);
     let beside = |word: &Word| {
-        let lowered = lower(text, word);
-        STREET_WORDS.contains(&lowered.as_str())
-            || PLACE_WORDS.contains(&lowered.as_str())
-            || EVENT_WORDS.contains(&lowered.as_str())
-            || COMPANY_WORDS.contains(&lowered.as_str())
-            || text[word.start..word.end] != lowered && is_street(&lowered)
+        let lowered = lower(word);
+        STREET_WORDS.contains(&lowered)
+            || PLACE_WORDS.contains(&lowered)
+            || EVENT_WORDS.contains(&lowered)
+            || COMPANY_WORDS.contains(&lowered)
+            || text[word.start..word.end] != *lowered && is_street(lowered)
     };
     let joined_previous = from > 0 && joined(text, &words[from - 1], &words[from]);
     let previous_numeric = from > 0 && words[from - 1].numeric;
@@ -1061,21 +1135,23 @@ fn judge_run(text: &str, words: &[Word], from: usize, to: usize) -> Option<(usiz
     {
         return None;
     }
-    let mut evidence = Evidence { title: false, context: false };
+    let mut evidence = Evidence { title: false, context: false, strong: false };
     let in_context = |word: &str| CONTEXT.contains(&word);
     if previous.as_deref().is_some_and(|word| TITLES.contains(&word)) {
         evidence.title = true;
     }
     for back in 1..=3 {
-        if before(back).as_deref().is_some_and(in_context)
+        if let Some(word) = before(back).filter(|word| in_context(word))
             && from >= back
             && same_clause(text, words[from - back].end, words[from].start)
         {
             evidence.context = true;
+            evidence.strong |= !WEAK_CONTEXT.contains(&word.as_str());
         }
     }
     if next.is_some() && next_lowered.as_deref().is_some_and(|word| CONTEXT_AFTER.contains(&word)) {
         evidence.context = true;
+        evidence.strong = true;
     }
     // After an article a run names a thing more often than a person (`the Packager`), unless
     // the lists know it (`the Jensen novel`).
@@ -1091,6 +1167,7 @@ fn judge_run(text: &str, words: &[Word], from: usize, to: usize) -> Option<(usiz
             after_article = true;
         } else if in_context(word) {
             evidence.context = true;
+            evidence.strong |= !WEAK_CONTEXT.contains(&word);
         } else if !not_part(word) {
             break;
         }
@@ -1174,7 +1251,7 @@ fn judge_run(text: &str, words: &[Word], from: usize, to: usize) -> Option<(usiz
     if has_surname_ending(word) {
         return span(if told { 0.8 } else { 0.6 });
     }
-    if evidence.context {
+    if evidence.strong {
         return span(0.7);
     }
     None
@@ -1258,6 +1335,7 @@ mod tests {
         for list in [
             TITLES,
             CONTEXT,
+            WEAK_CONTEXT,
             CONTEXT_AFTER,
             PARTICLES,
             SUFFIXES,
@@ -1267,11 +1345,19 @@ mod tests {
             PLACE_WORDS,
             PLACE_PREFIXES,
             COMPANY_WORDS,
+            EVENT_WORDS,
+            PLACE_BEFORE,
+            GOING,
+            WORKING,
+            ARTICLES,
             NOT_NAMES,
         ] {
             for word in list {
                 assert_eq!(*word, word.to_lowercase(), "{word}");
             }
+        }
+        for word in WEAK_CONTEXT {
+            assert!(CONTEXT.contains(word), "{word} is weak context, so it must be context");
         }
         assert!(lists().given.len() > 10_000 && lists().family.len() > 10_000);
     }
