@@ -1331,6 +1331,36 @@ mod tests {
     }
 
     #[test]
+    fn firm_names_made_of_surnames_are_not_people() {
+        check("Anna spent a year at Jones, Mitchell and Williams", &["Anna"]);
+        check("Thomas and Sons is a design agency", &[]);
+        check("I work for Ellis-Ingram", &[]);
+        // The same shape is people when a word before says so.
+        check("our 3 founders: Kónya, Becker and Vasquez", &["Kónya", "Becker", "Vasquez"]);
+    }
+
+    #[test]
+    fn words_in_web_addresses_are_not_names() {
+        check("My website is http://www.ScrapbookInsider.com.pt/", &[]);
+        check("write to Jane.Smith@example.com", &[]);
+        check("She met O'Brien and McDonald", &["O'Brien", "McDonald"]);
+    }
+
+    #[test]
+    fn a_house_number_or_a_ship_makes_an_address() {
+        check("The bus station is on Peter Zuidhove 188", &[]);
+        check("USNS Bergman, FPO AP 93757", &[]);
+        check("Suite 413, Warwick", &[]);
+    }
+
+    #[test]
+    fn things_after_an_article_are_not_people_unless_the_lists_know_them() {
+        check("Marie Langrová, the Packager, said", &["Marie Langrová"]);
+        check("hacked by the Devil", &[]);
+        check("Unlike the Jensen novel, it is long", &["Jensen"]);
+    }
+
+    #[test]
     fn every_hand_written_list_is_lower_case() {
         for list in [
             TITLES,
