@@ -1050,7 +1050,7 @@ fn find_uncached(text: &str) -> Spans {
             }
             end += 1;
         }
-        if !firms.iter().any(|(start, stop)| words[index].start >= *start && words[index].start < *stop)
+        if !firms.iter().any(|(start, stop)| words[index].start < *stop && *start < words[end - 1].end)
             && let Some(span) = judge_run(text, &words, index, end)
         {
             found.push(span);
@@ -1086,7 +1086,8 @@ fn firm_lists(text: &str, words: &[Word]) -> Vec<(usize, usize)> {
         let names = [index, index + 1, index + 3].map(|at| lower(&words[at]));
         let given_only = names.iter().filter(|name| is_given(name) && !is_family(name)).count();
         let people = (1..=3).any(|back| index.checked_sub(back).is_some_and(|at| CONTEXT.contains(&lower(&words[at]))));
-        if names.iter().filter(|name| is_family(name)).count() >= 2 && given_only == 0 && !people {
+        let company_after = words.get(index + 4).is_some_and(|word| COMPANY_WORDS.contains(&lower(word)));
+        if (names.iter().filter(|name| is_family(name)).count() >= 2 && given_only == 0 || company_after) && !people {
             firms.push((words[index].start, words[index + 3].end));
         }
     }
@@ -1159,8 +1160,14 @@ fn judge_run(text: &str, words: &[Word], from: usize, to: usize) -> Option<(usiz
     // Leading and trailing words that are not part of the name.
     let not_part = |word: &str| is_not_name(word) || is_common(word) && !is_given(word);
     let mut start = 0;
+    // A rank or a noun before the name after an article (`the Princess Royal`): a title of its
+    // own, not a person's name.
+    let mut noun_before = false;
     while start < lowered.len() {
         let word = lowered[start].as_str();
+        if after_article && !TITLES.contains(&word) && !in_context(word) && not_part(word) {
+            noun_before = true;
+        }
         if TITLES.contains(&word) {
             evidence.title = true;
         } else if ARTICLES.contains(&word) {
@@ -1227,6 +1234,9 @@ fn judge_run(text: &str, words: &[Word], from: usize, to: usize) -> Option<(usiz
     }
     // One word.
     let word = first;
+    if noun_before {
+        return None;
+    }
     if is_common(word) {
         return None;
     }
@@ -1357,6 +1367,8 @@ mod tests {
     fn things_after_an_article_are_not_people_unless_the_lists_know_them() {
         check("Marie Langrová, the Packager, said", &["Marie Langrová"]);
         check("hacked by the Devil", &[]);
+        check("The Princess Royal arrived", &[]);
+        check("The Jones, Smith and Davis Orchestra was founded", &[]);
         check("Unlike the Jensen novel, it is long", &["Jensen"]);
     }
 
