@@ -166,6 +166,135 @@ const QUALIFIERS: &[&str] = &[
 /// of customers, a city's in a table of cities).
 const AMBIGUOUS: &[&str] = &["name"];
 
+/// Header words that say a column holds something other than people's names: places,
+/// categories, organisations (a city called `Hamilton` is not a person).
+const NOT_PEOPLE: &[&str] = &[
+    "city",
+    "cities",
+    "town",
+    "village",
+    "airport",
+    "station",
+    "port",
+    "country",
+    "countries",
+    "nation",
+    "nationality",
+    "state",
+    "province",
+    "region",
+    "district",
+    "county",
+    "municipality",
+    "borough",
+    "suburb",
+    "neighbourhood",
+    "neighborhood",
+    "continent",
+    "capital",
+    "place",
+    "location",
+    "locality",
+    "area",
+    "zone",
+    "street",
+    "road",
+    "address",
+    "venue",
+    "sex",
+    "gender",
+    "occupation",
+    "job",
+    "profession",
+    "title",
+    "role",
+    "department",
+    "company",
+    "employer",
+    "organisation",
+    "organization",
+    "org",
+    "brand",
+    "product",
+    "team",
+    "category",
+    "class",
+    "type",
+    "status",
+    "race",
+    "ethnicity",
+    "religion",
+    "language",
+    "education",
+    "relationship",
+    "marital",
+    "workclass",
+    "species",
+    "breed",
+    "genre",
+];
+
+/// Headers that, beside a bare `name`, say the table's rows are places or things, not people.
+const THING_TABLE: &[&str] = &[
+    "population",
+    "country_code",
+    "countrycode",
+    "iso",
+    "iso2",
+    "iso3",
+    "area",
+    "elevation",
+    "altitude",
+    "continent",
+    "capital",
+    "district",
+    "province",
+    "region",
+    "latitude",
+    "longitude",
+    "lat",
+    "lon",
+    "lng",
+    "gdp",
+    "iata",
+    "icao",
+    "price",
+    "sku",
+    "quantity",
+    "qty",
+    "category",
+    "brand",
+    "manufacturer",
+];
+
+/// Whether a column may hold people's names: not when its header names a place or a category
+/// (`city`, `country_code`, `occupation`), nor when it is a bare `name` in a table whose other
+/// headers describe places or things (`population`, `district`) and none a person.
+pub fn may_hold_person_names(header: &str, headers: &[&str]) -> bool {
+    let normal = normalise(header);
+    if normal.split('_').any(|word| NOT_PEOPLE.contains(&word)) {
+        return false;
+    }
+    if matches!(normal.as_str(), "name" | "names" | "title") {
+        let others: Vec<String> =
+            headers.iter().map(|other| normalise(other)).filter(|other| *other != normal).collect();
+        let about_people = others.iter().any(|other| {
+            kind_from_header(other).is_some_and(|kind| kind != Kind::Coordinates && kind != Kind::Postcode)
+        });
+        let about_things = others.iter().any(|other| {
+            THING_TABLE.contains(&other.as_str()) || other.split('_').any(|word| NOT_PEOPLE.contains(&word))
+        });
+        return about_people || !about_things;
+    }
+    true
+}
+
+/// The kind a header names among the table's headers: a bare `name` in a table of places
+/// names no kind.
+pub fn kind_in_table(header: &str, headers: &[&str]) -> Option<Kind> {
+    kind_from_header(header).filter(|kind| *kind != Kind::PersonName || may_hold_person_names(header, headers))
+}
+
 /// The kind a header names, if it names one.
 pub fn kind_from_header(header: &str) -> Option<Kind> {
     let normal = normalise(header);
@@ -243,5 +372,22 @@ mod tests {
         assert_eq!(kind_from_header("patient.surname"), Some(Kind::PersonName));
         assert_eq!(kind_from_header("billing.postal_code"), Some(Kind::Postcode));
         assert_eq!(kind_from_header("product.name"), None);
+    }
+
+    #[test]
+    fn a_city_column_is_not_a_person_name_column() {
+        let cities = ["id", "name", "country_code", "district", "population"];
+        for header in ["name", "district", "country_code"] {
+            assert!(!may_hold_person_names(header, &cities), "{header}");
+        }
+        assert_eq!(kind_in_table("name", &cities), None);
+        for header in ["city", "Airport", "home_country", "sex", "occupation", "native-country"] {
+            assert!(!may_hold_person_names(header, &[header]), "{header}");
+        }
+        let people = ["id", "name", "email", "city"];
+        assert!(may_hold_person_names("name", &people));
+        assert_eq!(kind_in_table("name", &people), Some(Kind::PersonName));
+        assert!(may_hold_person_names("name", &["name"]));
+        assert!(may_hold_person_names("notes", &cities));
     }
 }

@@ -61,28 +61,26 @@ impl Detector {
                     continue;
                 }
             }
+            if let Some(find) = rule.find {
+                let bonus = if column == Some(rule.kind) { CONTEXT_BONUS } else { 0.0 };
+                findings.extend(find(text).into_iter().map(|(start, end, confidence)| Finding {
+                    kind: rule.kind,
+                    rule: rule.id,
+                    start,
+                    end,
+                    confidence: (confidence + bonus).min(1.0),
+                }));
+                continue;
+            }
             for candidate in regex.find_iter(text) {
-                // A run of capitalised words may start with one that is not part of the name
-                // ("Dear Jane Smith"): try it from each word on.
-                let starts: Vec<usize> = if rule.kind == Kind::PersonName {
-                    std::iter::once(0)
-                        .chain(candidate.as_str().match_indices([' ', '-']).map(|(index, _)| index + 1))
-                        .collect()
-                } else {
-                    vec![0]
-                };
-                for offset in starts {
-                    let start = candidate.start() + offset;
-                    if let Some(confidence) = judge(rule, text, start, &text[start..candidate.end()], column) {
-                        findings.push(Finding {
-                            kind: rule.kind,
-                            rule: rule.id,
-                            start,
-                            end: candidate.end(),
-                            confidence,
-                        });
-                        break;
-                    }
+                if let Some(confidence) = judge(rule, text, candidate.start(), candidate.as_str(), column) {
+                    findings.push(Finding {
+                        kind: rule.kind,
+                        rule: rule.id,
+                        start: candidate.start(),
+                        end: candidate.end(),
+                        confidence,
+                    });
                 }
             }
         }

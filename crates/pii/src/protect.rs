@@ -533,13 +533,18 @@ impl Protector<'_> {
 
     /// Replaces every finding in `value`, by `forced` or by its kind's action.
     fn spans(&mut self, column: &str, value: &str, record: &Record, forced: Option<&Action>) -> String {
-        let header = kind_from_header(column);
+        let headers: Vec<&str> = record.fields.iter().map(|(name, _)| name.as_str()).collect();
+        let header = crate::column::kind_in_table(column, &headers);
         let mut findings = match header.and_then(|kind| self.detector.value_is(kind, value)) {
             Some(finding) => vec![finding],
             None => self.detector.find(value, header),
         };
         if let Some(vetoed) = self.vetoed.get(column) {
             findings.retain(|finding| !vetoed.contains(&finding.kind));
+        }
+        // Names in a column of places or categories are not people's (as `data scan` reads it).
+        if !crate::column::may_hold_person_names(column, &headers) {
+            findings.retain(|finding| finding.kind != Kind::PersonName);
         }
         if findings.is_empty() {
             return value.to_owned();

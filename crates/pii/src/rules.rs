@@ -5,6 +5,9 @@
 
 use crate::{Kind, validate};
 
+/// Finds a rule's candidates in a text: byte spans (start, end) and confidences.
+pub type Finder = fn(&str) -> Vec<(usize, usize, f32)>;
+
 #[derive(Debug)]
 pub struct Rule {
     pub id: &'static str,
@@ -12,6 +15,10 @@ pub struct Rule {
     /// Candidates in free text (the `regex` crate's syntax; no backtracking, linear time).
     pub pattern: &'static str,
     pub validate: fn(&str) -> bool,
+    /// For a rule whose candidates need more than a pattern (names: runs of words weighed
+    /// together with their neighbours), finds them in a text: byte spans and confidences. The
+    /// pattern then only tells whether to call it.
+    pub find: Option<Finder>,
     /// Confidence of a validated candidate without context.
     pub base: f32,
     /// Reported only with a context word before it, or in a column whose header names the kind.
@@ -81,6 +88,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Email,
         pattern: r"(?i)\b[a-z0-9][a-z0-9._%+'-]{0,63}@(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}\b",
         validate: email,
+        find: None,
         base: 0.9,
         needs_context: false,
         whole_value: true,
@@ -94,6 +102,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Phone,
         pattern: r"\+[1-9][0-9]{0,2}(?:[ .-]?\(?[0-9]{1,4}\)?){2,5}[0-9](?:\s?(?:x|ext\.?)\s?[0-9]{1,6}\b)?",
         validate: phone,
+        find: None,
         base: 0.85,
         needs_context: false,
         whole_value: true,
@@ -116,6 +125,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Phone,
         pattern: r"(?:\(0?[0-9]{2,4}\) ?[0-9]{2,6}|\b0?[0-9]{2,5})(?:[ .-][0-9]{2,6}){1,4}(?:\s?(?:x|ext\.?)\s?[0-9]{1,6})?\b",
         validate: phone,
+        find: None,
         base: 0.6,
         needs_context: false,
         whole_value: true,
@@ -152,6 +162,7 @@ pub static RULES: &[Rule] = &[
         // regions whose plans are not embedded, and numbers no plan knows, are still phones.
         pattern: r"[+(]?[0-9][0-9 ().-]{5,22}[0-9](?:\s?(?:x|ext\.?)\s?[0-9]{1,6}\b)?",
         validate: phone_shaped,
+        find: None,
         base: 0.5,
         needs_context: true,
         whole_value: true,
@@ -178,6 +189,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::PaymentCard,
         pattern: r"\b[0-9]{4}[ -]?[0-9]{4,6}[ -]?[0-9]{4,5}(?:[ -]?[0-9]{1,4})?\b",
         validate: validate::payment_card,
+        find: None,
         base: 0.9,
         needs_context: false,
         whole_value: true,
@@ -201,6 +213,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Iban,
         pattern: r"(?i)\b[A-Z]{2}[0-9]{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?\b",
         validate: validate::iban,
+        find: None,
         base: 0.95,
         needs_context: false,
         whole_value: true,
@@ -218,6 +231,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::IpAddress,
         pattern: r"\b[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\b",
         validate: validate::ipv4,
+        find: None,
         base: 0.75,
         needs_context: false,
         whole_value: true,
@@ -231,6 +245,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::IpAddress,
         pattern: r"(?i)\b(?:[0-9a-f]{1,4}:){7}[0-9a-f]{1,4}\b|(?i)\b(?:[0-9a-f]{1,4}:){1,6}(?::[0-9a-f]{1,4}){1,6}\b",
         validate: validate::ipv6,
+        find: None,
         base: 0.75,
         needs_context: false,
         whole_value: true,
@@ -248,6 +263,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::MacAddress,
         pattern: r"(?i)\b[0-9a-f]{2}(?:([:-])[0-9a-f]{2}){5}\b",
         validate: validate::mac,
+        find: None,
         base: 0.8,
         needs_context: false,
         whole_value: false,
@@ -261,6 +277,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::UsSsn,
         pattern: r"\b[0-9]{3}[- .][0-9]{2}[- .][0-9]{4}\b",
         validate: validate::us_ssn,
+        find: None,
         base: 0.65,
         needs_context: false,
         whole_value: true,
@@ -274,6 +291,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::UkNhs,
         pattern: r"\b[0-9]{3}[ -]?[0-9]{3}[ -]?[0-9]{4}\b",
         validate: validate::uk_nhs,
+        find: None,
         base: 0.5,
         needs_context: true,
         whole_value: true,
@@ -287,6 +305,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::UkNino,
         pattern: r"(?i)\b[A-Z]{2} ?[0-9]{2} ?[0-9]{2} ?[0-9]{2} ?[A-D]\b",
         validate: validate::uk_nino,
+        find: None,
         base: 0.85,
         needs_context: false,
         whole_value: true,
@@ -300,6 +319,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::DateOfBirth,
         pattern: r"\b(?:[0-9]{4}[-/.][0-9]{1,2}[-/.][0-9]{1,2}|[0-9]{1,2}[-/.][0-9]{1,2}[-/.][0-9]{4})\b",
         validate: validate::plausible_birth_date,
+        find: None,
         base: 0.7,
         needs_context: true,
         whole_value: true,
@@ -313,6 +333,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Postcode,
         pattern: r"\b[0-9]{5}(?:-[0-9]{4})?\b",
         validate: always,
+        find: None,
         base: 0.6,
         needs_context: true,
         whole_value: false,
@@ -326,6 +347,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Postcode,
         pattern: r"\b(?:[A-Z]{1,2}[0-9][A-Z0-9]? ?[0-9][A-Z]{2})\b",
         validate: uk_postcode,
+        find: None,
         base: 0.6,
         needs_context: true,
         whole_value: false,
@@ -339,6 +361,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::CryptoWallet,
         pattern: r"\b(?:bc1[ac-hj-np-z02-9]{11,71}|[13][a-km-zA-HJ-NP-Z1-9]{25,34})\b",
         validate: validate::crypto_wallet,
+        find: None,
         base: 0.9,
         needs_context: false,
         whole_value: true,
@@ -352,6 +375,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Coordinates,
         pattern: r"-?[0-9]{1,2}\.[0-9]{4,}\s*,\s*-?[0-9]{1,3}\.[0-9]{4,}",
         validate: validate::coordinates,
+        find: None,
         base: 0.7,
         needs_context: false,
         whole_value: false,
@@ -365,6 +389,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Imei,
         pattern: r"\b[0-9]{2}[ -]?[0-9]{6}[ -]?[0-9]{6}[ -]?[0-9]\b",
         validate: validate::imei,
+        find: None,
         base: 0.6,
         needs_context: true,
         whole_value: true,
@@ -378,6 +403,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Passport,
         pattern: r"\b[A-Z]{0,2}[0-9]{7,9}\b",
         validate: always,
+        find: None,
         base: 0.6,
         needs_context: true,
         whole_value: false,
@@ -391,6 +417,7 @@ pub static RULES: &[Rule] = &[
         kind: Kind::Credential,
         pattern: r"\bptcl_(?:sk|ak|tk|pk)_[0-9A-Za-z]{46}\b|\bAKIA[0-9A-Z]{16}\b|\bgh[pousr]_[A-Za-z0-9]{36,255}\b|\bsk_live_[0-9A-Za-z]{24,99}\b|\bxox[baprs]-[0-9A-Za-z-]{10,72}\b|\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{16,}",
         validate: credential,
+        find: None,
         base: 0.95,
         needs_context: false,
         whole_value: false,
@@ -406,15 +433,34 @@ pub static RULES: &[Rule] = &[
     Rule {
         id: "person_name",
         kind: Kind::PersonName,
-        pattern: r"\b\p{Lu}\p{Ll}+(?:[ -]\p{Lu}\p{Ll}+){1,3}\b",
+        pattern: r"\p{Lu}\p{Ll}",
         validate: crate::names::is_name,
+        find: Some(crate::names::find),
         base: 0.7,
         needs_context: false,
         whole_value: false,
         context: &["name", "mr", "mrs", "ms", "dr", "dear", "customer", "patient", "signed", "contact"],
         veto: &[],
-        examples: &["Dear Jane Smith, thank you", "spoke to Maria Garcia today", "Priya Patel"],
-        counterexamples: &["New York City", "Monday Morning Meeting", "Jane"],
+        examples: &[
+            "Dear Jane Smith, thank you",
+            "spoke to Maria Garcia today",
+            "Priya Patel",
+            "Szabina J Gelencsér",
+            "Mr. Slepička flew home",
+            "change it to Faina D. Yefremova",
+            "Kevin had given Alma his address",
+        ],
+        counterexamples: &[
+            "New York City",
+            "Monday Morning Meeting",
+            "1200 Santa Monica Boulevard",
+            "12 John Street",
+            "Cook County",
+            "Avenue Victor Hugo",
+            "lives on Kimberly Way",
+            "Rapid Cycle Solutions",
+            "The quick brown fox",
+        ],
     },
 ];
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::{
     Kind,
-    column::kind_from_header,
+    column::{kind_in_table, may_hold_person_names},
     date::{Tally, Verdict},
     detect::{Detector, Finding},
     mask,
@@ -136,6 +136,9 @@ struct ColumnState {
     agreeing: u64,
     kinds: BTreeMap<Kind, KindState>,
     dates: Tally,
+    /// False for a column whose header names a place or a category: names found in it are not
+    /// people's (`Hamilton` in `city`).
+    person_names: bool,
 }
 
 /// Share of sampled values that must hold an ambiguous header's kind (`name`) for the column
@@ -174,6 +177,9 @@ pub struct Scanner<'d, 's> {
     problems: u64,
     problem_examples: Vec<Problem>,
     sink: Option<Sink<'s>>,
+    /// The first record's column names: a header is read among its neighbours (`name` beside
+    /// `population` is a place's name).
+    headers: Vec<String>,
 }
 
 impl std::fmt::Debug for Scanner<'_, '_> {
@@ -192,6 +198,7 @@ impl<'d, 's> Scanner<'d, 's> {
             problems: 0,
             problem_examples: Vec::new(),
             sink: None,
+            headers: Vec::new(),
         }
     }
 
@@ -210,7 +217,9 @@ impl<'d, 's> Scanner<'d, 's> {
             Some(index) => *index,
             None => {
                 self.index.insert(name.to_owned(), self.columns.len());
-                let header_kind = kind_from_header(name);
+                let headers: Vec<&str> = self.headers.iter().map(String::as_str).collect();
+                let header_kind = kind_in_table(name, &headers);
+                let person_names = may_hold_person_names(name, &headers);
                 // An ambiguous header (`name`) waits for its values' agreement.
                 let sure = header_kind.filter(|_| !crate::column::header_is_ambiguous(name));
                 self.columns.push((
@@ -226,6 +235,7 @@ impl<'d, 's> Scanner<'d, 's> {
                         agreeing: 0,
                         kinds: BTreeMap::new(),
                         dates: Tally::default(),
+                        person_names,
                     },
                 ));
                 self.columns.len() - 1
@@ -244,6 +254,9 @@ impl<'d, 's> Scanner<'d, 's> {
     /// Scans one record.
     pub fn record(&mut self, record: &Record) {
         self.records += 1;
+        if self.headers.is_empty() {
+            self.headers = record.fields.iter().map(|(column, _)| column.clone()).collect();
+        }
         for (position, (column, value)) in record.fields.iter().enumerate() {
             if value.trim().is_empty() {
                 continue;
@@ -256,7 +269,7 @@ impl<'d, 's> Scanner<'d, 's> {
             }
             state.dates.add(value);
             // One finding for a classified value (no allocation), else the combined pass.
-            let (single, many);
+            let (single, mut many);
             let findings: &[Finding] = match state.classified.and_then(|kind| detector.value_is(kind, value)) {
                 Some(finding) => {
                     single = [finding];
@@ -264,6 +277,9 @@ impl<'d, 's> Scanner<'d, 's> {
                 }
                 None => {
                     many = detector.find(value, state.header_kind);
+                    if !state.person_names {
+                        many.retain(|finding| finding.kind != Kind::PersonName);
+                    }
                     &many
                 }
             };
@@ -720,6 +736,11 @@ bob,Wasco1982
         );
         let name = column(&report, "Name");
         assert_eq!(name.classified, None, "{name:?}");
+        assert!(name.findings.is_empty(), "{name:?}");
+        // Without other headers to tell, the values decide: too few of them are names.
+        let alone = scan("names.csv", b"Name\nKabul\nQandahar\nHerat\nAmsterdam\nRotterdam\n");
+        let name = column(&alone, "Name");
+        assert_eq!(name.classified, None, "{name:?}");
         assert!(name.reason.as_deref().unwrap_or("").contains("only"), "{name:?}");
         let people = scan("people.csv", b"id,name\n1,John Smith\n2,Mary Jones\n3,Peter Brown\n");
         assert_eq!(column(&people, "name").classified, Some(Kind::PersonName));
@@ -806,6 +827,16 @@ bob,Wasco1982
         assert_eq!(order("seen"), Some(Verdict::Unambiguous));
         assert_eq!(order("id"), None);
         assert!(crate::report::human(std::slice::from_ref(&report)).contains("visit: dates ambiguous"));
+    }
+
+    #[test]
+    fn a_city_table_has_no_person_names() {
+        let report = scan(
+            "cities.csv",
+            "id,name,country_code,district,population\n1,Hamilton,NZL,Waikato,117100\n2,San Jose,USA,California,894943\n3,Jackson,USA,Mississippi,184256\n4,Santiago,CHL,Santiago,4703954\n".as_bytes(),
+        );
+        assert!(report.kinds().is_empty(), "{report:?}");
+        assert_eq!(report.columns[1].header_kind, None);
     }
 
     #[test]
