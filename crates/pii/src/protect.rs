@@ -283,42 +283,6 @@ impl Policy {
     }
 }
 
-/// One pass over `input` that tallies, per column, what its dates say about their order of
-/// day and month: decided from all its values before any of them is rewritten.
-fn date_orders(input: &Path) -> Result<BTreeMap<String, Tally>, ProtectError> {
-    let mut tallies: BTreeMap<String, Tally> = BTreeMap::new();
-    let mut each = |record: &Record| {
-        for (column, value) in &record.fields {
-            // Cheap refusals first: a date starts with a digit or a letter and is short.
-            let first = value.trim_start().bytes().next();
-            if value.len() > 40 || !first.is_some_and(|b| b.is_ascii_alphanumeric()) {
-                continue;
-            }
-            match tallies.get_mut(column) {
-                Some(tally) => tally.add(value),
-                None => {
-                    let mut tally = Tally::default();
-                    tally.add(value);
-                    tallies.insert(column.clone(), tally);
-                }
-            }
-        }
-    };
-    if crate::parquet::is_parquet(input) {
-        crate::parquet::records(input, each, |_| {})?;
-        return Ok(tallies);
-    }
-    let mut reader = read::open(input)?;
-    match read::detect_format(input, &mut reader)? {
-        Format::Csv { delimiter } => {
-            read::csv_records(reader, delimiter, &mut each, |_| {})?;
-        }
-        Format::JsonLines => read::jsonl_records(reader, &mut each, |_| {})?,
-        Format::Parquet => {}
-    }
-    Ok(tallies)
-}
-
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
@@ -801,7 +765,12 @@ fn protect_plain(detector: &Detector, policy: &Policy, input: &Path, output: &Pa
         .filter(|(_, kind)| *policy.for_kind(**kind) == Action::Drop)
         .map(|(column, _)| column.clone())
         .collect();
-    let dates = if policy.reads_dates() { date_orders(input)? } else { BTreeMap::new() };
+    // The day/month order of each date column, from the scan's evidence (no extra read).
+    let dates: BTreeMap<String, Tally> = if policy.reads_dates() {
+        report.columns.iter().map(|column| (column.column.clone(), column.date_tally)).collect()
+    } else {
+        BTreeMap::new()
+    };
     let date_order: BTreeMap<String, Verdict> = dates
         .iter()
         .filter(|(column, _)| policy.reads_dates_of(column))

@@ -73,6 +73,9 @@ pub struct ColumnReport {
     /// For a column of dates: what its values say about their order of day and month.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub date_order: Option<Verdict>,
+    /// The evidence behind `date_order`, for `protect` (which reads dates in the column's order).
+    #[serde(skip)]
+    pub date_tally: Tally,
 }
 
 /// A kind set aside for a column: found in some values, but not what the column holds.
@@ -406,6 +409,7 @@ impl<'d, 's> Scanner<'d, 's> {
                     findings,
                     vetoed,
                     date_order: state.dates.verdict(),
+                    date_tally: state.dates,
                 }
             })
             .collect();
