@@ -16,7 +16,7 @@ use axum::{
 };
 use http::{HeaderValue, StatusCode, header};
 
-use crate::router::RequestId;
+use crate::request::RequestId;
 
 /// A client-facing error: status, stable code, safe message.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,7 +18,7 @@ use crate::{
     error::ApiError,
     minimise,
     oip::{self, InferResponse, ServerMetadata},
-    router::RequestId,
+    request::RequestId,
     serve::Gateway,
 };
 
@@ -277,7 +277,7 @@ async fn run_inference(
     })?;
     let mut http_response = Response::new(Body::from(encoded.body));
     if let Some(rows) = rows {
-        http_response.extensions_mut().insert(crate::router::InputRows(rows));
+        http_response.extensions_mut().insert(crate::request::InputRows(rows));
     }
     let headers = http_response.headers_mut();
     match encoded.json_len {

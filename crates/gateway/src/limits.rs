@@ -631,7 +631,7 @@ impl Limiter {
         loop {
             tokio::select! {
                 _ = ticker.tick() => self.flush_usage().await,
-                () = crate::serve::stopped(&mut stop) => break,
+                () = crate::shutdown::stopped(&mut stop) => break,
             }
         }
         self.flush_usage().await;

@@ -18,12 +18,7 @@ use tower_http::{catch_panic::CatchPanicLayer, sensitive_headers::SetSensitiveRe
 
 use crate::{authn, error, handler, serve::Gateway};
 
-/// The id of one request: in the response's `x-request-id`, every error body, and every log
-/// line about it. Always ours: a client-supplied id is ignored, so logs cannot be forged.
-#[derive(Debug, Clone)]
-pub struct RequestId(pub String);
-
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub use crate::request::{InputRows, REQUEST_ID_HEADER, RequestId};
 
 /// Liveness: 200 while the process runs, whatever its load or its dependencies.
 pub const LIVENESS_ROUTE: &str = "/v2/health/live";
@@ -273,10 +268,6 @@ fn new_request_id() -> String {
     }
     crate::hex::encode(&bytes)
 }
-
-/// The number of input rows of an inference, set by the handler for the audit record.
-#[derive(Debug, Clone, Copy)]
-pub struct InputRows(pub u64);
 
 /// The route template a request matches (bounded, safe to log and label with).
 fn route_of(request: &Request) -> String {

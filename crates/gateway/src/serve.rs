@@ -28,6 +28,7 @@ use crate::{
     keys::Keyring,
     metrics::Metrics,
     router,
+    shutdown::stopped,
     store::{Store, StoreError, sqlite::SqliteStore},
 };
 
@@ -304,11 +305,6 @@ impl Server {
         tracing::info!("stopped");
         result
     }
-}
-
-/// Resolves once `stop` turns true (or its sender is gone).
-pub(crate) async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
-    let _ = stop.wait_for(|stop| *stop).await;
 }
 
 /// How long a connection may go without a request (from accept) or without traffic.

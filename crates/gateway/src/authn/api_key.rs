@@ -241,7 +241,7 @@ impl KeyVerifier {
         loop {
             tokio::select! {
                 _ = ticker.tick() => {}
-                () = crate::serve::stopped(&mut stop) => return,
+                () = crate::shutdown::stopped(&mut stop) => return,
             }
             match self.store.key_changes(cursor).await {
                 Ok(changes) => {

@@ -22,7 +22,7 @@ use crate::{
     config::{CredentialSource, ModelConfig, UpstreamConfig},
     handler::INFERENCE_HEADER_CONTENT_LENGTH,
     oip::{self, DataType, Limits, ModelMetadata, Tensor, TensorMeta},
-    router::REQUEST_ID_HEADER,
+    request::REQUEST_ID_HEADER,
 };
 
 /// How long a model-ready probe may take.

@@ -305,11 +305,11 @@ impl Shared {
                         tracing::warn!(%error, "key-change channel lost; reconnecting");
                     }
                 }
-                () = crate::serve::stopped(&mut stop) => return,
+                () = crate::shutdown::stopped(&mut stop) => return,
             }
             tokio::select! {
                 () = tokio::time::sleep(Duration::from_millis(500)) => {}
-                () = crate::serve::stopped(&mut stop) => return,
+                () = crate::shutdown::stopped(&mut stop) => return,
             }
         }
     }

@@ -217,7 +217,7 @@ impl Tls {
                     #[expect(clippy::disallowed_methods, reason = "a few small file reads per interval, not per request")]
                     let _ = tokio::task::spawn_blocking(move || tls.reload_if_changed()).await;
                 }
-                () = crate::serve::stopped(&mut stop) => return,
+                () = crate::shutdown::stopped(&mut stop) => return,
             }
         }
     }
