@@ -3,8 +3,12 @@
 
 use crate::Kind;
 
-/// Masks a found value for display.
+/// Masks a found value for display. A credential shows nothing of itself but its length: any
+/// character of a password or key is a character an attacker need not guess.
 pub fn example(kind: Kind, value: &str) -> String {
+    if kind == Kind::Credential {
+        return format!("[{} chars]", value.chars().count());
+    }
     if kind == Kind::Email
         && let Some((local, domain)) = value.rsplit_once('@')
     {
@@ -47,5 +51,11 @@ mod tests {
         assert_eq!(example(Kind::PaymentCard, "4111 1111 1111 1111"), "4*** **** **** **11");
         assert_eq!(example(Kind::UsSsn, "536-90-4399"), "5**-**-**99");
         assert_eq!(example(Kind::Postcode, "94105"), "*****");
+    }
+
+    #[test]
+    fn credential_examples_show_no_character_of_the_secret() {
+        assert_eq!(example(Kind::Credential, "eiZookooB7"), "[10 chars]");
+        assert_eq!(example(Kind::Credential, "ghp_0123456789abcdefghijABCDEFGHIJ012345"), "[40 chars]");
     }
 }
