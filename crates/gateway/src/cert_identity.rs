@@ -434,4 +434,14 @@ mod tests {
         assert!(SanName::parse("").is_err());
         assert!(SanName::parse("ip:nope").is_err());
     }
+
+    proptest::proptest! {
+        /// Any text either fails with a message or parses to a name that prints back to itself.
+        #[test]
+        fn hostile_subjects_never_panic_and_parsed_ones_round_trip(text in "[CNOU=,+\\\\ \"#a-z0-9;<>\t\u{e9}]{0,40}") {
+            if let Ok(name) = DistinguishedName::parse(&text) {
+                proptest::prop_assert_eq!(DistinguishedName::parse(&name.to_string()), Ok(name));
+            }
+        }
+    }
 }

@@ -123,8 +123,17 @@ mod row {
     }
 
     /// The key changes after `$after` (a `key_changes` sequence number), or, for `None`, just
-    /// where the sequence stands now. `$n` parameters work in SQLite too.
+    /// where the sequence stands now; `(prune, pool, before)` deletes older ones. `$n`
+    /// parameters work in SQLite too.
     macro_rules! key_changes {
+        (prune, $pool:expr, $before:expr) => {{
+            sqlx::query("DELETE FROM key_changes WHERE at < $1")
+                .bind($before)
+                .execute($pool)
+                .await
+                .map(|_| ())
+                .map_err(unavailable)
+        }};
         ($pool:expr, $after:expr) => {{
             let corrupt = |e: sqlx::Error| StoreError::Corrupt(e.to_string());
             match $after {

@@ -273,6 +273,17 @@ mod tests {
         writer.close().unwrap();
     }
 
+    /// The first record batch of a Parquet file.
+    fn first_batch(path: &Path) -> RecordBatch {
+        ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
+            .unwrap()
+            .build()
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+    }
+
     #[test]
     fn parquet_is_scanned_protected_with_its_schema_and_assessed() {
         let dir = tempfile::tempdir().unwrap();
@@ -321,13 +332,7 @@ mod tests {
         let back = dir.path().join("back.parquet");
         assert_eq!(crate::protect::reveal_file(&policy, &tokens, &back).unwrap().failed, 0);
         let emails = |path: &Path| {
-            let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(path).unwrap())
-                .unwrap()
-                .build()
-                .unwrap()
-                .next()
-                .unwrap()
-                .unwrap();
+            let batch = first_batch(path);
             let column = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap().clone();
             (0..column.len()).map(|i| column.is_valid(i).then(|| column.value(i).to_owned())).collect::<Vec<_>>()
         };
@@ -360,13 +365,7 @@ mod tests {
         let policy = crate::protect::Policy::load("unmatched = \"redact\"\n", Path::new("."), &|_| None).unwrap();
         let output = dir.path().join("out.parquet");
         crate::protect::protect_file(&crate::Detector::new(), &policy, &input, &output).unwrap();
-        let batch = ParquetRecordBatchReaderBuilder::try_new(File::open(&output).unwrap())
-            .unwrap()
-            .build()
-            .unwrap()
-            .next()
-            .unwrap()
-            .unwrap();
+        let batch = first_batch(&output);
         let surname = batch.column(0).as_any().downcast_ref::<StringArray>().unwrap();
         assert_eq!((surname.value(0), surname.value(1)), ("[PERSON_NAME]", "[PERSON_NAME]"));
         let password = batch.column(1).as_any().downcast_ref::<StringArray>().unwrap();

@@ -384,6 +384,8 @@ struct Protector<'a> {
     classified: std::collections::HashMap<String, Kind>,
     /// Kinds the scan set aside per column (chance checksums, a header naming a thing).
     vetoed: std::collections::HashMap<String, Vec<Kind>>,
+    /// Per column: the kind its header names in this table, and whether it may hold names.
+    headers: std::collections::HashMap<String, (Option<Kind>, bool)>,
     /// Each column's date order evidence, from a first pass (empty when no action needs it).
     dates: BTreeMap<String, Tally>,
     ambiguous_dates: BTreeMap<String, u64>,
@@ -497,8 +499,11 @@ impl Protector<'_> {
 
     /// Replaces every finding in `value`, by `forced` or by its kind's action.
     fn spans(&mut self, column: &str, value: &str, record: &Record, forced: Option<&Action>) -> String {
-        let headers: Vec<&str> = record.fields.iter().map(|(name, _)| name.as_str()).collect();
-        let header = crate::column::kind_in_table(column, &headers);
+        // What the table's headers say of this column, worked out once per column, not per value.
+        let (header, person_names) = *self.headers.entry(column.to_owned()).or_insert_with(|| {
+            let headers: Vec<&str> = record.fields.iter().map(|(name, _)| name.as_str()).collect();
+            (crate::column::kind_in_table(column, &headers), crate::column::may_hold_person_names(column, &headers))
+        });
         let mut findings = match header.and_then(|kind| self.detector.value_is(kind, value)) {
             Some(finding) => vec![finding],
             None => self.detector.find(value, header),
@@ -507,7 +512,7 @@ impl Protector<'_> {
             findings.retain(|finding| !vetoed.contains(&finding.kind));
         }
         // Names in a column of places or categories are not people's (as `data scan` reads it).
-        if !crate::column::may_hold_person_names(column, &headers) {
+        if !person_names {
             findings.retain(|finding| finding.kind != Kind::PersonName);
         }
         if findings.is_empty() {
@@ -782,6 +787,7 @@ fn protect_plain(detector: &Detector, policy: &Policy, input: &Path, output: &Pa
         counts: BTreeMap::new(),
         classified,
         vetoed,
+        headers: std::collections::HashMap::new(),
         dates,
         ambiguous_dates: BTreeMap::new(),
     };

@@ -86,13 +86,6 @@ pub struct Veto {
     pub reason: String,
 }
 
-impl ColumnReport {
-    /// Whether spans of `kind` in this column were judged not to be that kind.
-    pub fn vetoes(&self, kind: Kind) -> bool {
-        self.vetoed.iter().any(|veto| veto.kind == kind)
-    }
-}
-
 /// The report for one file.
 #[derive(Debug, Clone, Serialize)]
 pub struct FileReport {

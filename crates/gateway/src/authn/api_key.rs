@@ -411,6 +411,21 @@ mod tests {
         }
     }
 
+    async fn create(keyring: &crate::keys::Keyring, name: &str) -> (apikey::SecretKey, KeyRecord) {
+        let new = crate::keys::NewKey {
+            name: name.into(),
+            owner: None,
+            models: crate::store::ModelScope::All,
+            scopes: crate::store::Scopes::ALL,
+            output: None,
+            widen_output: false,
+            delegate: false,
+            expires_in: None,
+            limits: Default::default(),
+        };
+        keyring.create(&new).await.unwrap()
+    }
+
     #[tokio::test]
     async fn a_flood_of_unknown_keys_neither_hammers_the_store_nor_evicts_good_keys() {
         let dir = tempfile::tempdir().unwrap();
@@ -418,20 +433,7 @@ mod tests {
         let store = Arc::new(Counting { inner, lookups: std::sync::atomic::AtomicU64::new(0) });
         let pepper = Pepper::from_bytes(vec![5; 32]);
         let keyring = crate::keys::Keyring::new(Arc::clone(&store) as Arc<dyn Store>, pepper.clone(), None);
-        let (good, _) = keyring
-            .create(&crate::keys::NewKey {
-                name: "good".into(),
-                owner: None,
-                models: crate::store::ModelScope::All,
-                scopes: crate::store::Scopes::ALL,
-                output: None,
-                widen_output: false,
-                delegate: false,
-                expires_in: None,
-                limits: Default::default(),
-            })
-            .await
-            .unwrap();
+        let (good, _) = create(&keyring, "good").await;
         let verifier = KeyVerifier::new(Arc::clone(&store) as Arc<dyn Store>, pepper, Duration::from_secs(60));
         verifier.load_key_ids().await.unwrap();
         assert!(verifier.verify(good.expose()).await.is_ok());
@@ -449,20 +451,7 @@ mod tests {
         assert!(verifier.verify(good.expose()).await.is_ok());
         assert_eq!(store.lookups.load(std::sync::atomic::Ordering::Relaxed), before, "the good key was evicted");
         // A key created since the ids were loaded is still found (within the small budget).
-        let (fresh, _) = keyring
-            .create(&crate::keys::NewKey {
-                name: "fresh".into(),
-                owner: None,
-                models: crate::store::ModelScope::All,
-                scopes: crate::store::Scopes::ALL,
-                output: None,
-                widen_output: false,
-                delegate: false,
-                expires_in: None,
-                limits: Default::default(),
-            })
-            .await
-            .unwrap();
+        let (fresh, _) = create(&keyring, "fresh").await;
         tokio::time::sleep(Duration::from_millis(100)).await;
         assert!(verifier.verify(fresh.expose()).await.is_ok());
     }

@@ -189,12 +189,7 @@ impl Store for PostgresStore {
     }
 
     async fn prune_key_changes(&self, before: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM key_changes WHERE at < $1")
-            .bind(before)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        key_changes!(prune, &self.pool, before)
     }
 }
 

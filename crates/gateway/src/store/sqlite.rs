@@ -211,12 +211,7 @@ impl Store for SqliteStore {
     }
 
     async fn prune_key_changes(&self, before: i64) -> Result<(), StoreError> {
-        sqlx::query("DELETE FROM key_changes WHERE at < ?")
-            .bind(before)
-            .execute(&self.pool)
-            .await
-            .map(|_| ())
-            .map_err(unavailable)
+        key_changes!(prune, &self.pool, before)
     }
 }
 
