@@ -171,7 +171,7 @@ fn full_stack(c: &mut Criterion) {
         let limiter = Arc::new(gateway::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).unwrap());
         let registry = gateway::backend::load_models(&config).unwrap();
         let gateway =
-            gateway::Gateway::assemble_with(config, registry, store, pepper.clone(), limiter, Some(broker)).unwrap();
+            gateway::Gateway::builder(config).models(registry).store(store, pepper.clone()).limiter(limiter).broker(broker).build().unwrap();
         let (key, _) = gateway
             .keyring(pepper)
             .create(&gateway::keys::NewKey {

@@ -19,9 +19,13 @@ use axum::{
 use http::{HeaderMap, header};
 
 use crate::{
+    broker::{Broker, idp::Issuers},
+    config::{Config, TlsClient},
     error::ApiError,
-    serve::Gateway,
-    store::{ModelScope, Scopes},
+    limits::Limiter,
+    metrics::Metrics,
+    principal::{Principal, PrincipalId, PrincipalKind},
+    store::ModelScope,
     tls::PeerCertificate,
 };
 
@@ -31,98 +35,6 @@ pub const PUBLIC_ROUTES: &[&str] = &["/v2/health/live", "/v2/health/ready"];
 
 /// The header for clients that cannot set `Authorization`.
 pub const API_KEY_HEADER: &str = "x-api-key";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PrincipalKind {
-    ApiKey,
-    /// An access token from a trusted identity provider (`[[identity_providers]]`).
-    IdentityToken,
-    /// A DPoP-bound token from our own broker.
-    BrokerToken,
-    /// A client certificate listed in `[[tls.clients]]`.
-    ClientCert,
-    Anonymous,
-}
-
-/// An authenticated caller. Holds no secret.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Principal {
-    /// Stable id for logs and limits: `key:<kid>` or `anonymous:<ip>`.
-    pub id: String,
-    pub kind: PrincipalKind,
-    pub name: String,
-    pub models: ModelScope,
-    pub scopes: Scopes,
-    /// The key's own output policy, if it has one.
-    pub output: Option<crate::minimise::OutputPolicy>,
-    pub widen_output: bool,
-    /// The key's own limits (unset ones fall back to `[limits]`).
-    pub limits: crate::store::KeyLimits,
-    /// May name the end user it acts for (`Portcullis-On-Behalf-Of`).
-    pub delegate: bool,
-    /// A further rate-limit bucket: the device key of a broker token.
-    pub device: Option<(String, crate::config::RateLimit)>,
-    /// For a delegate key acting for an end user: the key's own id (`key:<kid>`), under which
-    /// its limits count all its users together. `id` then names the user.
-    pub delegator: Option<String>,
-}
-
-impl Principal {
-    fn anonymous(client: Option<std::net::IpAddr>) -> Principal {
-        let ip = client.map_or_else(|| "unknown".to_owned(), |ip| ip.to_string());
-        Principal {
-            id: format!("anonymous:{ip}"),
-            kind: PrincipalKind::Anonymous,
-            name: "anonymous".into(),
-            // Anonymous callers reach public models only; authz enforces it.
-            models: ModelScope::Only(Vec::new()),
-            scopes: Scopes::ALL,
-            output: None,
-            widen_output: false,
-            limits: crate::store::KeyLimits::default(),
-            delegate: false,
-            device: None,
-            delegator: None,
-        }
-    }
-
-    /// The id usage and quotas are counted under: the key id (with the end user, for a
-    /// delegate key naming one), or the user of a token. `None` for callers without quotas.
-    pub fn usage_id(&self) -> Option<&str> {
-        match self.kind {
-            PrincipalKind::ApiKey => self.id.strip_prefix("key:"),
-            PrincipalKind::IdentityToken | PrincipalKind::BrokerToken => Some(&self.id),
-            PrincipalKind::ClientCert | PrincipalKind::Anonymous => None,
-        }
-    }
-
-    /// The id the key's own quotas count under: the delegate key's for one of its end users,
-    /// else [`Principal::usage_id`].
-    pub fn key_usage_id(&self) -> Option<&str> {
-        match &self.delegator {
-            Some(key) => key.strip_prefix("key:"),
-            None => self.usage_id(),
-        }
-    }
-}
-
-impl Principal {
-    fn client_cert(client: &crate::config::TlsClient) -> Principal {
-        Principal {
-            id: format!("cert:{}", client.name),
-            kind: PrincipalKind::ClientCert,
-            name: client.name.clone(),
-            models: client.models.clone(),
-            scopes: client.scopes,
-            output: client.output,
-            widen_output: false,
-            limits: client.limits.clone(),
-            delegate: false,
-            device: None,
-            delegator: None,
-        }
-    }
-}
 
 /// Why a credential was refused. For logs; the client sees one generic 401.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -212,15 +124,59 @@ pub fn model_in_path(path: &str) -> Option<&str> {
     path.strip_prefix("/v2/models/")?.split('/').next().filter(|name| !name.is_empty())
 }
 
+/// What authentication needs, and nothing more: the middleware's state (cheap to clone).
+#[derive(Debug, Clone)]
+pub struct Authenticator {
+    verifier: Arc<api_key::KeyVerifier>,
+    issuers: Arc<Issuers>,
+    broker: Option<Arc<Broker>>,
+    limiter: Arc<Limiter>,
+    metrics: Arc<Metrics>,
+    /// `[[tls.clients]]`, when the public listener has TLS.
+    clients: Option<Arc<[TlsClient]>>,
+    trusted_proxies: Arc<[ipnet::IpNet]>,
+    /// Models anonymous callers may reach (`public = true`).
+    public_models: Arc<std::collections::HashSet<String>>,
+}
+
+impl Authenticator {
+    pub fn new(
+        config: &Config,
+        verifier: api_key::KeyVerifier,
+        issuers: Arc<Issuers>,
+        broker: Option<Arc<Broker>>,
+        limiter: Arc<Limiter>,
+        metrics: Arc<Metrics>,
+    ) -> Authenticator {
+        Authenticator {
+            verifier: Arc::new(verifier),
+            issuers,
+            broker,
+            limiter,
+            metrics,
+            clients: config.tls.as_ref().map(|tls| tls.clients.clone().into()),
+            trusted_proxies: config.limits.trusted_proxies.clone().into(),
+            public_models: Arc::new(
+                config.models.iter().filter(|model| model.public).map(|model| model.name.clone()).collect(),
+            ),
+        }
+    }
+
+    /// The API key verifier (and through it, the key store).
+    pub fn verifier(&self) -> &Arc<api_key::KeyVerifier> {
+        &self.verifier
+    }
+}
+
 /// Middleware: authenticates every request that is not on a public route, and puts the
 /// [`Principal`] in the request's extensions (and its id in the response's, for the access log).
-pub async fn authenticate(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
+pub async fn authenticate(State(gateway): State<Authenticator>, request: Request, next: Next) -> Response {
     let path = request.uri().path();
     if PUBLIC_ROUTES.contains(&path) {
         return next.run(request).await;
     }
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-    let client = crate::limits::client_ip(peer, request.headers(), &gateway.config.limits.trusted_proxies);
+    let client = crate::limits::client_ip(peer, request.headers(), &gateway.trusted_proxies);
     // An address whose credentials keep being refused is refused before any lookup: floods of
     // bad or missing keys cost neither the store nor much of the audit log.
     if let Err(refusal) = gateway.limiter.check_unauthenticated(client) {
@@ -236,7 +192,7 @@ pub async fn authenticate(State(gateway): State<Arc<Gateway>>, request: Request,
 
 /// Authenticates one request from `client` (see [`authenticate`]).
 async fn identify(
-    gateway: Arc<Gateway>,
+    gateway: Authenticator,
     mut request: Request,
     next: Next,
     client: Option<std::net::IpAddr>,
@@ -246,7 +202,7 @@ async fn identify(
         // The broker's endpoints are how an app gets a credential: they take none, and are
         // limited per client address like anonymous calls.
         let principal = Principal::anonymous(client);
-        let id = PrincipalId(principal.id.clone());
+        let id = principal.id.clone();
         request.extensions_mut().insert(principal);
         let mut response = next.run(request).await;
         if response.extensions().get::<PrincipalId>().is_none() {
@@ -256,8 +212,8 @@ async fn identify(
     }
     // A client certificate is a credential only if the config maps it to a client; any other
     // verified certificate just secured the connection.
-    let certificate = match (request.extensions().get::<PeerCertificate>(), gateway.config.tls.as_ref()) {
-        (Some(cert), Some(tls)) => match cert.client(&tls.clients) {
+    let certificate = match (request.extensions().get::<PeerCertificate>(), gateway.clients.as_ref()) {
+        (Some(cert), Some(clients)) => match cert.client(clients) {
             Ok(client) => client,
             Err(ambiguous) => {
                 tracing::warn!(%ambiguous, subject = %cert.subject, "request refused: ambiguous client certificate");
@@ -278,9 +234,7 @@ async fn identify(
             .into_response();
         }
         Ok(Credential::None) => {
-            let public = model_in_path(path)
-                .and_then(|name| gateway.registry.get(name))
-                .is_some_and(|model| model.config.public);
+            let public = model_in_path(path).is_some_and(|name| gateway.public_models.contains(name));
             if !public {
                 tracing::info!(reason = "no credential", "request refused");
                 return ApiError::unauthenticated(false).with_audit_reason("no_credential").into_response();
@@ -289,7 +243,7 @@ async fn identify(
         }
         Ok(Credential::UnknownScheme) => {
             tracing::info!(reason = %AuthnError::Scheme, "request refused");
-            gateway.metrics.authn_failure(AuthnError::Scheme);
+            gateway.metrics.authn_failure(AuthnError::Scheme.code());
             return ApiError::unauthenticated(true).with_audit_reason(AuthnError::Scheme.code()).into_response();
         }
         Ok(Credential::Dpop(token)) => {
@@ -314,7 +268,7 @@ async fn identify(
                 // The key id is public; log it when the key parsed, to trace abuse of one key.
                 let kid = apikey::parse(token).map(|key| key.kid().to_owned()).unwrap_or_default();
                 tracing::info!(reason = %reason, kid = %kid, "request refused");
-                gateway.metrics.authn_failure(reason);
+                gateway.metrics.authn_failure(reason.code());
                 return ApiError::unauthenticated(true).with_audit_reason(reason.code()).into_response();
             }
         },
@@ -323,7 +277,7 @@ async fn identify(
         Ok(principal) => principal,
         Err(refusal) => return refusal.into_response(),
     };
-    let id = PrincipalId(principal.id.clone());
+    let id = principal.id.clone();
     request.extensions_mut().insert(principal);
     let mut response = next.run(request).await;
     response.extensions_mut().insert(id);
@@ -357,22 +311,21 @@ fn on_behalf_of(mut principal: Principal, headers: &HeaderMap) -> Result<Princip
         .ok_or_else(|| {
             ApiError::bad_request("Portcullis-On-Behalf-Of must be a user id of 1 to 128 printable ASCII characters")
         })?;
-    let key = std::mem::take(&mut principal.id);
-    principal.id = format!("{key}/user:{user}");
-    principal.delegator = Some(key);
+    principal.delegator = Some(std::mem::replace(&mut principal.id, PrincipalId::default()));
+    principal.id = principal.delegator.as_ref().map(|key| key.on_behalf_of(user)).unwrap_or_default();
     Ok(principal)
 }
 
 /// `Authorization: DPoP <token>` with its proof: a broker token.
 async fn dpop_token(
-    gateway: &crate::serve::Gateway,
+    gateway: &Authenticator,
     token: &str,
     headers: &HeaderMap,
     method: &str,
     path: &str,
 ) -> Result<Principal, ApiError> {
     let Some(broker) = &gateway.broker else {
-        gateway.metrics.authn_failure(AuthnError::Scheme);
+        gateway.metrics.authn_failure(AuthnError::Scheme.code());
         return Err(ApiError::unauthenticated(true).with_audit_reason(AuthnError::Scheme.code()));
     };
     let now = crate::time::now();
@@ -402,7 +355,7 @@ async fn dpop_token(
 /// `Authorization: Bearer <JWT>`: an access token from a trusted identity provider. Our own
 /// broker's tokens are DPoP-bound and refused here (a downgrade to Bearer would make a stolen
 /// token usable without the device key).
-async fn bearer_jwt(gateway: &crate::serve::Gateway, token: &str) -> Result<Principal, ApiError> {
+async fn bearer_jwt(gateway: &Authenticator, token: &str) -> Result<Principal, ApiError> {
     let refuse = |reason: &'static str| {
         tracing::info!(reason, "request refused: bearer JWT");
         ApiError::unauthenticated(true).with_audit_reason(reason)
@@ -449,7 +402,7 @@ async fn bearer_jwt(gateway: &crate::serve::Gateway, token: &str) -> Result<Prin
         provider.models.clone()
     };
     Ok(Principal {
-        id: format!("jwt:{}:{subject}", provider.name),
+        id: PrincipalId::jwt(&provider.name, &subject),
         kind: PrincipalKind::IdentityToken,
         name: subject,
         models,
@@ -475,10 +428,6 @@ fn token_scopes(claims: &serde_json::Map<String, serde_json::Value>) -> Vec<Stri
         _ => Vec::new(),
     }
 }
-
-/// The principal's id, carried on the response for the access log.
-#[derive(Debug, Clone)]
-pub struct PrincipalId(pub String);
 
 #[cfg(test)]
 mod tests {

@@ -9,11 +9,18 @@
 use std::{marker::PhantomData, sync::Arc};
 
 use crate::{
-    authn::{Principal, PrincipalKind},
-    backend::Model,
+    config::ModelConfig,
     error::ApiError,
     minimise::OutputPolicy,
+    principal::{Principal, PrincipalId, PrincipalKind},
 };
+
+/// What may be guarded by a grant: a model, as far as the decision needs to know it (its
+/// configuration). `backend` implements it for the models it runs; this module never sees them,
+/// so the decision stays below the code it guards.
+pub trait Guarded: Send + Sync + 'static {
+    fn config(&self) -> &ModelConfig;
+}
 
 /// What the caller wants to do to a model.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,17 +58,17 @@ impl Permission for Metadata {
 }
 
 /// Permission to perform one action on one model, for one principal.
-pub struct Grant<P: Permission> {
-    model: Arc<Model>,
-    principal: String,
+pub struct Grant<P: Permission, M: Guarded> {
+    model: Arc<M>,
+    principal: PrincipalId,
     output: OutputPolicy,
     permission: PhantomData<fn() -> P>,
 }
 
-impl<P: Permission> std::fmt::Debug for Grant<P> {
+impl<P: Permission, M: Guarded> std::fmt::Debug for Grant<P, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Grant")
-            .field("model", &self.model.config.name)
+            .field("model", &self.model.config().name)
             .field("principal", &self.principal)
             .field("action", &P::ACTION)
             .field("output", &self.output)
@@ -69,13 +76,13 @@ impl<P: Permission> std::fmt::Debug for Grant<P> {
     }
 }
 
-impl<P: Permission> Grant<P> {
+impl<P: Permission, M: Guarded> Grant<P, M> {
     /// The one model this grant is for.
-    pub fn model(&self) -> &Arc<Model> {
+    pub fn model(&self) -> &Arc<M> {
         &self.model
     }
 
-    pub fn principal(&self) -> &str {
+    pub fn principal(&self) -> &PrincipalId {
         &self.principal
     }
 
@@ -89,12 +96,12 @@ impl<P: Permission> Grant<P> {
     }
 }
 
-impl Grant<Infer> {
+impl<M: Guarded> Grant<Infer, M> {
     /// The grant the server gives itself to run a model's known-answer checks at load.
-    pub(crate) fn for_load_check(model: &Arc<Model>) -> Grant<Infer> {
+    pub(crate) fn for_load_check(model: &Arc<M>) -> Grant<Infer, M> {
         Grant {
             model: Arc::clone(model),
-            principal: "system:load-check".into(),
+            principal: PrincipalId::system("load-check"),
             output: OutputPolicy::Raw,
             permission: PhantomData,
         }
@@ -103,14 +110,15 @@ impl Grant<Infer> {
 
 /// Decides. A model the principal may not reach is reported exactly like a model that does not
 /// exist (404), so names cannot be probed; a reachable model and a missing scope is 403.
-pub fn authorize<P: Permission>(principal: &Principal, model: &Arc<Model>) -> Result<Grant<P>, ApiError> {
-    let name = &model.config.name;
+pub fn authorize<P: Permission, M: Guarded>(principal: &Principal, model: &Arc<M>) -> Result<Grant<P, M>, ApiError> {
+    let config = model.config();
+    let name = &config.name;
     let reachable = match principal.kind {
-        PrincipalKind::Anonymous => model.config.public,
+        PrincipalKind::Anonymous => config.public,
         PrincipalKind::ApiKey
         | PrincipalKind::ClientCert
         | PrincipalKind::IdentityToken
-        | PrincipalKind::BrokerToken => model.config.public || principal.models.allows(name),
+        | PrincipalKind::BrokerToken => config.public || principal.models.allows(name),
     };
     if !reachable {
         return Err(ApiError::model_not_found(name).with_audit_reason("model_not_allowed"));
@@ -123,7 +131,7 @@ pub fn authorize<P: Permission>(principal: &Principal, model: &Arc<Model>) -> Re
         return Err(ApiError::forbidden().with_audit_reason("scope_missing"));
     }
     // A key's own policy narrows the model's default; only an admin's --widen-output lets it widen.
-    let default = model.config.output_policy;
+    let default = config.output_policy;
     let output = match principal.output {
         None => default,
         Some(policy) if principal.widen_output => policy,
@@ -131,7 +139,7 @@ pub fn authorize<P: Permission>(principal: &Principal, model: &Arc<Model>) -> Re
     };
     // A policy below raw needs the model's output table to be applied; without one the model's
     // outputs would go out raw, so a key restricted to less is refused instead.
-    if output != OutputPolicy::Raw && model.config.output.is_none() {
+    if output != OutputPolicy::Raw && config.output.is_none() {
         return Err(ApiError::forbidden().with_audit_reason("output_policy_unenforceable"));
     }
     Ok(Grant { model: Arc::clone(model), principal: principal.id.clone(), output, permission: PhantomData })
@@ -143,7 +151,7 @@ mod tests {
 
     fn principal(models: &[&str]) -> Principal {
         Principal {
-            id: "key:test".into(),
+            id: PrincipalId::key("test"),
             kind: PrincipalKind::ApiKey,
             name: "test".into(),
             models: crate::store::ModelScope::Only(models.iter().map(|m| (*m).to_owned()).collect()),
@@ -157,6 +165,15 @@ mod tests {
         }
     }
 
+    /// A model as authz sees it: its configuration only.
+    struct Model(ModelConfig);
+
+    impl Guarded for Model {
+        fn config(&self) -> &ModelConfig {
+            &self.0
+        }
+    }
+
     fn model(name: &str) -> Arc<Model> {
         let config = crate::config::Config::from_toml(
             &format!("[[models]]\nname = \"{name}\"\npath = \"m.onnx\"\n"),
@@ -165,34 +182,17 @@ mod tests {
         .unwrap()
         .models
         .remove(0);
-        Arc::new(Model::new(config, Arc::new(Nothing)))
-    }
-
-    /// A backend with no inputs or outputs: these tests never run it.
-    struct Nothing;
-
-    impl crate::backend::Backend for Nothing {
-        fn signature(&self) -> (&[crate::oip::TensorMeta], &[crate::oip::TensorMeta]) {
-            (&[], &[])
-        }
-
-        fn run(
-            &self,
-            _: &Grant<Infer>,
-            _: Vec<crate::oip::Tensor>,
-        ) -> Result<Vec<crate::oip::Tensor>, crate::backend::BackendError> {
-            Ok(Vec::new())
-        }
+        Arc::new(Model(config))
     }
 
     #[test]
     fn a_grant_carries_the_one_model_and_action_it_was_given_for() {
         let (a, b) = (model("a"), model("b"));
-        let grant = authorize::<Metadata>(&principal(&["a"]), &a).unwrap();
+        let grant = authorize::<Metadata, _>(&principal(&["a"]), &a).unwrap();
         assert!(Arc::ptr_eq(grant.model(), &a) && !Arc::ptr_eq(grant.model(), &b));
         assert_eq!(grant.action(), Action::Metadata);
-        assert!(authorize::<Metadata>(&principal(&["a"]), &b).is_err(), "another model is not reachable");
+        assert!(authorize::<Metadata, _>(&principal(&["a"]), &b).is_err(), "another model is not reachable");
         // The key may read metadata but not infer: no grant to infer exists for it.
-        assert!(authorize::<Infer>(&principal(&["a"]), &a).is_err());
+        assert!(authorize::<Infer, _>(&principal(&["a"]), &a).is_err());
     }
 }

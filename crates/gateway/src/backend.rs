@@ -19,10 +19,13 @@ use std::{collections::BTreeMap, sync::Arc};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::{
-    authz::{Grant, Infer},
+    authz::{Guarded, Infer},
     config::{Config, ModelConfig, ModelSource, Runtime},
     oip::{InferRequest, InputPolicy, ModelMetadata, Tensor},
 };
+
+/// A grant for one of the models here: the only key to [`Backend::run`] and [`infer`].
+pub type Grant<P> = crate::authz::Grant<P, Model>;
 
 /// Why a model could not run or load. Logged in full; clients see a generic error.
 #[derive(Debug, thiserror::Error)]
@@ -139,6 +142,12 @@ impl std::fmt::Debug for Model {
             Source::Upstream(_) => "upstream",
         };
         f.debug_struct("Model").field("name", &self.config.name).field("source", &source).finish()
+    }
+}
+
+impl Guarded for Model {
+    fn config(&self) -> &ModelConfig {
+        &self.config
     }
 }
 

@@ -27,7 +27,7 @@ use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    authn::{Principal, PrincipalKind},
+    principal::{Principal, PrincipalKind},
     config::{AppConfig, Attestation, BrokerConfig},
     minimise::OutputPolicy,
     store::{ModelScope, Scopes, Store},
@@ -410,7 +410,7 @@ impl Broker {
         let grant = TokenScope::intersect(&TokenScope::of_app(app), Some(&grant))
             .ok_or_else(|| TokenError::Token(JoseError::Claims("scope".into())))?;
         Ok(Principal {
-            id: format!("user:{}:{}", app.client_id, claims.sub),
+            id: crate::principal::PrincipalId::app_user(&app.client_id, &claims.sub),
             kind: PrincipalKind::BrokerToken,
             name: claims.sub,
             models: ModelScope::Only(grant.models),

@@ -143,7 +143,7 @@ impl ApiError {
     }
 
     /// 429: the caller's rate limit is spent for now.
-    pub fn rate_limited(retry_after: u64, rate: crate::limits::RateHeaders) -> ApiError {
+    pub fn rate_limited(retry_after: u64, rate: crate::limit_spec::RateHeaders) -> ApiError {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",
@@ -158,7 +158,7 @@ impl ApiError {
     }
 
     /// 429: a request or row quota is spent until its window ends.
-    pub fn quota_exhausted(what: &str, quota: &crate::limits::spec::Quota, retry_after: i64) -> ApiError {
+    pub fn quota_exhausted(what: &str, quota: &crate::limit_spec::Quota, retry_after: i64) -> ApiError {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "quota_exhausted",
@@ -174,7 +174,7 @@ impl ApiError {
 
     /// 503: the caller has as many requests in flight as it may.
     /// 429: a delegate key named more distinct end users in this window than its cap allows.
-    pub fn too_many_users(cap: crate::limits::spec::UserCap, retry_after: u64) -> ApiError {
+    pub fn too_many_users(cap: crate::limit_spec::UserCap, retry_after: u64) -> ApiError {
         let mut error = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

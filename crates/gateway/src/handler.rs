@@ -12,18 +12,15 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::{
-    authn::Principal,
+    principal::Principal,
     authz,
     backend::{BackendError, Model},
     error::ApiError,
     minimise,
-    oip::{self, InferResponse, ServerMetadata},
+    oip::{self, INFERENCE_HEADER_CONTENT_LENGTH, InferResponse, ServerMetadata},
     request::RequestId,
-    serve::Gateway,
+    state::Gateway,
 };
-
-/// Triton's header for a JSON header followed by binary tensor data.
-pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
 
 pub async fn live() -> Json<serde_json::Value> {
     Json(serde_json::json!({ "live": true }))
@@ -38,7 +35,7 @@ pub async fn ready(State(gateway): State<Arc<Gateway>>) -> Response {
 }
 
 pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
-    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], gateway.metrics.render())
+    ([(header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], gateway.metrics().render())
         .into_response()
 }
 
@@ -53,7 +50,7 @@ pub async fn usage(
         None => crate::time::month_start(crate::time::now()),
     };
     let key = query.get("key").map(String::as_str);
-    let rows = gateway.verifier.store().usage(key, &since).await.map_err(|error| {
+    let rows = gateway.verifier().store().usage(key, &since).await.map_err(|error| {
         tracing::error!(%error, "usage lookup failed");
         ApiError::unavailable("the store is unavailable; try again")
     })?;
@@ -66,7 +63,7 @@ pub async fn usage(
 
 pub async fn server_metadata(State(gateway): State<Arc<Gateway>>) -> Json<ServerMetadata> {
     Json(ServerMetadata {
-        name: gateway.config.name.clone(),
+        name: gateway.config().name.clone(),
         version: env!("CARGO_PKG_VERSION").to_owned(),
         extensions: vec!["binary_tensor_data".to_owned()],
     })
@@ -87,9 +84,9 @@ fn grant<P: authz::Permission>(
     principal: &Principal,
     name: &str,
     version: Option<&str>,
-) -> Result<authz::Grant<P>, ApiError> {
-    let model = gateway.registry.get(name).ok_or_else(|| ApiError::model_not_found(name))?;
-    let grant = authz::authorize::<P>(principal, model)?;
+) -> Result<crate::backend::Grant<P>, ApiError> {
+    let model = gateway.registry().get(name).ok_or_else(|| ApiError::model_not_found(name))?;
+    let grant = authz::authorize::<P, _>(principal, model)?;
     if let Some(version) = version
         && version != model.config.version
     {
@@ -100,7 +97,7 @@ fn grant<P: authz::Permission>(
 
 /// The model's metadata as the grant's output policy lets the caller see it.
 async fn visible_metadata<P: authz::Permission>(
-    grant: &authz::Grant<P>,
+    grant: &crate::backend::Grant<P>,
     request_id: &str,
 ) -> Result<oip::ModelMetadata, ApiError> {
     let model = grant.model();
@@ -220,10 +217,10 @@ async fn run_inference(
     let json_len = binary_header_length(&parts.headers)?;
     check_content_type(&parts.headers, json_len.is_some())?;
     let encoding = content_encoding(&parts.headers)?;
-    let body = read_body(body, &parts.headers, gateway.config.max_body_bytes).await?;
-    let body = decompress(body, encoding, gateway.config.max_body_bytes)?;
+    let body = read_body(body, &parts.headers, gateway.config().max_body_bytes).await?;
+    let body = decompress(body, encoding, gateway.config().max_body_bytes)?;
 
-    let limits = &gateway.config.inference.limits;
+    let limits = &gateway.config().inference.limits;
     let decoded = oip::decode_request(&body, json_len, limits).map_err(|e| ApiError::bad_request(e.0))?;
     drop(body);
     // Inputs are checked against the model; requested outputs against what the policy gives.
@@ -235,13 +232,13 @@ async fn run_inference(
 
     let rows = decoded.inputs.first().and_then(|input| input.shape.first()).copied();
     // Rows are known now: charge them against the key's row quota before running anything.
-    gateway.limiter.charge_rows(principal, &budget, name, rows.unwrap_or(1)).await?;
+    gateway.limiter().charge_rows(principal, &budget, name, rows.unwrap_or(1)).await?;
     let id = decoded.id.clone();
     let requested = decoded.outputs.clone();
     let binary_default = decoded.binary_output_default;
     let started = Instant::now();
-    let result = crate::backend::infer(grant, &gateway.pool, decoded, &request_id).await;
-    gateway.metrics.inference(name, started.elapsed().as_secs_f64());
+    let result = crate::backend::infer(grant, &gateway.pool(), decoded, &request_id).await;
+    gateway.metrics().inference(name, started.elapsed().as_secs_f64());
     let outputs = match result.map(|outputs| minimise::apply(policy, model.config.output.as_ref(), outputs)) {
         Ok(Ok(outputs)) => outputs,
         Ok(Err(message)) => {

@@ -406,7 +406,7 @@ mod tests {
         let (_dir, keyring, verifier) = keyring().await;
         let (secret, record) = keyring.create(&new_key()).await.unwrap();
         let principal = verifier.verify(secret.expose()).await.unwrap();
-        assert_eq!(principal.id, format!("key:{}", record.kid));
+        assert_eq!(principal.id, crate::principal::PrincipalId::key(&record.kid));
         assert!(principal.models.allows("churn") && !principal.models.allows("other"));
 
         // Same kid and checksum, wrong secret.

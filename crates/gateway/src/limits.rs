@@ -10,7 +10,7 @@
 pub mod gcra;
 pub mod memory;
 pub mod redis;
-pub mod spec;
+pub use crate::limit_spec as spec;
 
 use std::{
     collections::HashMap,
@@ -19,15 +19,16 @@ use std::{
     time::{Duration, SystemTime, UNIX_EPOCH},
 };
 
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::HeaderMap;
 
 use crate::{
-    authn::{Principal, PrincipalKind},
+    principal::{Principal, PrincipalKind},
     config::{LimitsConfig, RateLimit},
     error::ApiError,
     store::{Store, Usage},
 };
 pub use memory::InFlightPermit;
+pub use spec::RateHeaders;
 use spec::{Quota, Window};
 
 /// The limits that apply to one principal: its key's own, else the config's defaults. For a
@@ -71,23 +72,6 @@ impl Effective {
                 max_users: key.max_users.unwrap_or(defaults.max_users),
             }),
         }
-    }
-}
-
-/// The `RateLimit-*` headers of one decision.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RateHeaders {
-    pub limit: u32,
-    pub remaining: u32,
-    /// Whole seconds until the bucket is full.
-    pub reset: u64,
-}
-
-impl RateHeaders {
-    pub fn apply(&self, headers: &mut HeaderMap) {
-        headers.insert(HeaderName::from_static("ratelimit-limit"), HeaderValue::from(self.limit));
-        headers.insert(HeaderName::from_static("ratelimit-remaining"), HeaderValue::from(self.remaining));
-        headers.insert(HeaderName::from_static("ratelimit-reset"), HeaderValue::from(self.reset));
     }
 }
 
@@ -254,7 +238,7 @@ impl Limiter {
         let mut admission = Admission::default();
         // A delegate key acting for an end user is limited as a whole (under its own id) and
         // per user (under `key:<kid>/user:<id>`): naming a new user per request gains nothing.
-        let whole = principal.delegator.as_deref().unwrap_or(&principal.id);
+        let whole = principal.delegator.as_ref().unwrap_or(&principal.id).as_str();
         if let Some(cap) = limits.concurrency {
             admission._in_flight.push(self.in_flight.try_acquire(whole, cap).ok_or_else(ApiError::overloaded)?);
         }
@@ -262,9 +246,9 @@ impl Limiter {
             if let Some(cap) = user.concurrency {
                 admission
                     ._in_flight
-                    .push(self.in_flight.try_acquire(&principal.id, cap).ok_or_else(ApiError::overloaded)?);
+                    .push(self.in_flight.try_acquire(principal.id.as_str(), cap).ok_or_else(ApiError::overloaded)?);
             }
-            self.admit_user(whole, &principal.id, user.max_users).await?;
+            self.admit_user(whole, principal.id.as_str(), user.max_users).await?;
         }
         // The principal's own bucket first: its headers are the ones the client sees.
         let own = match principal.kind {
@@ -645,7 +629,7 @@ mod tests {
     fn headers(values: &[&str]) -> HeaderMap {
         let mut map = HeaderMap::new();
         for value in values {
-            map.append("x-forwarded-for", HeaderValue::from_str(value).unwrap());
+            map.append("x-forwarded-for", http::HeaderValue::from_str(value).unwrap());
         }
         map
     }

@@ -7,8 +7,6 @@ use prometheus_client::{
     registry::Registry,
 };
 
-use crate::authn::AuthnError;
-
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RequestLabels {
     route: String,
@@ -101,8 +99,8 @@ impl Metrics {
         self.inference_duration.get_or_create(&ModelLabels { model: model.to_owned() }).observe(seconds);
     }
 
-    pub fn authn_failure(&self, reason: AuthnError) {
-        self.authn_failures.get_or_create(&ReasonLabels { reason: reason.code() }).inc();
+    pub fn authn_failure(&self, reason: &'static str) {
+        self.authn_failures.get_or_create(&ReasonLabels { reason }).inc();
     }
 
     pub fn set_models(&self, count: usize) {

@@ -16,6 +16,9 @@ pub use decode::{DecodeError, decode_request, decode_response};
 pub use encode::{encode_request, encode_response};
 pub use tensor::{DataType, Tensor, TensorData};
 
+/// Triton's header for a JSON header followed by binary tensor data.
+pub const INFERENCE_HEADER_CONTENT_LENGTH: &str = "inference-header-content-length";
+
 /// Caps on what one request may make the server allocate.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {

@@ -16,7 +16,7 @@ use http::{HeaderName, HeaderValue, header};
 use tower::ServiceBuilder;
 use tower_http::{catch_panic::CatchPanicLayer, sensitive_headers::SetSensitiveRequestHeadersLayer};
 
-use crate::{authn, error, handler, serve::Gateway};
+use crate::{authn, error, handler, state::Gateway};
 
 pub use crate::request::{InputRows, REQUEST_ID_HEADER, RequestId};
 
@@ -53,7 +53,7 @@ routes! { PUBLIC_ROUTE_TABLE, add_public_routes:
 
 /// The public listener's service.
 pub fn public(gateway: Arc<Gateway>) -> Router {
-    let body_limit = gateway.config.max_body_bytes;
+    let body_limit = gateway.config().max_body_bytes;
     add_public_routes(Router::new())
         .fallback(handler::not_found)
         .method_not_allowed_fallback(handler::method_not_allowed)
@@ -140,7 +140,7 @@ async fn admin_host(State(gateway): State<Arc<Gateway>>, request: Request, next:
         (None, None) => request.uri().host(),
         _ => None,
     };
-    if host.is_some_and(|host| admin_host_allowed(host, &gateway.config.admin_hosts)) {
+    if host.is_some_and(|host| admin_host_allowed(host, &gateway.config().admin_hosts)) {
         return next.run(request).await;
     }
     tracing::warn!("admin request refused: Host is not loopback or a configured admin host");
@@ -182,7 +182,7 @@ async fn admin_key(State(gateway): State<Arc<Gateway>>, request: Request, next: 
     let Some(token) = token else {
         return error::ApiError::unauthenticated(false).with_audit_reason("no_credential").into_response();
     };
-    match gateway.verifier.verify_admin(token).await {
+    match gateway.verifier().verify_admin(token).await {
         Ok(_) => next.run(request).await,
         Err(authn::AuthnError::Unavailable) => {
             error::ApiError::unavailable("the credential store is unavailable; try again").into_response()
@@ -296,7 +296,7 @@ fn action_of(route: &str) -> &'static str {
 }
 
 async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next) -> Response {
-    let Some(log) = &gateway.audit else {
+    let Some(log) = gateway.audit() else {
         return next.run(request).await;
     };
     if !log.accepting() {
@@ -357,13 +357,13 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
         "error"
     };
     record.principal =
-        response.extensions().get::<authn::PrincipalId>().map_or_else(|| "-".to_owned(), |id| id.0.clone());
+        response.extensions().get::<crate::principal::PrincipalId>().map_or_else(|| "-".to_owned(), ToString::to_string);
     record.status = status.as_u16();
     record.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     record.rows = response.extensions().get::<InputRows>().map(|rows| rows.0);
     // The wait for the record (with fsync = "always", or a full queue) is bounded by the request
     // deadline too.
-    let recorded = tokio::time::timeout(gateway.config.request_timeout, log.record_request(record))
+    let recorded = tokio::time::timeout(gateway.config().request_timeout, log.record_request(record))
         .await
         .unwrap_or(Err(crate::audit::AuditError::Unavailable));
     match recorded {
@@ -388,7 +388,7 @@ struct Unanswered {
 
 impl Drop for Unanswered {
     fn drop(&mut self) {
-        let (Some(mut record), Some(log)) = (self.record.take(), &self.gateway.audit) else {
+        let (Some(mut record), Some(log)) = (self.record.take(), self.gateway.audit()) else {
             return;
         };
         record.latency_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -403,14 +403,14 @@ async fn access_log(State(gateway): State<Arc<Gateway>>, request: Request, next:
     let method = request.method().clone();
     let route = route_of(&request);
     let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
-    let in_flight = gateway.metrics.request_started();
+    let in_flight = gateway.metrics().request_started();
     let response = next.run(request).await;
     drop(in_flight);
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
-    let principal = response.extensions().get::<authn::PrincipalId>().map(|id| id.0.as_str()).unwrap_or("-");
+    let principal = response.extensions().get::<crate::principal::PrincipalId>().map(|id| id.as_str()).unwrap_or("-");
     let code = response.extensions().get::<error::ApiError>().map(|error| error.code).unwrap_or("");
-    gateway.metrics.request_finished(&route, status, elapsed.as_secs_f64());
+    gateway.metrics().request_finished(&route, status, elapsed.as_secs_f64());
     tracing::info!(
         target: "portcullis::access",
         request_id = %request_id,
@@ -453,27 +453,27 @@ async fn admission(State(gateway): State<Arc<Gateway>>, request: Request, next: 
     if authn::PUBLIC_ROUTES.contains(&request.uri().path()) {
         return next.run(request).await;
     }
-    let Ok(_permit) = gateway.in_flight.try_acquire() else {
+    let Ok(_permit) = gateway.in_flight().try_acquire() else {
         return error::ApiError::busy("the server is at capacity; try again shortly").into_response();
     };
-    match tokio::time::timeout(gateway.config.request_timeout, next.run(request)).await {
+    match tokio::time::timeout(gateway.config().request_timeout, next.run(request)).await {
         Ok(response) => response,
         Err(_) => error::ApiError::timeout().into_response(),
     }
 }
 
 async fn limit(State(gateway): State<Arc<Gateway>>, mut request: Request, next: Next) -> Response {
-    let Some(principal) = request.extensions().get::<authn::Principal>() else {
+    let Some(principal) = request.extensions().get::<crate::principal::Principal>() else {
         // The public routes (health) carry no principal and are not limited.
         return next.run(request).await;
     };
-    let limits = crate::limits::Effective::of(principal, gateway.limiter.config());
+    let limits = crate::limits::Effective::of(principal, gateway.limiter().config());
     // A model's own limit is spent only by callers that may use it: others cannot exhaust it.
     let model = authn::model_in_path(request.uri().path())
-        .and_then(|name| gateway.registry.get(name))
+        .and_then(|name| gateway.registry().get(name))
         .filter(|model| model.config.public || principal.models.allows(&model.config.name))
         .map(|model| (model.config.name.as_str(), model.config.rate.as_ref()));
-    let admission = match gateway.limiter.admit(principal, &limits, model).await {
+    let admission = match gateway.limiter().admit(principal, &limits, model).await {
         Ok(admission) => admission,
         Err(error) => return error.into_response(),
     };

@@ -1,14 +1,7 @@
 //! Listeners and lifecycle: build the gateway (store, pepper, models), bind the public and admin
 //! listeners, serve until told to stop, then drain in-flight requests within the grace period.
 
-use std::{
-    future::Future,
-    net::SocketAddr,
-    sync::{
-        Arc,
-        atomic::{AtomicBool, Ordering},
-    },
-};
+use std::{future::Future, net::SocketAddr, sync::Arc};
 
 use std::time::Duration;
 
@@ -17,168 +10,11 @@ use hyper_util::{
     rt::{TokioExecutor, TokioIo, TokioTimer},
     server::{conn::auto, graceful::GracefulShutdown},
 };
-use tokio::{net::TcpListener, sync::Semaphore};
+use tokio::net::TcpListener;
 use tower::ServiceExt;
 
-use crate::{
-    audit::{AuditError, AuditLog},
-    authn::api_key::{KeyVerifier, PEPPER_ENV, Pepper, PepperError},
-    backend::{self, BackendError, Pool, Registry},
-    config::Config,
-    keys::Keyring,
-    metrics::Metrics,
-    router,
-    shutdown::stopped,
-    store::{Store, StoreError, sqlite::SqliteStore},
-};
-
-/// How often counted usage is written to the store.
-const USAGE_FLUSH_INTERVAL: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Why the server did not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error(transparent)]
-    Pepper(#[from] PepperError),
-    #[error(transparent)]
-    Model(#[from] BackendError),
-    #[error("cannot listen on {addr}: {error}")]
-    Bind { addr: SocketAddr, error: std::io::Error },
-    #[error(transparent)]
-    Audit(#[from] AuditError),
-    #[error("server error: {0}")]
-    Serve(std::io::Error),
-    #[error("TLS: {0}")]
-    Tls(String),
-    #[error("{0}")]
-    Limits(String),
-    #[error("token broker: {0}")]
-    Broker(#[from] crate::broker::signing::SigningError),
-    #[error("{0}")]
-    Issuers(String),
-}
-
-/// Everything a request may need, shared by all requests.
-#[derive(Debug)]
-pub struct Gateway {
-    pub config: Config,
-    pub registry: Registry,
-    pub pool: Pool,
-    pub verifier: KeyVerifier,
-    pub metrics: Metrics,
-    /// The audit log; `None` only when the config disables it.
-    pub audit: Option<AuditLog>,
-    /// Global cap on requests in flight (load shedding beyond it).
-    pub in_flight: Semaphore,
-    /// The public listener's TLS, when configured.
-    pub tls: Option<Arc<crate::tls::Tls>>,
-    /// Rate limits, concurrency and quotas.
-    pub limiter: Arc<crate::limits::Limiter>,
-    /// Trusted identity providers and their keys.
-    pub issuers: crate::broker::idp::Issuers,
-    /// The token broker, when `[broker]` is configured.
-    pub broker: Option<Arc<crate::broker::Broker>>,
-    draining: AtomicBool,
-}
-
-/// Opens the store named by the config (migrating it) and loads the pepper. Shared by `serve`
-/// and the `keys` commands.
-pub async fn open_keyring(config: &Config) -> Result<(Arc<dyn Store>, Pepper), StartError> {
-    let store: Arc<dyn Store> = match &config.postgres_url {
-        Some(url) => Arc::new(crate::store::postgres::PostgresStore::open(url.expose()).await?),
-        None => Arc::new(SqliteStore::open(&config.sqlite).await?),
-    };
-    let env = std::env::var(PEPPER_ENV).ok();
-    let pepper = Pepper::load(&config.pepper_file, env.as_deref(), true)?;
-    Ok((store, pepper))
-}
-
-impl Gateway {
-    /// Opens the store, loads the pepper, and loads and checks every model.
-    pub async fn build(config: Config) -> Result<Arc<Gateway>, StartError> {
-        let (store, pepper) = open_keyring(&config).await?;
-        let registry = backend::load_models(&config)?;
-        let limiter = Arc::new(
-            crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).map_err(StartError::Limits)?,
-        );
-        let broker = match &config.broker {
-            Some(broker) => Some(Arc::new(
-                crate::broker::Broker::open(
-                    broker.clone(),
-                    Arc::clone(&store),
-                    limiter.shared().cloned(),
-                    crate::time::now(),
-                )
-                .await?,
-            )),
-            None => None,
-        };
-        Gateway::assemble_with(config, registry, store, pepper, limiter, broker)
-    }
-
-    /// Puts a gateway together from parts already loaded (tests use this with their own store),
-    /// opening the audit log. Must run inside the async runtime.
-    pub fn assemble(
-        config: Config,
-        registry: Registry,
-        store: Arc<dyn Store>,
-        pepper: Pepper,
-    ) -> Result<Arc<Gateway>, StartError> {
-        let limiter = Arc::new(
-            crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).map_err(StartError::Limits)?,
-        );
-        Gateway::assemble_with(config, registry, store, pepper, limiter, None)
-    }
-
-    /// [`Gateway::assemble`] with a limiter and a token broker made by the caller.
-    pub fn assemble_with(
-        config: Config,
-        registry: Registry,
-        store: Arc<dyn Store>,
-        pepper: Pepper,
-        limiter: Arc<crate::limits::Limiter>,
-        broker: Option<Arc<crate::broker::Broker>>,
-    ) -> Result<Arc<Gateway>, StartError> {
-        let metrics = Metrics::new();
-        metrics.set_models(registry.len());
-        let audit = match &config.audit {
-            Some(audit) => Some(AuditLog::open(audit)?),
-            None => {
-                tracing::warn!("the audit log is disabled (audit.enabled = false): requests leave no record");
-                None
-            }
-        };
-        let tls = config.tls.as_ref().map(crate::tls::Tls::load).transpose().map_err(StartError::Tls)?.map(Arc::new);
-        Ok(Arc::new(Gateway {
-            tls,
-            limiter,
-            issuers: crate::broker::idp::Issuers::new(&config.identity_providers).map_err(StartError::Issuers)?,
-            broker,
-            pool: Pool::new(config.inference.threads, config.inference.queue),
-            verifier: KeyVerifier::new(store, pepper, config.key_cache_ttl),
-            in_flight: Semaphore::new(config.max_concurrency),
-            metrics,
-            audit,
-            registry,
-            config,
-            draining: AtomicBool::new(false),
-        }))
-    }
-
-    pub fn keyring(&self, pepper: Pepper) -> Keyring {
-        Keyring::new(Arc::clone(self.verifier.store()), pepper, self.config.audit.clone())
-    }
-
-    /// Ready when not draining and the store answers: a node that cannot check keys must not
-    /// receive traffic.
-    pub async fn is_ready(&self) -> bool {
-        !self.draining.load(Ordering::Relaxed)
-            && self.audit.as_ref().is_none_or(AuditLog::accepting)
-            && self.verifier.store().ping().await.is_ok()
-    }
-}
+pub use crate::state::{Gateway, StartError, open_keyring};
+use crate::{config::Config, router, shutdown::stopped};
 
 /// A gateway bound to its listeners, not yet serving.
 #[derive(Debug)]
@@ -193,8 +29,8 @@ impl Server {
         let bind = |addr: SocketAddr| async move {
             TcpListener::bind(addr).await.map_err(|error| StartError::Bind { addr, error })
         };
-        let public = bind(gateway.config.listen).await?;
-        let admin = bind(gateway.config.admin_listen).await?;
+        let public = bind(gateway.config().listen).await?;
+        let admin = bind(gateway.config().admin_listen).await?;
         Ok(Server { gateway, public, admin })
     }
 
@@ -215,16 +51,16 @@ impl Server {
         // connections well within it.
         let files = crate::connection::raise_file_limit();
         let max_connections = files
-            .map_or(gateway.config.max_connections, |files| {
-                gateway.config.max_connections.min(usize::try_from(files / 2).unwrap_or(usize::MAX))
+            .map_or(gateway.config().max_connections, |files| {
+                gateway.config().max_connections.min(usize::try_from(files / 2).unwrap_or(usize::MAX))
             })
             .max(16);
         tracing::info!(open_files = files.unwrap_or(0), max_connections, "connection limits");
-        let timeouts = Timeouts { header: gateway.config.header_read_timeout, idle: gateway.config.idle_timeout };
+        let timeouts = Timeouts { header: gateway.config().header_read_timeout, idle: gateway.config().idle_timeout };
         let public = accept_loop(
             self.public,
             router::public(Arc::clone(&gateway)),
-            gateway.tls.clone(),
+            gateway.tls().cloned(),
             timeouts,
             crate::connection::Connections::new(max_connections),
             stop_rx.clone(),
@@ -237,39 +73,7 @@ impl Server {
             crate::connection::Connections::new(64),
             stop_rx.clone(),
         );
-        if let Some(tls) = &gateway.tls {
-            tokio::spawn(Arc::clone(tls).watch(stop_rx.clone()));
-        }
-        {
-            // A key revoked or changed by any process leaves the cache within a second, with
-            // or without Redis.
-            let (follower, stop) = (Arc::clone(&gateway), stop_rx.clone());
-            tokio::spawn(async move {
-                follower.verifier.follow_key_changes(crate::authn::api_key::KEY_CHANGES_INTERVAL, stop).await;
-            });
-        }
-        if let Some(shared) = gateway.limiter.shared() {
-            // A key revoked or changed on any node is dropped from this node's cache at once.
-            let watcher = Arc::clone(&gateway);
-            let forget = move |kid: &str| watcher.verifier.forget(kid);
-            tokio::spawn(Arc::clone(shared).watch_key_changes(forget, stop_rx.clone()));
-        }
-        if let Some(broker) = &gateway.broker {
-            // Follow signing-key rotations made on other nodes (or by `signing-keys rotate`).
-            let (broker, mut stop) = (Arc::clone(broker), stop_rx.clone());
-            tokio::spawn(async move {
-                let interval = crate::broker::signing::RELOAD_INTERVAL;
-                loop {
-                    tokio::select! {
-                        () = stopped(&mut stop) => break,
-                        () = tokio::time::sleep(interval) => {
-                            broker.keys.reload_if_older(interval / 2, crate::time::now()).await;
-                        }
-                    }
-                }
-            });
-        }
-        let flusher = tokio::spawn(Arc::clone(&gateway.limiter).run_flusher(USAGE_FLUSH_INTERVAL, stop_rx));
+        let flusher = gateway.spawn_background(&stop_rx);
         let mut public = tokio::spawn(public);
         let mut admin = tokio::spawn(admin);
 
@@ -279,9 +83,9 @@ impl Server {
             result = &mut admin => return flatten(result),
         }
         tracing::info!("shutting down: draining requests in flight");
-        gateway.draining.store(true, Ordering::Relaxed);
+        gateway.start_draining();
         let _ = stop_tx.send(true);
-        let grace = gateway.config.shutdown_grace;
+        let grace = gateway.config().shutdown_grace;
         let drained = tokio::time::timeout(grace, async {
             let public = (&mut public).await;
             let admin = (&mut admin).await;
@@ -299,7 +103,7 @@ impl Server {
         };
         // Requests are done (or cut off): write the last usage, seal the log with a checkpoint.
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), flusher).await;
-        if let Some(audit) = &gateway.audit {
+        if let Some(audit) = gateway.audit() {
             audit.close().await;
         }
         tracing::info!("stopped");
@@ -446,12 +250,12 @@ fn flatten(result: Result<std::io::Result<()>, tokio::task::JoinError>) -> Resul
 
 /// Builds, binds and serves; logs the bound addresses. The `serve` command's whole job.
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), StartError> {
-    let gateway = Gateway::build(config).await?;
+    let gateway = Gateway::builder(config).open().await?;
     let server = Server::bind(gateway).await?;
     tracing::info!(
         public = %server.public_addr().map(|a| a.to_string()).unwrap_or_default(),
         admin = %server.admin_addr().map(|a| a.to_string()).unwrap_or_default(),
-        scheme = if server.gateway.tls.is_some() { "https" } else { "http" },
+        scheme = if server.gateway.tls().is_some() { "https" } else { "http" },
         "listening"
     );
     server.run(shutdown).await

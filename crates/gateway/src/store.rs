@@ -352,30 +352,30 @@ pub struct KeyRecord {
 /// Limits a key carries (set at `keys create`, changed by `keys update`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct KeyLimits {
-    pub rate: Option<crate::limits::spec::Rate>,
+    pub rate: Option<crate::limit_spec::Rate>,
     pub burst: Option<u32>,
     pub concurrency: Option<u32>,
     /// Requests per day or month.
-    pub quotas: Vec<crate::limits::spec::Quota>,
+    pub quotas: Vec<crate::limit_spec::Quota>,
     /// Inference rows per day or month.
-    pub row_quotas: Vec<crate::limits::spec::Quota>,
+    pub row_quotas: Vec<crate::limit_spec::Quota>,
     /// A delegate key's limits for each end user it names. The fields above apply to the key as
     /// a whole, all its users together, so naming a new user per request gains nothing.
-    pub user_rate: Option<crate::limits::spec::Rate>,
+    pub user_rate: Option<crate::limit_spec::Rate>,
     pub user_burst: Option<u32>,
     pub user_concurrency: Option<u32>,
-    pub user_quotas: Vec<crate::limits::spec::Quota>,
+    pub user_quotas: Vec<crate::limit_spec::Quota>,
     /// Distinct end users a delegate key may name per window (`[limits] max_users` otherwise).
-    pub max_users: Option<crate::limits::spec::UserCap>,
+    pub max_users: Option<crate::limit_spec::UserCap>,
 }
 
 impl KeyLimits {
     /// Quotas as stored: `100000/day,2000000/month`, or `None` for none.
-    pub fn quotas_to_stored(quotas: &[crate::limits::spec::Quota]) -> Option<String> {
+    pub fn quotas_to_stored(quotas: &[crate::limit_spec::Quota]) -> Option<String> {
         (!quotas.is_empty()).then(|| quotas.iter().map(ToString::to_string).collect::<Vec<_>>().join(","))
     }
 
-    pub fn quotas_from_stored(text: Option<&str>) -> Result<Vec<crate::limits::spec::Quota>, StoreError> {
+    pub fn quotas_from_stored(text: Option<&str>) -> Result<Vec<crate::limit_spec::Quota>, StoreError> {
         text.unwrap_or("")
             .split(',')
             .filter(|part| !part.trim().is_empty())

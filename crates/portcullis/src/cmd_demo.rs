@@ -140,8 +140,8 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     };
     let config_path = write_files(&dir, args.port, args.admin_port, tls.as_ref().map(|(section, _)| section.as_str()))?;
     let config = gateway::Config::load(&config_path)?;
-    let gateway = gateway::Gateway::build(config).await?;
-    let (store, pepper) = gateway::serve::open_keyring(&gateway.config).await?;
+    let gateway = gateway::Gateway::builder(config).open().await?;
+    let (store, pepper) = gateway::serve::open_keyring(gateway.config()).await?;
     drop(store);
     let (secret, _) = gateway
         .keyring(pepper)

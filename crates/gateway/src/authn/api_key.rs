@@ -14,12 +14,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use hmac::{Hmac, Mac};
-use sha2::Sha256;
+use hmac::Mac;
 use subtle::ConstantTimeEq;
 use zeroize::Zeroizing;
 
-use super::{AuthnError, Principal, PrincipalKind};
+use super::AuthnError;
+use crate::principal::{Principal, PrincipalKind};
 use crate::store::{KeyRecord, Store};
 
 /// The server-wide secret that keys are hashed under. Never printed.
@@ -84,21 +84,10 @@ impl Pepper {
     /// HMAC-SHA-256 of the whole key.
     pub fn hash(&self, key: &str) -> [u8; 32] {
         // HMAC takes keys of any length; this cannot fail.
-        let mut mac = hmac_sha256(&self.0);
+        let mut mac = crate::mac::hmac_sha256(&self.0);
         mac.update(key.as_bytes());
         mac.finalize().into_bytes().into()
     }
-}
-
-/// HMAC-SHA-256 keyed with `key` (the gateway's one constructor: keys, nonces, sealing).
-pub(crate) fn hmac_sha256(key: &[u8]) -> Hmac<Sha256> {
-    // HMAC takes keys of any length; this cannot fail.
-    <Hmac<Sha256> as Mac>::new_from_slice(key).unwrap_or_else(|_| unreachable_hmac())
-}
-
-#[expect(clippy::panic, reason = "HMAC accepts keys of every length, so this is unreachable")]
-fn unreachable_hmac() -> Hmac<Sha256> {
-    panic!("HMAC rejected its key")
 }
 
 struct CacheEntry<T> {
@@ -190,7 +179,7 @@ impl KeyVerifier {
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthnError> {
         let record = self.check(token, apikey::KeyKind::Secret).await?;
         Ok(Principal {
-            id: format!("key:{}", record.kid),
+            id: crate::principal::PrincipalId::key(&record.kid),
             kind: PrincipalKind::ApiKey,
             name: record.name.clone(),
             models: record.models.clone(),

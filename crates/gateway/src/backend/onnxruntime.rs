@@ -18,7 +18,8 @@ use ort::{
 
 use super::{Backend, BackendError, load_error};
 use crate::{
-    authz::{Grant, Infer},
+    authz::Infer,
+    backend::Grant,
     config::ModelConfig,
     oip::{DataType, Tensor, TensorData, TensorMeta},
 };

@@ -11,7 +11,8 @@ use tract_onnx::prelude::{
 
 use super::{Backend, BackendError, load_error};
 use crate::{
-    authz::{Grant, Infer},
+    authz::Infer,
+    backend::Grant,
     config::ModelConfig,
     oip::{DataType, Tensor, TensorData, TensorMeta},
 };

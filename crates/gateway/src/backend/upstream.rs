@@ -20,8 +20,7 @@ use serde::Deserialize;
 use super::{BackendError, Pool};
 use crate::{
     config::{CredentialSource, ModelConfig, UpstreamConfig},
-    handler::INFERENCE_HEADER_CONTENT_LENGTH,
-    oip::{self, DataType, Limits, ModelMetadata, Tensor, TensorMeta},
+    oip::{self, DataType, INFERENCE_HEADER_CONTENT_LENGTH, Limits, ModelMetadata, Tensor, TensorMeta},
     request::REQUEST_ID_HEADER,
 };
 

@@ -203,7 +203,7 @@ pub fn verify_proof(
         return Err(DpopError::Method);
     }
     // 9. URL, ignoring query and fragment, after normalisation.
-    if normalize_htu(&htu).as_deref() != Some(expected.htu) {
+    if crate::config::broker::normalize_htu(&htu).as_deref() != Some(expected.htu) {
         return Err(DpopError::Url);
     }
     // 10. Nonce: when one is required, or when the client sent one (it must then be ours).
@@ -236,33 +236,6 @@ pub fn verify_proof(
     Ok(Proof { jkt, jti, iat })
 }
 
-/// `htu` in normal form: lower-case scheme and host, no default port, path (default `/`), no
-/// query or fragment (RFC 9449 4.3, RFC 3986 6.2.2 and 6.2.3). `None` if not an absolute
-/// http(s) URL.
-pub fn normalize_htu(text: &str) -> Option<String> {
-    let uri: http::Uri = text.parse().ok()?;
-    let scheme = uri.scheme_str()?.to_ascii_lowercase();
-    let default_port = match scheme.as_str() {
-        "https" => 443,
-        "http" => 80,
-        _ => return None,
-    };
-    let authority = uri.authority()?;
-    if authority.as_str().contains('@') {
-        return None;
-    }
-    let host = authority.host().to_ascii_lowercase();
-    let port = match authority.port_u16() {
-        Some(port) if port != default_port => format!(":{port}"),
-        _ => String::new(),
-    };
-    let path = match uri.path() {
-        "" => "/",
-        path => path,
-    };
-    Some(format!("{scheme}://{host}{port}{path}"))
-}
-
 /// Server nonces: `base64url(issued_at || HMAC(secret, issued_at)[..16])`.
 pub struct Nonces {
     key: Vec<u8>,
@@ -281,7 +254,7 @@ impl Nonces {
     }
 
     fn mac(&self, issued_at: i64) -> [u8; 16] {
-        let mut mac = crate::authn::api_key::hmac_sha256(&self.key);
+        let mut mac = crate::mac::hmac_sha256(&self.key);
         mac.update(b"portcullis dpop nonce v1");
         mac.update(&issued_at.to_be_bytes());
         let full: [u8; 32] = mac.finalize().into_bytes().into();

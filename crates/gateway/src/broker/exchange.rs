@@ -19,7 +19,16 @@ use super::{
     attest::Evidence,
     dpop::{self, DpopError, Expected},
 };
-use crate::{error::ApiError, serve::Gateway};
+use crate::{error::ApiError, limits::Limiter};
+
+/// What the broker's endpoints need: the broker (when configured), the identity providers whose
+/// ID tokens it exchanges, and the limiter that spends each user's and device's token rate.
+#[derive(Debug, Clone)]
+pub struct Exchange {
+    pub broker: Option<Arc<Broker>>,
+    pub issuers: Arc<super::idp::Issuers>,
+    pub limiter: Arc<Limiter>,
+}
 
 pub const GRANT_TYPE: &str = "urn:ietf:params:oauth:grant-type:token-exchange";
 pub const ACCESS_TOKEN: &str = "urn:ietf:params:oauth:token-type:access_token";
@@ -105,7 +114,7 @@ fn no_store(mut response: Response) -> Response {
     response
 }
 
-fn broker(gateway: &Gateway) -> Result<&Arc<Broker>, ApiError> {
+fn broker(gateway: &Exchange) -> Result<&Arc<Broker>, ApiError> {
     gateway.broker.as_ref().ok_or_else(ApiError::route_not_found)
 }
 
@@ -126,7 +135,7 @@ fn proof_refused(broker: &Broker, error: &DpopError, now: i64) -> ApiError {
 }
 
 /// `POST /v1/token`.
-pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Result<Response, ApiError> {
+pub async fn token(State(gateway): State<Exchange>, request: Request) -> Result<Response, ApiError> {
     let broker = broker(&gateway)?;
     let now = crate::time::now();
     let (parts, body) = request.into_parts();
@@ -232,7 +241,7 @@ pub async fn token(State(gateway): State<Arc<Gateway>>, request: Request) -> Res
     // RFC 8693 2.2.1: scope is required when it differs from the request; always sent here.
     body["scope"] = serde_json::Value::String(scope);
     let mut response = no_store((StatusCode::OK, axum::Json(body)).into_response());
-    response.extensions_mut().insert(crate::authn::PrincipalId(format!("user:{}:{}", app.client_id, claims.sub)));
+    response.extensions_mut().insert(crate::principal::PrincipalId::app_user(&app.client_id, &claims.sub));
     Ok(response)
 }
 
@@ -247,7 +256,7 @@ async fn read_form(body: Body) -> Result<bytes::Bytes, ApiError> {
 }
 
 /// `POST /v1/nonce`: a fresh DPoP nonce, in the `DPoP-Nonce` header and the body.
-pub async fn nonce(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+pub async fn nonce(State(gateway): State<Exchange>) -> Result<Response, ApiError> {
     let broker = broker(&gateway)?;
     let nonce = broker.nonces.issue(crate::time::now());
     let mut response = no_store(axum::Json(serde_json::json!({ "nonce": nonce })).into_response());
@@ -258,7 +267,7 @@ pub async fn nonce(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiE
 }
 
 /// `GET /.well-known/jwks.json`: the public keys that verify our tokens.
-pub async fn jwks(State(gateway): State<Arc<Gateway>>) -> Result<Response, ApiError> {
+pub async fn jwks(State(gateway): State<Exchange>) -> Result<Response, ApiError> {
     let broker = broker(&gateway)?;
     let now = crate::time::now();
     broker.keys.reload_if_older(std::time::Duration::from_secs(1), now).await;

@@ -131,7 +131,7 @@ impl SigningSecret {
     /// A key for another purpose, derived from this one (DPoP nonces).
     pub fn derive(&self, purpose: &str) -> Vec<u8> {
         use hmac::Mac;
-        let mut mac = crate::authn::api_key::hmac_sha256(self.0.as_ref());
+        let mut mac = crate::mac::hmac_sha256(self.0.as_ref());
         mac.update(purpose.as_bytes());
         mac.finalize().into_bytes().to_vec()
     }

@@ -808,18 +808,18 @@ pub(super) struct Answer {
 }
 
 /// A gateway with its broker, for a validated config whose files live in the config's folder.
-pub(super) async fn gateway_for(config: Config) -> Arc<crate::serve::Gateway> {
+pub(super) async fn gateway_for(config: Config) -> Arc<crate::state::Gateway> {
     let store: Arc<dyn Store> = Arc::new(crate::store::sqlite::SqliteStore::open(&config.sqlite).await.unwrap());
     let pepper = crate::authn::api_key::Pepper::from_bytes(vec![7; 32]);
     let registry = crate::backend::load_models(&config).unwrap();
     let limiter = Arc::new(crate::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).unwrap());
     let broker =
         Broker::open(config.broker.clone().unwrap(), Arc::clone(&store), None, crate::time::now()).await.unwrap();
-    crate::serve::Gateway::assemble_with(config, registry, store, pepper, limiter, Some(Arc::new(broker))).unwrap()
+    crate::state::Gateway::builder(config).models(registry).store(store, pepper).limiter(limiter).broker(Arc::new(broker)).build().unwrap()
 }
 
 /// Sends one request through the whole public router.
-pub(super) async fn send(gateway: &Arc<crate::serve::Gateway>, request: http::Request<axum::body::Body>) -> Answer {
+pub(super) async fn send(gateway: &Arc<crate::state::Gateway>, request: http::Request<axum::body::Body>) -> Answer {
     use http_body_util::BodyExt;
     use tower::ServiceExt;
     let response = crate::router::public(Arc::clone(gateway)).oneshot(request).await.unwrap();
@@ -880,7 +880,7 @@ pub(super) fn token_proof(
 /// identity provider.
 struct Endpoint {
     _dir: tempfile::TempDir,
-    gateway: Arc<crate::serve::Gateway>,
+    gateway: Arc<crate::state::Gateway>,
     idp: Pair,
     device: (Vec<u8>, serde_json::Value),
 }

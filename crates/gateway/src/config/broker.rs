@@ -367,7 +367,7 @@ impl RawBroker {
         let at = |message: String| invalid(format!("[broker]: {message}"));
         let public_url = self.public_url.trim_end_matches('/').to_owned();
         let with_slash = format!("{public_url}/");
-        if crate::broker::dpop::normalize_htu(&with_slash).is_none_or(|normal| normal != with_slash) {
+        if normalize_htu(&with_slash).is_none_or(|normal| normal != with_slash) {
             return Err(at(format!(
                 "public_url '{}' must be an absolute http(s) URL in normal form (lower-case scheme and host, no default port, no path, query or fragment)",
                 self.public_url
@@ -504,4 +504,31 @@ impl RawBroker {
             app_check,
         })
     }
+}
+
+/// `htu` in normal form: lower-case scheme and host, no default port, path (default `/`), no
+/// query or fragment (RFC 9449 4.3, RFC 3986 6.2.2 and 6.2.3). `None` if not an absolute
+/// http(s) URL.
+pub fn normalize_htu(text: &str) -> Option<String> {
+    let uri: http::Uri = text.parse().ok()?;
+    let scheme = uri.scheme_str()?.to_ascii_lowercase();
+    let default_port = match scheme.as_str() {
+        "https" => 443,
+        "http" => 80,
+        _ => return None,
+    };
+    let authority = uri.authority()?;
+    if authority.as_str().contains('@') {
+        return None;
+    }
+    let host = authority.host().to_ascii_lowercase();
+    let port = match authority.port_u16() {
+        Some(port) if port != default_port => format!(":{port}"),
+        _ => String::new(),
+    };
+    let path = match uri.path() {
+        "" => "/",
+        path => path,
+    };
+    Some(format!("{scheme}://{host}{port}{path}"))
 }

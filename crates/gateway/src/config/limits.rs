@@ -59,27 +59,27 @@ pub enum LimitsBackend {
 /// A rate with its burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RateLimit {
-    pub rate: crate::limits::spec::Rate,
+    pub rate: crate::limit_spec::Rate,
     pub burst: u32,
 }
 
 /// Distinct end users per delegate key when neither the key nor `[limits]` says.
-pub const DEFAULT_MAX_USERS: crate::limits::spec::UserCap =
-    crate::limits::spec::UserCap { count: 10_000, window_seconds: 3600 };
+pub const DEFAULT_MAX_USERS: crate::limit_spec::UserCap =
+    crate::limit_spec::UserCap { count: 10_000, window_seconds: 3600 };
 
 /// Refused authentications per client address when `[limits]` does not say.
 pub const DEFAULT_UNAUTHENTICATED: RateLimit =
-    RateLimit { rate: crate::limits::spec::Rate { count: 10, period_seconds: 1 }, burst: 100 };
+    RateLimit { rate: crate::limit_spec::Rate { count: 10, period_seconds: 1 }, burst: 100 };
 
 /// Validated `[limits]`.
 #[derive(Debug, Clone)]
 pub struct LimitsConfig {
-    pub max_users: crate::limits::spec::UserCap,
+    pub max_users: crate::limit_spec::UserCap,
     pub unauthenticated: RateLimit,
     pub rate: Option<RateLimit>,
     pub concurrency: Option<u32>,
-    pub quotas: Vec<crate::limits::spec::Quota>,
-    pub row_quotas: Vec<crate::limits::spec::Quota>,
+    pub quotas: Vec<crate::limit_spec::Quota>,
+    pub row_quotas: Vec<crate::limit_spec::Quota>,
     pub anonymous: Option<RateLimit>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub backend: LimitsBackend,
@@ -88,7 +88,7 @@ pub struct LimitsConfig {
 
 /// A rate and a burst from config or a key; the burst defaults to one second's worth (at
 /// least 1).
-pub fn rate_limit(rate: crate::limits::spec::Rate, burst: Option<u32>) -> Result<RateLimit, String> {
+pub fn rate_limit(rate: crate::limit_spec::Rate, burst: Option<u32>) -> Result<RateLimit, String> {
     let default_burst = u32::try_from(rate.count.div_ceil(rate.period_seconds)).unwrap_or(u32::MAX).max(1);
     let burst = burst.unwrap_or(default_burst);
     if burst == 0 {
@@ -110,10 +110,10 @@ impl RawLimits {
                 }
             }
         };
-        let quotas = |field: &str, texts: Vec<String>| -> Result<Vec<crate::limits::spec::Quota>, ConfigError> {
-            let mut quotas: Vec<crate::limits::spec::Quota> = Vec::new();
+        let quotas = |field: &str, texts: Vec<String>| -> Result<Vec<crate::limit_spec::Quota>, ConfigError> {
+            let mut quotas: Vec<crate::limit_spec::Quota> = Vec::new();
             for text in texts {
-                let quota: crate::limits::spec::Quota = text.parse().map_err(|e| fail(field, e))?;
+                let quota: crate::limit_spec::Quota = text.parse().map_err(|e| fail(field, e))?;
                 if quotas.iter().any(|other| other.window == quota.window) {
                     return Err(fail(field, format!("two quotas per {}", quota.window.as_str())));
                 }

@@ -14,7 +14,7 @@ use crate::{
     backend,
     config::Config,
     keys::{Keyring, NewKey},
-    serve::Gateway,
+    state::Gateway,
     store::{KeyLimits, ModelScope, Scopes, Store, Usage, sqlite::SqliteStore},
 };
 
@@ -68,7 +68,7 @@ burst = 2
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
     let pepper = Pepper::from_bytes(vec![3; 32]);
     let registry = backend::load_models(&config).unwrap();
-    let gateway = Gateway::assemble(config, registry, Arc::clone(&store), pepper.clone()).unwrap();
+    let gateway = Gateway::builder(config).models(registry).store(Arc::clone(&store), pepper.clone()).build().unwrap();
     let keyring = gateway.keyring(pepper);
     Limited { dir, gateway, keyring, store }
 }
@@ -268,7 +268,7 @@ async fn quotas_are_spent_persisted_and_reset_by_day() {
     assert!(refused.body["error"].as_str().unwrap().contains("requests quota of 3/day"));
 
     // Usage reaches the store, per key, model and day.
-    limited.gateway.limiter.flush_usage().await;
+    limited.gateway.limiter().flush_usage().await;
     let today = crate::time::day_of(crate::time::now());
     let usage = limited.store.usage(Some(&kid), &today).await.unwrap();
     assert_eq!(usage, [Usage { kid: kid.clone(), model: "mlp".into(), day: today.clone(), requests: 3, rows: 5 }]);
@@ -314,9 +314,9 @@ async fn quotas_are_spent_persisted_and_reset_by_day() {
 async fn requests_in_flight_are_capped_per_principal() {
     let limited = Limited::new().await;
     let (key, _) = limited.key(limits(&[("concurrency", "1")])).await;
-    let principal = limited.gateway.verifier.verify(&key).await.unwrap();
-    let effective = crate::limits::Effective::of(&principal, limited.gateway.limiter.config());
-    let held = limited.gateway.limiter.admit(&principal, &effective, None).await.unwrap();
+    let principal = limited.gateway.verifier().verify(&key).await.unwrap();
+    let effective = crate::limits::Effective::of(&principal, limited.gateway.limiter().config());
+    let held = limited.gateway.limiter().admit(&principal, &effective, None).await.unwrap();
     let reply = limited.infer("mlp", Some(&key), PEER, None, 1).await;
     assert_eq!((reply.status, reply.body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
     assert_eq!(reply.header("retry-after"), Some(1));
@@ -431,8 +431,8 @@ async fn a_full_server_or_model_queue_sheds_load_at_once() {
     let limited = Limited::new().await;
     let (key, _) = limited.key(KeyLimits::default()).await;
     // Every request slot of the server taken: 503 at once, with Retry-After.
-    let slots = limited.gateway.config.max_concurrency as u32;
-    let held = limited.gateway.in_flight.try_acquire_many(slots).unwrap();
+    let slots = limited.gateway.config().max_concurrency as u32;
+    let held = limited.gateway.in_flight().try_acquire_many(slots).unwrap();
     let started = std::time::Instant::now();
     let reply = limited.infer("mlp", Some(&key), PEER, None, 1).await;
     assert_eq!((reply.status, reply.body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
@@ -440,7 +440,7 @@ async fn a_full_server_or_model_queue_sheds_load_at_once() {
     assert!(started.elapsed() < std::time::Duration::from_secs(1), "refused at once, not queued");
     drop(held);
     // The inference queue full (every thread busy, every queue place taken): 503 at once too.
-    let pool = &limited.gateway.pool;
+    let pool = &limited.gateway.pool();
     let mut admitted = Vec::new();
     while let Ok(place) = pool.admit() {
         admitted.push(place);
@@ -480,7 +480,7 @@ async fn a_delegate_key_naming_a_new_user_per_request_keeps_its_quota() {
     let refused = limited.infer_for(&key, "one-more").await;
     assert_eq!(refused.body["code"], "quota_exhausted");
     // After a restart the key-wide count is seeded from the usage of all its users.
-    limited.gateway.limiter.flush_usage().await;
+    limited.gateway.limiter().flush_usage().await;
     let usage = limited.store.usage(Some(&kid), "2000-01-01").await.unwrap();
     assert_eq!(usage.iter().map(|row| row.requests).sum::<u64>(), 10);
     let restarted = gateway(limited.dir).await;
@@ -491,11 +491,11 @@ async fn a_delegate_key_naming_a_new_user_per_request_keeps_its_quota() {
 async fn a_delegate_key_with_concurrency_one_holds_one_slot_whatever_user_it_names() {
     let limited = Limited::new().await;
     let (key, _) = limited.delegate_key(limits(&[("concurrency", "1")])).await;
-    let mut principal = limited.gateway.verifier.verify(&key).await.unwrap();
+    let mut principal = limited.gateway.verifier().verify(&key).await.unwrap();
     principal.delegator = Some(principal.id.clone());
-    principal.id = format!("{}/user:alice", principal.id);
-    let effective = crate::limits::Effective::of(&principal, limited.gateway.limiter.config());
-    let held = limited.gateway.limiter.admit(&principal, &effective, None).await.unwrap();
+    principal.id = principal.id.on_behalf_of("alice");
+    let effective = crate::limits::Effective::of(&principal, limited.gateway.limiter().config());
+    let held = limited.gateway.limiter().admit(&principal, &effective, None).await.unwrap();
     let reply = limited.infer_for(&key, "bob").await;
     assert_eq!((reply.status, reply.body["code"].as_str()), (StatusCode::SERVICE_UNAVAILABLE, Some("overloaded")));
     drop(held);
@@ -524,7 +524,7 @@ async fn a_delegate_key_names_at_most_its_cap_of_distinct_users() {
     assert_eq!(limited.infer_for(&key, "user-1").await.status, StatusCode::OK, "known users go on");
     // Without a cap of its own the key gets the safe default.
     let (uncapped, _) = limited.delegate_key(KeyLimits::default()).await;
-    assert_eq!(limited.gateway.limiter.config().max_users, crate::config::DEFAULT_MAX_USERS);
+    assert_eq!(limited.gateway.limiter().config().max_users, crate::config::DEFAULT_MAX_USERS);
     assert_eq!(limited.infer_for(&uncapped, "someone").await.status, StatusCode::OK);
 }
 

@@ -12,7 +12,7 @@ use crate::{
     backend,
     config::Config,
     keys::{Keyring, NewKey},
-    serve::Gateway,
+    state::Gateway,
     store::{ModelScope, Scopes, Store, sqlite::SqliteStore},
 };
 
@@ -71,7 +71,7 @@ public = true
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
         let pepper = Pepper::from_bytes(vec![1; 32]);
         let registry = backend::load_models(&config).unwrap();
-        let gateway = Gateway::assemble(config, registry, Arc::clone(&store), pepper.clone()).unwrap();
+        let gateway = Gateway::builder(config).models(registry).store(Arc::clone(&store), pepper.clone()).build().unwrap();
         let keyring = gateway.keyring(pepper);
         Harness { _dir: dir, gateway, keyring }
     }
@@ -717,7 +717,7 @@ impl crate::backend::Backend for Broken {
 
     fn run(
         &self,
-        _: &crate::authz::Grant<crate::authz::Infer>,
+        _: &crate::backend::Grant<crate::authz::Infer>,
         _: Vec<crate::oip::Tensor>,
     ) -> Result<Vec<crate::oip::Tensor>, crate::backend::BackendError> {
         if self.panics {
@@ -802,7 +802,7 @@ async fn internal_failures_never_reach_the_client() {
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
     let pepper = Pepper::from_bytes(vec![1; 32]);
     let gateway =
-        Gateway::assemble(config.clone(), crate::backend::Registry::from_models(models), store, pepper.clone())
+        Gateway::builder(config.clone()).models(crate::backend::Registry::from_models(models)).store(store, pepper.clone()).build()
             .unwrap();
     let harness = Harness { _dir: dir, keyring: gateway.keyring(pepper.clone()), gateway };
     let key = harness.key(&["broken", "panics"], "infer").await;
@@ -816,7 +816,7 @@ async fn internal_failures_never_reach_the_client() {
     }
 
     // The key store is down: fail closed with a generic 503, and readiness says so.
-    let down = Gateway::assemble(config, crate::backend::Registry::default(), Arc::new(DownStore), pepper).unwrap();
+    let down = Gateway::builder(config).models(crate::backend::Registry::default()).store(Arc::new(DownStore), pepper).build().unwrap();
     let reply = Harness {
         _dir: tempfile::tempdir().unwrap(),
         keyring: down.keyring(Pepper::from_bytes(vec![1; 32])),
@@ -843,9 +843,9 @@ async fn every_request_leaves_one_audit_record_and_none_is_served_unaudited() {
         let reply = harness.send(request).await;
         ids.push(reply.headers["x-request-id"].to_str().unwrap().to_owned());
     }
-    let log = harness.gateway.audit.as_ref().unwrap();
+    let log = harness.gateway.audit().unwrap();
     log.close().await;
-    let path = harness.gateway.config.audit.as_ref().unwrap().path.clone();
+    let path = harness.gateway.config().audit.as_ref().unwrap().path.clone();
     let records: Vec<serde_json::Value> = std::fs::read_to_string(&path)
         .unwrap()
         .lines()
@@ -903,9 +903,9 @@ async fn a_flood_of_requests_without_credentials_cannot_fill_the_audit_log() {
     limited.assert_error(StatusCode::TOO_MANY_REQUESTS, "rate_limited");
     assert!(limited.headers.contains_key("retry-after"));
 
-    let log = harness.gateway.audit.as_ref().unwrap();
+    let log = harness.gateway.audit().unwrap();
     log.close().await;
-    let path = harness.gateway.config.audit.as_ref().unwrap().path.clone();
+    let path = harness.gateway.config().audit.as_ref().unwrap().path.clone();
     let text = std::fs::read_to_string(&path).unwrap();
     let records: Vec<serde_json::Value> = text.lines().map(|line| serde_json::from_str(line).unwrap()).collect();
     let written = records.iter().filter(|record| record["event"] == "request").count() as u64;
@@ -931,9 +931,9 @@ async fn a_request_whose_client_hangs_up_is_still_recorded() {
     let request = with_key(post_json("/v2/models/mlp/infer"), &key).body(body).unwrap();
     let abandoned = super::public(Arc::clone(&harness.gateway)).oneshot(request);
     assert!(tokio::time::timeout(std::time::Duration::from_millis(100), abandoned).await.is_err());
-    let log = harness.gateway.audit.as_ref().unwrap();
+    let log = harness.gateway.audit().unwrap();
     log.close().await;
-    let path = harness.gateway.config.audit.as_ref().unwrap().path.clone();
+    let path = harness.gateway.config().audit.as_ref().unwrap().path.clone();
     let text = std::fs::read_to_string(path).unwrap();
     let record: serde_json::Value = text
         .lines()
@@ -948,8 +948,8 @@ async fn a_request_whose_client_hangs_up_is_still_recorded() {
 #[tokio::test]
 async fn liveness_says_200_when_the_server_is_at_capacity() {
     let harness = Harness::new().await;
-    let capacity = u32::try_from(harness.gateway.config.max_concurrency).unwrap();
-    let _every_slot = harness.gateway.in_flight.try_acquire_many(capacity).unwrap();
+    let capacity = u32::try_from(harness.gateway.config().max_concurrency).unwrap();
+    let _every_slot = harness.gateway.in_flight().try_acquire_many(capacity).unwrap();
     let key = harness.key(&["mlp"], "infer,metadata").await;
     let busy =
         harness.send(with_key(post_json("/v2/models/mlp/infer"), &key).body(Body::from(infer_body(1))).unwrap()).await;

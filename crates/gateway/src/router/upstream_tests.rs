@@ -25,7 +25,7 @@ use crate::{
     backend,
     config::Config,
     keys::{Keyring, NewKey},
-    serve::Gateway,
+    state::Gateway,
     store::{ModelScope, Scopes, Store, sqlite::SqliteStore},
 };
 
@@ -144,7 +144,7 @@ connect_timeout = "500ms"
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
         let pepper = Pepper::from_bytes(vec![2; 32]);
         let registry = backend::load_models(&config).unwrap();
-        let gateway = Gateway::assemble(config, registry, store, pepper.clone()).unwrap();
+        let gateway = Gateway::builder(config).models(registry).store(store, pepper.clone()).build().unwrap();
         let keyring = gateway.keyring(pepper);
         Fronted { _dir: dir, gateway, keyring, seen }
     }
@@ -292,9 +292,9 @@ async fn every_policy_holds_for_a_fronted_model() {
     assert_eq!((status, body["ready"].as_bool()), (StatusCode::OK, Some(true)));
 
     // Every request above left its audit record, the fronted model named in it.
-    let log = fronted.gateway.audit.as_ref().unwrap();
+    let log = fronted.gateway.audit().unwrap();
     log.close().await;
-    let path = fronted.gateway.config.audit.as_ref().unwrap().path.clone();
+    let path = fronted.gateway.config().audit.as_ref().unwrap().path.clone();
     let text = std::fs::read_to_string(&path).unwrap();
     let records: Vec<serde_json::Value> = text
         .lines()

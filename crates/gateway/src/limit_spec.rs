@@ -4,6 +4,8 @@
 
 use std::{fmt, str::FromStr};
 
+use http::{HeaderMap, HeaderName, HeaderValue};
+
 const NANOS_PER_SECOND: u64 = 1_000_000_000;
 
 /// A sustained rate: `count` requests per `period_seconds`.
@@ -140,6 +142,23 @@ impl fmt::Display for UserCap {
             _ => "day",
         };
         write!(f, "{}/{unit}", self.count)
+    }
+}
+
+/// The `RateLimit-*` headers of one decision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateHeaders {
+    pub limit: u32,
+    pub remaining: u32,
+    /// Whole seconds until the bucket is full.
+    pub reset: u64,
+}
+
+impl RateHeaders {
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        headers.insert(HeaderName::from_static("ratelimit-limit"), HeaderValue::from(self.limit));
+        headers.insert(HeaderName::from_static("ratelimit-remaining"), HeaderValue::from(self.remaining));
+        headers.insert(HeaderName::from_static("ratelimit-reset"), HeaderValue::from(self.reset));
     }
 }
 
