@@ -170,8 +170,13 @@ fn full_stack(c: &mut Criterion) {
         let pepper = gateway::authn::api_key::Pepper::from_bytes(vec![1; 32]);
         let limiter = Arc::new(gateway::limits::Limiter::new(config.limits.clone(), Arc::clone(&store)).unwrap());
         let registry = gateway::backend::load_models(&config).unwrap();
-        let gateway =
-            gateway::Gateway::builder(config).models(registry).store(store, pepper.clone()).limiter(limiter).broker(broker).build().unwrap();
+        let gateway = gateway::Gateway::builder(config)
+            .models(registry)
+            .store(store, pepper.clone())
+            .limiter(limiter)
+            .broker(broker)
+            .build()
+            .unwrap();
         let (key, _) = gateway
             .keyring(pepper)
             .create(&gateway::keys::NewKey {

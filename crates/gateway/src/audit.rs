@@ -129,6 +129,31 @@ pub enum AuditEvent {
     },
 }
 
+crate::reason::named! {
+    /// What the gateway decided about a request.
+    pub enum Decision {
+        /// Served.
+        Allow => "allow",
+        /// Refused by authentication, authorisation or limits.
+        Deny => "deny",
+        /// Bad input, or a failure.
+        Error => "error",
+    }
+}
+
+crate::reason::named! {
+    /// What a request asked to do, by its route.
+    pub enum RequestAction {
+        Infer => "infer",
+        Metadata => "metadata",
+        ServerMetadata => "server_metadata",
+        Health => "health",
+        Token => "token",
+        Broker => "broker",
+        Other => "other",
+    }
+}
+
 /// One HTTP request and what was decided about it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RequestRecord {
@@ -141,9 +166,9 @@ pub struct RequestRecord {
     pub route: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
-    pub action: &'static str,
+    pub action: RequestAction,
     /// `allow`, `deny` (authentication, authorisation, limits) or `error` (bad input, failure).
-    pub decision: &'static str,
+    pub decision: Decision,
     /// `ok`, the error code, or the authentication failure (`revoked`, `unknown`, ...).
     pub reason: String,
     pub status: u16,

@@ -59,16 +59,17 @@ pub enum AuthnError {
 
 impl AuthnError {
     /// A stable name for logs, metrics and the audit log.
-    pub fn code(self) -> &'static str {
+    pub fn code(self) -> crate::reason::AuditReason {
+        use crate::reason::AuditReason;
         match self {
-            AuthnError::Malformed(_) => "malformed",
-            AuthnError::WrongKind => "wrong_kind",
-            AuthnError::Unknown => "unknown_key",
-            AuthnError::WrongSecret => "wrong_secret",
-            AuthnError::Revoked => "revoked",
-            AuthnError::Expired => "expired",
-            AuthnError::Scheme => "unsupported_scheme",
-            AuthnError::Unavailable => "store_unavailable",
+            AuthnError::Malformed(_) => AuditReason::Malformed,
+            AuthnError::WrongKind => AuditReason::WrongKind,
+            AuthnError::Unknown => AuditReason::UnknownKey,
+            AuthnError::WrongSecret => AuditReason::WrongSecret,
+            AuthnError::Revoked => AuditReason::Revoked,
+            AuthnError::Expired => AuditReason::Expired,
+            AuthnError::Scheme => AuditReason::UnsupportedScheme,
+            AuthnError::Unavailable => AuditReason::StoreUnavailable,
         }
     }
 }
@@ -217,7 +218,9 @@ async fn identify(
             Ok(client) => client,
             Err(ambiguous) => {
                 tracing::warn!(%ambiguous, subject = %cert.subject, "request refused: ambiguous client certificate");
-                return ApiError::unauthenticated(true).with_audit_reason("client_cert_ambiguous").into_response();
+                return ApiError::unauthenticated(true)
+                    .with_audit_reason(crate::reason::AuditReason::ClientCertAmbiguous)
+                    .into_response();
             }
         },
         _ => None,
@@ -237,7 +240,9 @@ async fn identify(
             let public = model_in_path(path).is_some_and(|name| gateway.public_models.contains(name));
             if !public {
                 tracing::info!(reason = "no credential", "request refused");
-                return ApiError::unauthenticated(false).with_audit_reason("no_credential").into_response();
+                return ApiError::unauthenticated(false)
+                    .with_audit_reason(crate::reason::AuditReason::NoCredential)
+                    .into_response();
             }
             Principal::anonymous(client)
         }
@@ -302,7 +307,7 @@ fn on_behalf_of(mut principal: Principal, headers: &HeaderMap) -> Result<Princip
     }
     if !principal.delegate {
         tracing::info!(principal = %principal.id, "request refused: Portcullis-On-Behalf-Of from a key that is not a delegate");
-        return Err(ApiError::forbidden().with_audit_reason("not_a_delegate"));
+        return Err(ApiError::forbidden().with_audit_reason(crate::reason::AuditReason::NotADelegate));
     }
     let user = value
         .to_str()
@@ -343,10 +348,12 @@ async fn dpop_token(
                     .with_audit_reason(error.code());
             }
             TokenError::Proof(DpopError::UseNonce) => {
-                ApiError::dpop_unauthenticated("use_dpop_nonce", Some(broker.nonces.issue(now)))
+                ApiError::dpop_unauthenticated(crate::error::ErrorCode::UseDpopNonce, Some(broker.nonces.issue(now)))
             }
-            TokenError::Proof(_) => ApiError::dpop_unauthenticated("invalid_dpop_proof", None),
-            TokenError::Token(_) | TokenError::UnknownApp(_) => ApiError::dpop_unauthenticated("invalid_token", None),
+            TokenError::Proof(_) => ApiError::dpop_unauthenticated(crate::error::ErrorCode::InvalidDpopProof, None),
+            TokenError::Token(_) | TokenError::UnknownApp(_) => {
+                ApiError::dpop_unauthenticated(crate::error::ErrorCode::InvalidToken, None)
+            }
         };
         refusal.with_audit_reason(error.code())
     })
@@ -356,32 +363,33 @@ async fn dpop_token(
 /// broker's tokens are DPoP-bound and refused here (a downgrade to Bearer would make a stolen
 /// token usable without the device key).
 async fn bearer_jwt(gateway: &Authenticator, token: &str) -> Result<Principal, ApiError> {
-    let refuse = |reason: &'static str| {
-        tracing::info!(reason, "request refused: bearer JWT");
+    let refuse = |reason: crate::reason::AuditReason| {
+        tracing::info!(%reason, "request refused: bearer JWT");
         ApiError::unauthenticated(true).with_audit_reason(reason)
     };
     let issuer = crate::broker::idp::unverified_issuer(token);
     if let (Some(broker), Some(issuer)) = (&gateway.broker, issuer.as_deref())
         && issuer == broker.config.issuer
     {
-        return Err(ApiError::dpop_unauthenticated("invalid_token", None).with_audit_reason("dpop_token_as_bearer"));
+        return Err(ApiError::dpop_unauthenticated(crate::error::ErrorCode::InvalidToken, None)
+            .with_audit_reason(crate::reason::AuditReason::DpopTokenAsBearer));
     }
     let Some((provider, keys)) = gateway.issuers.for_token(token) else {
-        return Err(refuse("unknown_issuer"));
+        return Err(refuse(crate::reason::AuditReason::UnknownIssuer));
     };
     if provider.tokens != crate::config::TokenUse::AccessToken {
         // An ID token is for signing in to an app (and exchange at /v1/token), not for calls.
-        return Err(refuse("id_token_as_bearer"));
+        return Err(refuse(crate::reason::AuditReason::IdTokenAsBearer));
     }
     let verified =
         crate::broker::idp::Issuers::verify(provider, keys, token, crate::time::now()).await.map_err(|error| {
             tracing::info!(reason = %error, issuer = %provider.name, "request refused: bearer JWT");
-            ApiError::unauthenticated(true).with_audit_reason("jwt_invalid")
+            ApiError::unauthenticated(true).with_audit_reason(crate::reason::AuditReason::JwtInvalid)
         })?;
     // A sender-constrained token (`cnf`) needs its proof (RFC 9449 7.1): as a plain Bearer it
     // would let whoever copied it use it.
     if verified.claims.contains_key("cnf") {
-        return Err(refuse("bound_token_as_bearer"));
+        return Err(refuse(crate::reason::AuditReason::BoundTokenAsBearer));
     }
     let subject = match verified.claims.get(&provider.subject_claim).and_then(serde_json::Value::as_str) {
         Some(subject)
@@ -389,7 +397,7 @@ async fn bearer_jwt(gateway: &Authenticator, token: &str) -> Result<Principal, A
         {
             subject.to_owned()
         }
-        _ => return Err(refuse("jwt_subject")),
+        _ => return Err(refuse(crate::reason::AuditReason::JwtSubject)),
     };
     let models = if provider.models_from_scope {
         let scoped: Vec<String> = token_scopes(&verified.claims)

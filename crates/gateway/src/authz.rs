@@ -121,14 +121,14 @@ pub fn authorize<P: Permission, M: Guarded>(principal: &Principal, model: &Arc<M
         | PrincipalKind::BrokerToken => config.public || principal.models.allows(name),
     };
     if !reachable {
-        return Err(ApiError::model_not_found(name).with_audit_reason("model_not_allowed"));
+        return Err(ApiError::model_not_found(name).with_audit_reason(crate::reason::AuditReason::ModelNotAllowed));
     }
     let permitted = match P::ACTION {
         Action::Metadata => principal.scopes.metadata,
         Action::Infer => principal.scopes.infer,
     };
     if !permitted {
-        return Err(ApiError::forbidden().with_audit_reason("scope_missing"));
+        return Err(ApiError::forbidden().with_audit_reason(crate::reason::AuditReason::ScopeMissing));
     }
     // A key's own policy narrows the model's default; only an admin's --widen-output lets it widen.
     let default = config.output_policy;
@@ -140,7 +140,7 @@ pub fn authorize<P: Permission, M: Guarded>(principal: &Principal, model: &Arc<M
     // A policy below raw needs the model's output table to be applied; without one the model's
     // outputs would go out raw, so a key restricted to less is refused instead.
     if output != OutputPolicy::Raw && config.output.is_none() {
-        return Err(ApiError::forbidden().with_audit_reason("output_policy_unenforceable"));
+        return Err(ApiError::forbidden().with_audit_reason(crate::reason::AuditReason::OutputPolicyUnenforceable));
     }
     Ok(Grant { model: Arc::clone(model), principal: principal.id.clone(), output, permission: PhantomData })
 }

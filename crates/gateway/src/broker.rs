@@ -27,9 +27,9 @@ use jsonwebtoken::Validation;
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    principal::{Principal, PrincipalKind},
     config::{AppConfig, Attestation, BrokerConfig},
     minimise::OutputPolicy,
+    principal::{Principal, PrincipalKind},
     store::{ModelScope, Scopes, Store},
 };
 use dpop::{DpopError, Expected, Nonces, Policy, Replay};
@@ -166,16 +166,17 @@ pub enum TokenError {
 }
 
 impl TokenError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::reason::AuditReason {
+        use crate::reason::AuditReason;
         match self {
-            TokenError::Token(JoseError::UnknownKey) => "token_unknown_key",
-            TokenError::Token(JoseError::Signature) => "token_signature",
-            TokenError::Token(JoseError::Claims(_)) => "token_claims",
-            TokenError::Token(JoseError::Type(_)) => "token_typ",
-            TokenError::Token(JoseError::Algorithm(_)) => "token_alg",
-            TokenError::Token(_) => "token_malformed",
+            TokenError::Token(JoseError::UnknownKey) => AuditReason::TokenUnknownKey,
+            TokenError::Token(JoseError::Signature) => AuditReason::TokenSignature,
+            TokenError::Token(JoseError::Claims(_)) => AuditReason::TokenClaims,
+            TokenError::Token(JoseError::Type(_)) => AuditReason::TokenTyp,
+            TokenError::Token(JoseError::Algorithm(_)) => AuditReason::TokenAlg,
+            TokenError::Token(_) => AuditReason::TokenMalformed,
             TokenError::Proof(error) => error.code(),
-            TokenError::UnknownApp(_) => "token_unknown_app",
+            TokenError::UnknownApp(_) => AuditReason::TokenUnknownApp,
         }
     }
 }

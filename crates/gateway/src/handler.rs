@@ -12,12 +12,12 @@ use http::{HeaderMap, HeaderValue, StatusCode, header};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::{
-    principal::Principal,
     authz,
     backend::{BackendError, Model},
     error::ApiError,
     minimise,
     oip::{self, INFERENCE_HEADER_CONTENT_LENGTH, InferResponse, ServerMetadata},
+    principal::Principal,
     request::RequestId,
     state::Gateway,
 };

@@ -23,34 +23,35 @@
 
 // The modules in layer order: each uses only the modules above it in this list (the `tidy`
 // test holds it to that). Leaves first, then the vocabulary, the parts, and the server last.
-pub mod hex;
-pub mod mac;
-pub mod secret_file;
-pub mod shutdown;
-pub mod time;
-pub mod cert_identity;
-pub mod request;
-pub mod limit_spec;
-pub mod error;
-pub mod oip;
-pub mod minimise;
-pub mod store;
 pub mod audit;
-pub mod config;
-pub mod principal;
-pub mod metrics;
-pub mod connection;
-pub mod tls;
-pub mod limits;
-pub mod broker;
 pub mod authn;
-pub mod keys;
 pub mod authz;
 pub mod backend;
-pub mod state;
+pub mod broker;
+pub mod cert_identity;
+pub mod config;
+pub mod connection;
+pub mod error;
 pub mod handler;
+pub mod hex;
+pub mod keys;
+pub mod limit_spec;
+pub mod limits;
+pub mod mac;
+pub mod metrics;
+pub mod minimise;
+pub mod oip;
+pub mod principal;
+pub mod reason;
+pub mod request;
 pub mod router;
+pub mod secret_file;
 pub mod serve;
+pub mod shutdown;
+pub mod state;
+pub mod store;
+pub mod time;
+pub mod tls;
 
 #[cfg(test)]
 mod tidy;

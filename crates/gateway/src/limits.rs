@@ -22,9 +22,9 @@ use std::{
 use http::HeaderMap;
 
 use crate::{
-    principal::{Principal, PrincipalKind},
     config::{LimitsConfig, RateLimit},
     error::ApiError,
+    principal::{Principal, PrincipalKind},
     store::{Store, Usage},
 };
 pub use memory::InFlightPermit;
@@ -300,7 +300,7 @@ impl Limiter {
         }
         let rate = RateHeaders { limit: limit.burst, remaining: 0, reset: seconds_ceil(decision.reset_ns) };
         Err(ApiError::rate_limited(seconds_ceil(decision.retry_ns).max(1), rate)
-            .with_audit_reason("unauthenticated_limited"))
+            .with_audit_reason(crate::reason::AuditReason::UnauthenticatedLimited))
     }
 
     /// After a refused authentication: spends one from the address's allowance.

@@ -99,8 +99,8 @@ impl Metrics {
         self.inference_duration.get_or_create(&ModelLabels { model: model.to_owned() }).observe(seconds);
     }
 
-    pub fn authn_failure(&self, reason: &'static str) {
-        self.authn_failures.get_or_create(&ReasonLabels { reason }).inc();
+    pub fn authn_failure(&self, reason: crate::reason::AuditReason) {
+        self.authn_failures.get_or_create(&ReasonLabels { reason: reason.as_str() }).inc();
     }
 
     pub fn set_models(&self, count: usize) {

@@ -16,7 +16,12 @@ use http::{HeaderName, HeaderValue, header};
 use tower::ServiceBuilder;
 use tower_http::{catch_panic::CatchPanicLayer, sensitive_headers::SetSensitiveRequestHeadersLayer};
 
-use crate::{authn, error, handler, state::Gateway};
+use crate::{
+    audit::{Decision, RequestAction},
+    authn, error, handler,
+    reason::AuditReason,
+    state::Gateway,
+};
 
 pub use crate::request::{InputRows, REQUEST_ID_HEADER, RequestId};
 
@@ -180,7 +185,9 @@ async fn admin_key(State(gateway): State<Arc<Gateway>>, request: Request, next: 
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, token)| token.trim());
     let Some(token) = token else {
-        return error::ApiError::unauthenticated(false).with_audit_reason("no_credential").into_response();
+        return error::ApiError::unauthenticated(false)
+            .with_audit_reason(crate::reason::AuditReason::NoCredential)
+            .into_response();
     };
     match gateway.verifier().verify_admin(token).await {
         Ok(_) => next.run(request).await,
@@ -277,21 +284,21 @@ fn route_of(request: &Request) -> String {
         .map_or_else(|| unmatched_route(request.uri().path()), |path| path.as_str().to_owned())
 }
 
-fn action_of(route: &str) -> &'static str {
+fn action_of(route: &str) -> RequestAction {
     if route.ends_with("/infer") {
-        "infer"
+        RequestAction::Infer
     } else if route.starts_with("/v2/models/") {
-        "metadata"
+        RequestAction::Metadata
     } else if route == "/v2" {
-        "server_metadata"
+        RequestAction::ServerMetadata
     } else if route.starts_with("/v2/health/") {
-        "health"
+        RequestAction::Health
     } else if route == crate::broker::TOKEN_PATH {
-        "token"
+        RequestAction::Token
     } else if route == crate::broker::NONCE_PATH || route == crate::broker::JWKS_PATH {
-        "broker"
+        RequestAction::Broker
     } else {
-        "other"
+        RequestAction::Other
     }
 }
 
@@ -332,7 +339,7 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
             action: action_of(&route),
             route,
             model,
-            decision: "error",
+            decision: Decision::Error,
             reason: "client_closed".to_owned(),
             status: 499,
             latency_us: 0,
@@ -348,16 +355,20 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
     };
     let status = response.status();
     let error = response.extensions().get::<error::ApiError>();
-    record.reason = error.map_or("ok", |error| error.audit_reason.unwrap_or(error.code)).to_owned();
+    let reason = error.and_then(|error| error.audit_reason);
+    record.reason =
+        error.map_or("ok", |error| error.audit_reason.map_or(error.code.as_str(), AuditReason::as_str)).to_owned();
     record.decision = if status.is_success() {
-        "allow"
-    } else if matches!(status.as_u16(), 401 | 403 | 429) || record.reason == "model_not_allowed" {
-        "deny"
+        Decision::Allow
+    } else if matches!(status.as_u16(), 401 | 403 | 429) || reason == Some(AuditReason::ModelNotAllowed) {
+        Decision::Deny
     } else {
-        "error"
+        Decision::Error
     };
-    record.principal =
-        response.extensions().get::<crate::principal::PrincipalId>().map_or_else(|| "-".to_owned(), ToString::to_string);
+    record.principal = response
+        .extensions()
+        .get::<crate::principal::PrincipalId>()
+        .map_or_else(|| "-".to_owned(), ToString::to_string);
     record.status = status.as_u16();
     record.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     record.rows = response.extensions().get::<InputRows>().map(|rows| rows.0);
@@ -409,7 +420,7 @@ async fn access_log(State(gateway): State<Arc<Gateway>>, request: Request, next:
     let elapsed = started.elapsed();
     let status = response.status().as_u16();
     let principal = response.extensions().get::<crate::principal::PrincipalId>().map(|id| id.as_str()).unwrap_or("-");
-    let code = response.extensions().get::<error::ApiError>().map(|error| error.code).unwrap_or("");
+    let code = response.extensions().get::<error::ApiError>().map_or("", |error| error.code.as_str());
     gateway.metrics().request_finished(&route, status, elapsed.as_secs_f64());
     tracing::info!(
         target: "portcullis::access",

@@ -290,7 +290,10 @@ impl Gateway {
     /// Starts the work that runs beside requests until `stop`: following key changes made by
     /// other processes, TLS and signing-key reloads, and writing counted usage to the store.
     /// Returns the usage writer, to be awaited after the drain.
-    pub fn spawn_background(self: &Arc<Self>, stop: &tokio::sync::watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    pub fn spawn_background(
+        self: &Arc<Self>,
+        stop: &tokio::sync::watch::Receiver<bool>,
+    ) -> tokio::task::JoinHandle<()> {
         if let Some(tls) = &self.tls {
             tokio::spawn(Arc::clone(tls).watch(stop.clone()));
         }

@@ -407,23 +407,45 @@ impl std::fmt::Debug for KeyRecord {
     }
 }
 
+crate::reason::named! {
+    /// Where a key is in its life, as `keys list` and `keys show` print it.
+    pub enum KeyStatus {
+        /// Usable.
+        Active => "active",
+        /// Usable, and replaced by a newer key that will take over (`keys rotate`).
+        Rotating => "rotating",
+        Revoked => "revoked",
+        Expired => "expired",
+    }
+}
+
+/// Why a key may not be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum Unusable {
+    #[error("revoked")]
+    Revoked,
+    #[error("expired")]
+    Expired,
+}
+
 impl KeyRecord {
-    /// Whether the key may be used at `now`; the reason if not (for logs only).
-    pub fn usable_at(&self, now: i64) -> Result<(), &'static str> {
+    /// Whether the key may be used at `now`; why not if not.
+    pub fn usable_at(&self, now: i64) -> Result<(), Unusable> {
         if self.revoked_at.is_some() {
-            return Err("revoked");
+            return Err(Unusable::Revoked);
         }
         if self.expires_at.is_some_and(|expires_at| now >= expires_at) {
-            return Err("expired");
+            return Err(Unusable::Expired);
         }
         Ok(())
     }
 
-    pub fn status_at(&self, now: i64) -> &'static str {
+    pub fn status_at(&self, now: i64) -> KeyStatus {
         match self.usable_at(now) {
-            Ok(()) if self.replaced_by.is_some() => "rotating",
-            Ok(()) => "active",
-            Err(reason) => reason,
+            Ok(()) if self.replaced_by.is_some() => KeyStatus::Rotating,
+            Ok(()) => KeyStatus::Active,
+            Err(Unusable::Revoked) => KeyStatus::Revoked,
+            Err(Unusable::Expired) => KeyStatus::Expired,
         }
     }
 }

@@ -229,7 +229,8 @@ fn an_import_of_a_later_module_is_caught_in_every_form_it_takes() {
     // ...but code after a test module does.
     assert_eq!(check("store", "#[cfg(test)]\nmod tests { fn f() {} }\nuse crate::router::X;"), ["router"]);
     // The order comes from lib.rs's declarations, in order, whatever their visibility.
-    assert_eq!(module_order("//! doc\npub mod time;\nmod store;\n#[cfg(test)]\nmod tidy;\npub use x::Y;\n"), [
-        "time", "store"
-    ]);
+    assert_eq!(
+        module_order("//! doc\npub mod time;\nmod store;\n#[cfg(test)]\nmod tidy;\npub use x::Y;\n"),
+        ["time", "store"]
+    );
 }

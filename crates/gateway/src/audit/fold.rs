@@ -53,7 +53,7 @@ pub struct Folds {
 
 /// Refusals of callers the gateway does not know: no accepted credential, or anonymous.
 fn foldable(record: &RequestRecord) -> bool {
-    record.decision == "deny" && (record.principal == "-" || record.principal.starts_with("anonymous:"))
+    record.decision == super::Decision::Deny && (record.principal == "-" || record.principal.starts_with("anonymous:"))
 }
 
 fn summary(kind: Kind, counting: &Counting) -> AuditEvent {
@@ -136,8 +136,8 @@ mod tests {
             method: "GET".into(),
             route: "/v2/models/{model}".into(),
             model: None,
-            action: "metadata",
-            decision: "deny",
+            action: crate::audit::RequestAction::Metadata,
+            decision: crate::audit::Decision::Deny,
             reason: reason.into(),
             status: 401,
             latency_us: 1,
@@ -156,7 +156,7 @@ mod tests {
         assert!(!folds.observe(&refusal("b", "no_credential"), start, 100).folded, "another client is another kind");
         assert!(!folds.observe(&refusal("a", "unknown_key"), start, 100).folded, "another reason too");
         let mut allowed = refusal("a", "ok");
-        allowed.decision = "allow";
+        allowed.decision = crate::audit::Decision::Allow;
         assert!(!folds.observe(&allowed, start, 100).folded, "only refusals fold");
         let mut keyed = refusal("a", "rate_limited");
         keyed.principal = "key:abc".into();

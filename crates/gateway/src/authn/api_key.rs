@@ -164,8 +164,8 @@ impl KeyVerifier {
             return Err(AuthnError::WrongSecret);
         }
         match record.usable_at(crate::time::now()) {
-            Err("revoked") => Err(AuthnError::Revoked),
-            Err(_) => Err(AuthnError::Expired),
+            Err(crate::store::Unusable::Revoked) => Err(AuthnError::Revoked),
+            Err(crate::store::Unusable::Expired) => Err(AuthnError::Expired),
             Ok(()) => Ok(record),
         }
     }

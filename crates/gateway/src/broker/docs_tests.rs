@@ -169,8 +169,7 @@ async fn exchange_with(example: &str) {
     let answer = send(&gateway, token_request(&app.client_id, &id_token, audience, None, &headers)).await;
     assert_eq!(answer.status, 200, "{} (audit reason {:?})", answer.body, answer.reason);
     assert_eq!(answer.body["token_type"], "DPoP");
-    let claims =
-        gateway.broker().unwrap().verify_token(answer.body["access_token"].as_str().unwrap(), now).await;
+    let claims = gateway.broker().unwrap().verify_token(answer.body["access_token"].as_str().unwrap(), now).await;
     let claims = claims.unwrap();
     assert_eq!((claims.sub.as_str(), claims.client_id.as_str()), ("248289761001", app.client_id.as_str()));
     assert_eq!(claims.att.is_some(), app.attestation.is_some());

@@ -65,26 +65,27 @@ pub enum DpopError {
 }
 
 impl DpopError {
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> crate::reason::AuditReason {
+        use crate::reason::AuditReason;
         match self {
-            DpopError::Missing => "dpop_missing",
-            DpopError::Multiple => "dpop_multiple",
-            DpopError::Malformed(_) => "dpop_malformed",
-            DpopError::Type => "dpop_typ",
-            DpopError::Algorithm => "dpop_alg",
-            DpopError::PrivateKey => "dpop_private_key",
-            DpopError::Key => "dpop_key",
-            DpopError::WeakKey => "dpop_weak_key",
-            DpopError::Signature => "dpop_signature",
-            DpopError::Claims(_) => "dpop_claims",
-            DpopError::Method => "dpop_htm",
-            DpopError::Url => "dpop_htu",
-            DpopError::Time => "dpop_iat",
-            DpopError::UseNonce => "dpop_nonce",
-            DpopError::AccessTokenHash => "dpop_ath",
-            DpopError::WrongKey => "dpop_jkt",
-            DpopError::Replay => "dpop_replay",
-            DpopError::Unavailable => "dpop_replay_unavailable",
+            DpopError::Missing => AuditReason::DpopMissing,
+            DpopError::Multiple => AuditReason::DpopMultiple,
+            DpopError::Malformed(_) => AuditReason::DpopMalformed,
+            DpopError::Type => AuditReason::DpopTyp,
+            DpopError::Algorithm => AuditReason::DpopAlg,
+            DpopError::PrivateKey => AuditReason::DpopPrivateKey,
+            DpopError::Key => AuditReason::DpopKey,
+            DpopError::WeakKey => AuditReason::DpopWeakKey,
+            DpopError::Signature => AuditReason::DpopSignature,
+            DpopError::Claims(_) => AuditReason::DpopClaims,
+            DpopError::Method => AuditReason::DpopHtm,
+            DpopError::Url => AuditReason::DpopHtu,
+            DpopError::Time => AuditReason::DpopIat,
+            DpopError::UseNonce => AuditReason::DpopNonce,
+            DpopError::AccessTokenHash => AuditReason::DpopAth,
+            DpopError::WrongKey => AuditReason::DpopJkt,
+            DpopError::Replay => AuditReason::DpopReplay,
+            DpopError::Unavailable => AuditReason::DpopReplayUnavailable,
         }
     }
 }

@@ -88,7 +88,7 @@ pub fn parse_form(body: &[u8]) -> Result<TokenRequest, ApiError> {
         return Err(ApiError::oauth_request("grant_type is required"));
     }
     if request.grant_type != GRANT_TYPE {
-        return Err(ApiError::oauth("unsupported_grant_type"));
+        return Err(ApiError::oauth(crate::error::ErrorCode::UnsupportedGrantType));
     }
     for (value, name) in [
         (&request.subject_token, "subject_token"),
@@ -123,14 +123,14 @@ fn proof_refused(broker: &Broker, error: &DpopError, now: i64) -> ApiError {
     tracing::info!(reason = %error, "token request refused: DPoP proof");
     match error {
         DpopError::UseNonce => {
-            let mut refusal = ApiError::oauth("use_dpop_nonce");
+            let mut refusal = ApiError::oauth(crate::error::ErrorCode::UseDpopNonce);
             if let Ok(nonce) = HeaderValue::from_str(&broker.nonces.issue(now)) {
                 refusal.headers.push((http::HeaderName::from_static(dpop::DPOP_NONCE_HEADER), nonce));
             }
             refusal
         }
         DpopError::Unavailable => ApiError::unavailable("tokens cannot be issued right now; try again"),
-        other => ApiError::oauth("invalid_dpop_proof").with_audit_reason(other.code()),
+        other => ApiError::oauth(crate::error::ErrorCode::InvalidDpopProof).with_audit_reason(other.code()),
     }
 }
 
@@ -149,14 +149,15 @@ pub async fn token(State(gateway): State<Exchange>, request: Request) -> Result<
     // The app.
     let Some(app) = broker.config.app(&form.client_id) else {
         tracing::info!("token request refused: unknown client_id");
-        return Err(ApiError::oauth("invalid_client"));
+        return Err(ApiError::oauth(crate::error::ErrorCode::InvalidClient));
     };
     // Exactly one target, from the allow-list.
     let [audience] = form.targets.as_slice() else {
-        return Err(ApiError::oauth("invalid_target").with_audit_reason("target_count"));
+        return Err(ApiError::oauth(crate::error::ErrorCode::InvalidTarget)
+            .with_audit_reason(crate::reason::AuditReason::TargetCount));
     };
     if !broker.config.audiences.contains(audience) {
-        return Err(ApiError::oauth("invalid_target"));
+        return Err(ApiError::oauth(crate::error::ErrorCode::InvalidTarget));
     }
     // The device key's proof (no access token yet, so no ath).
     let proof = dpop::proof_header(&parts.headers).map_err(|error| proof_refused(broker, &error, now))?;
@@ -172,7 +173,7 @@ pub async fn token(State(gateway): State<Exchange>, request: Request) -> Result<
         Ok(user) => user,
         Err(error) => {
             tracing::info!(reason = %error, client_id = %app.client_id, "token request refused: subject token");
-            return Err(ApiError::subject_token_refused("subject_token"));
+            return Err(ApiError::subject_token_refused(crate::reason::AuditReason::SubjectToken));
         }
     };
     // The ID token must have been issued to this app, not to another app of the same identity
@@ -183,7 +184,7 @@ pub async fn token(State(gateway): State<Exchange>, request: Request) -> Result<
     }
     if !user.subject.bytes().all(|b| b.is_ascii_graphic()) {
         tracing::info!("token request refused: subject with characters outside printable ASCII");
-        return Err(ApiError::subject_token_refused("subject_token"));
+        return Err(ApiError::subject_token_refused(crate::reason::AuditReason::SubjectToken));
     }
     // Platform attestation, when the app requires it.
     let attestation = match app.attestation {
@@ -197,7 +198,8 @@ pub async fn token(State(gateway): State<Exchange>, request: Request) -> Result<
                 Ok(label) => Some(label),
                 Err(reason) => {
                     tracing::info!(%reason, client_id = %app.client_id, "token request refused: attestation");
-                    return Err(ApiError::oauth("invalid_grant").with_audit_reason("attestation"));
+                    return Err(ApiError::oauth(crate::error::ErrorCode::InvalidGrant)
+                        .with_audit_reason(crate::reason::AuditReason::Attestation));
                 }
             }
         }
@@ -213,12 +215,15 @@ pub async fn token(State(gateway): State<Exchange>, request: Request) -> Result<
     // Scope: the request's intersection with the app's policy, never more.
     let requested = match form.scope.as_deref() {
         None => None,
-        Some(scope) => Some(TokenScope::parse(scope).ok_or_else(|| ApiError::oauth("invalid_scope"))?),
+        Some(scope) => {
+            Some(TokenScope::parse(scope).ok_or_else(|| ApiError::oauth(crate::error::ErrorCode::InvalidScope))?)
+        }
     };
     let policy = TokenScope::of_app(app);
     // Sign with the newest key: a rotation made by the CLI or another node is seen within a second.
     broker.keys.reload_if_older(std::time::Duration::from_secs(1), now).await;
-    let granted = TokenScope::intersect(&policy, requested.as_ref()).ok_or_else(|| ApiError::oauth("invalid_scope"))?;
+    let granted = TokenScope::intersect(&policy, requested.as_ref())
+        .ok_or_else(|| ApiError::oauth(crate::error::ErrorCode::InvalidScope))?;
     let (token, claims) =
         broker.issue(app, &user.subject, audience, &granted, &proof.jkt, attestation, now).map_err(|error| {
             tracing::error!(%error, "could not sign an access token");
@@ -330,7 +335,7 @@ mod tests {
 
     #[test]
     fn oauth_errors_have_the_rfc_shape_and_no_store() {
-        let error = ApiError::oauth("invalid_grant");
+        let error = ApiError::oauth(crate::error::ErrorCode::InvalidGrant);
         let body: serde_json::Value = serde_json::from_str(&error.body("r")).unwrap();
         assert_eq!(body["error"], "invalid_grant");
         assert!(error.headers.iter().any(|(name, value)| name == header::CACHE_CONTROL && value == "no-store"));

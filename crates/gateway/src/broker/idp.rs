@@ -362,10 +362,11 @@ pub enum NotIssuedTo {
 
 impl NotIssuedTo {
     /// The reason the audit record gives.
-    pub fn audit_reason(self) -> &'static str {
+    pub fn audit_reason(self) -> crate::reason::AuditReason {
+        use crate::reason::AuditReason;
         match self {
-            NotIssuedTo::Audience => "subject_token_audience",
-            NotIssuedTo::NoAuthorizedParty | NotIssuedTo::OtherAuthorizedParty => "subject_token_azp",
+            NotIssuedTo::Audience => AuditReason::SubjectTokenAudience,
+            NotIssuedTo::NoAuthorizedParty | NotIssuedTo::OtherAuthorizedParty => AuditReason::SubjectTokenAzp,
         }
     }
 }

@@ -71,7 +71,8 @@ public = true
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
         let pepper = Pepper::from_bytes(vec![1; 32]);
         let registry = backend::load_models(&config).unwrap();
-        let gateway = Gateway::builder(config).models(registry).store(Arc::clone(&store), pepper.clone()).build().unwrap();
+        let gateway =
+            Gateway::builder(config).models(registry).store(Arc::clone(&store), pepper.clone()).build().unwrap();
         let keyring = gateway.keyring(pepper);
         Harness { _dir: dir, gateway, keyring }
     }
@@ -801,9 +802,11 @@ async fn internal_failures_never_reach_the_client() {
         .collect();
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
     let pepper = Pepper::from_bytes(vec![1; 32]);
-    let gateway =
-        Gateway::builder(config.clone()).models(crate::backend::Registry::from_models(models)).store(store, pepper.clone()).build()
-            .unwrap();
+    let gateway = Gateway::builder(config.clone())
+        .models(crate::backend::Registry::from_models(models))
+        .store(store, pepper.clone())
+        .build()
+        .unwrap();
     let harness = Harness { _dir: dir, keyring: gateway.keyring(pepper.clone()), gateway };
     let key = harness.key(&["broken", "panics"], "infer").await;
     let body = r#"{"inputs":[{"name":"x","shape":[1],"datatype":"FP32","data":[1]}]}"#;
@@ -816,7 +819,11 @@ async fn internal_failures_never_reach_the_client() {
     }
 
     // The key store is down: fail closed with a generic 503, and readiness says so.
-    let down = Gateway::builder(config).models(crate::backend::Registry::default()).store(Arc::new(DownStore), pepper).build().unwrap();
+    let down = Gateway::builder(config)
+        .models(crate::backend::Registry::default())
+        .store(Arc::new(DownStore), pepper)
+        .build()
+        .unwrap();
     let reply = Harness {
         _dir: tempfile::tempdir().unwrap(),
         keyring: down.keyring(Pepper::from_bytes(vec![1; 32])),
