@@ -420,7 +420,7 @@ impl Broker {
             widen_output: false,
             limits: app.limits.clone(),
             delegate: false,
-            device: app.device_rate.map(|rate| (format!("device:{}", proof.jkt), rate)),
+            device: app.device_rate.map(|rate| (crate::principal::PrincipalId::device(&proof.jkt).to_string(), rate)),
             delegator: None,
         })
     }

@@ -34,6 +34,12 @@ impl PrincipalId {
         PrincipalId(format!("user:{client_id}:{subject}"))
     }
 
+    /// The device key (its JWK thumbprint) a broker token is bound to: a rate-limit bucket of
+    /// its own, so one device cannot spend its user's whole rate.
+    pub fn device(jkt: &str) -> PrincipalId {
+        PrincipalId(format!("device:{jkt}"))
+    }
+
     /// A caller without a credential, by address.
     pub fn anonymous(client: Option<IpAddr>) -> PrincipalId {
         match client {

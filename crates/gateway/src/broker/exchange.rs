@@ -19,7 +19,7 @@ use super::{
     attest::Evidence,
     dpop::{self, DpopError, Expected},
 };
-use crate::{error::ApiError, limits::Limiter};
+use crate::{error::ApiError, limits::Limiter, principal::PrincipalId};
 
 /// What the broker's endpoints need: the broker (when configured), the identity providers whose
 /// ID tokens it exchanges, and the limiter that spends each user's and device's token rate.
@@ -208,8 +208,10 @@ pub async fn token(State(gateway): State<Exchange>, request: Request) -> Result<
     broker.remember_proof(&proof, now).await.map_err(|error| proof_refused(broker, &error, now))?;
     // Issuance rate per user and per device key.
     if let Some(rate) = app.token_rate {
-        let buckets =
-            [(format!("t:user:{}:{}", app.client_id, user.subject), rate), (format!("t:device:{}", proof.jkt), rate)];
+        let buckets = [
+            (format!("t:{}", PrincipalId::app_user(&app.client_id, &user.subject)), rate),
+            (format!("t:{}", PrincipalId::device(&proof.jkt)), rate),
+        ];
         gateway.limiter.spend(&buckets).await?;
     }
     // Scope: the request's intersection with the app's policy, never more.
@@ -246,7 +248,7 @@ pub async fn token(State(gateway): State<Exchange>, request: Request) -> Result<
     // RFC 8693 2.2.1: scope is required when it differs from the request; always sent here.
     body["scope"] = serde_json::Value::String(scope);
     let mut response = no_store((StatusCode::OK, axum::Json(body)).into_response());
-    response.extensions_mut().insert(crate::principal::PrincipalId::app_user(&app.client_id, &claims.sub));
+    response.extensions_mut().insert(PrincipalId::app_user(&app.client_id, &claims.sub));
     Ok(response)
 }
 
