@@ -67,7 +67,7 @@ are not UTF-8), `route` (e.g. "openai.chat", "ollama.pull", null if unknown), `m
 (true for the Ollama management routes), `status` (the HTTP status sent, null if none) and
 `outcome`: "pending" while being answered, then "completed", "client_closed" (the client hung
 up before the answer ended, e.g. a gateway that cancelled its upstream request), "stalled_out",
-"disconnected" or "broken" (faults).
+"disconnected" or "broken" (faults), or "stub_error" (a bug here; the traceback is on stderr).
 """
 
 from __future__ import annotations
@@ -339,6 +339,10 @@ class Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.finish_as = "client_closed"
             self.close_connection = True
+        except Exception:
+            # A bug in the stub: say so in the record instead of leaving it pending.
+            self.server.record.update(self.item, outcome="stub_error")
+            raise
         self.server.record.update(self.item, outcome=self.finish_as)
 
     def control(self, path: str, query: str) -> None:
