@@ -36,6 +36,8 @@ if ! flock -n 9; then
   say "another run holds $cache/.lock; waiting"
   flock 9
 fi
+# Under the lock no build is running, so a build directory left here was interrupted.
+rm -rf "$cache"/.build-*
 
 # 1. The virtualenv with the build tools and the model writer's dependencies.
 venv="$cache/venv"
