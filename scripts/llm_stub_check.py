@@ -523,9 +523,13 @@ def main() -> int:
                                                               "tiny-embed", ["--embeddings"])
                 servers.append(embed_server)
                 print(f"llama-server on {base} (chat) and {embed_base} (embeddings)")
-                report.check("llama-server: /health is public, /v1/models needs the key", lambda: (
-                    expect_raises(urllib.error.HTTPError, lambda: get_json(base + "/v1/models"))))
-                run_openai_checks(report, base, embed_base, "tiny", "tiny-embed", responses=False)
+
+                def health_public():
+                    assert get_json(base + "/health")[2] == {"status": "ok"}
+                    error = expect_raises(urllib.error.HTTPError, lambda: get_json(base + "/v1/models"))
+                    assert error.code == 401, error.code
+                report.check("llama-server: /health is public, /v1/models needs the key", health_public)
+                run_openai_checks(report, base, embed_base, "tiny", "tiny-embed", responses=True)
             else:
                 stub, base = start_stub(Path(log_dir))
                 servers.append(stub)
