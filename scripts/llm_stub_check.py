@@ -379,6 +379,14 @@ def run_stub_openai_checks(report: Report, base: str) -> None:
             return list(client.chat.completions.create(model="fault-disconnect", messages=messages, stream=True))
         expect_raises(openai.APIConnectionError, read)
 
+    def error_event():
+        def read():
+            return list(client.chat.completions.create(model="fault-error-event", messages=messages, stream=True))
+        error = expect_raises(openai.APIError, read)
+        assert base in str(error.body) and KEY in str(error.body), error.body
+        events = list(client.responses.create(model="fault-error-event", input="hi", stream=True))
+        assert events[-1].type == "error" and base in events[-1].message, events[-1]
+
     def huge_chunk():
         chunks = list(client.chat.completions.create(model="fault-huge-chunk", messages=messages, stream=True))
         sizes = [len(c.choices[0].delta.content or "") for c in chunks if c.choices]
@@ -412,6 +420,7 @@ def run_stub_openai_checks(report: Report, base: str) -> None:
     report.check("stub: fault-slow-first-token delays the answer and the first chunk", slow_first_token)
     report.check("stub: fault-broken-sse makes the SDK raise, streamed and not", broken_sse)
     report.check("stub: fault-disconnect mid-stream raises a protocol error", disconnect)
+    report.check("stub: fault-error-event ends a stream with an error in its shape, which the SDK raises", error_event)
     report.check("stub: fault-huge-chunk sends one delta of --huge-bytes", huge_chunk)
     report.check("stub: fault-no-usage sends no usage despite include_usage", no_usage)
     report.check("stub: responses stream stalls with fault-stall", responses_stall)
@@ -474,6 +483,11 @@ def run_stub_ollama_checks(report: Report, base: str) -> None:
             return list(client.chat(model="fault-broken-sse", messages=messages, stream=True))
         expect_raises(json.JSONDecodeError, read)
 
+        def read_error_event():
+            return list(client.chat(model="fault-error-event", messages=messages, stream=True))
+        error = expect_raises(ollama.ResponseError, read_error_event)
+        assert base in error.error, error.error
+
     def management():
         since = last_seq(base)
         assert client.pull("stub-chat").status == "success"
@@ -493,6 +507,9 @@ def run_stub_ollama_checks(report: Report, base: str) -> None:
         assert all(r["management"] for r in found), found
         assert found[-1]["path"] == f"/api/blobs/{digest}" and found[-1]["body_base64"], found[-1]
         assert not any(r["management"] for r in records(base)[:since]), "a non-management route flagged"
+        since = last_seq(base)
+        expect_raises(urllib.error.HTTPError, lambda: get_json(base + "/api/pull", KEY))
+        assert records(base, since)[0]["management"], "GET /api/pull not flagged"
 
     report.check("ollama: list", listed)
     report.check("ollama: show (capabilities, model_info, a leaky modelfile) and ps", show)
@@ -501,7 +518,8 @@ def run_stub_ollama_checks(report: Report, base: str) -> None:
     report.check("ollama: embed, one input and a list", embed)
     report.check("ollama: AsyncClient chat stream and generate", async_chat)
     report.check("ollama: 404, 500 (naming URL and key) and 401 raise ResponseError", errors)
-    report.check("ollama: fault-broken-sse breaks the NDJSON stream", broken_stream)
+    report.check("ollama: fault-broken-sse breaks the NDJSON stream; fault-error-event raises ResponseError",
+                 broken_stream)
     report.check("ollama: management routes answer and are flagged in the record", management)
 
 

@@ -40,6 +40,10 @@ and a gateway test maps one of its model names to, say, `fault-stall` upstream):
   fault-broken-sse        streaming: two good chunks, then an event whose JSON is cut off (SSE)
                           or a cut-off NDJSON line (Ollama), then a clean HTTP end with no
                           `[DONE]`/`done`; not streaming: a 200 with a truncated JSON body.
+  fault-error-event       streaming: two good chunks, then an error in the stream's own shape
+                          (OpenAI: `data: {"error": {...}}`; Responses: `event: error`; Ollama: an
+                          `{"error": ...}` line) naming the stub's URL and keys, and a clean HTTP
+                          end; not streaming: an ordinary answer.
   fault-disconnect        streaming: two good chunks, then the TCP connection is closed in the
                           middle of an HTTP chunk; not streaming: closed after the headers.
   fault-huge-chunk        one content delta (or the whole content) of --huge-bytes (8 MiB) bytes.
@@ -64,10 +68,10 @@ The record (GET /__requests) is a JSON list, oldest first, one object per reques
 `seq`, `time`, `method`, `path` (raw, with any query string), `headers` ([name, value] pairs in
 the order received, nothing removed), `body` (text, or null with `body_base64` for bytes that
 are not UTF-8), `route` (e.g. "openai.chat", "ollama.pull", null if unknown), `management`
-(true for the Ollama management routes), `status` (the HTTP status sent, null if none) and
+(true for the Ollama management paths, whatever the method), `status` (the HTTP status sent, null if none) and
 `outcome`: "pending" while being answered, then "completed", "client_closed" (the client hung
 up before the answer ended, e.g. a gateway that cancelled its upstream request), "stalled_out",
-"disconnected" or "broken" (faults), or "stub_error" (a bug here; the traceback is on stderr).
+"disconnected", "broken" or "error_event" (faults), or "stub_error" (a bug here; the traceback is on stderr).
 """
 
 from __future__ import annotations
@@ -95,6 +99,7 @@ LEAK_MODEL_PATH = "/srv/llm/models/blobs/sha256-9f86d081884c7d659a2feaa0c55ad015
 OLLAMA_VERSION = "0.12.6"
 WORDS = "the quick brown fox jumps over the lazy dog".split()
 MANAGEMENT_ROUTES = {"ollama.pull", "ollama.push", "ollama.create", "ollama.copy", "ollama.delete", "ollama.blobs"}
+MANAGEMENT_PATHS = ("/api/pull", "/api/push", "/api/create", "/api/copy", "/api/delete", "/api/blobs/")
 MAX_BODY = 256 * 1024 * 1024
 
 
@@ -333,7 +338,7 @@ class Handler(BaseHTTPRequestHandler):
             "body": body_text,
             "body_base64": body_b64,
             "route": route,
-            "management": route in MANAGEMENT_ROUTES,
+            "management": path.startswith(MANAGEMENT_PATHS),
             "status": None,
             "outcome": "pending",
         })
@@ -354,7 +359,10 @@ class Handler(BaseHTTPRequestHandler):
     def control(self, path: str, query: str) -> None:
         self.item = {}
         if path == "/__requests" and self.command == "GET":
-            since = int((parse_qs(query).get("since") or ["0"])[0])
+            try:
+                since = int((parse_qs(query).get("since") or ["0"])[0])
+            except ValueError:
+                since = 0
             data = self.server.record.since(since)
             self.send_response(200)
             self.send_header("content-type", "application/json")
@@ -531,31 +539,45 @@ class Handler(BaseHTTPRequestHandler):
 
     def sse_stream(self, events) -> None:
         """Send SSE events (dicts, or None for a pause point) and `[DONE]`, applying stream faults."""
-        model = self.item_model
         self.start(200, "text/event-stream; charset=utf-8", None, [("cache-control", "no-cache")])
-        sent = 0
-        for event in events:
-            if model == "fault-stall" and sent == 1:
-                self.stall()
+        error = {"error": {"message": "upstream failure in the middle of the stream" + self.leak(),
+                           "type": "server_error", "param": None, "code": "internal_error"}}
+        for sent, event in enumerate(events):
+            if self.stream_fault(sent, broken=b'data: {"id": "chatcmpl-stub", "choices": [{"index": 0, "delta": {"cont\n\n',
+                                 cut=b'data: {"id": ', error=b"data: " + json.dumps(error).encode() + b"\n\n"):
                 return
-            if model == "fault-slow-first-token" and sent == 0:
-                self.wait(self.server.args.first_token_delay)
-            if model in ("fault-broken-sse", "fault-disconnect") and sent == 2:
-                if model == "fault-disconnect":
-                    self.wfile.write(b"400\r\ndata: {\"id\": ")
-                    self.wfile.flush()
-                    self.hang_up("disconnected")
-                    return
-                self.chunk(b'data: {"id": "chatcmpl-stub", "choices": [{"index": 0, "delta": {"cont\n\n')
-                self.end_chunks()
-                self.finish_as = "broken"
-                return
-            if self.peer_closed():
-                raise ClientGone()
             self.chunk(b"data: " + json.dumps(event).encode() + b"\n\n")
-            sent += 1
         self.chunk(b"data: [DONE]\n\n")
         self.end_chunks()
+
+    def stream_fault(self, sent: int, broken: bytes, cut: bytes, error: bytes) -> bool:
+        """Applies the streaming faults before event number `sent` (0 is the first after the
+        headers); True if the answer has ended. Also notices a client that has hung up."""
+        model = self.item_model
+        if model == "fault-slow-first-token" and sent == 0:
+            self.wait(self.server.args.first_token_delay)
+        elif model == "fault-stall" and sent == 1:
+            self.stall()
+            return True
+        elif model == "fault-broken-sse" and sent == 2:
+            self.chunk(broken)
+            self.end_chunks()
+            self.finish_as = "broken"
+            return True
+        elif model == "fault-error-event" and sent == 2:
+            self.chunk(error)
+            self.end_chunks()
+            self.finish_as = "error_event"
+            return True
+        elif model == "fault-disconnect" and sent == 2:
+            # An HTTP chunk announced as 1024 bytes, cut short by closing the connection.
+            self.wfile.write(b"400\r\n" + cut)
+            self.wfile.flush()
+            self.hang_up("disconnected")
+            return True
+        if self.peer_closed():
+            raise ClientGone()
+        return False
 
     def completion_setup(self, body: dict, prompt_words: int):
         self.item_model = body["model"]
@@ -736,26 +758,13 @@ class Handler(BaseHTTPRequestHandler):
 
     def responses_stream(self, events) -> None:
         """The Responses API names each SSE event and sends no `[DONE]`."""
-        model = self.item_model
         self.start(200, "text/event-stream; charset=utf-8", None, [("cache-control", "no-cache")])
+        error = {"type": "error", "code": "server_error", "param": None, "sequence_number": 2,
+                 "message": "upstream failure in the middle of the stream" + self.leak()}
         for sent, event in enumerate(events):
-            if model == "fault-stall" and sent == 1:
-                self.stall()
+            if self.stream_fault(sent, broken=b'event: response.output_text.delta\ndata: {"type": "response.output_te\n\n',
+                                 cut=b"event: response", error=f"event: error\ndata: {json.dumps(error)}\n\n".encode()):
                 return
-            if model == "fault-slow-first-token" and sent == 0:
-                self.wait(self.server.args.first_token_delay)
-            if model == "fault-broken-sse" and sent == 2:
-                self.chunk(b'event: response.output_text.delta\ndata: {"type": "response.output_te\n\n')
-                self.end_chunks()
-                self.finish_as = "broken"
-                return
-            if model == "fault-disconnect" and sent == 2:
-                self.wfile.write(b"400\r\nevent: response")
-                self.wfile.flush()
-                self.hang_up("disconnected")
-                return
-            if self.peer_closed():
-                raise ClientGone()
             self.chunk(f"event: {event['type']}\ndata: {json.dumps(event)}\n\n".encode())
         self.end_chunks()
 
@@ -829,25 +838,11 @@ class Handler(BaseHTTPRequestHandler):
             return
         self.start(200, "application/x-ndjson", None)
         lines = [{**base, **piece(t), "done": False} for t in tokens] + [final]
-        model = self.item_model
+        error = json.dumps({"error": "upstream failure in the middle of the stream" + self.leak()}).encode() + b"\n"
         for sent, line in enumerate(lines):
-            if model == "fault-stall" and sent == 1:
-                self.stall()
+            if self.stream_fault(sent, broken=b'{"model": "fault-broken-sse", "message": {"role": "assis\n',
+                                 cut=b'{"model": ', error=error):
                 return
-            if model == "fault-slow-first-token" and sent == 0:
-                self.wait(self.server.args.first_token_delay)
-            if model == "fault-broken-sse" and sent == 2:
-                self.chunk(b'{"model": "fault-broken-sse", "message": {"role": "assis\n')
-                self.end_chunks()
-                self.finish_as = "broken"
-                return
-            if model == "fault-disconnect" and sent == 2:
-                self.wfile.write(b"400\r\n{\"model\": ")
-                self.wfile.flush()
-                self.hang_up("disconnected")
-                return
-            if self.peer_closed():
-                raise ClientGone()
             self.chunk(json.dumps(line).encode() + b"\n")
         self.end_chunks()
 
