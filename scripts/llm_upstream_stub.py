@@ -501,10 +501,8 @@ class Handler(BaseHTTPRequestHandler):
         return False
 
     def stall(self) -> None:
-        try:
-            self.wait(self.server.args.stall_seconds)
-        except ClientGone:
-            raise
+        """Send nothing for --stall-seconds (ClientGone if the client gives up first), then hang up."""
+        self.wait(self.server.args.stall_seconds)
         self.hang_up("stalled_out")
 
     @staticmethod
