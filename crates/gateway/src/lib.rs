@@ -22,36 +22,43 @@
 //! admin listener.
 
 // The modules in layer order: each uses only the modules above it in this list (the `tidy`
-// test holds it to that). Leaves first, then the vocabulary, the parts, and the server last.
+// test holds it to that, reading this list; rustfmt.toml keeps rustfmt from sorting it).
+//
+// Leaves: no module of this crate below them.
+pub mod hex;
+pub mod mac;
+pub mod secret_file;
+pub mod shutdown;
+pub mod time;
+pub mod cert_identity;
+// The vocabulary every part speaks: request facts, reasons, limits as written, errors, the
+// protocol, output policies.
+pub mod request;
+pub mod reason;
+pub mod limit_spec;
+pub mod error;
+pub mod oip;
+pub mod minimise;
+// The parts: storage, the audit log, configuration, who a caller is, metrics, connections, TLS.
+pub mod store;
 pub mod audit;
+pub mod config;
+pub mod principal;
+pub mod metrics;
+pub mod connection;
+pub mod tls;
+// A request's checks and what runs it, in the order a request meets them.
+pub mod limits;
+pub mod broker;
 pub mod authn;
+pub mod keys;
 pub mod authz;
 pub mod backend;
-pub mod broker;
-pub mod cert_identity;
-pub mod config;
-pub mod connection;
-pub mod error;
-pub mod handler;
-pub mod hex;
-pub mod keys;
-pub mod limit_spec;
-pub mod limits;
-pub mod mac;
-pub mod metrics;
-pub mod minimise;
-pub mod oip;
-pub mod principal;
-pub mod reason;
-pub mod request;
-pub mod router;
-pub mod secret_file;
-pub mod serve;
-pub mod shutdown;
+// The server: its state, handlers, the layer stack, the listeners.
 pub mod state;
-pub mod store;
-pub mod time;
-pub mod tls;
+pub mod handler;
+pub mod router;
+pub mod serve;
 
 #[cfg(test)]
 mod tidy;
