@@ -32,6 +32,8 @@ fn bench(c: &mut Criterion) {
             status: 200,
             latency_us: 812,
             rows: Some(1),
+            prompt_sha256: None,
+            tokens: None,
         });
         log.push_str(&position.append("2026-11-25T22:49:27.123Z", &event).unwrap());
         log.push('\n');

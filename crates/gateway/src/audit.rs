@@ -175,6 +175,12 @@ pub struct RequestRecord {
     pub latency_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rows: Option<u64>,
+    /// LLM routes: SHA-256 of the prompt (never its text).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub prompt_sha256: Option<String>,
+    /// LLM routes: the tokens the upstream reported.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<crate::request::TokenUsage>,
 }
 
 #[derive(Debug, thiserror::Error)]

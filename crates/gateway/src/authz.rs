@@ -15,11 +15,36 @@ use crate::{
     principal::{Principal, PrincipalId, PrincipalKind},
 };
 
-/// What may be guarded by a grant: a model, as far as the decision needs to know it (its
-/// configuration). `backend` implements it for the models it runs; this module never sees them,
-/// so the decision stays below the code it guards.
+/// What may be guarded by a grant: a model, as far as the decision needs to know it. `backend`
+/// implements it for the models it runs and `llm` for language models; this module never sees
+/// them, so the decision stays below the code it guards.
 pub trait Guarded: Send + Sync + 'static {
-    fn config(&self) -> &ModelConfig;
+    /// The name clients use and keys' allow-lists name.
+    fn name(&self) -> &str;
+    /// Whether anonymous callers may use it.
+    fn public(&self) -> bool;
+    /// The output policy for callers whose key sets none.
+    fn default_output(&self) -> OutputPolicy;
+    /// Whether a policy narrower than raw can be applied to its outputs.
+    fn can_narrow_output(&self) -> bool;
+}
+
+impl Guarded for ModelConfig {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn public(&self) -> bool {
+        self.public
+    }
+
+    fn default_output(&self) -> OutputPolicy {
+        self.output_policy
+    }
+
+    fn can_narrow_output(&self) -> bool {
+        self.output.is_some()
+    }
 }
 
 /// What the caller wants to do to a model.
@@ -68,7 +93,7 @@ pub struct Grant<P: Permission, M: Guarded> {
 impl<P: Permission, M: Guarded> std::fmt::Debug for Grant<P, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Grant")
-            .field("model", &self.model.config().name)
+            .field("model", &self.model.name())
             .field("principal", &self.principal)
             .field("action", &P::ACTION)
             .field("output", &self.output)
@@ -111,14 +136,13 @@ impl<M: Guarded> Grant<Infer, M> {
 /// Decides. A model the principal may not reach is reported exactly like a model that does not
 /// exist (404), so names cannot be probed; a reachable model and a missing scope is 403.
 pub fn authorize<P: Permission, M: Guarded>(principal: &Principal, model: &Arc<M>) -> Result<Grant<P, M>, ApiError> {
-    let config = model.config();
-    let name = &config.name;
+    let name = model.name();
     let reachable = match principal.kind {
-        PrincipalKind::Anonymous => config.public,
+        PrincipalKind::Anonymous => model.public(),
         PrincipalKind::ApiKey
         | PrincipalKind::ClientCert
         | PrincipalKind::IdentityToken
-        | PrincipalKind::BrokerToken => config.public || principal.models.allows(name),
+        | PrincipalKind::BrokerToken => model.public() || principal.models.allows(name),
     };
     if !reachable {
         return Err(ApiError::model_not_found(name).with_audit_reason(crate::reason::AuditReason::ModelNotAllowed));
@@ -131,7 +155,7 @@ pub fn authorize<P: Permission, M: Guarded>(principal: &Principal, model: &Arc<M
         return Err(ApiError::forbidden().with_audit_reason(crate::reason::AuditReason::ScopeMissing));
     }
     // A key's own policy narrows the model's default; only an admin's --widen-output lets it widen.
-    let default = config.output_policy;
+    let default = model.default_output();
     let output = match principal.output {
         None => default,
         Some(policy) if principal.widen_output => policy,
@@ -139,7 +163,7 @@ pub fn authorize<P: Permission, M: Guarded>(principal: &Principal, model: &Arc<M
     };
     // A policy below raw needs the model's output table to be applied; without one the model's
     // outputs would go out raw, so a key restricted to less is refused instead.
-    if output != OutputPolicy::Raw && config.output.is_none() {
+    if output != OutputPolicy::Raw && !model.can_narrow_output() {
         return Err(ApiError::forbidden().with_audit_reason(crate::reason::AuditReason::OutputPolicyUnenforceable));
     }
     Ok(Grant { model: Arc::clone(model), principal: principal.id.clone(), output, permission: PhantomData })
@@ -166,13 +190,7 @@ mod tests {
     }
 
     /// A model as authz sees it: its configuration only.
-    struct Model(ModelConfig);
-
-    impl Guarded for Model {
-        fn config(&self) -> &ModelConfig {
-            &self.0
-        }
-    }
+    type Model = ModelConfig;
 
     fn model(name: &str) -> Arc<Model> {
         let config = crate::config::Config::from_toml(
@@ -182,7 +200,7 @@ mod tests {
         .unwrap()
         .models
         .remove(0);
-        Arc::new(Model(config))
+        Arc::new(config)
     }
 
     #[test]

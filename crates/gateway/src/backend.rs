@@ -146,8 +146,20 @@ impl std::fmt::Debug for Model {
 }
 
 impl Guarded for Model {
-    fn config(&self) -> &ModelConfig {
-        &self.config
+    fn name(&self) -> &str {
+        &self.config.name
+    }
+
+    fn public(&self) -> bool {
+        self.config.public
+    }
+
+    fn default_output(&self) -> crate::minimise::OutputPolicy {
+        self.config.output_policy
+    }
+
+    fn can_narrow_output(&self) -> bool {
+        self.config.output.is_some()
     }
 }
 

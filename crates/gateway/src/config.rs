@@ -16,6 +16,7 @@ use crate::time::deserialize_duration;
 
 pub mod broker;
 mod limits;
+pub mod llm;
 mod tls;
 mod upstream;
 
@@ -25,6 +26,7 @@ pub use broker::{
 };
 pub use limits::{DEFAULT_MAX_USERS, LimitsBackend, LimitsConfig, RateLimit, RawLimits, rate_limit};
 pub use tls::{CertMatch, ClientAuth, RawTls, RawTlsClient, TlsClient, TlsConfig};
+pub use llm::{LlmApi, LlmConfig};
 pub use upstream::{CredentialSource, RawUpstream, UpstreamConfig};
 
 /// Why a configuration was refused.
@@ -58,6 +60,9 @@ pub struct RawConfig {
     pub limits: RawLimits,
     #[serde(default)]
     pub models: Vec<RawModel>,
+    /// Language models behind OpenAI-compatible or Ollama servers.
+    #[serde(default)]
+    pub llm: Vec<llm::RawLlm>,
     #[serde(default)]
     pub identity_providers: Vec<RawIdentityProvider>,
     pub broker: Option<RawBroker>,
@@ -424,6 +429,8 @@ pub struct Config {
     /// `None` when `audit.enabled = false`.
     pub audit: Option<crate::audit::AuditConfig>,
     pub models: Vec<ModelConfig>,
+    /// Language models (`[[llm]]`).
+    pub llm: Vec<LlmConfig>,
     /// Trusted OIDC issuers.
     pub identity_providers: Vec<IdentityProvider>,
     /// The token broker, when configured.
@@ -652,6 +659,15 @@ impl RawConfig {
         {
             return Err(invalid("broker.issuer must differ from every identity provider's issuer"));
         }
+        let mut llm = Vec::with_capacity(self.llm.len());
+        for raw in self.llm {
+            let entry = raw.validate(&resolve)?;
+            // One namespace for keys' allow-lists: a name means one model.
+            if models.iter().any(|model| model.name == entry.name) || llm.iter().any(|other: &LlmConfig| other.name == entry.name) {
+                return Err(invalid(format!("llm '{}': another model has the same name", entry.name)));
+            }
+            llm.push(entry);
+        }
         Ok(Config {
             identity_providers,
             broker,
@@ -692,6 +708,7 @@ impl RawConfig {
                 onnxruntime_library: inference.onnxruntime_library.as_deref().map(resolve),
             },
             models,
+            llm,
         })
     }
 }
@@ -701,7 +718,7 @@ pub fn valid_model_name(name: &str) -> bool {
     !name.is_empty()
         && name.len() <= 128
         && !name.starts_with(['.', '-'])
-        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+        && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-' | b':'))
 }
 
 #[cfg(test)]

@@ -111,6 +111,11 @@ impl ApiError {
         error
     }
 
+    /// 403 with what may not be done, for refusals that reveal nothing about credentials.
+    pub fn forbidden_because(message: impl Into<String>) -> ApiError {
+        ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, message)
+    }
+
     /// 403: the caller may see the model but not do this to it.
     pub fn forbidden() -> ApiError {
         ApiError::new(StatusCode::FORBIDDEN, ErrorCode::Forbidden, "this credential may not do that")
@@ -347,6 +352,28 @@ impl ApiError {
 
     /// The JSON body, in the Open Inference Protocol's `{"error": ...}` shape plus our fields.
     pub fn body(&self, request_id: &str) -> String {
+        self.body_in(request_id, false)
+    }
+
+    /// The body in OpenAI's shape when `openai` (the error an object with a `type` its SDKs
+    /// map to exceptions), with our `code` and `request_id` beside it.
+    pub fn body_in(&self, request_id: &str, openai: bool) -> String {
+        if openai && !self.oauth {
+            let kind = match self.status.as_u16() {
+                400 | 413 | 415 | 422 => "invalid_request_error",
+                401 => "authentication_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                429 => "rate_limit_error",
+                _ => "api_error",
+            };
+            return serde_json::json!({
+                "error": {"message": self.message, "type": kind, "code": self.code, "param": null},
+                "code": self.code,
+                "request_id": request_id,
+            })
+            .to_string();
+        }
         if self.oauth {
             return serde_json::json!({
                 "error": self.code,
@@ -379,6 +406,7 @@ impl IntoResponse for ApiError {
 /// get the one shape and never a framework's own text.
 pub async fn render(request: Request, next: Next) -> Response {
     let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
+    let openai = crate::request::speaks_openai(request.uri().path());
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -407,7 +435,7 @@ pub async fn render(request: Request, next: Next) -> Response {
     for (name, value) in &error.headers {
         parts.headers.insert(name.clone(), value.clone());
     }
-    Response::from_parts(parts, error.body(&request_id).into())
+    Response::from_parts(parts, error.body_in(&request_id, openai).into())
 }
 
 #[cfg(test)]

@@ -9,7 +9,6 @@ use axum::{
     response::{IntoResponse, Response},
 };
 use http::{HeaderMap, HeaderValue, StatusCode, header};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
 
 use crate::{
     authz,
@@ -217,7 +216,7 @@ async fn run_inference(
     let json_len = binary_header_length(&parts.headers)?;
     check_content_type(&parts.headers, json_len.is_some())?;
     let encoding = content_encoding(&parts.headers)?;
-    let body = read_body(body, &parts.headers, gateway.config().max_body_bytes).await?;
+    let body = crate::body::read_body(body, &parts.headers, gateway.config().max_body_bytes).await?;
     let body = decompress(body, encoding, gateway.config().max_body_bytes)?;
 
     let limits = &gateway.config().inference.limits;
@@ -372,20 +371,3 @@ fn check_content_type(headers: &HeaderMap, binary: bool) -> Result<(), ApiError>
     }
 }
 
-async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<bytes::Bytes, ApiError> {
-    // Refuse a declared oversize at once, without reading it.
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|value| value.to_str().ok())
-        .and_then(|text| text.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit as u64) {
-        return Err(ApiError::payload_too_large(Some(limit)));
-    }
-    match Limited::new(body, limit).collect().await {
-        Ok(collected) => Ok(collected.to_bytes()),
-        Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
-            Err(ApiError::payload_too_large(Some(limit)))
-        }
-        Err(_) => Err(ApiError::bad_request("the request body could not be read")),
-    }
-}

@@ -37,6 +37,7 @@ pub mod request;
 pub mod reason;
 pub mod limit_spec;
 pub mod error;
+pub mod body;
 pub mod oip;
 pub mod minimise;
 // The parts: storage, the audit log, configuration, who a caller is, metrics, connections, TLS.
@@ -54,6 +55,7 @@ pub mod authn;
 pub mod keys;
 pub mod authz;
 pub mod backend;
+pub mod llm;
 // The server: its state, handlers, the layer stack, the listeners.
 pub mod state;
 pub mod handler;

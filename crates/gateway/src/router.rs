@@ -10,7 +10,7 @@ use axum::{
     extract::{DefaultBodyLimit, MatchedPath, Request, State},
     middleware::{Next, from_fn, from_fn_with_state},
     response::{IntoResponse, Response},
-    routing::{get, post},
+    routing::{delete, get, head, post},
 };
 use http::{HeaderName, HeaderValue, header};
 use tower::ServiceBuilder;
@@ -19,6 +19,7 @@ use tower_http::{catch_panic::CatchPanicLayer, sensitive_headers::SetSensitiveRe
 use crate::{
     audit::{Decision, RequestAction},
     authn, error, handler,
+    llm::routes as llm,
     reason::AuditReason,
     state::Gateway,
 };
@@ -54,6 +55,26 @@ routes! { PUBLIC_ROUTE_TABLE, add_public_routes:
     post crate::broker::TOKEN_PATH => crate::broker::exchange::token;
     post crate::broker::NONCE_PATH => crate::broker::exchange::nonce;
     get crate::broker::JWKS_PATH => crate::broker::exchange::jwks;
+    // Language models: OpenAI's API and Ollama's (llm/routes.rs).
+    post "/v1/chat/completions" => llm::chat_completions;
+    post "/v1/completions" => llm::completions;
+    post "/v1/embeddings" => llm::embeddings;
+    post "/v1/responses" => llm::responses;
+    get "/v1/models" => llm::models;
+    post "/api/chat" => llm::ollama_chat;
+    post "/api/generate" => llm::ollama_generate;
+    post "/api/embed" => llm::ollama_embed;
+    post "/api/show" => llm::ollama_show;
+    get "/api/tags" => llm::tags;
+    // Ollama's management routes exist so that they are refused by name, never forwarded.
+    post "/api/pull" => llm::ollama_management;
+    post "/api/push" => llm::ollama_management;
+    post "/api/create" => llm::ollama_management;
+    post "/api/copy" => llm::ollama_management;
+    delete "/api/delete" => llm::ollama_management;
+    post "/api/blobs/{digest}" => llm::ollama_management;
+    head "/api/blobs/{digest}" => llm::ollama_management;
+    get "/api/ps" => llm::ollama_management;
 }
 
 /// The public listener's service.
@@ -344,6 +365,8 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
             status: 499,
             latency_us: 0,
             rows: None,
+            prompt_sha256: None,
+            tokens: None,
         }),
     };
     let response = match AssertUnwindSafe(next.run(request)).catch_unwind().await {
@@ -372,6 +395,26 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
     record.status = status.as_u16();
     record.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
     record.rows = response.extensions().get::<InputRows>().map(|rows| rows.0);
+    if let Some(facts) = response.extensions().get::<crate::request::LlmFacts>().cloned() {
+        record.model = Some(facts.model.clone());
+        record.prompt_sha256 = Some(facts.prompt_sha256.clone()).filter(|hash| !hash.is_empty());
+        record.tokens = facts.usage();
+        if status.is_success() {
+            // A streamed answer's tokens are known at its end: the record is written then
+            // (and if it cannot be, that is logged: the answer has started and cannot turn
+            // into a 503).
+            let gateway = Arc::clone(&gateway);
+            return crate::request::on_body_end(response, move || {
+                record.tokens = facts.usage();
+                record.latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+                if let Some(log) = gateway.audit()
+                    && let Err(error) = log.record_now(crate::audit::AuditEvent::Request(record))
+                {
+                    tracing::error!(%error, "the audit record of an LLM answer could not be written");
+                }
+            });
+        }
+    }
     // The wait for the record (with fsync = "always", or a full queue) is bounded by the request
     // deadline too.
     let recorded = tokio::time::timeout(gateway.config().request_timeout, log.record_request(record))
@@ -494,7 +537,9 @@ async fn limit(State(gateway): State<Arc<Gateway>>, mut request: Request, next: 
     if let Some(headers) = admission.headers {
         headers.apply(response.headers_mut());
     }
-    response
+    // The caller's slots are held until the answer is sent whole: a stream counts as in flight
+    // for as long as it runs.
+    crate::request::on_body_end(response, move || drop(admission))
 }
 
 #[cfg(test)]

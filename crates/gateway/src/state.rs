@@ -24,6 +24,7 @@ use crate::{
     broker::{Broker, exchange::Exchange, idp::Issuers},
     config::Config,
     keys::Keyring,
+    llm::{LlmRegistry, routes::Llm},
     limits::Limiter,
     metrics::Metrics,
     shutdown::stopped,
@@ -70,6 +71,7 @@ pub struct Gateway {
     pool: Pool,
     authenticator: Authenticator,
     exchange: Exchange,
+    llm: Llm,
     metrics: Arc<Metrics>,
     /// The audit log; `None` only when the config disables it.
     audit: Option<AuditLog>,
@@ -210,11 +212,13 @@ impl GatewayBuilder {
             Arc::clone(&metrics),
         );
         let exchange = Exchange { broker, issuers, limiter: Arc::clone(&limiter) };
+        let llm = Llm { registry: Arc::new(LlmRegistry::load(&config)?), max_body_bytes: config.max_body_bytes };
         Ok(Arc::new(Gateway {
             tls,
             limiter,
             authenticator,
             exchange,
+            llm,
             pool: Pool::new(config.inference.threads, config.inference.queue),
             in_flight: Semaphore::new(config.max_concurrency),
             metrics,
@@ -333,6 +337,12 @@ impl Gateway {
 impl FromRef<Arc<Gateway>> for Authenticator {
     fn from_ref(gateway: &Arc<Gateway>) -> Authenticator {
         gateway.authenticator.clone()
+    }
+}
+
+impl FromRef<Arc<Gateway>> for Llm {
+    fn from_ref(gateway: &Arc<Gateway>) -> Llm {
+        gateway.llm.clone()
     }
 }
 

@@ -142,6 +142,8 @@ mod tests {
             status: 401,
             latency_us: 1,
             rows: None,
+            prompt_sha256: None,
+            tokens: None,
         }
     }
 

@@ -79,31 +79,11 @@ impl Upstream {
             None => None,
             Some(source) => Some(read_credential(source, &config.credential_header).map_err(fail)?),
         };
-        let mut builder = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
+        let client = http_client(&config.url, config.ca_file.as_deref(), config.connect_timeout, config.max_connections, config.http2)
+            .map_err(fail)?
             .timeout(config.timeout)
-            .pool_max_idle_per_host(config.max_connections)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .redirect(reqwest::redirect::Policy::none())
-            // A proxy from the environment would see the upstream's credential: never use one.
-            .no_proxy()
-            .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
-        // The TLS configuration is always ours (ring, our roots); a plain-HTTP upstream gets
-        // one that trusts nothing, as it never needs any.
-        let tls = if config.url.starts_with("https://") {
-            crate::tls::client_config(config.ca_file.as_deref(), config.http2)
-                .map_err(|e| fail(format!("upstream TLS: {e}")))?
-        } else {
-            crate::tls::trust_nothing_client_config().map_err(|e| fail(format!("upstream TLS: {e}")))?
-        };
-        builder = builder.tls_backend_preconfigured(tls);
-        builder = if config.http2 {
-            if config.url.starts_with("http://") { builder.http2_prior_knowledge() } else { builder }
-        } else {
-            builder.http1_only()
-        };
-        let client = builder.build().map_err(|e| fail(format!("cannot build the upstream client: {e}")))?;
+            .build()
+            .map_err(|e| fail(format!("cannot build the upstream client: {e}")))?;
         let base = match &config.version {
             Some(version) => format!("{}/v2/models/{}/versions/{version}", config.url, config.model),
             None => format!("{}/v2/models/{}", config.url, config.model),
@@ -324,9 +304,40 @@ fn classify_body(error: &(dyn std::error::Error + 'static)) -> BackendError {
     BackendError::Upstream(format!("reading the upstream's response: {error}"))
 }
 
+/// A client for an upstream at `url`: connection pool, timeouts, TLS of ours (ring, our roots or
+/// `ca_file`; a plain-HTTP upstream gets one that trusts nothing), no redirects, no proxy from
+/// the environment (a proxy would see the upstream's credential). The caller adds a timeout.
+pub(crate) fn http_client(
+    url: &str,
+    ca_file: Option<&std::path::Path>,
+    connect_timeout: Duration,
+    max_connections: usize,
+    http2: bool,
+) -> Result<reqwest::ClientBuilder, String> {
+    let builder = reqwest::Client::builder()
+        .connect_timeout(connect_timeout)
+        .pool_max_idle_per_host(max_connections)
+        .pool_idle_timeout(Duration::from_secs(60))
+        .tcp_nodelay(true)
+        .redirect(reqwest::redirect::Policy::none())
+        .no_proxy()
+        .user_agent(concat!("portcullis/", env!("CARGO_PKG_VERSION")));
+    let tls = if url.starts_with("https://") {
+        crate::tls::client_config(ca_file, http2).map_err(|e| format!("upstream TLS: {e}"))?
+    } else {
+        crate::tls::trust_nothing_client_config().map_err(|e| format!("upstream TLS: {e}"))?
+    };
+    let builder = builder.tls_backend_preconfigured(tls);
+    Ok(if http2 {
+        if url.starts_with("http://") { builder.http2_prior_knowledge() } else { builder }
+    } else {
+        builder.http1_only()
+    })
+}
+
 /// Reads the upstream's credential and makes the header value, marked sensitive so that no
 /// debug output shows it. For `Authorization` the value is sent as `Bearer <credential>`.
-fn read_credential(source: &CredentialSource, header_name: &http::HeaderName) -> Result<HeaderValue, String> {
+pub(crate) fn read_credential(source: &CredentialSource, header_name: &http::HeaderName) -> Result<HeaderValue, String> {
     let secret = match source {
         CredentialSource::Env(name) => std::env::var(name)
             .map_err(|_| format!("upstream.credential_env names {name}, which is not set (or not UTF-8)"))?,

@@ -106,25 +106,7 @@ impl RawUpstream {
         resolve: &dyn Fn(&str) -> PathBuf,
     ) -> Result<UpstreamConfig, ConfigError> {
         let fail = |message: String| invalid(format!("model '{model}': upstream.{message}"));
-        if !self.url.starts_with("http://") && !self.url.starts_with("https://") {
-            return Err(fail(format!("url = '{}' must start with http:// or https://", self.url)));
-        }
-        let url = self.url.trim_end_matches('/').to_owned();
-        let rest = url.split_once("://").map_or("", |(_, rest)| rest);
-        let authority = rest.split('/').next().unwrap_or("");
-        if authority.is_empty() {
-            return Err(fail(format!("url = '{}' has no host", self.url)));
-        }
-        if authority.contains('@') {
-            return Err(fail(
-                "url must not carry a user or password: put the upstream's credential in credential_env or \
-                 credential_file"
-                    .into(),
-            ));
-        }
-        if rest.contains(['?', '#']) {
-            return Err(fail(format!("url = '{}' must not have a query or fragment", self.url)));
-        }
+        let url = validate_base_url(&self.url).map_err(|message| fail(format!("url: {message}")))?;
         let name = self.model.unwrap_or_else(|| model.to_owned());
         if !valid_model_name(&name) {
             return Err(fail(format!("model = '{name}' is not a plain model name")));
@@ -134,13 +116,8 @@ impl RawUpstream {
         {
             return Err(fail(format!("version = '{version}' is not a plain version")));
         }
-        let credential = match (self.credential_env, self.credential_file) {
-            (None, None) => None,
-            (Some(env), None) if !env.is_empty() => Some(CredentialSource::Env(env)),
-            (None, Some(file)) => Some(CredentialSource::File(resolve(&file))),
-            (Some(_), Some(_)) => return Err(fail("credential_env and credential_file: give one".into())),
-            (Some(_), None) => return Err(fail("credential_env must name a variable".into())),
-        };
+        let credential =
+            credential_source(self.credential_env, self.credential_file, resolve).map_err(|message| fail(message.into()))?;
         let credential_header = http::HeaderName::from_bytes(self.credential_header.as_bytes())
             .map_err(|_| fail(format!("credential_header = '{}' is not a header name", self.credential_header)))?;
         if self.connect_timeout.is_zero() || self.timeout.is_zero() {
@@ -152,7 +129,7 @@ impl RawUpstream {
         if self.max_response_bytes < 1024 {
             return Err(fail("max_response_bytes must be at least 1024".into()));
         }
-        if url.starts_with("http://") && !host_is_loopback(authority) {
+        if url.starts_with("http://") && !host_is_loopback_url(&url) {
             tracing::warn!(model, url = %url, "upstream is plain HTTP off this host: requests and predictions cross the network unencrypted");
         }
         Ok(UpstreamConfig {
@@ -172,6 +149,50 @@ impl RawUpstream {
             max_response_bytes: self.max_response_bytes,
         })
     }
+}
+
+/// An upstream's base URL, checked: `http(s)://host[:port][/prefix]`, without a user, password,
+/// query or fragment; returned without a trailing slash.
+pub(super) fn validate_base_url(url: &str) -> Result<String, String> {
+    if !url.starts_with("http://") && !url.starts_with("https://") {
+        return Err(format!("'{url}' must start with http:// or https://"));
+    }
+    let trimmed = url.trim_end_matches('/').to_owned();
+    let rest = trimmed.split_once("://").map_or("", |(_, rest)| rest);
+    let authority = rest.split('/').next().unwrap_or("");
+    if authority.is_empty() {
+        return Err(format!("'{url}' has no host"));
+    }
+    if authority.contains('@') {
+        return Err("a URL must not carry a user or password: put the upstream's credential in credential_env or \
+                    credential_file"
+            .into());
+    }
+    if rest.contains(['?', '#']) {
+        return Err(format!("'{url}' must not have a query or fragment"));
+    }
+    Ok(trimmed)
+}
+
+/// Where the upstream's credential comes from: one of an environment variable or a file.
+pub(super) fn credential_source(
+    env: Option<String>,
+    file: Option<String>,
+    resolve: &dyn Fn(&str) -> PathBuf,
+) -> Result<Option<CredentialSource>, &'static str> {
+    match (env, file) {
+        (None, None) => Ok(None),
+        (Some(env), None) if !env.is_empty() => Ok(Some(CredentialSource::Env(env))),
+        (None, Some(file)) => Ok(Some(CredentialSource::File(resolve(&file)))),
+        (Some(_), Some(_)) => Err("credential_env and credential_file: give one"),
+        (Some(_), None) => Err("credential_env must name a variable"),
+    }
+}
+
+/// Whether a validated base URL's host is this machine.
+pub(super) fn host_is_loopback_url(url: &str) -> bool {
+    let rest = url.split_once("://").map_or("", |(_, rest)| rest);
+    host_is_loopback(rest.split('/').next().unwrap_or(""))
 }
 
 /// Whether `host[:port]` names this machine.

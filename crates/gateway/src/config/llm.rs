@@ -1,0 +1,208 @@
+//! `[[llm]]`: a language model served by an OpenAI-compatible server (vLLM, llama.cpp's
+//! server, TGI, a hosted API) or by Ollama, which Portcullis fronts.
+//!
+//! The name here is the one clients send and keys' allow-lists name; the upstream's own model
+//! name and credential never reach a client.
+
+use std::{path::PathBuf, time::Duration};
+
+use serde::Deserialize;
+
+use super::{ConfigError, RateLimit, invalid, rate_limit, upstream::CredentialSource};
+use crate::time::deserialize_duration;
+
+/// Which API the upstream speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LlmApi {
+    /// OpenAI's: `POST {url}/chat/completions` and the rest, `url` ending in `/v1` as a rule.
+    Openai,
+    /// Ollama's: `POST {url}/api/chat` and the rest.
+    Ollama,
+}
+
+/// `[[llm]]` as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLlm {
+    /// The name clients use (and keys' `--models` lists).
+    pub name: String,
+    pub api: LlmApi,
+    /// Base URL: `http://127.0.0.1:8000/v1` for an OpenAI-compatible server, `http://127.0.0.1:11434`
+    /// for Ollama.
+    pub url: String,
+    /// The model's name there (default: the name here).
+    pub model: Option<String>,
+    /// The upstream's credential, from an environment variable or a file; never inline, and
+    /// never taken from the client.
+    pub credential_env: Option<String>,
+    pub credential_file: Option<String>,
+    /// Trust these roots (PEM) for an `https` upstream instead of the system's.
+    pub ca_file: Option<String>,
+    #[serde(default)]
+    pub public: bool,
+    #[serde(default = "default_connect_timeout", deserialize_with = "deserialize_duration")]
+    pub connect_timeout: Duration,
+    /// The longest a whole answer may take (a stream: from the request to its last event).
+    #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
+    pub timeout: Duration,
+    /// The longest a stream may go without sending anything (the first token included).
+    #[serde(default = "default_stall_timeout", deserialize_with = "deserialize_duration")]
+    pub stall_timeout: Duration,
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// The largest answer accepted from the upstream (a stream: the largest single event).
+    #[serde(default = "default_max_response_bytes")]
+    pub max_response_bytes: usize,
+    /// `max_tokens` (Ollama: `num_predict`) set when the request has none.
+    #[serde(default = "default_max_tokens")]
+    pub default_max_tokens: u32,
+    /// The most `max_tokens` a request may ask for.
+    #[serde(default = "default_max_tokens_cap")]
+    pub max_tokens: u32,
+    /// The most completions (`n`) one request may ask for.
+    #[serde(default = "default_max_n")]
+    pub max_n: u32,
+    /// Let requests carry tools (function calling): off unless turned on.
+    #[serde(default)]
+    pub tools: bool,
+    /// Let requests ask for `logprobs`/`top_logprobs`, which help extract the model.
+    #[serde(default)]
+    pub logprobs: bool,
+    /// Let requests carry images.
+    #[serde(default)]
+    pub images: bool,
+    /// A limit on the model as a whole, across all callers, e.g. "50/s".
+    pub rate: Option<String>,
+    pub burst: Option<u32>,
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(2)
+}
+fn default_timeout() -> Duration {
+    Duration::from_secs(300)
+}
+fn default_stall_timeout() -> Duration {
+    Duration::from_secs(30)
+}
+fn default_max_connections() -> usize {
+    64
+}
+fn default_queue() -> usize {
+    256
+}
+fn default_max_response_bytes() -> usize {
+    16 * 1024 * 1024
+}
+fn default_max_tokens() -> u32 {
+    1024
+}
+fn default_max_tokens_cap() -> u32 {
+    4096
+}
+fn default_max_n() -> u32 {
+    1
+}
+
+/// A validated `[[llm]]`.
+#[derive(Debug, Clone)]
+pub struct LlmConfig {
+    pub name: String,
+    pub api: LlmApi,
+    /// Base URL without a trailing slash.
+    pub url: String,
+    pub model: String,
+    pub credential: Option<CredentialSource>,
+    pub ca_file: Option<PathBuf>,
+    pub public: bool,
+    pub connect_timeout: Duration,
+    pub timeout: Duration,
+    pub stall_timeout: Duration,
+    pub max_connections: usize,
+    pub queue: usize,
+    pub max_response_bytes: usize,
+    pub default_max_tokens: u32,
+    pub max_tokens: u32,
+    pub max_n: u32,
+    pub tools: bool,
+    pub logprobs: bool,
+    pub images: bool,
+    pub rate: Option<RateLimit>,
+}
+
+/// An upstream's model name: printable, no blank, at most 256 bytes (`org/model:tag` included).
+pub fn valid_upstream_model(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 256 && name.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl RawLlm {
+    pub(super) fn validate(self, resolve: &dyn Fn(&str) -> PathBuf) -> Result<LlmConfig, ConfigError> {
+        let name = self.name;
+        let fail = |message: String| invalid(format!("llm '{name}': {message}"));
+        if !super::valid_model_name(&name) {
+            return Err(invalid(format!(
+                "llm name '{name}' must be 1 to 128 letters, digits, '_', '.', '-' or ':', not starting with '.' or '-'"
+            )));
+        }
+        let url = super::upstream::validate_base_url(&self.url).map_err(|message| fail(format!("url: {message}")))?;
+        let model = self.model.unwrap_or_else(|| name.clone());
+        if !valid_upstream_model(&model) {
+            return Err(fail(format!("model = '{model}' must be 1 to 256 printable characters without blanks")));
+        }
+        let credential = super::upstream::credential_source(self.credential_env, self.credential_file, resolve)
+            .map_err(|message| fail(message.to_owned()))?;
+        if self.connect_timeout.is_zero() || self.timeout.is_zero() || self.stall_timeout.is_zero() {
+            return Err(fail("connect_timeout, timeout and stall_timeout must be longer than zero".into()));
+        }
+        if self.max_connections == 0 || self.max_connections > 65_536 {
+            return Err(fail("max_connections must be between 1 and 65536".into()));
+        }
+        if self.max_response_bytes < 1024 {
+            return Err(fail("max_response_bytes must be at least 1024".into()));
+        }
+        if self.max_tokens == 0 || self.default_max_tokens == 0 || self.default_max_tokens > self.max_tokens {
+            return Err(fail(format!(
+                "default_max_tokens ({}) must be between 1 and max_tokens ({})",
+                self.default_max_tokens, self.max_tokens
+            )));
+        }
+        if self.max_n == 0 || self.max_n > 128 {
+            return Err(fail("max_n must be between 1 and 128".into()));
+        }
+        let rate = match self.rate {
+            None => None,
+            Some(text) => {
+                let rate = text.parse().map_err(|error: String| fail(format!("rate: {error}")))?;
+                Some(rate_limit(rate, self.burst).map_err(|error| fail(format!("rate: {error}")))?)
+            }
+        };
+        if url.starts_with("http://") && !super::upstream::host_is_loopback_url(&url) {
+            tracing::warn!(llm = %name, url = %url, "LLM upstream is plain HTTP off this host: prompts and answers cross the network unencrypted");
+        }
+        Ok(LlmConfig {
+            api: self.api,
+            url,
+            model,
+            credential,
+            ca_file: self.ca_file.as_deref().map(resolve),
+            public: self.public,
+            connect_timeout: self.connect_timeout,
+            timeout: self.timeout,
+            stall_timeout: self.stall_timeout,
+            max_connections: self.max_connections,
+            queue: self.queue,
+            max_response_bytes: self.max_response_bytes,
+            default_max_tokens: self.default_max_tokens,
+            max_tokens: self.max_tokens,
+            max_n: self.max_n,
+            tools: self.tools,
+            logprobs: self.logprobs,
+            images: self.images,
+            rate,
+            name,
+        })
+    }
+}
