@@ -25,8 +25,8 @@ pub use broker::{
     parse_algorithm,
 };
 pub use limits::{DEFAULT_MAX_USERS, LimitsBackend, LimitsConfig, RateLimit, RawLimits, rate_limit};
-pub use tls::{CertMatch, ClientAuth, RawTls, RawTlsClient, TlsClient, TlsConfig};
 pub use llm::{LlmApi, LlmConfig};
+pub use tls::{CertMatch, ClientAuth, RawTls, RawTlsClient, TlsClient, TlsConfig};
 pub use upstream::{CredentialSource, RawUpstream, UpstreamConfig};
 
 /// Why a configuration was refused.
@@ -663,7 +663,9 @@ impl RawConfig {
         for raw in self.llm {
             let entry = raw.validate(&resolve)?;
             // One namespace for keys' allow-lists: a name means one model.
-            if models.iter().any(|model| model.name == entry.name) || llm.iter().any(|other: &LlmConfig| other.name == entry.name) {
+            if models.iter().any(|model| model.name == entry.name)
+                || llm.iter().any(|other: &LlmConfig| other.name == entry.name)
+            {
                 return Err(invalid(format!("llm '{}': another model has the same name", entry.name)));
             }
             llm.push(entry);

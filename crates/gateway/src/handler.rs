@@ -370,4 +370,3 @@ fn check_content_type(headers: &HeaderMap, binary: bool) -> Result<(), ApiError>
         )))
     }
 }
-

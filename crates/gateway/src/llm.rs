@@ -27,6 +27,9 @@ use crate::{
 use body::{LlmRequest, Route};
 use relay::{Deadlines, Framing, Relay, Scrub, StreamFault};
 
+/// What Ollama's `show` may tell a client: what the model is and can do, not where it lives.
+const SHOW_FIELDS: &[&str] = &["details", "capabilities", "model_info", "modified_at"];
+
 /// A grant to run one language model.
 pub type LlmGrant = Grant<Infer, LlmModel>;
 
@@ -89,7 +92,12 @@ impl LlmModel {
         .map_err(fail)?
         .build()
         .map_err(|e| fail(format!("cannot build the upstream client: {e}")))?;
-        Ok(LlmModel { config: config.clone(), client, credential, slots: Pool::new(config.max_connections, config.queue) })
+        Ok(LlmModel {
+            config: config.clone(),
+            client,
+            credential,
+            slots: Pool::new(config.max_connections, config.queue),
+        })
     }
 
     fn url(&self, route: Route) -> String {
@@ -146,7 +154,12 @@ impl LlmRegistry {
 /// Calls the model `grant` is for with `request`, and answers the client: a whole answer, or a
 /// stream passed on as it comes. Nothing of the client's request but its body (checked) reaches
 /// the upstream, and nothing of the upstream's answer but its cleaned body reaches the client.
-pub async fn call(grant: &LlmGrant, request: LlmRequest, request_id: &str, facts: &LlmFacts) -> Result<Response, ApiError> {
+pub async fn call(
+    grant: &LlmGrant,
+    request: LlmRequest,
+    request_id: &str,
+    facts: &LlmFacts,
+) -> Result<Response, ApiError> {
     let model = Arc::clone(grant.model());
     let config = &model.config;
     let slot = model.slots.admit().map_err(|_| ApiError::busy("the model is busy; try again shortly"))?.ready().await;
@@ -158,6 +171,7 @@ pub async fn call(grant: &LlmGrant, request: LlmRequest, request_id: &str, facts
         model: config.name.clone(),
         id: format!("{}-{request_id}", if route == Route::Completions { "cmpl" } else { "chatcmpl" }),
         logprobs: config.logprobs,
+        keep_only: (route == Route::OllamaShow).then_some(SHOW_FIELDS),
     };
     let mut upstream = model
         .client

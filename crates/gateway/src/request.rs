@@ -54,7 +54,10 @@ impl LlmFacts {
 /// Runs `done` when `response`'s body has been sent whole, failed, or been dropped (the client
 /// went away): what a layer holds for a request (a concurrency slot, its audit record) then
 /// lasts as long as a streamed answer does, not only until its headers.
-pub fn on_body_end(response: axum::response::Response, done: impl FnOnce() + Send + 'static) -> axum::response::Response {
+pub fn on_body_end(
+    response: axum::response::Response,
+    done: impl FnOnce() + Send + 'static,
+) -> axum::response::Response {
     let (parts, body) = response.into_parts();
     let body = axum::body::Body::new(BodyEnd { body, done: Some(Box::new(done)) });
     axum::response::Response::from_parts(parts, body)

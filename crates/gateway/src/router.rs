@@ -545,6 +545,8 @@ async fn limit(State(gateway): State<Arc<Gateway>>, mut request: Request, next: 
 #[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
+mod llm_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod upstream_tests;

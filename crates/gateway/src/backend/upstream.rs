@@ -79,11 +79,17 @@ impl Upstream {
             None => None,
             Some(source) => Some(read_credential(source, &config.credential_header).map_err(fail)?),
         };
-        let client = http_client(&config.url, config.ca_file.as_deref(), config.connect_timeout, config.max_connections, config.http2)
-            .map_err(fail)?
-            .timeout(config.timeout)
-            .build()
-            .map_err(|e| fail(format!("cannot build the upstream client: {e}")))?;
+        let client = http_client(
+            &config.url,
+            config.ca_file.as_deref(),
+            config.connect_timeout,
+            config.max_connections,
+            config.http2,
+        )
+        .map_err(fail)?
+        .timeout(config.timeout)
+        .build()
+        .map_err(|e| fail(format!("cannot build the upstream client: {e}")))?;
         let base = match &config.version {
             Some(version) => format!("{}/v2/models/{}/versions/{version}", config.url, config.model),
             None => format!("{}/v2/models/{}", config.url, config.model),
@@ -337,7 +343,10 @@ pub(crate) fn http_client(
 
 /// Reads the upstream's credential and makes the header value, marked sensitive so that no
 /// debug output shows it. For `Authorization` the value is sent as `Bearer <credential>`.
-pub(crate) fn read_credential(source: &CredentialSource, header_name: &http::HeaderName) -> Result<HeaderValue, String> {
+pub(crate) fn read_credential(
+    source: &CredentialSource,
+    header_name: &http::HeaderName,
+) -> Result<HeaderValue, String> {
     let secret = match source {
         CredentialSource::Env(name) => std::env::var(name)
             .map_err(|_| format!("upstream.credential_env names {name}, which is not set (or not UTF-8)"))?,

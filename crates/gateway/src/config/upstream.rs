@@ -116,8 +116,8 @@ impl RawUpstream {
         {
             return Err(fail(format!("version = '{version}' is not a plain version")));
         }
-        let credential =
-            credential_source(self.credential_env, self.credential_file, resolve).map_err(|message| fail(message.into()))?;
+        let credential = credential_source(self.credential_env, self.credential_file, resolve)
+            .map_err(|message| fail(message.into()))?;
         let credential_header = http::HeaderName::from_bytes(self.credential_header.as_bytes())
             .map_err(|_| fail(format!("credential_header = '{}' is not a header name", self.credential_header)))?;
         if self.connect_timeout.is_zero() || self.timeout.is_zero() {

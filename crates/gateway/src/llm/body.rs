@@ -98,9 +98,7 @@ impl Route {
                 "include",
                 "top_logprobs",
             ],
-            Route::OllamaChat => {
-                &["model", "messages", "tools", "format", "options", "stream", "keep_alive", "think"]
-            }
+            Route::OllamaChat => &["model", "messages", "tools", "format", "options", "stream", "keep_alive", "think"],
             Route::OllamaGenerate => &[
                 "model",
                 "prompt",
@@ -157,7 +155,8 @@ pub struct LlmRequest {
 
 /// Parses `bytes` as the body of `route`. The message says exactly what is wrong.
 pub fn parse(route: Route, bytes: &[u8]) -> Result<LlmRequest, String> {
-    let value: Strict = serde_json::from_slice(bytes).map_err(|error| format!("the body is not valid JSON: {error}"))?;
+    let value: Strict =
+        serde_json::from_slice(bytes).map_err(|error| format!("the body is not valid JSON: {error}"))?;
     let Value::Object(body) = value.0 else {
         return Err("the body must be a JSON object".into());
     };
@@ -259,9 +258,11 @@ impl LlmRequest {
             None | Some(Value::Null) | Some(Value::Bool(false)) => false,
             Some(_) => true,
         };
-        let include = self.body.get("include").and_then(Value::as_array).is_some_and(|items| {
-            items.iter().filter_map(Value::as_str).any(|item| item.contains("logprobs"))
-        });
+        let include = self
+            .body
+            .get("include")
+            .and_then(Value::as_array)
+            .is_some_and(|items| items.iter().filter_map(Value::as_str).any(|item| item.contains("logprobs")));
         on("logprobs") || on("top_logprobs") || include
     }
 
@@ -421,7 +422,11 @@ mod tests {
         let unknown = chat(r#"{"model":"chat","messages":[],"cache_prompt":true}"#).unwrap_err();
         assert!(unknown.contains("unknown field 'cache_prompt'"), "{unknown}");
         assert!(parse(Route::Embeddings, br#"{"model":"e","input":"x","messages":[]}"#).is_err());
-        assert!(chat(r#"{"model":"chat","stream_options":{"include_usage":true}}"#).unwrap_err().contains("only for streams"));
+        assert!(
+            chat(r#"{"model":"chat","stream_options":{"include_usage":true}}"#)
+                .unwrap_err()
+                .contains("only for streams")
+        );
         assert!(chat(r#"{"model":"chat","stream":"yes"}"#).is_err());
     }
 

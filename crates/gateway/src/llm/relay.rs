@@ -24,6 +24,9 @@ pub struct Scrub {
     /// The id our answers carry (`chatcmpl-<request id>`), in place of the upstream's.
     pub id: String,
     pub logprobs: bool,
+    /// Keep only these top-level fields (Ollama's `show`: its details, never its modelfile with
+    /// the upstream's paths), or all but the upstream's own.
+    pub keep_only: Option<&'static [&'static str]>,
 }
 
 /// Fields an answer never carries out: they name or fingerprint the upstream.
@@ -33,6 +36,9 @@ impl Scrub {
     /// Cleans one answer object (a whole answer or a stream chunk) in place, and returns the
     /// token usage it reports, if any.
     pub fn object(&self, object: &mut Map<String, Value>) -> Option<TokenUsage> {
+        if let Some(keep) = self.keep_only {
+            object.retain(|key, _| keep.contains(&key.as_str()));
+        }
         for field in UPSTREAM_FIELDS {
             object.remove(*field);
         }
@@ -79,7 +85,8 @@ fn usage_of(object: &Map<String, Value>) -> Option<TokenUsage> {
     let count = |value: Option<&Value>| value.and_then(Value::as_u64);
     if let Some(Value::Object(usage)) = object.get("usage").or_else(|| object.get("response")?.get("usage")) {
         let prompt = count(usage.get("prompt_tokens")).or_else(|| count(usage.get("input_tokens")))?;
-        let completion = count(usage.get("completion_tokens")).or_else(|| count(usage.get("output_tokens"))).unwrap_or(0);
+        let completion =
+            count(usage.get("completion_tokens")).or_else(|| count(usage.get("output_tokens"))).unwrap_or(0);
         return Some(TokenUsage { prompt, completion });
     }
     let prompt = count(object.get("prompt_eval_count"))?;
@@ -213,7 +220,9 @@ impl Relay {
                     return Ok(());
                 }
                 let clean = self.clean_json(&data)?;
-                if let Some(name) = name.filter(|name| name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_')) {
+                if let Some(name) =
+                    name.filter(|name| name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'))
+                {
                     out.extend_from_slice(format!("event: {name}\n").as_bytes());
                     // The Responses API ends its stream with `response.completed`, not `[DONE]`.
                     if name == "response.completed" || name == "response.failed" || name == "response.incomplete" {
@@ -298,7 +307,7 @@ mod tests {
     use super::*;
 
     fn scrub() -> Scrub {
-        Scrub { model: "chat".into(), id: "chatcmpl-ours".into(), logprobs: false }
+        Scrub { model: "chat".into(), id: "chatcmpl-ours".into(), logprobs: false, keep_only: None }
     }
 
     #[test]
@@ -348,7 +357,10 @@ mod tests {
         let mut huge = Relay::new(Framing::Sse, scrub(), 64);
         assert_eq!(huge.feed(&[b'a'; 100]), Err(StreamFault::EventTooLarge));
         let mut error = Relay::new(Framing::Sse, scrub(), 1024);
-        assert_eq!(error.feed(b"data: {\"error\":{\"message\":\"at http://10.0.0.5 key sk-up\"}}\n\n"), Err(StreamFault::Upstream));
+        assert_eq!(
+            error.feed(b"data: {\"error\":{\"message\":\"at http://10.0.0.5 key sk-up\"}}\n\n"),
+            Err(StreamFault::Upstream)
+        );
         let fault = String::from_utf8(error.fault_event(&StreamFault::Upstream).to_vec()).unwrap();
         assert!(fault.starts_with("data: {\"error\"") && !fault.contains("10.0.0.5"), "{fault}");
     }

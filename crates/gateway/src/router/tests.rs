@@ -171,7 +171,8 @@ async fn every_route_without_credentials_is_401() {
     let harness = Harness::new().await;
     // Every route the router declares (broker routes included: without `[broker]` they are
     // closed like the rest), with its templates filled in.
-    let fill = |template: &str| template.replace("{model}", "mlp").replace("{version}", "1").replace("{digest}", "sha256-0");
+    let fill =
+        |template: &str| template.replace("{model}", "mlp").replace("{version}", "1").replace("{digest}", "sha256-0");
     let declared: Vec<(Method, String)> = super::PUBLIC_ROUTE_TABLE
         .iter()
         .filter(|(_, path)| !PUBLIC_ROUTES.contains(path))
