@@ -40,6 +40,99 @@ pub struct Args {
     /// accept its client certificate as a credential (mutual TLS).
     #[arg(long)]
     tls: bool,
+    /// Also front the OpenAI-compatible server at URL (its base URL, e.g.
+    /// http://127.0.0.1:8000/v1): its models are offered under the same names, and the demo key
+    /// may use the first of them. Repeat for several servers.
+    #[arg(long, value_name = "URL")]
+    openai_upstream: Vec<String>,
+    /// Also front the Ollama server at URL (e.g. http://127.0.0.1:11434), the same way.
+    #[arg(long, value_name = "URL")]
+    ollama_upstream: Vec<String>,
+    /// The environment variable holding the upstreams' API key, if they need one (hosted APIs).
+    #[arg(long, value_name = "VAR")]
+    upstream_key_env: Option<String>,
+}
+
+/// One LLM the demo offers: the upstream it is on and its name there (and here).
+struct Llm {
+    api: &'static str,
+    url: String,
+    name: String,
+}
+
+/// Asks each upstream which models it serves (`/models` of an OpenAI base URL, `/api/tags` of
+/// Ollama), so the demo can offer them under the same names.
+async fn discover(args: &Args) -> anyhow::Result<Vec<Llm>> {
+    let key = match &args.upstream_key_env {
+        Some(var) => {
+            Some(std::env::var(var).with_context(|| format!("--upstream-key-env names {var}, which is not set"))?)
+        }
+        None => None,
+    };
+    let mut found = Vec::new();
+    let upstreams = args
+        .openai_upstream
+        .iter()
+        .map(|url| ("openai", url))
+        .chain(args.ollama_upstream.iter().map(|url| ("ollama", url)));
+    for (api, url) in upstreams {
+        let url = url.trim_end_matches('/').to_owned();
+        let list = if api == "openai" { format!("{url}/models") } else { format!("{url}/api/tags") };
+        let client = gateway::backend::upstream::http_client(&url, None, std::time::Duration::from_secs(3), 2, false)
+            .map_err(anyhow::Error::msg)?
+            .timeout(std::time::Duration::from_secs(10))
+            .build()?;
+        let mut request = client.get(&list);
+        if let Some(key) = &key {
+            request = request.bearer_auth(key);
+        }
+        let answer = request.send().await.with_context(|| format!("cannot reach {list}"))?;
+        anyhow::ensure!(answer.status().is_success(), "{list} answered {}", answer.status());
+        let body: serde_json::Value = answer.json().await.with_context(|| format!("{list} did not answer JSON"))?;
+        let names: Vec<String> = if api == "openai" {
+            body["data"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|model| model["id"].as_str())
+                .map(str::to_owned)
+                .collect()
+        } else {
+            body["models"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|model| model["name"].as_str())
+                .map(str::to_owned)
+                .collect()
+        };
+        for name in names {
+            if gateway::config::valid_model_name(&name) && !found.iter().any(|llm: &Llm| llm.name == name) {
+                found.push(Llm { api, url: url.clone(), name });
+            } else {
+                eprintln!(
+                    "note: model '{name}' of {url} is not offered (a name must be letters, digits, '_', '.', '-', ':')"
+                );
+            }
+        }
+    }
+    Ok(found)
+}
+
+fn llm_section(llms: &[Llm], key_env: Option<&str>) -> String {
+    let mut section = String::new();
+    for llm in llms {
+        section += &format!(
+            "\n[[llm]]\nname = \"{name}\"\napi = \"{api}\"\nurl = \"{url}\"\ndefault_max_tokens = 256\n",
+            name = llm.name,
+            api = llm.api,
+            url = llm.url,
+        );
+        if let Some(var) = key_env {
+            section += &format!("credential_env = \"{var}\"\n");
+        }
+    }
+    section
 }
 
 /// The principal the demo's client certificate maps to.
@@ -67,7 +160,7 @@ output = "label"
     )
 }
 
-fn write_files(dir: &Path, port: u16, admin_port: u16, tls: Option<&str>) -> anyhow::Result<PathBuf> {
+fn write_files(dir: &Path, port: u16, admin_port: u16, tls: Option<&str>, llm: &str) -> anyhow::Result<PathBuf> {
     let model_dir = dir.join("models").join("credit-risk");
     std::fs::create_dir_all(&model_dir).with_context(|| format!("cannot create {}", model_dir.display()))?;
     std::fs::write(model_dir.join("model.onnx"), MODEL)?;
@@ -109,7 +202,7 @@ scores = "probabilities"
 label = "label"
 classes = ["repay", "default"]
 policy = "label"
-{tls}"#,
+{tls}{llm}"#,
         config = dir.join("portcullis.toml").display(),
         tls = tls.unwrap_or(""),
     );
@@ -138,7 +231,10 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
     } else {
         None
     };
-    let config_path = write_files(&dir, args.port, args.admin_port, tls.as_ref().map(|(section, _)| section.as_str()))?;
+    let llms = discover(&args).await?;
+    let llm = llm_section(&llms, args.upstream_key_env.as_deref());
+    let config_path =
+        write_files(&dir, args.port, args.admin_port, tls.as_ref().map(|(section, _)| section.as_str()), &llm)?;
     let config = gateway::Config::load(&config_path)?;
     let gateway = gateway::Gateway::builder(config).open().await?;
     let (store, pepper) = gateway::serve::open_keyring(gateway.config()).await?;
@@ -148,7 +244,9 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
         .create(&NewKey {
             name: "demo".into(),
             owner: None,
-            models: ModelScope::Only(vec!["credit-risk".into()]),
+            models: ModelScope::Only(
+                std::iter::once("credit-risk".to_owned()).chain(llms.first().map(|llm| llm.name.clone())).collect(),
+            ),
             scopes: Scopes::ALL,
             output: None,
             widen_output: false,
@@ -208,6 +306,45 @@ Press Ctrl-C to stop.
         config = config_path.display(),
         key = secret.expose(),
     );
+    if let Some(first) = llms.first() {
+        let others: Vec<&str> = llms.iter().skip(1).map(|llm| llm.name.as_str()).collect();
+        let (path, body) = if first.api == "openai" {
+            (
+                "/v1/chat/completions",
+                format!(
+                    r#"{{"model":"{}","messages":[{{"role":"user","content":"Hello"}}],"max_tokens":16}}"#,
+                    first.name
+                ),
+            )
+        } else {
+            (
+                "/api/chat",
+                format!(
+                    r#"{{"model":"{}","messages":[{{"role":"user","content":"Hello"}}],"stream":false}}"#,
+                    first.name
+                ),
+            )
+        };
+        println!(
+            r#"Language models: the key may use '{first}'{others}.
+
+    {curl} -s {scheme}://{public}{path} -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{body}'
+
+With the official openai SDK (pip install openai):
+
+    from openai import OpenAI
+    client = OpenAI(base_url="{scheme}://{public}/v1", api_key="{key}")
+    print(client.chat.completions.create(model="{first}", messages=[{{"role": "user", "content": "Hello"}}], max_tokens=16))
+"#,
+            first = first.name,
+            others = if others.is_empty() {
+                String::new()
+            } else {
+                format!(" (not {}: a model outside its list answers 404)", others.join(", "))
+            },
+            key = secret.expose(),
+        );
+    }
     drop(secret);
     server.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)

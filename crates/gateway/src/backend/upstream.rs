@@ -313,7 +313,7 @@ fn classify_body(error: &(dyn std::error::Error + 'static)) -> BackendError {
 /// A client for an upstream at `url`: connection pool, timeouts, TLS of ours (ring, our roots or
 /// `ca_file`; a plain-HTTP upstream gets one that trusts nothing), no redirects, no proxy from
 /// the environment (a proxy would see the upstream's credential). The caller adds a timeout.
-pub(crate) fn http_client(
+pub fn http_client(
     url: &str,
     ca_file: Option<&std::path::Path>,
     connect_timeout: Duration,
