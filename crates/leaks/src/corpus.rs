@@ -6,6 +6,7 @@
 pub mod app;
 pub mod arsc;
 pub mod axml;
+pub mod dart;
 pub mod dex;
 pub mod elf;
 pub mod macho;

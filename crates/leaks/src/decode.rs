@@ -12,6 +12,7 @@
 pub mod arsc;
 pub mod axml;
 pub mod binary;
+pub mod dart;
 pub mod dex;
 pub mod plist;
 pub mod protobuf;
