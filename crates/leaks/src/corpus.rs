@@ -9,6 +9,7 @@ pub mod axml;
 pub mod dart;
 pub mod dex;
 pub mod elf;
+pub mod il2cpp;
 pub mod macho;
 pub mod protobuf;
 

@@ -14,6 +14,7 @@ pub mod axml;
 pub mod binary;
 pub mod dart;
 pub mod dex;
+pub mod il2cpp;
 pub mod plist;
 pub mod protobuf;
 pub mod runs;
