@@ -279,7 +279,7 @@ impl<'b> FieldNames<'b> {
     fn fits(&self) -> bool {
         let entries = self.fields.len() / self.entry_size;
         entries > 0
-            && self.fields.len() % self.entry_size == 0
+            && self.fields.len().is_multiple_of(self.entry_size)
             && (0..entries.min(FIELD_SAMPLE)).all(|index| {
                 let at = u32_le(self.fields, index * self.entry_size).map(|at| at as usize);
                 at.is_some_and(|at| at < self.identifiers.len() && (at == 0 || self.identifiers[at - 1] == 0))
