@@ -1,7 +1,7 @@
 //! Writes Unity IL2CPP `global-metadata.dat` files: the header (magic, version, an (offset,
 //! size) pair per section) and the sections that hold strings, laid out as libil2cpp reads them:
-//! the string literal table (`{length, offset}` pairs before version 31, offsets alone from 31)
-//! over literals stored back to back, the identifiers, a field table (12-byte entries), the
+//! the string literal table (`{length, offset}` pairs; [`offsets_only`] rewrites it to the
+//! offsets alone, as some version 31 files have it) over literals stored back to back, the identifiers, a field table (12-byte entries), the
 //! field and parameter default values and their blobs (a 32-bit length before version 29, a
 //! compressed one from 29 on). Sections the scanner does not read stay empty.
 
@@ -28,9 +28,7 @@ pub fn build(version: u32, literals: &[&str], fields: &[(&str, Option<Constant<'
     let mut literal_data = Vec::new();
     for literal in literals {
         let offset = literal_data.len() as u32;
-        if version < 31 {
-            literal_table.extend_from_slice(&(literal.len() as u32).to_le_bytes());
-        }
+        literal_table.extend_from_slice(&(literal.len() as u32).to_le_bytes());
         literal_table.extend_from_slice(&offset.to_le_bytes());
         literal_data.extend_from_slice(literal.as_bytes());
     }
@@ -89,6 +87,17 @@ pub fn build(version: u32, literals: &[&str], fields: &[(&str, Option<Constant<'
         out[entry + 4..entry + 8].copy_from_slice(&(bytes.len() as u32).to_le_bytes());
     }
     out
+}
+
+/// `metadata` (as [`build`] writes it) with its literal table rewritten in place to the offsets
+/// alone, the rest of the table's room zeroed and its size halved.
+pub fn offsets_only(metadata: &mut [u8]) {
+    let at = u32::from_le_bytes(metadata[8..12].try_into().unwrap_or_default()) as usize;
+    let size = u32::from_le_bytes(metadata[12..16].try_into().unwrap_or_default()) as usize;
+    let offsets: Vec<u8> = metadata[at..at + size].chunks_exact(8).flat_map(|pair| pair[4..8].to_vec()).collect();
+    metadata[at..at + size].fill(0);
+    metadata[at..at + offsets.len()].copy_from_slice(&offsets);
+    metadata[12..16].copy_from_slice(&(offsets.len() as u32).to_le_bytes());
 }
 
 /// A string constant's blob: its length (32-bit before version 29, compressed from 29), then

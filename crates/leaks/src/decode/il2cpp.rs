@@ -7,8 +7,8 @@
 //! first sections kept their places from version 24 (Unity 2018) to 31 (Unity 2022), which are
 //! the versions read here:
 //!
-//! - String literals: a table with an entry per literal, `{length, offset}` before version 31
-//!   and the offset alone from 31 on (a literal then ends where the next begins), into a data
+//! - String literals: a table with an entry per literal, `{length, offset}`, or in some
+//!   version 31 files the offset alone (a literal then ends where the next begins), into a data
 //!   section where the literals lie back to back as UTF-8, with nothing between them. Each is
 //!   emitted whole as `il2cpp:literal {index}`, so one literal never runs into the next, as it
 //!   would for a raw pass.
@@ -40,7 +40,7 @@ const FORMAT: &str = "il2cpp";
 pub const MAGIC: u32 = 0xfab1_1baf;
 const MIN_VERSION: u32 = 24;
 const MAX_VERSION: u32 = 31;
-/// From this version the literal table holds offsets alone.
+/// From this version the literal table may hold offsets alone.
 const OFFSETS_ONLY: u32 = 31;
 /// From this version blob lengths are compressed integers.
 const COMPRESSED_LENGTHS: u32 = 29;
@@ -58,6 +58,8 @@ const FIELDS: usize = 96;
 const HEADER_SIZE: usize = 104;
 /// `Il2CppFieldDefaultValue` and `Il2CppParameterDefaultValue`: index, type, data offset.
 const DEFAULT_VALUE_SIZE: usize = 12;
+/// Literal table words sampled to tell pairs from offsets alone.
+const LAYOUT_SAMPLE: usize = 32;
 /// Fields sampled to tell the 12-byte from the 16-byte field table in version 24.
 const FIELD_SAMPLE: usize = 64;
 
@@ -131,8 +133,7 @@ fn literals(bytes: &[u8], version: u32, out: &mut Emitter<'_>) -> Result<Option<
     let table = &bytes[table_range.clone()];
     let data = &bytes[data_range.clone()];
     let declared_data_size = u32_le(bytes, STRING_LITERAL_DATA + 4).unwrap_or(0) as usize;
-    // Version 31 dropped the lengths; a table that starts with a non-zero length keeps them.
-    let offsets_only = version >= OFFSETS_ONLY && u32_le(table, 0) == Some(0);
+    let offsets_only = offsets_only(version, table);
     let entry_size = if offsets_only { 4 } else { 8 };
     let mut location = String::new();
     for (index, entry) in table.chunks_exact(entry_size).enumerate() {
@@ -163,6 +164,21 @@ fn literals(bytes: &[u8], version: u32, out: &mut Emitter<'_>) -> Result<Option<
         out.emit(data_range.start + start, &location, None, &text)?;
     }
     Ok(problem)
+}
+
+/// Whether the literal table holds offsets alone. Some version 31 files (Unity 2022) keep the
+/// `{length, offset}` pairs and some (Unity 6) drop the lengths; pairs have each offset equal
+/// to the one before plus its length (the literals lie in table order), offsets alone start at
+/// zero and never decrease. The first entries decide.
+fn offsets_only(version: u32, table: &[u8]) -> bool {
+    if version < OFFSETS_ONLY {
+        return false;
+    }
+    let words: Vec<u32> = table.chunks_exact(4).take(LAYOUT_SAMPLE).filter_map(|word| u32_le(word, 0)).collect();
+    let pairs: Vec<&[u32]> = words.chunks_exact(2).collect();
+    let contiguous_pairs = pairs.windows(2).all(|two| two[1][1] == two[0][1].wrapping_add(two[0][0]));
+    let sorted_offsets = words.first() == Some(&0) && words.windows(2).all(|two| two[0] <= two[1]);
+    sorted_offsets && !(contiguous_pairs && pairs.len() > 1)
 }
 
 /// The string constants of fields (named by their field where the field table can be read)

@@ -59,6 +59,23 @@ fn literals_and_named_constants_come_back_in_every_version() {
 }
 
 #[test]
+fn version_31_literal_tables_of_offsets_alone_are_read() {
+    let mut bytes = metadata(31);
+    crate::corpus::il2cpp::offsets_only(&mut bytes);
+    let (found, result) = run(&bytes);
+    assert_eq!(result, Ok(31));
+    let literals: Vec<&str> = found
+        .iter()
+        .filter(|(location, _, _)| location.starts_with("il2cpp:literal"))
+        .map(|(_, _, value)| value.as_str())
+        .collect();
+    assert_eq!(literals, [KEY, "abcdefghij-next-literal", DECOY, "x-marks-the-spot", STRIPE]);
+    // The same table with its lengths is read as pairs.
+    let (found, _) = run(&metadata(31));
+    assert!(found.contains(&entry("il2cpp:literal 5", None, STRIPE)));
+}
+
+#[test]
 fn literals_stored_back_to_back_would_run_together_in_a_raw_pass() {
     let bytes = metadata(29);
     let joined = format!("{KEY}abcdefghij-next-literal{DECOY}x-marks");
