@@ -370,11 +370,11 @@ impl Strings<'_, '_, '_> {
         let mut first: [Option<Found>; MIN_CHAIN] = Default::default();
         let mut at = start;
         for (index, slot) in first.iter_mut().enumerate() {
-            let (record, cost) = record(data, at);
-            self.out.charge(at, cost)?;
             // Arbitrary bytes, and ASCII text with the length byte before it, often read as
             // UTF-16: a run may go on with a two-byte record but not start with one.
-            let Some(record) = record.filter(|record| index > 0 || !record.two_byte) else { return Ok(None) };
+            let (record, cost) = record(data, at, index > 0);
+            self.out.charge(at, cost)?;
+            let Some(record) = record else { return Ok(None) };
             at = record.units.end;
             *slot = Some(record);
         }
@@ -382,7 +382,7 @@ impl Strings<'_, '_, '_> {
             self.string(&record)?;
         }
         loop {
-            let (record, cost) = record(data, at);
+            let (record, cost) = record(data, at, true);
             self.out.charge(at, cost)?;
             let Some(record) = record else { return Ok(Some(at)) };
             at = record.units.end;
@@ -452,10 +452,13 @@ impl Strings<'_, '_, '_> {
 }
 
 /// The string record of the `String` cluster's fill section at `at`, if the bytes there read as
-/// one holding text, and the number of bytes looked at.
-fn record(data: &[u8], at: usize) -> (Option<Found>, usize) {
+/// one holding text (one-byte text unless `two_byte_too`), and the number of bytes looked at.
+fn record(data: &[u8], at: usize, two_byte_too: bool) -> (Option<Found>, usize) {
     let Some((encoded, length_bytes)) = read_unsigned(data, at) else { return (None, 1) };
     let two_byte = encoded & 1 == 1;
+    if two_byte && !two_byte_too {
+        return (None, length_bytes);
+    }
     let Some(units) = usize::try_from(encoded >> 1).ok().filter(|&units| units > 0) else {
         return (None, length_bytes);
     };

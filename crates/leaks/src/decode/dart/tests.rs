@@ -229,6 +229,31 @@ fn the_output_budget_stops_the_reader() {
 }
 
 #[test]
+fn reading_arbitrary_bytes_costs_a_small_multiple_of_their_size() {
+    // Non-string clusters look like noise; probing every byte for a record must stay cheap, or
+    // a real libapp.so would spend its budget before reaching its strings.
+    let mut state = 0x2545_f491_4f6c_dd1du64;
+    let mut noise = || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state as u8
+    };
+    for layout in [Layout::Clustered, Layout::ReadOnly] {
+        let wide = layout == Layout::Clustered;
+        let mut data = snapshot(&[], layout, wide);
+        data.extend(std::iter::repeat_with(&mut noise).take(1 << 18));
+        if layout == Layout::Clustered {
+            let stored = data.len() as i64 - 4;
+            data[4..12].copy_from_slice(&stored.to_le_bytes());
+        }
+        let libapp = elf(wide, &snapshot(&[], layout, wide), &data);
+        let result = decode_within(&libapp, &mut |_: &str, _: Option<&str>, _: &str| {}, 4 * libapp.len());
+        assert!(result.is_ok(), "{layout:?}: {result:?}");
+    }
+}
+
+#[test]
 fn corpus_libapp_parses_with_goblin() -> Result<(), goblin::error::Error> {
     for bytes in [build(&[KEY]), build_arm(&[KEY])] {
         let parsed = Elf::parse(&bytes)?;
