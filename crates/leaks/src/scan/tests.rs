@@ -138,6 +138,30 @@ fn a_broken_unity_metadata_file_falls_back_to_raw_bytes() {
 }
 
 #[test]
+fn flutter_and_unity_files_inside_an_apk_are_read_by_their_readers() {
+    use std::io::Write as _;
+    let members = [
+        ("lib/arm64-v8a/libapp.so", crate::corpus::dart::build(&["dart:ui", GOOGLE, "https://example.com"])),
+        (
+            "assets/bin/Data/Managed/Metadata/global-metadata.dat",
+            crate::corpus::il2cpp::build(27, &[STRIPE, "next literal"], &[], &[]),
+        ),
+    ];
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in &members {
+        writer.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        writer.write_all(bytes).unwrap();
+    }
+    let apk = writer.finish().unwrap().into_inner();
+    let outcome = scan_one("app.apk", &apk);
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    let locations: Vec<String> = outcome.findings.iter().map(Finding::location).collect();
+    assert_eq!(locations.len(), 2, "{locations:?}");
+    assert!(locations[0].starts_with("app.apk!lib/arm64-v8a/libapp.so#dart:isolate_snapshot_data+0x"), "{locations:?}");
+    assert_eq!(locations[1], "app.apk!assets/bin/Data/Managed/Metadata/global-metadata.dat#il2cpp:literal 0");
+}
+
+#[test]
 fn a_stream_finds_a_key_across_a_piece_boundary_once_on_the_right_line() {
     let mut text = String::new();
     let mut line = 1u64;
