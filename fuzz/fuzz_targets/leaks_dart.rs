@@ -1,5 +1,6 @@
 //! The Dart snapshot reader on arbitrary bytes, and on a valid Flutter-like `libapp.so` (64-bit
-//! with the `String` cluster, or 32-bit ARM with read-only string objects) with the input's
+//! with the `String` cluster, or 32-bit ARM with read-only string objects) or iOS
+//! `App.framework/App` (Mach-O) with the input's
 //! bytes written over it (so the fuzzer reaches the symbols, the snapshot header and the
 //! strings in seconds): strings of eight or more characters located in a snapshot, or a located
 //! error, never a panic.
@@ -15,7 +16,7 @@ fuzz_target!(|data: &[u8]| {
     static SEEDS: OnceLock<Vec<Vec<u8>>> = OnceLock::new();
     let seeds = SEEDS.get_or_init(|| {
         let strings = [KEY, "https://api.example.com/v1", "ключ — 鍵 sk_live_planted0123456789abcdef", "short"];
-        vec![dart::build(&strings), dart::build_arm(&strings)]
+        vec![dart::build(&strings), dart::build_arm(&strings), dart::build_ios(&strings, false)]
     });
     check(data);
     if let Some((&choice, rest)) = data.split_first() {

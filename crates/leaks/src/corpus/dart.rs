@@ -1,7 +1,7 @@
 //! Writes Flutter-like `libapp.so` files: an ELF shared object whose `.rodata` holds a VM and an
 //! isolate snapshot, marked by the dynamic symbols `_kDartVMSnapshotData` and
 //! `_kDartIsolateSnapshotData` (and `_kDartIsolateSnapshotInstructions` on a `.text` of a few
-//! bytes). Each snapshot has the real header (magic, length, kind, version hash, features) and
+//! bytes); and the iOS form, `App.framework/App`, a Mach-O dylib with the same symbols. Each snapshot has the real header (magic, length, kind, version hash, features) and
 //! holds its strings the way the Dart SDK writes them: as records of the `String` cluster with
 //! compressed pointers ([`Layout::Clustered`]), or as read-only string objects in the data image
 //! after the clustered part ([`Layout::ReadOnly`]). The other clusters are stood in for by a few
@@ -37,6 +37,14 @@ pub fn build(strings: &[&str]) -> Vec<u8> {
 pub fn build_arm(strings: &[&str]) -> Vec<u8> {
     let vm = snapshot(&["dart:core", "_StringBase"], Layout::ReadOnly, false);
     elf(false, &vm, &snapshot(strings, Layout::ReadOnly, false))
+}
+
+/// An iOS `App.framework/App` (a 64-bit arm64 Mach-O dylib) whose isolate snapshot holds
+/// `strings`; `encrypted` adds an `LC_ENCRYPTION_INFO_64` with `cryptid` 1 over `__TEXT`, as an
+/// App Store build has (the bytes stay plain here).
+pub fn build_ios(strings: &[&str], encrypted: bool) -> Vec<u8> {
+    let vm = snapshot(&["dart:core", "_StringBase"], Layout::Clustered, true);
+    macho(&vm, &snapshot(strings, Layout::Clustered, true), encrypted)
 }
 
 /// One snapshot's data: header, stand-in clusters, then `strings` as `layout` says; `wide` is a
@@ -275,4 +283,89 @@ fn word(out: &mut Vec<u8>, wide: bool, value: u64) {
     } else {
         out.extend_from_slice(&(value as u32).to_le_bytes());
     }
+}
+
+const MH_MAGIC_64: u32 = 0xfeed_facf;
+const CPU_TYPE_ARM64: u32 = 0x0100_000c;
+const MH_DYLIB: u32 = 6;
+const LC_SEGMENT_64: u32 = 0x19;
+const LC_SYMTAB: u32 = 0x2;
+const LC_ENCRYPTION_INFO_64: u32 = 0x2c;
+const SEGMENT_SIZE: usize = 72;
+const SECTION_SIZE: usize = 80;
+
+/// A 64-bit Mach-O dylib with one `__TEXT` segment holding `__text` (a few instructions) and
+/// `__const` (the two snapshots), and a symbol table naming them as Flutter's build does.
+pub fn macho(vm_data: &[u8], isolate_data: &[u8], encrypted: bool) -> Vec<u8> {
+    let segment_size = SEGMENT_SIZE + 2 * SECTION_SIZE;
+    let commands = [(LC_SEGMENT_64, segment_size), (LC_SYMTAB, 24)]
+        .into_iter()
+        .chain(encrypted.then_some((LC_ENCRYPTION_INFO_64, 24)))
+        .collect::<Vec<_>>();
+    let sizeofcmds: usize = commands.iter().map(|(_, size)| size).sum();
+    let text_off = (32 + sizeofcmds).next_multiple_of(16);
+    let const_off = (text_off + TEXT.len()).next_multiple_of(32);
+    let isolate_at = (const_off + vm_data.len()).next_multiple_of(32);
+    let const_size = isolate_at + isolate_data.len() - const_off;
+    let symoff = (const_off + const_size).next_multiple_of(8);
+    let symbols =
+        [(NAME_VM_DATA, 2u8, const_off), (NAME_ISOLATE_DATA, 2, isolate_at), (NAME_ISOLATE_INSTRUCTIONS, 1, text_off)];
+    let stroff = symoff + 16 * symbols.len();
+    let end = stroff + DYNSTR.len();
+
+    let mut out = Vec::with_capacity(end);
+    for value in [MH_MAGIC_64, CPU_TYPE_ARM64, 0, MH_DYLIB, commands.len() as u32, sizeofcmds as u32, 0x0010_0085, 0] {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    // LC_SEGMENT_64 __TEXT, mapped at address 0 like a dylib's first segment.
+    out.extend_from_slice(&LC_SEGMENT_64.to_le_bytes());
+    out.extend_from_slice(&(segment_size as u32).to_le_bytes());
+    out.extend_from_slice(&name16("__TEXT"));
+    for value in [0u64, symoff as u64, 0, symoff as u64] {
+        out.extend_from_slice(&value.to_le_bytes()); // vmaddr, vmsize, fileoff, filesize
+    }
+    for value in [5u32, 5, 2, 0] {
+        out.extend_from_slice(&value.to_le_bytes()); // maxprot, initprot, nsects, flags
+    }
+    for (name, offset, size, flags) in
+        [("__text", text_off, TEXT.len(), 0x8000_0400u32), ("__const", const_off, const_size, 0)]
+    {
+        out.extend_from_slice(&name16(name));
+        out.extend_from_slice(&name16("__TEXT"));
+        out.extend_from_slice(&(offset as u64).to_le_bytes()); // addr
+        out.extend_from_slice(&(size as u64).to_le_bytes());
+        for value in [offset as u32, 4, 0, 0, flags, 0, 0, 0] {
+            out.extend_from_slice(&value.to_le_bytes()); // offset, align, reloff, nreloc, flags, reserved
+        }
+    }
+    for value in [LC_SYMTAB, 24, symoff as u32, symbols.len() as u32, stroff as u32, DYNSTR.len() as u32] {
+        out.extend_from_slice(&value.to_le_bytes());
+    }
+    if encrypted {
+        for value in [LC_ENCRYPTION_INFO_64, 24, text_off as u32, (symoff - text_off) as u32, 1, 0] {
+            out.extend_from_slice(&value.to_le_bytes());
+        }
+    }
+    out.resize(text_off, 0);
+    out.extend_from_slice(TEXT);
+    out.resize(const_off, 0);
+    out.extend_from_slice(vm_data);
+    out.resize(isolate_at, 0);
+    out.extend_from_slice(isolate_data);
+    out.resize(symoff, 0);
+    for (name, section, address) in symbols {
+        out.extend_from_slice(&name.to_le_bytes());
+        out.extend_from_slice(&[0x0f, section]); // N_SECT | N_EXT, the section's number
+        out.extend_from_slice(&0u16.to_le_bytes());
+        out.extend_from_slice(&(address as u64).to_le_bytes());
+    }
+    out.extend_from_slice(DYNSTR);
+    out
+}
+
+/// A NUL-padded 16-byte Mach-O name.
+fn name16(name: &str) -> [u8; 16] {
+    let mut out = [0; 16];
+    out[..name.len()].copy_from_slice(name.as_bytes());
+    out
 }

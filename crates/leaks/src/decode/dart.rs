@@ -35,7 +35,12 @@
 //! Every offset, size and length is checked against the buffer and nothing is allocated from
 //! one. A symbol outside the file, a snapshot without its magic or a length past its data ends
 //! in a [`DecodeError`] after the readable strings are emitted, and the caller's raw pass reads
-//! the whole file. Mach-O images (`App.framework/App` in an IPA) are left to [`super::binary`].
+//! the whole file.
+//!
+//! On iOS the same snapshots are in `App.framework/App`, a Mach-O image whose symbol table has
+//! the same names (without sizes: a snapshot ends at the next Dart symbol or the end of its
+//! section). App Store builds are FairPlay-encrypted there, which is reported as an error; fat
+//! files are left to [`super::binary`].
 
 use std::fmt::Write as _;
 use std::ops::{ControlFlow, Range};
@@ -85,10 +90,10 @@ pub struct SnapshotInfo {
     pub features: String,
 }
 
-/// Whether `bytes` is an ELF file with a `_kDartIsolateSnapshotData` symbol: a Flutter app's
-/// compiled Dart code.
+/// Whether `bytes` is an ELF or Mach-O file with a `_kDartIsolateSnapshotData` symbol: a
+/// Flutter app's compiled Dart code.
 pub fn sniff(bytes: &[u8]) -> bool {
-    bytes.starts_with(b"\x7fELF") && ElfFile::parse(bytes).is_ok_and(|elf| elf.symbols().isolate_data.is_some())
+    Image::parse(bytes).is_ok_and(|image| image.symbols.isolate_data.is_some())
 }
 
 /// Emits the strings of the isolate and VM snapshot data, each located as
@@ -99,8 +104,8 @@ pub fn decode(bytes: &[u8], sink: &mut dyn Sink) -> Result<SnapshotInfo, DecodeE
 }
 
 fn decode_within(bytes: &[u8], sink: &mut dyn Sink, budget: usize) -> Result<SnapshotInfo, DecodeError> {
-    let elf = ElfFile::parse(bytes)?;
-    let symbols = elf.symbols();
+    let image = Image::parse(bytes)?;
+    let symbols = &image.symbols;
     let isolate = symbols.isolate_data.ok_or_else(|| error(0, "no _kDartIsolateSnapshotData symbol"))?;
     let starts: Vec<u64> =
         [symbols.vm_data, Some(isolate), symbols.isolate_instructions].into_iter().flatten().map(|s| s.value).collect();
@@ -109,7 +114,7 @@ fn decode_within(bytes: &[u8], sink: &mut dyn Sink, budget: usize) -> Result<Sna
     let mut problem = None;
     for (label, symbol) in [("isolate_snapshot_data", Some(isolate)), ("vm_snapshot_data", symbols.vm_data)] {
         let Some(symbol) = symbol else { continue };
-        let range = match elf.region(symbol, &starts) {
+        let range = match image.region(symbol, &starts) {
             Ok((range, None)) => range,
             Ok((range, Some(cut))) => {
                 problem.get_or_insert(cut);
@@ -120,8 +125,14 @@ fn decode_within(bytes: &[u8], sink: &mut dyn Sink, budget: usize) -> Result<Sna
                 continue;
             }
         };
+        if image.encrypted.iter().any(|crypt| crypt.start < range.end && range.start < crypt.end) {
+            let message =
+                format!("{label} is FairPlay-encrypted (App Store): scan a decrypted build or the CI artifact");
+            problem.get_or_insert(error(range.start, message));
+            continue;
+        }
         let data = bytes.get(range.clone()).unwrap_or_default();
-        match snapshot(data, label, elf.wide, &mut out) {
+        match snapshot(data, label, image.wide, &mut out) {
             Ok(found) if info.is_none() => info = Some(found),
             Ok(_) => {}
             Err(mut snapshot_problem) => {
@@ -145,11 +156,12 @@ fn error(offset: usize, message: impl Into<String>) -> DecodeError {
     DecodeError::new(FORMAT, offset, message)
 }
 
-// The ELF container: only section headers and symbol tables are read.
+// The container: where the Dart symbols point, and which file bytes hold those addresses.
 
 #[derive(Debug, Clone, Copy)]
 struct Symbol {
     value: u64,
+    /// Zero when unknown (Mach-O symbols have no size).
     size: u64,
 }
 
@@ -160,65 +172,48 @@ struct Symbols {
     isolate_instructions: Option<Symbol>,
 }
 
-struct ElfFile<'b> {
-    bytes: &'b [u8],
-    /// ELFCLASS64: 64-bit symbols, and 64-bit words in the snapshot.
-    wide: bool,
-    sections: Vec<SectionHeader>,
+impl Symbols {
+    /// Keeps `symbol` if `name` is one of the Dart symbols not seen yet.
+    fn offer(&mut self, name: Option<&[u8]>, symbol: Symbol) {
+        let slot = match name {
+            Some(VM_DATA) => &mut self.vm_data,
+            Some(ISOLATE_DATA) => &mut self.isolate_data,
+            Some(ISOLATE_INSTRUCTIONS) => &mut self.isolate_instructions,
+            _ => return,
+        };
+        slot.get_or_insert(symbol);
+    }
 }
 
-impl<'b> ElfFile<'b> {
-    fn parse(bytes: &'b [u8]) -> Result<ElfFile<'b>, DecodeError> {
-        let header = Elf::parse_header(bytes).map_err(|e| error(0, e.to_string()))?;
-        let wide = match header.e_ident[EI_CLASS] {
-            ELFCLASS64 => true,
-            ELFCLASS32 => false,
-            class => return Err(error(EI_CLASS, format!("unknown ELF class {class}"))),
-        };
-        if header.e_ident[EI_DATA] != ELFDATA2LSB {
-            return Err(error(EI_DATA, "big-endian ELF is not supported"));
-        }
-        let shoff = usize::try_from(header.e_shoff).unwrap_or(usize::MAX);
-        if shoff == 0 {
-            return Err(error(0, "no section headers"));
-        }
-        let container = if wide { Container::Big } else { Container::Little };
-        // goblin checks the count against the buffer size before allocating.
-        let sections =
-            SectionHeader::parse(bytes, shoff, usize::from(header.e_shnum), Ctx::new(container, Endian::Little))
-                .map_err(|e| error(shoff, format!("section headers: {e}")))?;
-        Ok(ElfFile { bytes, wide, sections })
-    }
+/// A section with contents in the file: its address range and where its bytes lie.
+#[derive(Debug, Clone, Copy)]
+struct Mapped {
+    address: u64,
+    size: u64,
+    offset: u64,
+}
 
-    /// The Dart symbols of the dynamic symbol table (or the full one), the first of each name.
-    fn symbols(&self) -> Symbols {
-        let mut found = Symbols::default();
-        let entry_size = if self.wide { 24 } else { 16 };
-        let tables = self.sections.iter().filter(|s| s.sh_type == SHT_DYNSYM || s.sh_type == SHT_SYMTAB);
-        for table in tables {
-            let Some(entries) = file_range(self.bytes, table.sh_offset, table.sh_size) else { continue };
-            let names = usize::try_from(table.sh_link)
-                .ok()
-                .and_then(|index| self.sections.get(index))
-                .and_then(|names| file_range(self.bytes, names.sh_offset, names.sh_size));
-            let Some(names) = names else { continue };
-            for entry in entries.chunks_exact(entry_size).take(MAX_SYMBOLS) {
-                let (value, size) = if self.wide {
-                    (u64_le(entry, 8), u64_le(entry, 16))
-                } else {
-                    (u32_le(entry, 4).map(u64::from), u32_le(entry, 8).map(u64::from))
-                };
-                let (Some(name_at), Some(value), Some(size)) = (u32_le(entry, 0), value, size) else { continue };
-                let slot = match c_string(names, name_at as usize) {
-                    Some(VM_DATA) => &mut found.vm_data,
-                    Some(ISOLATE_DATA) => &mut found.isolate_data,
-                    Some(ISOLATE_INSTRUCTIONS) => &mut found.isolate_instructions,
-                    _ => continue,
-                };
-                slot.get_or_insert(Symbol { value, size });
-            }
+/// What the reader needs of an ELF or Mach-O file.
+#[derive(Debug)]
+struct Image<'b> {
+    bytes: &'b [u8],
+    /// A 64-bit file: 64-bit words in the snapshot too.
+    wide: bool,
+    sections: Vec<Mapped>,
+    symbols: Symbols,
+    /// File ranges that are FairPlay ciphertext (Mach-O with a non-zero `cryptid`).
+    encrypted: Vec<Range<usize>>,
+}
+
+impl<'b> Image<'b> {
+    fn parse(bytes: &'b [u8]) -> Result<Image<'b>, DecodeError> {
+        if bytes.starts_with(b"\x7fELF") {
+            elf(bytes)
+        } else if matches!(u32_le(bytes, 0), Some(MH_MAGIC | MH_MAGIC_64)) {
+            macho(bytes)
+        } else {
+            Err(error(0, "not an ELF or a little-endian Mach-O file"))
         }
-        found
     }
 
     /// The file bytes of a symbol: from its address, mapped through the section that holds it,
@@ -228,15 +223,10 @@ impl<'b> ElfFile<'b> {
         let section = self
             .sections
             .iter()
-            .find(|s| {
-                s.sh_type != SHT_NOBITS
-                    && s.sh_flags & u64::from(SHF_ALLOC) != 0
-                    && s.sh_addr <= symbol.value
-                    && symbol.value - s.sh_addr < s.sh_size
-            })
+            .find(|s| s.address <= symbol.value && symbol.value - s.address < s.size)
             .ok_or_else(|| error(0, format!("Dart symbol at address {:#x} lies in no section", symbol.value)))?;
-        let into = symbol.value - section.sh_addr;
-        let mut length = section.sh_size - into;
+        let into = symbol.value - section.address;
+        let mut length = section.size - into;
         if symbol.size > 0 {
             length = length.min(symbol.size);
         }
@@ -245,9 +235,9 @@ impl<'b> ElfFile<'b> {
                 length = length.min(other - symbol.value);
             }
         }
-        let start = section.sh_offset.checked_add(into).and_then(|start| usize::try_from(start).ok());
+        let start = section.offset.checked_add(into).and_then(|start| usize::try_from(start).ok());
         let start = start.filter(|&start| start < self.bytes.len()).ok_or_else(|| {
-            error(usize::try_from(section.sh_offset).unwrap_or(usize::MAX), "snapshot data lies outside the file")
+            error(usize::try_from(section.offset).unwrap_or(usize::MAX), "snapshot data lies outside the file")
         })?;
         let end = usize::try_from(length).ok().and_then(|length| start.checked_add(length));
         match end {
@@ -258,6 +248,139 @@ impl<'b> ElfFile<'b> {
             )),
         }
     }
+}
+
+/// An ELF file: its allocated sections with contents, and the Dart symbols of its dynamic
+/// symbol table (or its full one).
+fn elf(bytes: &[u8]) -> Result<Image<'_>, DecodeError> {
+    let header = Elf::parse_header(bytes).map_err(|e| error(0, e.to_string()))?;
+    let wide = match header.e_ident[EI_CLASS] {
+        ELFCLASS64 => true,
+        ELFCLASS32 => false,
+        class => return Err(error(EI_CLASS, format!("unknown ELF class {class}"))),
+    };
+    if header.e_ident[EI_DATA] != ELFDATA2LSB {
+        return Err(error(EI_DATA, "big-endian ELF is not supported"));
+    }
+    let shoff = usize::try_from(header.e_shoff).unwrap_or(usize::MAX);
+    if shoff == 0 {
+        return Err(error(0, "no section headers"));
+    }
+    let container = if wide { Container::Big } else { Container::Little };
+    // goblin checks the count against the buffer size before allocating.
+    let headers = SectionHeader::parse(bytes, shoff, usize::from(header.e_shnum), Ctx::new(container, Endian::Little))
+        .map_err(|e| error(shoff, format!("section headers: {e}")))?;
+
+    let mut symbols = Symbols::default();
+    let entry_size = if wide { 24 } else { 16 };
+    for table in headers.iter().filter(|s| s.sh_type == SHT_DYNSYM || s.sh_type == SHT_SYMTAB) {
+        let Some(entries) = file_range(bytes, table.sh_offset, table.sh_size) else { continue };
+        let names = usize::try_from(table.sh_link)
+            .ok()
+            .and_then(|index| headers.get(index))
+            .and_then(|names| file_range(bytes, names.sh_offset, names.sh_size));
+        let Some(names) = names else { continue };
+        for entry in entries.chunks_exact(entry_size).take(MAX_SYMBOLS) {
+            let (value, size) = if wide {
+                (u64_le(entry, 8), u64_le(entry, 16))
+            } else {
+                (u32_le(entry, 4).map(u64::from), u32_le(entry, 8).map(u64::from))
+            };
+            let (Some(name_at), Some(value), Some(size)) = (u32_le(entry, 0), value, size) else { continue };
+            symbols.offer(c_string(names, name_at as usize), Symbol { value, size });
+        }
+    }
+    let sections = headers
+        .iter()
+        .filter(|s| s.sh_type != SHT_NOBITS && s.sh_flags & u64::from(SHF_ALLOC) != 0)
+        .map(|s| Mapped { address: s.sh_addr, size: s.sh_size, offset: s.sh_offset })
+        .collect();
+    Ok(Image { bytes, wide, sections, symbols, encrypted: Vec::new() })
+}
+
+const MH_MAGIC: u32 = 0xfeed_face;
+const MH_MAGIC_64: u32 = 0xfeed_facf;
+const LC_SEGMENT: u32 = 0x1;
+const LC_SYMTAB: u32 = 0x2;
+const LC_SEGMENT_64: u32 = 0x19;
+const LC_ENCRYPTION_INFO: u32 = 0x21;
+const LC_ENCRYPTION_INFO_64: u32 = 0x2c;
+/// `S_ZEROFILL`, `S_GB_ZEROFILL`, `S_THREAD_LOCAL_ZEROFILL`: section types without file bytes.
+const ZEROFILL_TYPES: [u32; 3] = [0x1, 0xc, 0x12];
+/// `N_STAB` bits, and the `N_TYPE` value of a symbol defined in a section.
+const N_STAB: u8 = 0xe0;
+const N_TYPE: u8 = 0x0e;
+const N_SECT: u8 = 0x0e;
+
+/// A thin little-endian Mach-O image (`App.framework/App` in an IPA): its sections with
+/// contents, the Dart symbols of its symbol table, and its FairPlay-encrypted range.
+fn macho(bytes: &[u8]) -> Result<Image<'_>, DecodeError> {
+    let wide = u32_le(bytes, 0) == Some(MH_MAGIC_64);
+    let header_size = if wide { 32 } else { 28 };
+    let (Some(ncmds), Some(sizeofcmds)) = (u32_le(bytes, 16), u32_le(bytes, 20)) else {
+        return Err(error(0, "Mach-O header truncated"));
+    };
+    let commands_end = (sizeofcmds as usize).checked_add(header_size).filter(|&end| end <= bytes.len());
+    let commands_end = commands_end.ok_or_else(|| error(20, "load commands run past the end of the file"))?;
+    let mut sections = Vec::new();
+    let mut encrypted = Vec::new();
+    let mut symtab = None;
+    let mut at = header_size;
+    for _ in 0..ncmds {
+        let (Some(command), Some(size)) = (u32_le(bytes, at), u32_le(bytes, at + 4)) else {
+            return Err(error(at, "load command truncated"));
+        };
+        let end = at.checked_add(size as usize).filter(|&end| size >= 8 && end <= commands_end);
+        let end = end.ok_or_else(|| error(at, format!("load command of {size} bytes does not fit")))?;
+        let body = &bytes[at..end];
+        match command {
+            LC_SEGMENT_64 | LC_SEGMENT => {
+                // `section_64` is 80 bytes (64-bit address and size), `section` 68.
+                let (first, stride) = if command == LC_SEGMENT_64 { (72, 80) } else { (56, 68) };
+                let nsects = u32_le(body, first - 8).unwrap_or(0) as usize;
+                let headers = body.get(first..).unwrap_or_default().chunks_exact(stride).take(nsects);
+                for header in headers {
+                    let fields = if command == LC_SEGMENT_64 {
+                        (u64_le(header, 32), u64_le(header, 40), u32_le(header, 48), u32_le(header, 64))
+                    } else {
+                        let word = |at| u32_le(header, at).map(u64::from);
+                        (word(32), word(36), u32_le(header, 40), u32_le(header, 56))
+                    };
+                    let (Some(address), Some(size), Some(offset), Some(flags)) = fields else { continue };
+                    let offset = u64::from(offset);
+                    if offset != 0 && !ZEROFILL_TYPES.contains(&(flags & 0xff)) {
+                        sections.push(Mapped { address, size, offset });
+                    }
+                }
+            }
+            LC_SYMTAB => symtab = Some((u32_le(body, 8), u32_le(body, 12), u32_le(body, 16), u32_le(body, 20))),
+            LC_ENCRYPTION_INFO | LC_ENCRYPTION_INFO_64 => {
+                if let (Some(offset), Some(size), Some(id)) = (u32_le(body, 8), u32_le(body, 12), u32_le(body, 16))
+                    && id != 0
+                {
+                    encrypted.push(offset as usize..(offset as usize).saturating_add(size as usize));
+                }
+            }
+            _ => {}
+        }
+        at = end;
+    }
+
+    let mut symbols = Symbols::default();
+    if let Some((Some(symoff), Some(nsyms), Some(stroff), Some(strsize))) = symtab {
+        let entry_size = if wide { 16 } else { 12 };
+        let entries = bytes.get(symoff as usize..).unwrap_or_default();
+        let names = bytes.get(stroff as usize..).unwrap_or_default();
+        let names = names.get(..strsize as usize).unwrap_or(names);
+        for entry in entries.chunks_exact(entry_size).take((nsyms as usize).min(MAX_SYMBOLS)) {
+            let value = if wide { u64_le(entry, 8) } else { u32_le(entry, 8).map(u64::from) };
+            let (Some(name_at), Some(&kind), Some(value)) = (u32_le(entry, 0), entry.get(4), value) else { continue };
+            if kind & N_STAB == 0 && kind & N_TYPE == N_SECT {
+                symbols.offer(c_string(names, name_at as usize), Symbol { value, size: 0 });
+            }
+        }
+    }
+    Ok(Image { bytes, wide, sections, symbols, encrypted })
 }
 
 // The snapshot.

@@ -97,6 +97,22 @@ fn flutter_strings_are_found_whole_with_their_place_and_a_glued_decoy_is_not() {
 }
 
 #[test]
+fn the_flutter_framework_of_an_ipa_is_read_by_the_dart_reader() {
+    let app = crate::corpus::dart::build_ios(&[GOOGLE, "short neighbour", "https://example.com"], false);
+    let outcome = scan_one("Runner.app/Frameworks/App.framework/App", &app);
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    assert_eq!(secrets(&outcome).len(), 1);
+    assert!(
+        outcome.findings[0]
+            .location()
+            .starts_with("Runner.app/Frameworks/App.framework/App#dart:isolate_snapshot_data+0x")
+    );
+    // An App Store build is encrypted: the warning says so, and the raw pass still runs.
+    let encrypted = scan_one("App", &crate::corpus::dart::build_ios(&[GOOGLE, "short neighbour", "third"], true));
+    assert!(encrypted.warnings.iter().any(|warning| warning.message.contains("FairPlay")), "{:?}", encrypted.warnings);
+}
+
+#[test]
 fn a_broken_flutter_snapshot_falls_back_to_raw_bytes() {
     let libapp = crate::corpus::dart::build(&[STRIPE, "short neighbour", "another neighbour"]);
     // Cut before the section headers: neither the Dart nor the ELF reader can place anything.
@@ -197,6 +213,7 @@ fn sniffing_goes_by_content_not_name() {
     );
     assert_eq!(sniff(&["strings.xml".into()], b"<resources/>"), Format::Text);
     assert_eq!(sniff(&["libapp.so".into()], &crate::corpus::dart::build(&[])), Format::Dart);
+    assert_eq!(sniff(&["App".into()], &crate::corpus::dart::build_ios(&[], false)), Format::Dart);
     assert_eq!(sniff(&["libfoo.so".into()], &crate::corpus::elf::build(b"")), Format::Binary);
     assert_eq!(sniff(&["x".into()], &crate::corpus::il2cpp::build(29, &[], &[], &[])), Format::Il2cpp);
 }

@@ -1,5 +1,5 @@
 use super::*;
-use crate::corpus::dart::{FEATURES_ARM, FEATURES_ARM64, Layout, VERSION, build, build_arm, elf, snapshot};
+use crate::corpus::dart::{FEATURES_ARM, FEATURES_ARM64, Layout, VERSION, build, build_arm, build_ios, elf, snapshot};
 use crate::decode::testing::{Found as Emitted, collect};
 use proptest::prelude::*;
 
@@ -24,9 +24,8 @@ fn filler(length: usize) -> String {
 
 /// Where the isolate snapshot data start in the file.
 fn isolate_start(bytes: &[u8]) -> usize {
-    let elf = ElfFile::parse(bytes).unwrap();
-    let symbols = elf.symbols();
-    elf.region(symbols.isolate_data.unwrap(), &[]).unwrap().0.start
+    let image = Image::parse(bytes).unwrap();
+    image.region(image.symbols.isolate_data.unwrap(), &[]).unwrap().0.start
 }
 
 /// The file offset a location such as `dart:isolate_snapshot_data+0x1f` points at.
@@ -109,6 +108,42 @@ fn read_only_string_objects_of_32_bit_builds_are_read() {
 }
 
 #[test]
+fn the_ios_framework_is_read_through_its_mach_o_symbols() {
+    let app = build_ios(&["short", KEY, "https://api.example.com/v1/config"], false);
+    assert!(sniff(&app));
+    let (found, result) = run(&app);
+    assert_eq!(result, Ok(info(FEATURES_ARM64)));
+    let (location, _, _) = found.iter().find(|(_, _, value)| value == KEY).unwrap();
+    let at = located(&app, location);
+    assert_eq!(&app[at..at + KEY.len()], KEY.as_bytes());
+    // Without symbol sizes the VM snapshot ends where the isolate snapshot starts.
+    let vm: Vec<&str> = found
+        .iter()
+        .filter(|(location, _, _)| location.starts_with("dart:vm"))
+        .map(|(_, _, value)| value.as_str())
+        .collect();
+    assert_eq!(vm, ["dart:core", "_StringBase"]);
+}
+
+#[test]
+fn an_app_store_encrypted_framework_is_an_error_that_says_so() {
+    let (found, result) = run(&build_ios(&[KEY, "second-string", "third-string"], true));
+    assert!(found.is_empty(), "{found:?}");
+    assert!(result.unwrap_err().message.contains("FairPlay"));
+}
+
+#[test]
+fn corpus_framework_parses_with_goblin() -> Result<(), goblin::error::Error> {
+    let app = build_ios(&[KEY], true);
+    let goblin::mach::Mach::Binary(parsed) = goblin::mach::Mach::parse(&app)? else {
+        return Err(goblin::error::Error::Malformed("not a single image".into()));
+    };
+    let names: Vec<String> = parsed.symbols().filter_map(Result::ok).map(|(name, _)| name.to_owned()).collect();
+    assert_eq!(names, ["_kDartVMSnapshotData", "_kDartIsolateSnapshotData", "_kDartIsolateSnapshotInstructions"]);
+    Ok(())
+}
+
+#[test]
 fn a_string_of_an_unknown_layout_is_still_read_as_a_printable_run() {
     // Strings written in no layout the reader knows (here: NUL-terminated) are found the way
     // the raw pass would find them, at their offset.
@@ -181,8 +216,8 @@ fn a_huge_string_length_allocates_nothing() {
 #[test]
 fn symbols_outside_the_file_or_their_section_are_errors() {
     let libapp = build(&[KEY, "second-string", "third-string"]);
-    let elf_file = ElfFile::parse(&libapp).unwrap();
-    let dynsym = elf_file.sections.iter().find(|s| s.sh_type == SHT_DYNSYM).unwrap();
+    let parsed = Elf::parse(&libapp).unwrap();
+    let dynsym = parsed.section_headers.iter().find(|s| s.sh_type == SHT_DYNSYM).unwrap();
     // The isolate data symbol is the second entry after the null one; its value is at +8.
     let value_at = dynsym.sh_offset as usize + 2 * 24 + 8;
     for value in [u64::MAX, 0, 0x10] {
@@ -203,7 +238,8 @@ fn symbols_outside_the_file_or_their_section_are_errors() {
 fn truncation_at_every_length_never_panics() {
     let libapp = build(&[KEY, "second-string-long-enough", "third-string-long-enough"]);
     let arm = build_arm(&[KEY, "second-string-long-enough", "third-string-long-enough"]);
-    for bytes in [libapp, arm] {
+    let ios = build_ios(&[KEY, "second-string-long-enough", "third-string-long-enough"], false);
+    for bytes in [libapp, arm, ios] {
         for len in 0..bytes.len() {
             let (found, result) = run(&bytes[..len]);
             if result.is_ok() {
@@ -288,6 +324,7 @@ proptest! {
     fn overwritten_corpus_files_never_panic(data in proptest::collection::vec(any::<u8>(), 0..96)) {
         let _ = run(&crate::corpus::overwrite(&build(&[KEY, STRIPE, "third-string"]), &data));
         let _ = run(&crate::corpus::overwrite(&build_arm(&[KEY, STRIPE, "third-string"]), &data));
+        let _ = run(&crate::corpus::overwrite(&build_ios(&[KEY, STRIPE, "third-string"], false), &data));
     }
 
     #[test]
