@@ -8,8 +8,8 @@
 //! 32-character version hash and a NUL-terminated feature string (`product … arm64 android
 //! compressed-pointers …`), both kept as provenance in [`SnapshotInfo`]. The clustered objects
 //! follow; decoding them all would mean following the SDK's cluster layout version by version,
-//! so strings are recognised by their own encoding instead, which has held across Dart 2.15 to
-//! 3.x (`runtime/vm/app_snapshot.cc`):
+//! so strings are recognised by their own encoding instead, as current SDKs write them (Dart 3,
+//! `runtime/vm/app_snapshot.cc`; older layouts are read as printable runs, see below):
 //!
 //! - With compressed pointers (64-bit Android and iOS builds), strings are objects of the
 //!   `String` cluster. Its fill section is one record per string: the length shifted left by one,
@@ -20,7 +20,7 @@
 //!   section. One-byte text is taken to be ASCII, so no record can swallow the length of the
 //!   next (whose last byte has its top bit set); a Latin-1 string ends a run, and the strings
 //!   after it start the next.
-//! - Without them (32-bit ARM builds, Dart before 2.15), strings are written as read-only heap
+//! - Without them (32-bit ARM builds, older SDKs), strings are written as read-only heap
 //!   objects into the data image that follows the clustered part: a tag word, the length as a
 //!   Smi (a word holding the length shifted left by one), on 32-bit targets a hash word, the code
 //!   units, and zero padding to the object alignment (8 bytes on 32-bit, 16 on 64-bit targets).
