@@ -6,8 +6,10 @@
 pub mod app;
 pub mod arsc;
 pub mod axml;
+pub mod dart;
 pub mod dex;
 pub mod elf;
+pub mod il2cpp;
 pub mod macho;
 pub mod protobuf;
 

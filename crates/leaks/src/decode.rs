@@ -12,7 +12,9 @@
 pub mod arsc;
 pub mod axml;
 pub mod binary;
+pub mod dart;
 pub mod dex;
+pub mod il2cpp;
 pub mod plist;
 pub mod protobuf;
 pub mod runs;

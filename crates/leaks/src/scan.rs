@@ -106,6 +106,10 @@ const CONTEXT_CHARS: usize = 40;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Dex,
+    /// Flutter's compiled Dart code (`libapp.so`): an ELF with Dart snapshot symbols.
+    Dart,
+    /// Unity's IL2CPP `global-metadata.dat`.
+    Il2cpp,
     Arsc,
     Axml,
     Protobuf,
@@ -128,6 +132,10 @@ fn sniff(path: &[String], bytes: &[u8]) -> Format {
         Format::Arsc
     } else if bytes.starts_with(&[0x03, 0x00, 0x08, 0x00]) {
         Format::Axml
+    } else if decode::il2cpp::sniff(bytes) {
+        Format::Il2cpp
+    } else if decode::dart::sniff(bytes) {
+        Format::Dart
     } else if decode::binary::sniff(bytes).is_some() {
         Format::Binary
     } else if decode::plist::sniff(bytes) {
@@ -254,6 +262,8 @@ impl Scanner<'_> {
         };
         let result: Result<(), DecodeError> = match format {
             Format::Dex => decode::dex::decode(bytes, &mut sink),
+            Format::Dart => decode::dart::decode(bytes, &mut sink).map(drop),
+            Format::Il2cpp => decode::il2cpp::decode(bytes, &mut sink).map(drop),
             Format::Arsc => decode::arsc::decode(bytes, &mut sink),
             Format::Axml => decode::axml::decode(bytes, &mut sink),
             Format::Protobuf => decode::protobuf::decode(bytes, &mut sink),

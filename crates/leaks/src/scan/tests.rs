@@ -62,6 +62,121 @@ fn binary_data_is_scanned_as_printable_runs() {
     assert_eq!(outcome.findings[0].within.as_deref(), Some("offset 0x6"));
 }
 
+const GOOGLE: &str = "AIzaSyB3x9Qp2Lm7Rt5Vw8Zy1Ab4Cd6Ef0Gh2Ij";
+const STRIPE: &str = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+
+/// A string of 124 characters: in a Dart snapshot its record starts with the byte `x`.
+fn neighbour() -> String {
+    "The quick brown fox jumps over the lazy dog. ".chars().cycle().take(124).collect()
+}
+
+fn secrets(outcome: &Outcome) -> Vec<(&str, &str)> {
+    outcome.findings.iter().map(|f| (f.secret.expose(), f.within.as_deref().unwrap_or_default())).collect()
+}
+
+#[test]
+fn flutter_strings_are_found_whole_with_their_place_and_a_glued_decoy_is_not() {
+    let decoy = &GOOGLE[..GOOGLE.len() - 1];
+    let after = neighbour();
+    let strings = [GOOGLE, &after, decoy, &after, STRIPE, &after];
+    let outcome = scan_one("libapp.so", &crate::corpus::dart::build(&strings));
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    let found = secrets(&outcome);
+    assert_eq!(found.iter().map(|(secret, _)| *secret).collect::<Vec<_>>(), [GOOGLE, STRIPE], "{found:?}");
+    assert!(found.iter().all(|(_, within)| within.starts_with("dart:isolate_snapshot_data+0x")), "{found:?}");
+    assert!(outcome.findings[0].location().starts_with("libapp.so#dart:isolate_snapshot_data+0x"));
+
+    // The same snapshot read as printable runs (here from an ELF without the Dart symbols):
+    // the byte that starts each neighbour's record is glued on, which hides the key and
+    // makes a key of the decoy.
+    let snapshot = crate::corpus::dart::snapshot(&strings, crate::corpus::dart::Layout::Clustered, true);
+    let raw = scan_one("libother.so", &crate::corpus::elf::build(&snapshot));
+    let raw_found = secrets(&raw);
+    assert!(raw_found.iter().any(|(secret, _)| *secret == format!("{decoy}x")), "{raw_found:?}");
+    assert!(raw_found.iter().all(|(secret, _)| *secret != GOOGLE), "{raw_found:?}");
+}
+
+#[test]
+fn the_flutter_framework_of_an_ipa_is_read_by_the_dart_reader() {
+    let app = crate::corpus::dart::build_ios(&[GOOGLE, "short neighbour", "https://example.com"], false);
+    let outcome = scan_one("Runner.app/Frameworks/App.framework/App", &app);
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    assert_eq!(secrets(&outcome).len(), 1);
+    assert!(
+        outcome.findings[0]
+            .location()
+            .starts_with("Runner.app/Frameworks/App.framework/App#dart:isolate_snapshot_data+0x")
+    );
+    // An App Store build is encrypted: the warning says so, and the raw pass still runs.
+    let encrypted = scan_one("App", &crate::corpus::dart::build_ios(&[GOOGLE, "short neighbour", "third"], true));
+    assert!(encrypted.warnings.iter().any(|warning| warning.message.contains("FairPlay")), "{:?}", encrypted.warnings);
+}
+
+#[test]
+fn a_broken_flutter_snapshot_falls_back_to_raw_bytes() {
+    let libapp = crate::corpus::dart::build(&[STRIPE, "short neighbour", "another neighbour"]);
+    // Cut before the section headers: neither the Dart nor the ELF reader can place anything.
+    let outcome = scan_one("libapp.so", &libapp[..libapp.len() - 200]);
+    assert_eq!(secrets(&outcome).iter().map(|(secret, _)| *secret).collect::<Vec<_>>(), [STRIPE]);
+    assert!(outcome.findings[0].within.as_deref().is_some_and(|within| within.starts_with("offset 0x")));
+    assert!(outcome.warnings.iter().any(|warning| warning.message.contains("raw bytes")), "{:?}", outcome.warnings);
+}
+
+#[test]
+fn unity_literals_and_named_constants_are_found_and_a_glued_decoy_is_not() {
+    use crate::corpus::il2cpp::{Constant, build};
+    let value = "q8Zt1Lmw9Pxv0RsT7uYb2Nc4Kd6Hf3Jg";
+    let decoy = &GOOGLE[..GOOGLE.len() - 1];
+    let metadata = build(
+        29,
+        &[GOOGLE, "abcdefghij-next-literal", decoy, "x-marks-the-spot", STRIPE, "trailing literal"],
+        &[("API_SECRET", Some(Constant::Text(value))), ("BUILD_ID", Some(Constant::Text(value)))],
+        &[],
+    );
+    let outcome = scan_one("global-metadata.dat", &metadata);
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    assert_eq!(
+        secrets(&outcome),
+        [(value, "il2cpp:field 0"), (GOOGLE, "il2cpp:literal 0"), (STRIPE, "il2cpp:literal 4")]
+    );
+    assert_eq!(outcome.findings[0].context, "API_SECRET");
+    assert_eq!(outcome.findings[1].location(), "global-metadata.dat#il2cpp:literal 0");
+}
+
+#[test]
+fn a_broken_unity_metadata_file_falls_back_to_raw_bytes() {
+    let mut metadata = crate::corpus::il2cpp::build(27, &["first literal", STRIPE, " and more"], &[], &[]);
+    // The literal table claims to run past the end of the file.
+    metadata[12..16].copy_from_slice(&u32::MAX.to_le_bytes());
+    let outcome = scan_one("global-metadata.dat", &metadata);
+    assert!(secrets(&outcome).iter().any(|(secret, _)| *secret == STRIPE), "{:?}", outcome.findings);
+    assert!(outcome.warnings.iter().any(|warning| warning.message.contains("raw bytes")), "{:?}", outcome.warnings);
+}
+
+#[test]
+fn flutter_and_unity_files_inside_an_apk_are_read_by_their_readers() {
+    use std::io::Write as _;
+    let members = [
+        ("lib/arm64-v8a/libapp.so", crate::corpus::dart::build(&["dart:ui", GOOGLE, "https://example.com"])),
+        (
+            "assets/bin/Data/Managed/Metadata/global-metadata.dat",
+            crate::corpus::il2cpp::build(27, &[STRIPE, "next literal"], &[], &[]),
+        ),
+    ];
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (name, bytes) in &members {
+        writer.start_file(*name, zip::write::SimpleFileOptions::default()).unwrap();
+        writer.write_all(bytes).unwrap();
+    }
+    let apk = writer.finish().unwrap().into_inner();
+    let outcome = scan_one("app.apk", &apk);
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+    let locations: Vec<String> = outcome.findings.iter().map(Finding::location).collect();
+    assert_eq!(locations.len(), 2, "{locations:?}");
+    assert!(locations[0].starts_with("app.apk!lib/arm64-v8a/libapp.so#dart:isolate_snapshot_data+0x"), "{locations:?}");
+    assert_eq!(locations[1], "app.apk!assets/bin/Data/Managed/Metadata/global-metadata.dat#il2cpp:literal 0");
+}
+
 #[test]
 fn a_stream_finds_a_key_across_a_piece_boundary_once_on_the_right_line() {
     let mut text = String::new();
@@ -97,6 +212,10 @@ fn sniffing_goes_by_content_not_name() {
         Format::Protobuf
     );
     assert_eq!(sniff(&["strings.xml".into()], b"<resources/>"), Format::Text);
+    assert_eq!(sniff(&["libapp.so".into()], &crate::corpus::dart::build(&[])), Format::Dart);
+    assert_eq!(sniff(&["App".into()], &crate::corpus::dart::build_ios(&[], false)), Format::Dart);
+    assert_eq!(sniff(&["libfoo.so".into()], &crate::corpus::elf::build(b"")), Format::Binary);
+    assert_eq!(sniff(&["x".into()], &crate::corpus::il2cpp::build(29, &[], &[], &[])), Format::Il2cpp);
 }
 
 #[test]
