@@ -273,6 +273,48 @@ pub async fn run(args: Args) -> anyhow::Result<ExitCode> {
             ("https", curl, mtls)
         }
     };
+    let llm_text = match llms.first() {
+        None => String::new(),
+        Some(first) => {
+            let others: Vec<&str> = llms.iter().skip(1).map(|llm| llm.name.as_str()).collect();
+            let (path, body) = if first.api == "openai" {
+                (
+                    "/v1/chat/completions",
+                    format!(
+                        r#"{{"model":"{}","messages":[{{"role":"user","content":"Hello"}}],"max_tokens":16}}"#,
+                        first.name
+                    ),
+                )
+            } else {
+                (
+                    "/api/chat",
+                    format!(
+                        r#"{{"model":"{}","messages":[{{"role":"user","content":"Hello"}}],"stream":false}}"#,
+                        first.name
+                    ),
+                )
+            };
+            format!(
+                r#"
+Language models: the key may use '{first}'{others}.
+
+    {curl} -s {scheme}://{public}{path} -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{body}'
+
+With the official openai SDK (pip install openai):
+
+    from openai import OpenAI
+    client = OpenAI(base_url="{scheme}://{public}/v1", api_key="{key}")
+    print(client.chat.completions.create(model="{first}", messages=[{{"role": "user", "content": "Hello"}}], max_tokens=16))"#,
+                first = first.name,
+                others = if others.is_empty() {
+                    String::new()
+                } else {
+                    format!(" (not {}: a model outside its list answers 404)", others.join(", "))
+                },
+                key = secret.expose(),
+            )
+        }
+    };
     let base = format!("{scheme}://{public}/v2/models");
     println!(
         r#"
@@ -299,52 +341,13 @@ Model metadata:  {curl} -s {base}/credit-risk -H 'authorization: Bearer {key}'
 Metrics:         curl -s http://{admin}/metrics
 More keys:       portcullis keys create --config {config} --name NAME --models credit-risk
 Audit log:       portcullis audit verify {dir}/audit.log --config {config}
-
+{llm_text}
 Press Ctrl-C to stop.
 "#,
         dir = dir.display(),
         config = config_path.display(),
         key = secret.expose(),
     );
-    if let Some(first) = llms.first() {
-        let others: Vec<&str> = llms.iter().skip(1).map(|llm| llm.name.as_str()).collect();
-        let (path, body) = if first.api == "openai" {
-            (
-                "/v1/chat/completions",
-                format!(
-                    r#"{{"model":"{}","messages":[{{"role":"user","content":"Hello"}}],"max_tokens":16}}"#,
-                    first.name
-                ),
-            )
-        } else {
-            (
-                "/api/chat",
-                format!(
-                    r#"{{"model":"{}","messages":[{{"role":"user","content":"Hello"}}],"stream":false}}"#,
-                    first.name
-                ),
-            )
-        };
-        println!(
-            r#"Language models: the key may use '{first}'{others}.
-
-    {curl} -s {scheme}://{public}{path} -H 'authorization: Bearer {key}' -H 'content-type: application/json' -d '{body}'
-
-With the official openai SDK (pip install openai):
-
-    from openai import OpenAI
-    client = OpenAI(base_url="{scheme}://{public}/v1", api_key="{key}")
-    print(client.chat.completions.create(model="{first}", messages=[{{"role": "user", "content": "Hello"}}], max_tokens=16))
-"#,
-            first = first.name,
-            others = if others.is_empty() {
-                String::new()
-            } else {
-                format!(" (not {}: a model outside its list answers 404)", others.join(", "))
-            },
-            key = secret.expose(),
-        );
-    }
     drop(secret);
     server.run(shutdown).await?;
     Ok(ExitCode::SUCCESS)

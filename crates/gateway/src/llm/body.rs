@@ -199,7 +199,7 @@ impl LlmRequest {
         }
         if !caps.tools {
             let tools = ["tools", "tool_choice", "functions", "function_call", "parallel_tool_calls"];
-            if let Some(field) = tools.iter().find(|field| self.body.get(**field).is_some_and(|v| !v.is_null())) {
+            if let Some(field) = tools.iter().find(|field| self.body.get(**field).is_some_and(given)) {
                 return Err(format!("'{field}': tools are not enabled for model '{}'", caps.name));
             }
         }
@@ -267,7 +267,7 @@ impl LlmRequest {
     }
 
     fn carries_images(&self) -> bool {
-        if self.body.get("images").is_some_and(|images| !images.is_null()) {
+        if self.body.get("images").is_some_and(given) {
             return true;
         }
         // Ollama chat: messages[].images; OpenAI: content parts of an image type.
@@ -276,7 +276,7 @@ impl LlmRequest {
                 || part.get("image_url").is_some()
         };
         let in_message = |message: &Value| {
-            message.get("images").is_some_and(|images| !images.is_null())
+            message.get("images").is_some_and(given)
                 || message.get("content").and_then(Value::as_array).is_some_and(|parts| parts.iter().any(image_part))
         };
         ["messages", "input"].iter().any(|field| match self.body.get(*field) {
@@ -308,6 +308,16 @@ impl LlmRequest {
             self.body.insert("stream".into(), Value::Bool(self.stream));
         }
         serde_json::to_vec(&Value::Object(self.body)).unwrap_or_default()
+    }
+}
+
+/// Whether a field is really set: clients send `null`, `false`, `[]` or `{}` for "none".
+fn given(value: &Value) -> bool {
+    match value {
+        Value::Null | Value::Bool(false) => false,
+        Value::Array(items) => !items.is_empty(),
+        Value::Object(fields) => !fields.is_empty(),
+        _ => true,
     }
 }
 
@@ -468,7 +478,7 @@ mod tests {
         allowed.logprobs = true;
         let mut request = chat(r#"{"model":"chat","tools":[],"logprobs":true,"n":1}"#).unwrap();
         request.enforce(&allowed).unwrap();
-        let mut off = chat(r#"{"model":"chat","logprobs":false}"#).unwrap();
+        let mut off = chat(r#"{"model":"chat","logprobs":false,"tools":[],"functions":null}"#).unwrap();
         off.enforce(&caps()).unwrap();
     }
 
