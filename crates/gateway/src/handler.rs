@@ -236,7 +236,7 @@ async fn run_inference(
     let requested = decoded.outputs.clone();
     let binary_default = decoded.binary_output_default;
     let started = Instant::now();
-    let result = crate::backend::infer(grant, &gateway.pool(), decoded, &request_id).await;
+    let result = crate::backend::infer(grant, gateway.pool(), decoded, &request_id).await;
     gateway.metrics().inference(name, started.elapsed().as_secs_f64());
     let outputs = match result.map(|outputs| minimise::apply(policy, model.config.output.as_ref(), outputs)) {
         Ok(Ok(outputs)) => outputs,

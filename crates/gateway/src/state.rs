@@ -212,7 +212,11 @@ impl GatewayBuilder {
             Arc::clone(&metrics),
         );
         let exchange = Exchange { broker, issuers, limiter: Arc::clone(&limiter) };
-        let llm = Llm { registry: Arc::new(LlmRegistry::load(&config)?), max_body_bytes: config.max_body_bytes };
+        let llm = Llm {
+            registry: Arc::new(LlmRegistry::load(&config)?),
+            max_body_bytes: config.max_body_bytes,
+            limiter: Arc::clone(&limiter),
+        };
         Ok(Arc::new(Gateway {
             tls,
             limiter,

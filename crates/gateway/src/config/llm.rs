@@ -206,3 +206,53 @@ impl RawLlm {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    /// Every configuration example in docs/llm.md loads as it is written.
+    #[test]
+    fn every_example_in_docs_llm_md_loads() {
+        let page = include_str!("../../../../docs/llm.md");
+        let blocks: Vec<&str> = page.split("```toml\n").skip(1).filter_map(|rest| rest.split("```").next()).collect();
+        assert!(blocks.len() >= 5, "docs/llm.md has its examples");
+        let dir = tempfile::tempdir().unwrap();
+        for block in blocks {
+            let config = Config::from_toml(block, dir.path()).unwrap_or_else(|e| panic!("{e}\n{block}"));
+            assert_eq!(config.llm.len(), 1, "{block}");
+        }
+    }
+
+    #[test]
+    fn names_urls_caps_and_credentials_are_checked_at_load() {
+        let load = |extra: &str| {
+            Config::from_toml(
+                &format!("[[llm]]\nname = \"m\"\napi = \"openai\"\nurl = \"http://127.0.0.1:1/v1\"\n{extra}"),
+                std::path::Path::new("/etc/portcullis"),
+            )
+        };
+        assert!(load("").is_ok());
+        for (extra, message) in [
+            ("api2 = 1", "unknown field"),
+            ("max_tokens = 10\ndefault_max_tokens = 20", "default_max_tokens"),
+            ("max_n = 0", "max_n"),
+            ("credential_env = \"A\"\ncredential_file = \"f\"", "give one"),
+            ("model = \"has space\"", "printable"),
+            ("stall_timeout = \"0s\"", "longer than zero"),
+        ] {
+            let error = load(extra).unwrap_err().to_string();
+            assert!(error.contains(message), "{extra}: {error}");
+        }
+        let bad_url = Config::from_toml(
+            "[[llm]]\nname = \"m\"\napi = \"ollama\"\nurl = \"http://u:p@h:1\"\n",
+            std::path::Path::new("/"),
+        );
+        assert!(bad_url.unwrap_err().to_string().contains("user or password"));
+        let clash = Config::from_toml(
+            "[[llm]]\nname = \"m\"\napi = \"ollama\"\nurl = \"http://h:1\"\n[[llm]]\nname = \"m\"\napi = \"ollama\"\nurl = \"http://h:2\"\n",
+            std::path::Path::new("/"),
+        );
+        assert!(clash.unwrap_err().to_string().contains("same name"));
+    }
+}

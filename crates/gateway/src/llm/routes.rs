@@ -26,11 +26,12 @@ use crate::{
     request::{LlmFacts, RequestId},
 };
 
-/// What the LLM routes need: the models and the body cap.
+/// What the LLM routes need: the models, the body cap, and the limiter for models' own rates.
 #[derive(Debug, Clone)]
 pub struct Llm {
     pub registry: Arc<LlmRegistry>,
     pub max_body_bytes: usize,
+    pub limiter: Arc<crate::limits::Limiter>,
 }
 
 pub async fn chat_completions(State(llm): State<Llm>, request: Request) -> Response {
@@ -139,6 +140,11 @@ async fn check_and_call(llm: &Llm, route: Route, request: Request, facts: &mut L
         .ok_or_else(|| ApiError::model_not_found(&request.model))?;
     let grant = authz::authorize::<Infer, _>(&principal, model)?;
     request.enforce(&model.config).map_err(ApiError::bad_request)?;
+    // The model's own rate, across all callers, spent only by callers that may use it (the
+    // same bucket the limit layer uses for models named in the path).
+    if let Some(rate) = model.config.rate {
+        llm.limiter.spend(&[(format!("m:{}", model.config.name), rate)]).await?;
+    }
     facts.prompt_sha256 = request.prompt_sha256();
     super::call(&grant, request, &request_id, facts).await
 }
