@@ -94,8 +94,7 @@ impl TokenScope {
 
     /// Parses a scope string; `None` if it holds anything we do not know.
     pub fn parse(scope: &str) -> Option<TokenScope> {
-        let mut grant =
-            TokenScope { models: Vec::new(), scopes: Scopes { infer: false, metadata: false }, output: None };
+        let mut grant = TokenScope { models: Vec::new(), scopes: Scopes::NONE, output: None };
         for part in scope.split(' ').filter(|part| !part.is_empty()) {
             if let Some(model) = part.strip_prefix("model:") {
                 if !crate::config::valid_model_name(model) {
@@ -137,6 +136,7 @@ impl TokenScope {
             Scopes {
                 infer: requested.scopes.infer && policy.scopes.infer,
                 metadata: requested.scopes.metadata && policy.scopes.metadata,
+                ..Scopes::NONE
             }
         } else {
             policy.scopes

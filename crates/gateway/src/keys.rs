@@ -168,7 +168,7 @@ impl Keyring {
             hash: self.pepper.hash(secret.expose()),
             // It reaches no model; the public listener refuses its kind before looking.
             models: ModelScope::Only(Vec::new()),
-            scopes: Scopes { infer: false, metadata: true },
+            scopes: Scopes { metadata: true, ..Scopes::NONE },
             output: None,
             widen_output: false,
             delegate: false,

@@ -292,35 +292,49 @@ impl std::fmt::Display for ModelScope {
 pub struct Scopes {
     pub infer: bool,
     pub metadata: bool,
+    /// Language models: requests may carry tools (function calling), where the model allows it.
+    pub tools: bool,
+    /// Language models: requests may ask for log probabilities, where the model allows it.
+    pub logprobs: bool,
+    /// Language models: requests may carry images, where the model allows it.
+    pub images: bool,
 }
 
 impl Scopes {
-    pub const ALL: Scopes = Scopes { infer: true, metadata: true };
+    /// Nothing at all.
+    pub const NONE: Scopes = Scopes { infer: false, metadata: false, tools: false, logprobs: false, images: false };
+    /// Every action on a model (the switches for language models' costly features stay off).
+    pub const ALL: Scopes = Scopes { infer: true, metadata: true, ..Scopes::NONE };
 
     pub fn parse(text: &str) -> Result<Scopes, String> {
-        let mut scopes = Scopes { infer: false, metadata: false };
+        let mut scopes = Scopes::NONE;
         for scope in text.split(',').map(str::trim).filter(|scope| !scope.is_empty()) {
             match scope {
                 "infer" => scopes.infer = true,
                 "metadata" => scopes.metadata = true,
-                other => return Err(format!("unknown scope '{other}': use infer, metadata")),
+                "tools" => scopes.tools = true,
+                "logprobs" => scopes.logprobs = true,
+                "images" => scopes.images = true,
+                other => return Err(format!("unknown scope '{other}': use infer, metadata, tools, logprobs, images")),
             }
         }
         if !scopes.infer && !scopes.metadata {
-            return Err("a key needs at least one scope: infer, metadata".into());
+            return Err("a key needs at least one of the scopes infer, metadata".into());
         }
         Ok(scopes)
     }
 
     pub fn names(&self) -> Vec<&'static str> {
-        let mut names = Vec::new();
-        if self.infer {
-            names.push("infer");
-        }
-        if self.metadata {
-            names.push("metadata");
-        }
-        names
+        [
+            (self.infer, "infer"),
+            (self.metadata, "metadata"),
+            (self.tools, "tools"),
+            (self.logprobs, "logprobs"),
+            (self.images, "images"),
+        ]
+        .into_iter()
+        .filter_map(|(on, name)| on.then_some(name))
+        .collect()
     }
 }
 

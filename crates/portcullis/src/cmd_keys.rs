@@ -80,7 +80,8 @@ pub enum Command {
         /// An admin key (ptcl_ak_): opens the admin listener's /usage and calls no model.
         #[arg(long, conflicts_with_all = ["models", "output", "widen_output", "delegate"])]
         admin: bool,
-        /// What the key may do: infer, metadata (comma-separated).
+        /// What the key may do: infer, metadata; and on language models tools, logprobs, images
+        /// (comma-separated; each of the last three also needs the model to allow it).
         #[arg(long, default_value = "infer,metadata")]
         scopes: String,
         /// Lifetime, e.g. 90d or 12h, or "never".

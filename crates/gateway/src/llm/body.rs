@@ -143,6 +143,14 @@ impl Route {
     }
 }
 
+/// Why [`LlmRequest::enforce`] refused: the request asks for more than the model allows
+/// (400), or for a feature the key may not use (403).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    Request(String),
+    Key(String),
+}
+
 /// A request body that passed [`parse`]: the object, the model it names, and whether it asks for
 /// a stream.
 #[derive(Debug)]
@@ -184,7 +192,28 @@ pub fn parse(route: Route, bytes: &[u8]) -> Result<LlmRequest, String> {
 
 impl LlmRequest {
     /// Holds the request to the model's caps, setting the token cap when the request has none.
-    pub fn enforce(&mut self, caps: &LlmConfig) -> Result<(), String> {
+    /// A costly or leaky feature (tools, log probabilities, images) needs both the model's
+    /// switch and the key's scope of the same name: `Err(Refusal::Key)` names the key's.
+    pub fn enforce(&mut self, caps: &LlmConfig, scopes: &crate::store::Scopes) -> Result<(), Refusal> {
+        self.enforce_model(caps).map_err(Refusal::Request)?;
+        let uses = [
+            (self.uses_tools(), scopes.tools, "tools"),
+            (self.asks_for_logprobs(), scopes.logprobs, "logprobs"),
+            (self.carries_images(), scopes.images, "images"),
+        ];
+        if let Some((_, _, scope)) = uses.iter().find(|(used, allowed, _)| *used && !*allowed) {
+            return Err(Refusal::Key(format!("this key may not use {scope} (it lacks the '{scope}' scope)")));
+        }
+        Ok(())
+    }
+
+    fn uses_tools(&self) -> bool {
+        ["tools", "tool_choice", "functions", "function_call", "parallel_tool_calls"]
+            .iter()
+            .any(|field| self.body.get(*field).is_some_and(given))
+    }
+
+    fn enforce_model(&mut self, caps: &LlmConfig) -> Result<(), String> {
         if self.route.generates() {
             self.cap_tokens(caps)?;
         }
@@ -197,11 +226,8 @@ impl LlmRequest {
                 },
             }
         }
-        if !caps.tools {
-            let tools = ["tools", "tool_choice", "functions", "function_call", "parallel_tool_calls"];
-            if let Some(field) = tools.iter().find(|field| self.body.get(**field).is_some_and(given)) {
-                return Err(format!("'{field}': tools are not enabled for model '{}'", caps.name));
-            }
+        if !caps.tools && self.uses_tools() {
+            return Err(format!("tools are not enabled for model '{}'", caps.name));
         }
         if !caps.logprobs && self.asks_for_logprobs() {
             return Err(format!("log probabilities are not enabled for model '{}'", caps.name));
@@ -406,6 +432,11 @@ mod tests {
         .remove(0)
     }
 
+    /// A key with every scope.
+    fn all() -> crate::store::Scopes {
+        crate::store::Scopes::parse("infer,metadata,tools,logprobs,images").unwrap()
+    }
+
     fn chat(body: &str) -> Result<LlmRequest, String> {
         parse(Route::ChatCompletions, body.as_bytes())
     }
@@ -443,20 +474,22 @@ mod tests {
     #[test]
     fn token_caps_are_set_when_absent_and_held_when_given() {
         let mut request = chat(r#"{"model":"chat","messages":[]}"#).unwrap();
-        request.enforce(&caps()).unwrap();
+        request.enforce(&caps(), &all()).unwrap();
         assert_eq!(request.body["max_tokens"], 10);
         let mut big = chat(r#"{"model":"chat","max_tokens":101}"#).unwrap();
-        assert!(big.enforce(&caps()).unwrap_err().contains("from 1 to 100"));
+        assert!(
+            matches!(big.enforce(&caps(), &all()), Err(Refusal::Request(message)) if message.contains("from 1 to 100"))
+        );
         let mut new_name = chat(r#"{"model":"chat","max_completion_tokens":5000}"#).unwrap();
-        assert!(new_name.enforce(&caps()).is_err());
+        assert!(new_name.enforce(&caps(), &all()).is_err());
         let mut negative = chat(r#"{"model":"chat","max_tokens":-1}"#).unwrap();
-        assert!(negative.enforce(&caps()).is_err());
+        assert!(negative.enforce(&caps(), &all()).is_err());
         let mut ollama = parse(Route::OllamaChat, br#"{"model":"chat","messages":[]}"#).unwrap();
         assert!(ollama.stream, "Ollama streams unless told not to");
-        ollama.enforce(&caps()).unwrap();
+        ollama.enforce(&caps(), &all()).unwrap();
         assert_eq!(ollama.body["options"]["num_predict"], 10);
         let mut endless = parse(Route::OllamaGenerate, br#"{"model":"chat","options":{"num_predict":-1}}"#).unwrap();
-        assert!(endless.enforce(&caps()).is_err());
+        assert!(endless.enforce(&caps(), &all()).is_err());
     }
 
     #[test]
@@ -469,17 +502,23 @@ mod tests {
             r#"{"model":"chat","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:,"}}]}]}"#,
         ] {
             let mut request = chat(body).unwrap();
-            assert!(request.enforce(&caps()).is_err(), "{body}");
+            assert!(request.enforce(&caps(), &all()).is_err(), "{body}");
         }
         let mut ollama_image = parse(Route::OllamaGenerate, br#"{"model":"chat","images":["aGk="]}"#).unwrap();
-        assert!(ollama_image.enforce(&caps()).is_err());
+        assert!(ollama_image.enforce(&caps(), &all()).is_err());
         let mut allowed = caps();
         allowed.tools = true;
         allowed.logprobs = true;
         let mut request = chat(r#"{"model":"chat","tools":[],"logprobs":true,"n":1}"#).unwrap();
-        request.enforce(&allowed).unwrap();
+        request.enforce(&allowed, &all()).unwrap();
         let mut off = chat(r#"{"model":"chat","logprobs":false,"tools":[],"functions":null}"#).unwrap();
-        off.enforce(&caps()).unwrap();
+        off.enforce(&caps(), &all()).unwrap();
+        // The model allows tools; a key without the scope still may not use them.
+        let plain = crate::store::Scopes::parse("infer").unwrap();
+        let mut tools = chat(r#"{"model":"chat","tools":[{"type":"function"}]}"#).unwrap();
+        assert!(
+            matches!(tools.enforce(&allowed, &plain), Err(Refusal::Key(message)) if message.contains("'tools' scope"))
+        );
     }
 
     #[test]

@@ -87,6 +87,7 @@ impl Fronted {
         let mut toml = String::from("[store]\nkey_cache_ttl = \"0s\"\n");
         toml += &openai("chat", "stub-chat", "max_tokens = 50\ndefault_max_tokens = 8");
         toml += &openai("other-chat", "stub-chat", "");
+        toml += &openai("tooled", "stub-chat", "tools = true\nlogprobs = true");
         toml += &openai("embed", "stub-embed", "");
         toml += &openai("stall", "fault-stall", "stall_timeout = \"500ms\"");
         toml += &openai("broken", "fault-broken-sse", "");
@@ -111,11 +112,15 @@ impl Fronted {
     }
 
     async fn key(&self, models: &[&str]) -> String {
+        self.key_with_scopes(models, "infer,metadata").await
+    }
+
+    async fn key_with_scopes(&self, models: &[&str], scopes: &str) -> String {
         let new = NewKey {
             name: "llm".into(),
             owner: None,
             models: ModelScope::Only(models.iter().map(|model| (*model).to_owned()).collect()),
-            scopes: Scopes::parse("infer,metadata").unwrap(),
+            scopes: Scopes::parse(scopes).unwrap(),
             output: None,
             widen_output: false,
             delegate: false,
@@ -355,6 +360,21 @@ async fn costly_and_leaky_options_are_refused_before_the_upstream() {
         assert_eq!(answer.json()["error"]["type"], "invalid_request_error");
     }
     assert!(fronted.stub.record().await.is_empty());
+    // Where the model allows tools and log probabilities, a key needs the scopes too.
+    let tools = json!({"tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}]});
+    let with_tools = |model: &str| {
+        let mut body = hello(model);
+        body.as_object_mut().unwrap().extend(tools.as_object().unwrap().clone());
+        body
+    };
+    let plain = fronted.key(&["tooled"]).await;
+    let refused = fronted.chat(&plain, with_tools("tooled")).await;
+    assert_eq!(refused.status, StatusCode::FORBIDDEN, "{}", refused.text);
+    assert_eq!(refused.json()["error"]["type"], "permission_error");
+    let tooled = fronted.key_with_scopes(&["tooled"], "infer,tools").await;
+    let served = fronted.chat(&tooled, with_tools("tooled")).await;
+    assert_eq!(served.status, StatusCode::OK, "{}", served.text);
+    assert_eq!(fronted.stub.record().await.len(), 1, "only the allowed request reached the upstream");
 }
 
 #[tokio::test]
