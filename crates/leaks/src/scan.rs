@@ -106,6 +106,7 @@ const CONTEXT_CHARS: usize = 40;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Dex,
+    Hermes,
     Arsc,
     Axml,
     Protobuf,
@@ -122,6 +123,8 @@ fn sniff(path: &[String], bytes: &[u8]) -> Format {
     let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
     if bytes.starts_with(b"dex\n") {
         Format::Dex
+    } else if decode::hermes::sniff(bytes) {
+        Format::Hermes
     } else if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
         Format::Utf16
     } else if bytes.starts_with(&[0x02, 0x00, 0x0c, 0x00]) {
@@ -254,6 +257,7 @@ impl Scanner<'_> {
         };
         let result: Result<(), DecodeError> = match format {
             Format::Dex => decode::dex::decode(bytes, &mut sink),
+            Format::Hermes => decode::hermes::decode(bytes, &mut sink),
             Format::Arsc => decode::arsc::decode(bytes, &mut sink),
             Format::Axml => decode::axml::decode(bytes, &mut sink),
             Format::Protobuf => decode::protobuf::decode(bytes, &mut sink),

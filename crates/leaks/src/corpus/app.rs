@@ -165,7 +165,8 @@ fn decoy_values(random: &mut Random) -> Vec<String> {
     ]
 }
 
-fn zip_of(members: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
+/// A zip of `(name, bytes, stored)` members, as apps are packed.
+pub fn zip_of(members: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
     for (name, bytes, stored) in members {
         let method = if *stored { zip::CompressionMethod::Stored } else { zip::CompressionMethod::Deflated };

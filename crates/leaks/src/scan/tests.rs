@@ -236,3 +236,47 @@ fn an_aws_key_pair_is_one_finding_not_a_key_id_and_a_generic_key() {
     let alone = scan_one("ids.txt", b"AKIAU25JHNPETRANT5PY\n");
     assert_eq!(found_by(&alone, "aws-access-key-id"), ["AKIAU25JHNPETRANT5PY"]);
 }
+
+/// An APK-like zip holding `members`, deflated.
+fn apk(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let members: Vec<(String, Vec<u8>, bool)> =
+        members.iter().map(|(name, bytes)| ((*name).to_owned(), bytes.clone(), false)).collect();
+    crate::corpus::app::zip_of(&members)
+}
+
+const STRIPE: &str = "sk_live_4eC39HqLyjWDarjtT1zdp7dc";
+const AWS_KEY_ID: &str = "AKIAZ7Q3L5N2P4R6T2VW";
+/// Look-alikes that must not be reported: the AWS documentation key, a placeholder Stripe
+/// key, a UUID, a build hash.
+const DECOYS: [&str; 4] = [
+    "AKIAIOSFODNN7EXAMPLE",
+    "sk_live_xxxxxxxxxxxxxxxxxxxxxxxx",
+    "3f2b8c1e-9d4a-4b7e-a1c3-5e6f7a8b9c0d",
+    "build 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+];
+
+#[test]
+fn a_key_in_hermes_bytecode_is_found_at_its_string_id_and_no_decoy_is() {
+    let mut strings = vec!["__BUNDLE_START_TIME__", "https://api.example.com"];
+    strings.extend(DECOYS);
+    strings.extend([STRIPE, "apiKey"]);
+    let bundle = crate::corpus::hermes::build(crate::corpus::hermes::VERSION, &strings);
+    let outcome = scan_one("app.apk", &apk(&[("assets/index.android.bundle", bundle)]));
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    assert_eq!(outcome.findings[0].secret.expose(), STRIPE);
+    assert_eq!(outcome.findings[0].location(), "app.apk!assets/index.android.bundle#string_table[6]");
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+}
+
+#[test]
+fn a_broken_hermes_bundle_falls_back_to_raw_bytes() {
+    // The storage packs strings without separators: a key after a word character would run
+    // into it, which is why the string table matters.
+    let mut bundle = crate::corpus::hermes::build(crate::corpus::hermes::VERSION, &["apiKey:", STRIPE, ";"]);
+    // Four billion strings declared.
+    bundle[52..56].copy_from_slice(&u32::MAX.to_le_bytes());
+    let outcome = scan_one("main.jsbundle", &bundle);
+    assert_eq!(found_by(&outcome, "stripe-secret-key"), [STRIPE], "{:?}", outcome.findings);
+    assert!(outcome.findings[0].within.as_deref().is_some_and(|within| within.starts_with("offset 0x")));
+    assert!(outcome.warnings[0].message.contains("raw bytes"), "{:?}", outcome.warnings);
+}
