@@ -13,6 +13,7 @@ pub mod arsc;
 pub mod axml;
 pub mod binary;
 pub mod dex;
+pub mod dotnet;
 pub mod hermes;
 pub mod plist;
 pub mod protobuf;

@@ -107,6 +107,7 @@ const CONTEXT_CHARS: usize = 40;
 enum Format {
     Dex,
     Hermes,
+    Dotnet,
     Arsc,
     Axml,
     Protobuf,
@@ -125,6 +126,8 @@ fn sniff(path: &[String], bytes: &[u8]) -> Format {
         Format::Dex
     } else if decode::hermes::sniff(bytes) {
         Format::Hermes
+    } else if decode::dotnet::sniff(bytes) {
+        Format::Dotnet
     } else if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
         Format::Utf16
     } else if bytes.starts_with(&[0x02, 0x00, 0x0c, 0x00]) {
@@ -258,6 +261,7 @@ impl Scanner<'_> {
         let result: Result<(), DecodeError> = match format {
             Format::Dex => decode::dex::decode(bytes, &mut sink),
             Format::Hermes => decode::hermes::decode(bytes, &mut sink),
+            Format::Dotnet => decode::dotnet::decode(bytes, &mut sink),
             Format::Arsc => decode::arsc::decode(bytes, &mut sink),
             Format::Axml => decode::axml::decode(bytes, &mut sink),
             Format::Protobuf => decode::protobuf::decode(bytes, &mut sink),
