@@ -35,7 +35,7 @@ fn check(bytes: &[u8]) {
         assert_eq!(name.is_some(), location.contains("::"));
     });
     let payload = store::elf_payload(bytes).unwrap_or(bytes);
-    if let Some(image) = store::xalz(payload, MAX_IMAGE).ok() {
+    if let Ok(image) = store::xalz(payload, MAX_IMAGE) {
         assert!(image.len() <= MAX_IMAGE);
         let _ = decode(&image, &mut |_: &str, _: Option<&str>, _: &str| {});
     }

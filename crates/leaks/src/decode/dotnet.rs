@@ -209,7 +209,10 @@ impl<'b> Pe<'b> {
             let address = u32_at(self.bytes, header + 12)?;
             let raw_size = u32_at(self.bytes, header + 16)?;
             let raw_at = u32_at(self.bytes, header + 20)?;
-            let inside = rva.checked_sub(address).filter(|&delta| delta < virtual_size.max(raw_size))?;
+            // Only the part of the section that is in the file: the metadata is never in the
+            // zero-filled rest.
+            let in_file = if virtual_size == 0 { raw_size } else { virtual_size.min(raw_size) };
+            let inside = rva.checked_sub(address).filter(|&delta| delta < in_file)?;
             let offset = (raw_at as usize).checked_add(inside as usize)?;
             (offset < self.bytes.len()).then_some(offset)
         })

@@ -16,7 +16,8 @@
 //! literal buffers, which are not read, so each string is emitted bare, at
 //! `string_table[{id}]`, whole (a prefix-anchored rule sees its start). The string kinds must
 //! add up to the string count; when they do not, the layout was not understood and the decoder
-//! says so, leaving the file to the raw pass. Strings shorter than eight characters are skipped.
+//! says so, leaving the file to the raw pass. Strings shorter than eight characters (UTF-16 units
+//! for UTF-16 strings) are skipped.
 
 use super::{DecodeError, Emitter, Sink, output_budget};
 

@@ -173,6 +173,11 @@ fn field_name(
     type_defs: Table,
     index: usize,
 ) -> Option<(String, String)> {
+    // With a `FieldPtr` table (unoptimized `#-` metadata, never in a release build) a field's
+    // index goes through it; such files keep their values, not their names.
+    if schema.rows[FIELD_PTR] != 0 {
+        return None;
+    }
     let field_row = index.checked_sub(1).filter(|&row| row < fields.rows)?;
     let field = heap_string(strings, index_at(stream, fields.row(field_row) + 2, schema.string_index)?)?;
     // Types list their fields in order: the owner is the last type whose list starts at or
