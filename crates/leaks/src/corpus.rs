@@ -1,14 +1,16 @@
 //! Writers for the seeded test corpus: small but well-formed DEX files, resource tables,
-//! binary XML, AAB protobuf tables, ELF and Mach-O images, plists and zips, so tests, fuzz seeds
-//! and the benchmark can plant keys in every place an app keeps strings. Never used by the
-//! scanner itself.
+//! binary XML, AAB protobuf tables, ELF and Mach-O images, Hermes bytecode, .NET assemblies,
+//! Xamarin assembly stores, plists and zips, so tests, fuzz seeds and the benchmark can plant
+//! keys in every place an app keeps strings. Never used by the scanner itself.
 
 pub mod app;
 pub mod arsc;
 pub mod axml;
 pub mod dart;
 pub mod dex;
+pub mod dotnet;
 pub mod elf;
+pub mod hermes;
 pub mod il2cpp;
 pub mod macho;
 pub mod protobuf;

@@ -14,6 +14,8 @@ pub mod axml;
 pub mod binary;
 pub mod dart;
 pub mod dex;
+pub mod dotnet;
+pub mod hermes;
 pub mod il2cpp;
 pub mod plist;
 pub mod protobuf;

@@ -1,11 +1,14 @@
 //! Enumeration: directories (optionally minus what `.gitignore` excludes), single files, and
 //! the archives inside them, found by magic bytes rather than extension: zip (and so jar, APK,
-//! AAB, IPA, XAPK, APKS), gzip and tar, nested. Nothing is ever extracted to disk: members are
-//! read into memory under hard caps (entries, bytes per member and in all, compression ratio,
-//! nesting depth, name length), so an entry named `../../etc/passwd`, an absolute path or a
-//! link can never leave the archive, and a zip bomb is cut off after a bounded amount of work.
-//! Every file that is not an archive goes to a [`Visit`]or with its path: the outer file first,
-//! then each member name (shown joined by `!`, the gitleaks convention).
+//! AAB, IPA, XAPK, APKS), gzip and tar, and the containers .NET for Android packs assemblies in
+//! ([`assembly`]), nested. Nothing is ever extracted to disk: members are read into memory
+//! under hard caps (entries, bytes per member and in all, compression ratio, nesting depth,
+//! name length), so an entry named `../../etc/passwd`, an absolute path or a link can never
+//! leave the archive, and a zip bomb is cut off after a bounded amount of work. Every file that
+//! is not an archive goes to a [`Visit`]or with its path: the outer file first, then each
+//! member name (shown joined by `!`, the gitleaks convention).
+
+mod assembly;
 
 use std::io::{Cursor, Read};
 use std::path::Path;
@@ -59,6 +62,12 @@ enum Container {
     Zip,
     Gzip,
     Tar,
+    /// A .NET for Android assembly store (`assemblies.blob`).
+    AssemblyStore,
+    /// An LZ4-compressed .NET assembly (`XALZ`).
+    Xalz,
+    /// An ELF shared library wrapping an assembly store or an assembly in its `payload` section.
+    ElfPayload,
 }
 
 fn container(bytes: &[u8]) -> Option<Container> {
@@ -68,6 +77,12 @@ fn container(bytes: &[u8]) -> Option<Container> {
         Some(Container::Gzip)
     } else if bytes.get(257..262) == Some(b"ustar") {
         Some(Container::Tar)
+    } else if bytes.starts_with(crate::decode::dotnet::store::STORE_MAGIC) {
+        Some(Container::AssemblyStore)
+    } else if bytes.starts_with(crate::decode::dotnet::store::LZ4_MAGIC) {
+        Some(Container::Xalz)
+    } else if crate::decode::dotnet::store::elf_payload(bytes).is_some() {
+        Some(Container::ElfPayload)
     } else {
         None
     }
@@ -176,6 +191,9 @@ impl<'v, V: Visit> Enumerator<'v, V> {
             Container::Zip => self.zip(path, Cursor::new(bytes), depth),
             Container::Gzip => self.gzip(path, bytes, depth),
             Container::Tar => self.tar(path, bytes, depth),
+            Container::AssemblyStore => self.assembly_store(path, bytes, depth),
+            Container::Xalz => self.xalz(path, bytes, depth),
+            Container::ElfPayload => self.elf_payload(path, bytes, depth),
         };
         if let Err(message) = result {
             // A container that does not open may still hold stored (uncompressed) members:

@@ -110,6 +110,8 @@ enum Format {
     Dart,
     /// Unity's IL2CPP `global-metadata.dat`.
     Il2cpp,
+    Hermes,
+    Dotnet,
     Arsc,
     Axml,
     Protobuf,
@@ -126,6 +128,10 @@ fn sniff(path: &[String], bytes: &[u8]) -> Format {
     let head = &bytes[..bytes.len().min(SNIFF_BYTES)];
     if bytes.starts_with(b"dex\n") {
         Format::Dex
+    } else if decode::hermes::sniff(bytes) {
+        Format::Hermes
+    } else if decode::dotnet::sniff(bytes) {
+        Format::Dotnet
     } else if bytes.starts_with(&[0xff, 0xfe]) || bytes.starts_with(&[0xfe, 0xff]) {
         Format::Utf16
     } else if bytes.starts_with(&[0x02, 0x00, 0x0c, 0x00]) {
@@ -264,6 +270,8 @@ impl Scanner<'_> {
             Format::Dex => decode::dex::decode(bytes, &mut sink),
             Format::Dart => decode::dart::decode(bytes, &mut sink).map(drop),
             Format::Il2cpp => decode::il2cpp::decode(bytes, &mut sink).map(drop),
+            Format::Hermes => decode::hermes::decode(bytes, &mut sink),
+            Format::Dotnet => decode::dotnet::decode(bytes, &mut sink),
             Format::Arsc => decode::arsc::decode(bytes, &mut sink),
             Format::Axml => decode::axml::decode(bytes, &mut sink),
             Format::Protobuf => decode::protobuf::decode(bytes, &mut sink),

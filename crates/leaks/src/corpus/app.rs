@@ -1,7 +1,7 @@
-//! Seeded test apps: an APK-like, an AAB-like and an IPA-like archive and a source tree, each
-//! with a key planted in every place an app keeps strings, and decoys that must not match.
-//! The same seed always gives the same bytes, so tests and benchmarks score against a fixed
-//! truth (`truth.json`).
+//! Seeded test apps: APK-like (plain, React Native with Hermes, .NET MAUI), AAB-like and
+//! IPA-like archives and a source tree, each with a key planted in every place an app keeps
+//! strings, and decoys that must not match. The same seed always gives the same bytes, so tests
+//! and benchmarks score against a fixed truth (`truth.json`).
 
 use std::io::{Cursor, Write};
 use std::path::Path;
@@ -165,7 +165,8 @@ fn decoy_values(random: &mut Random) -> Vec<String> {
     ]
 }
 
-fn zip_of(members: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
+/// A zip of `(name, bytes, stored)` members, as apps are packed.
+pub fn zip_of(members: &[(String, Vec<u8>, bool)]) -> Vec<u8> {
     let mut writer = zip::ZipWriter::new(Cursor::new(Vec::new()));
     for (name, bytes, stored) in members {
         let method = if *stored { zip::CompressionMethod::Stored } else { zip::CompressionMethod::Deflated };
@@ -322,6 +323,81 @@ pub fn bundle(file: &str, random: &mut Random, truth: &mut Truth) -> Vec<u8> {
         ("BundleConfig.pb".into(), vec![0x0a, 0x05, 0x0a, 0x03, b'1', b'.', b'0'], false),
         ("base/dex/classes.dex".into(), super::dex::build(&["Lcom/example/Api;", &gitlab]), false),
         ("base/resources.pb".into(), table, false),
+    ])
+}
+
+/// A React Native APK built with Hermes: the JavaScript is bytecode, its strings in the
+/// string table of `assets/index.android.bundle`.
+pub fn react_native(file: &str, random: &mut Random, truth: &mut Truth) -> Vec<u8> {
+    let decoys = decoy_values(random);
+    let mut app = App { file: file.to_owned(), truth };
+    let mut keys = Keys(random);
+    let member = "assets/index.android.bundle";
+    // The planted key is string 5: after four other strings.
+    let anthropic = app.plant(&[member], Some("string_table[5]".into()), "hermes", keys.anthropic());
+    let strings = [
+        "__BUNDLE_START_TIME__",
+        "https://api.example.com",
+        decoys[2].as_str(),
+        decoys[3].as_str(),
+        "anthropicKey",
+        anthropic.as_str(),
+        decoys[5].as_str(),
+    ];
+    for value in [&decoys[2], &decoys[3], &decoys[5]] {
+        app.decoy("hermes", value);
+    }
+    let bundle = super::hermes::build(super::hermes::VERSION, &strings);
+    zip_of(&[
+        ("classes.dex".into(), super::dex::build(&["Lcom/facebook/react/ReactActivity;"]), false),
+        (member.into(), bundle, false),
+    ])
+}
+
+/// A .NET MAUI (Xamarin) APK: an assembly store with the app's assembly LZ4-compressed (a named
+/// `const string` and a string literal), a separately compressed assembly, and a store wrapped
+/// in an ELF library as .NET for Android 9 and later ship it.
+pub fn maui(file: &str, random: &mut Random, truth: &mut Truth) -> Vec<u8> {
+    let decoys = decoy_values(random);
+    let mut app = App { file: file.to_owned(), truth };
+    let mut keys = Keys(random);
+    let blob_member = "assemblies/assemblies.blob";
+    let generic = app.plant(
+        &[blob_member, "assembly-1.dll"],
+        Some("Example.Config::ApiSecret".into()),
+        "dotnet-const",
+        keys.generic(),
+    );
+    let stripe = app.plant(&[blob_member, "assembly-1.dll"], None, "dotnet-us", keys.stripe());
+    let build_hash = decoys[4].replace(' ', "");
+    let example = super::dotnet::build(
+        &["https://api.example.com/v1", &stripe, &decoys[1], &decoys[2]],
+        &[("Example.Config", "ApiSecret", &generic), ("Example.Config", "BuildHash", &build_hash)],
+    );
+    for (place, value) in [("dotnet-us", &decoys[1]), ("dotnet-us", &decoys[2]), ("dotnet-const", &build_hash)] {
+        app.decoy(place, value);
+    }
+    let blob = super::dotnet::store(
+        1,
+        &[
+            ("Microsoft.Maui.dll", super::dotnet::build(&["Microsoft.Maui.Controls"], &[]), true),
+            ("Example.dll", example, true),
+        ],
+    );
+    let extra_member = "assemblies/Example.Services.dll";
+    let sendgrid = app.plant(&[extra_member], None, "dotnet-xalz", keys.sendgrid());
+    let extra = super::dotnet::xalz(0, &super::dotnet::build(&["SendGrid", &sendgrid, &decoys[3]], &[]));
+    app.decoy("dotnet-xalz", &decoys[3]);
+    let wrapped_member = "lib/arm64-v8a/libassembly-store.so";
+    let slack = app.plant(&[wrapped_member, "Example.Chat.dll"], None, "dotnet-elf-store", keys.slack());
+    let chat = super::dotnet::build(&["Authorization", &slack, &decoys[6]], &[]);
+    app.decoy("dotnet-elf-store", &decoys[6]);
+    let wrapped = super::dotnet::elf_wrapped(&super::dotnet::store(2, &[("Example.Chat.dll", chat, true)]));
+    zip_of(&[
+        ("classes.dex".into(), super::dex::build(&["Lcrc64example/MainActivity;"]), false),
+        (blob_member.into(), blob, true),
+        (extra_member.into(), extra, true),
+        (wrapped_member.into(), wrapped, false),
     ])
 }
 
@@ -493,6 +569,8 @@ pub fn write(directory: &Path, seed: u64, copies: usize) -> std::io::Result<Trut
             (format!("android/app-{copy}.apk"), android as fn(&str, &mut Random, &mut Truth) -> Vec<u8>),
             (format!("android/app-{copy}.aab"), bundle),
             (format!("ios/app-{copy}.ipa"), ios),
+            (format!("android/react-native-{copy}.apk"), react_native),
+            (format!("android/maui-{copy}.apk"), maui),
         ] {
             let bytes = build(&name, &mut random, &mut truth);
             let path = directory.join(&name);

@@ -254,3 +254,25 @@ fn once_the_byte_cap_is_spent_the_rest_of_the_archive_is_skipped() {
     assert!(recorder.files.len() <= 3, "{}", recorder.files.len());
     assert_eq!(recorder.warnings.len(), 1, "{:?}", recorder.warnings);
 }
+
+#[test]
+fn assembly_stores_and_compressed_assemblies_are_opened_under_the_caps() {
+    use crate::corpus::dotnet::{elf_wrapped, store, xalz};
+    let image = b"MZ an assembly, compressed well: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa".to_vec();
+    let blob = store(2, &[("A.dll", image.clone(), true), ("B.dll", b"MZ b".to_vec(), false)]);
+    let recorder = run(&blob, Limits::default());
+    assert_eq!(names(&recorder), ["app.zip!A.dll", "app.zip!B.dll"]);
+    assert_eq!(recorder.files[0].1, image);
+    // Wrapped in an ELF library: the payload is opened in place.
+    let recorder = run(&elf_wrapped(&blob), Limits::default());
+    assert_eq!(names(&recorder), ["app.zip!A.dll", "app.zip!B.dll"]);
+    // Each assembly is a member.
+    let recorder = run(&blob, Limits { max_entries: 1, ..Limits::default() });
+    assert_eq!(names(&recorder), ["app.zip!A.dll"]);
+    assert!(recorder.warnings[0].1.contains("more than 1 archive members"), "{:?}", recorder.warnings);
+    // A compressed assembly larger than a member may be is scanned as it is, compressed.
+    let packed = xalz(0, &image);
+    let recorder = run(&packed, Limits { max_member_bytes: 16, ..Limits::default() });
+    assert_eq!(recorder.files, [("app.zip".to_owned(), packed)]);
+    assert!(recorder.warnings[0].1.contains("more than the 16 allowed"), "{:?}", recorder.warnings);
+}

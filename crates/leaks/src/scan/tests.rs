@@ -355,3 +355,136 @@ fn an_aws_key_pair_is_one_finding_not_a_key_id_and_a_generic_key() {
     let alone = scan_one("ids.txt", b"AKIAU25JHNPETRANT5PY\n");
     assert_eq!(found_by(&alone, "aws-access-key-id"), ["AKIAU25JHNPETRANT5PY"]);
 }
+
+/// An APK-like zip holding `members`, deflated.
+fn apk(members: &[(&str, Vec<u8>)]) -> Vec<u8> {
+    let members: Vec<(String, Vec<u8>, bool)> =
+        members.iter().map(|(name, bytes)| ((*name).to_owned(), bytes.clone(), false)).collect();
+    crate::corpus::app::zip_of(&members)
+}
+
+const AWS_KEY_ID: &str = "AKIAZ7Q3L5N2P4R6T2VW";
+/// Look-alikes that must not be reported: the AWS documentation key, a placeholder Stripe
+/// key, a UUID, a build hash.
+const DECOYS: [&str; 4] = [
+    "AKIAIOSFODNN7EXAMPLE",
+    "sk_live_xxxxxxxxxxxxxxxxxxxxxxxx",
+    "3f2b8c1e-9d4a-4b7e-a1c3-5e6f7a8b9c0d",
+    "build 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b",
+];
+
+#[test]
+fn a_key_in_hermes_bytecode_is_found_at_its_string_id_and_no_decoy_is() {
+    let mut strings = vec!["__BUNDLE_START_TIME__", "https://api.example.com"];
+    strings.extend(DECOYS);
+    strings.extend([STRIPE, "apiKey"]);
+    let bundle = crate::corpus::hermes::build(crate::corpus::hermes::VERSION, &strings);
+    let outcome = scan_one("app.apk", &apk(&[("assets/index.android.bundle", bundle)]));
+    assert_eq!(outcome.findings.len(), 1, "{:?}", outcome.findings);
+    assert_eq!(outcome.findings[0].secret.expose(), STRIPE);
+    assert_eq!(outcome.findings[0].location(), "app.apk!assets/index.android.bundle#string_table[6]");
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+}
+
+#[test]
+fn a_broken_hermes_bundle_falls_back_to_raw_bytes() {
+    // The storage packs strings without separators: a key after a word character would run
+    // into it, which is why the string table matters.
+    let mut bundle = crate::corpus::hermes::build(crate::corpus::hermes::VERSION, &["apiKey:", STRIPE, ";"]);
+    // Four billion strings declared.
+    bundle[52..56].copy_from_slice(&u32::MAX.to_le_bytes());
+    let outcome = scan_one("main.jsbundle", &bundle);
+    assert_eq!(found_by(&outcome, "stripe-secret-key"), [STRIPE], "{:?}", outcome.findings);
+    assert!(outcome.findings[0].within.as_deref().is_some_and(|within| within.starts_with("offset 0x")));
+    assert!(outcome.warnings[0].message.contains("raw bytes"), "{:?}", outcome.warnings);
+}
+
+/// An assembly with a named `const string` secret, a vendor key among its string literals and
+/// the decoys, in both places.
+fn assembly(secret: &str, key: &str) -> Vec<u8> {
+    let mut literals = vec!["https://api.example.com/v1", key];
+    literals.extend(DECOYS);
+    crate::corpus::dotnet::build(
+        &literals,
+        &[
+            ("Example.Config", "ApiSecret", secret),
+            ("Example.Config", "BuildHash", "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b"),
+            ("Example.Config", "DocsKeyId", DECOYS[0]),
+        ],
+    )
+}
+
+#[test]
+fn keys_in_dotnet_assemblies_and_assembly_stores_are_found_by_name_and_place() {
+    let secret = "q8Zt1Lmw9Pxv0RsT7uYb2Nc4Kd6Hf3Jg";
+    let store = crate::corpus::dotnet::store(
+        2,
+        &[
+            ("Mono.Android.dll", crate::corpus::dotnet::build(&["Android.App.Activity"], &[]), false),
+            ("Example.dll", assembly(secret, STRIPE), true),
+        ],
+    );
+    let other = crate::corpus::dotnet::xalz(0, &assembly("Zr4kPq9Lm2Xw7Tn5Bv8Cy3Hd6Jf1Gs0A", AWS_KEY_ID));
+    // .NET for Android 9 and later: a store (version 3 here is laid out as 2) wrapped in an ELF
+    // library's `payload` section.
+    let wrapped = crate::corpus::dotnet::elf_wrapped(&crate::corpus::dotnet::store(
+        2,
+        &[("Example.Maui.dll", crate::corpus::dotnet::build(&["Authorization", GITHUB], &[]), true)],
+    ));
+    let app = apk(&[
+        ("assemblies/assemblies.blob", store),
+        ("assemblies/Example.Other.dll", other),
+        ("lib/arm64-v8a/libassembly-store.so", wrapped),
+    ]);
+    let outcome = scan_one("app.apk", &app);
+    let mut found: Vec<(String, &str, &str)> = outcome
+        .findings
+        .iter()
+        .map(|finding| (finding.location(), finding.rule.as_str(), finding.secret.expose()))
+        .collect();
+    found.sort();
+    assert_eq!(
+        found,
+        [
+            (
+                "app.apk!assemblies/Example.Other.dll#Example.Config::ApiSecret".to_owned(),
+                "generic-api-key",
+                "Zr4kPq9Lm2Xw7Tn5Bv8Cy3Hd6Jf1Gs0A"
+            ),
+            ("app.apk!assemblies/Example.Other.dll#user_strings[0x37]".to_owned(), "aws-access-key-id", AWS_KEY_ID),
+            (
+                "app.apk!assemblies/assemblies.blob!Example.dll#Example.Config::ApiSecret".to_owned(),
+                "generic-api-key",
+                secret
+            ),
+            (
+                "app.apk!assemblies/assemblies.blob!Example.dll#user_strings[0x37]".to_owned(),
+                "stripe-secret-key",
+                STRIPE
+            ),
+            (
+                "app.apk!lib/arm64-v8a/libassembly-store.so!Example.Maui.dll#user_strings[0x1d]".to_owned(),
+                "github-pat",
+                GITHUB
+            ),
+        ],
+        "{:?}",
+        outcome.findings
+    );
+    assert!(outcome.warnings.is_empty(), "{:?}", outcome.warnings);
+}
+
+#[test]
+fn a_lying_assembly_store_falls_back_to_raw_bytes() {
+    let mut store = crate::corpus::dotnet::store(1, &[("Example.dll", assembly("unused-secret-value", STRIPE), false)]);
+    // The descriptor's data offset points past the end.
+    store[20..24].copy_from_slice(&0x7fff_0000u32.to_le_bytes());
+    let outcome = scan_one("assemblies.blob", &store);
+    assert_eq!(found_by(&outcome, "stripe-secret-key"), [STRIPE], "{:?}", outcome.findings);
+    assert!(outcome.warnings.iter().any(|warning| warning.message.contains("raw bytes")), "{:?}", outcome.warnings);
+    // A compressed assembly whose declared size is a lie: the LZ4 literals are scanned raw.
+    let mut packed = crate::corpus::dotnet::xalz(0, &assembly("unused-secret-value", STRIPE));
+    packed[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
+    let outcome = scan_one("Example.dll", &packed);
+    assert!(outcome.warnings.iter().any(|warning| warning.message.contains("LZ4")), "{:?}", outcome.warnings);
+}
