@@ -37,12 +37,12 @@ async fn chat(body: Bytes) -> Response {
 }
 
 #[tokio::main]
-async fn main() {
+async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::args().nth(1).and_then(|port| port.parse().ok()).unwrap_or(0);
     let app = Router::new()
         .route("/v1/models", get(|| async { r#"{"object":"list","data":[{"id":"stub-chat","object":"model"}]}"# }))
         .route("/v1/chat/completions", post(chat));
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.expect("bind 127.0.0.1");
-    println!("{}", listener.local_addr().map(|addr| addr.port()).unwrap_or(port));
-    axum::serve(listener, app).await.expect("serve");
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
+    println!("{}", listener.local_addr()?.port());
+    axum::serve(listener, app).await
 }
