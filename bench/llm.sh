@@ -15,7 +15,8 @@ DURATION=${DURATION:-10s}
 TTFT_N=${TTFT_N:-300}
 bin=target/release/portcullis
 command -v wrk >/dev/null || { echo "wrk is needed: apt-get install wrk" >&2; exit 2; }
-cargo build --release -p portcullis -p gateway --example llm_upstream >/dev/null
+cargo build --release -p portcullis >/dev/null
+cargo build --release -p gateway --example llm_upstream >/dev/null
 unset RUST_BACKTRACE
 export RUST_LIB_BACKTRACE=0
 
