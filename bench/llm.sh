@@ -60,10 +60,14 @@ declare -A url=( [direct]="http://127.0.0.1:$up/v1/chat/completions" [portcullis
 declare -A auth=( [direct]="" [portcullis]="$key" )
 declare -A model=( [direct]="stub-chat" [portcullis]="chat" )
 peers=(direct portcullis)
-if [ -x bench/peers/litellm.sh ] && eval "$(bench/peers/litellm.sh "$up" 18301 2>"$work/litellm.log")"; then
+# LiteLLM with virtual keys in PostgreSQL (bench/peers/litellm/litellm.sh: PyPI and npm only).
+litellm_port=18301
+if [ "${LITELLM:-1}" = 1 ] && eval "$(bash bench/peers/litellm/litellm.sh "$up" "$litellm_port" 2>"$work/litellm.log")"; then
   url[litellm]="$LITELLM_URL/v1/chat/completions"; auth[litellm]="$LITELLM_KEY"; model[litellm]="chat"
   peers+=(litellm)
-  pids+=("$(cat "${LITELLM_PID_FILE:-/dev/null}" 2>/dev/null || true)")
+  trap 'bash bench/peers/litellm/litellm.sh stop "$litellm_port" >/dev/null 2>&1 || true; cleanup' EXIT
+else
+  echo "LiteLLM did not start (see bench/peers/litellm/litellm.sh); measuring without it" >&2
 fi
 
 for peer in "${peers[@]}"; do

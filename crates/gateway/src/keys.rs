@@ -315,12 +315,18 @@ pub fn describe_limits(limits: &KeyLimits) -> String {
     if let Some(cap) = limits.max_users {
         parts.push(format!("max_users={cap}"));
     }
+    if let Some(tokens) = limits.max_tokens {
+        parts.push(format!("max_tokens={tokens}"));
+    }
     if parts.is_empty() { "defaults".to_owned() } else { parts.join(" ") }
 }
 
 fn validate_limits(limits: &KeyLimits, delegate: bool) -> Result<(), KeyError> {
     if [limits.burst, limits.concurrency, limits.user_burst, limits.user_concurrency].contains(&Some(0)) {
         return Err(KeyError::Invalid("bursts and concurrency must be at least 1".into()));
+    }
+    if limits.max_tokens == Some(0) {
+        return Err(KeyError::Invalid("--max-tokens must be at least 1".into()));
     }
     if limits.burst.is_some() && limits.rate.is_none() {
         return Err(KeyError::Invalid("--burst needs --rate".into()));

@@ -75,6 +75,10 @@ mod row {
                         .map_err(corrupt)?
                         .map(|text| text.parse().map_err(StoreError::Corrupt))
                         .transpose()?,
+                    max_tokens: row
+                        .try_get::<Option<i64>, _>("max_tokens")
+                        .map_err(corrupt)?
+                        .and_then(|n| u32::try_from(n).ok()),
                 },
             })
         }};
@@ -103,8 +107,8 @@ mod row {
         }};
     }
 
-    /// Binds `KeyLimits` as its ten columns: rate, burst, concurrency, quotas, row_quotas,
-    /// user_rate, user_burst, user_concurrency, user_quotas, max_users.
+    /// Binds `KeyLimits` as its eleven columns: rate, burst, concurrency, quotas, row_quotas,
+    /// user_rate, user_burst, user_concurrency, user_quotas, max_users, max_tokens.
     macro_rules! bind_key_limits {
         ($query:expr, $limits:expr) => {{
             let limits = $limits;
@@ -119,6 +123,7 @@ mod row {
                 .bind(limits.user_concurrency.map(i64::from))
                 .bind(KeyLimits::quotas_to_stored(&limits.user_quotas))
                 .bind(limits.max_users.map(|cap| cap.to_string()))
+                .bind(limits.max_tokens.map(i64::from))
         }};
     }
 
@@ -381,6 +386,8 @@ pub struct KeyLimits {
     pub user_quotas: Vec<crate::limit_spec::Quota>,
     /// Distinct end users a delegate key may name per window (`[limits] max_users` otherwise).
     pub max_users: Option<crate::limit_spec::UserCap>,
+    /// Language models: the most tokens a request may ask for (the model's cap also holds).
+    pub max_tokens: Option<u32>,
 }
 
 impl KeyLimits {
@@ -611,6 +618,7 @@ pub(crate) mod tests {
             user_concurrency: Some(1),
             user_quotas: vec!["10/day".parse().unwrap()],
             max_users: Some("100/h".parse().unwrap()),
+            max_tokens: Some(256),
             ..KeyLimits::default()
         };
         assert!(store.update_limits("AAAA0001", &delegate).await.unwrap());

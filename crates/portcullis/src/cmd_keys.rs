@@ -42,6 +42,9 @@ pub struct LimitArgs {
     /// Delegate keys: distinct end users per window, e.g. 10000/h (default: [limits] max_users).
     #[arg(long)]
     max_users: Option<String>,
+    /// Language models: the most tokens a request may ask for (the model's own cap also holds).
+    #[arg(long)]
+    max_tokens: Option<u32>,
 }
 
 impl LimitArgs {
@@ -60,6 +63,7 @@ impl LimitArgs {
             user_concurrency: self.user_concurrency,
             user_quotas: quotas(&self.user_quota)?,
             max_users: self.max_users.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
+            max_tokens: self.max_tokens,
         })
     }
 }

@@ -194,8 +194,20 @@ impl LlmRequest {
     /// Holds the request to the model's caps, setting the token cap when the request has none.
     /// A costly or leaky feature (tools, log probabilities, images) needs both the model's
     /// switch and the key's scope of the same name: `Err(Refusal::Key)` names the key's.
-    pub fn enforce(&mut self, caps: &LlmConfig, scopes: &crate::store::Scopes) -> Result<(), Refusal> {
-        self.enforce_model(caps).map_err(Refusal::Request)?;
+    /// `key_max_tokens` is the key's own token cap, if it has one: the smaller cap holds.
+    pub fn enforce(
+        &mut self,
+        caps: &LlmConfig,
+        scopes: &crate::store::Scopes,
+        key_max_tokens: Option<u32>,
+    ) -> Result<(), Refusal> {
+        let mut caps = std::borrow::Cow::Borrowed(caps);
+        if let Some(cap) = key_max_tokens.filter(|cap| *cap < caps.max_tokens) {
+            let narrowed = caps.to_mut();
+            narrowed.max_tokens = cap;
+            narrowed.default_max_tokens = narrowed.default_max_tokens.min(cap);
+        }
+        self.enforce_model(&caps).map_err(Refusal::Request)?;
         let uses = [
             (self.uses_tools(), scopes.tools, "tools"),
             (self.asks_for_logprobs(), scopes.logprobs, "logprobs"),
@@ -474,22 +486,30 @@ mod tests {
     #[test]
     fn token_caps_are_set_when_absent_and_held_when_given() {
         let mut request = chat(r#"{"model":"chat","messages":[]}"#).unwrap();
-        request.enforce(&caps(), &all()).unwrap();
+        request.enforce(&caps(), &all(), None).unwrap();
         assert_eq!(request.body["max_tokens"], 10);
         let mut big = chat(r#"{"model":"chat","max_tokens":101}"#).unwrap();
         assert!(
-            matches!(big.enforce(&caps(), &all()), Err(Refusal::Request(message)) if message.contains("from 1 to 100"))
+            matches!(big.enforce(&caps(), &all(), None), Err(Refusal::Request(message)) if message.contains("from 1 to 100"))
         );
         let mut new_name = chat(r#"{"model":"chat","max_completion_tokens":5000}"#).unwrap();
-        assert!(new_name.enforce(&caps(), &all()).is_err());
+        assert!(new_name.enforce(&caps(), &all(), None).is_err());
         let mut negative = chat(r#"{"model":"chat","max_tokens":-1}"#).unwrap();
-        assert!(negative.enforce(&caps(), &all()).is_err());
+        assert!(negative.enforce(&caps(), &all(), None).is_err());
         let mut ollama = parse(Route::OllamaChat, br#"{"model":"chat","messages":[]}"#).unwrap();
         assert!(ollama.stream, "Ollama streams unless told not to");
-        ollama.enforce(&caps(), &all()).unwrap();
+        ollama.enforce(&caps(), &all(), None).unwrap();
         assert_eq!(ollama.body["options"]["num_predict"], 10);
+        // A key's own cap narrows the model's, and the default with it.
+        let mut narrowed = chat(r#"{"model":"chat","messages":[]}"#).unwrap();
+        narrowed.enforce(&caps(), &all(), Some(4)).unwrap();
+        assert_eq!(narrowed.body["max_tokens"], 4);
+        let mut over = chat(r#"{"model":"chat","max_tokens":5}"#).unwrap();
+        assert!(over.enforce(&caps(), &all(), Some(4)).is_err());
+        let mut wider = chat(r#"{"model":"chat","max_tokens":101}"#).unwrap();
+        assert!(wider.enforce(&caps(), &all(), Some(1000)).is_err(), "a key cannot widen the model's cap");
         let mut endless = parse(Route::OllamaGenerate, br#"{"model":"chat","options":{"num_predict":-1}}"#).unwrap();
-        assert!(endless.enforce(&caps(), &all()).is_err());
+        assert!(endless.enforce(&caps(), &all(), None).is_err());
     }
 
     #[test]
@@ -502,22 +522,22 @@ mod tests {
             r#"{"model":"chat","messages":[{"role":"user","content":[{"type":"image_url","image_url":{"url":"data:,"}}]}]}"#,
         ] {
             let mut request = chat(body).unwrap();
-            assert!(request.enforce(&caps(), &all()).is_err(), "{body}");
+            assert!(request.enforce(&caps(), &all(), None).is_err(), "{body}");
         }
         let mut ollama_image = parse(Route::OllamaGenerate, br#"{"model":"chat","images":["aGk="]}"#).unwrap();
-        assert!(ollama_image.enforce(&caps(), &all()).is_err());
+        assert!(ollama_image.enforce(&caps(), &all(), None).is_err());
         let mut allowed = caps();
         allowed.tools = true;
         allowed.logprobs = true;
         let mut request = chat(r#"{"model":"chat","tools":[],"logprobs":true,"n":1}"#).unwrap();
-        request.enforce(&allowed, &all()).unwrap();
+        request.enforce(&allowed, &all(), None).unwrap();
         let mut off = chat(r#"{"model":"chat","logprobs":false,"tools":[],"functions":null}"#).unwrap();
-        off.enforce(&caps(), &all()).unwrap();
+        off.enforce(&caps(), &all(), None).unwrap();
         // The model allows tools; a key without the scope still may not use them.
         let plain = crate::store::Scopes::parse("infer").unwrap();
         let mut tools = chat(r#"{"model":"chat","tools":[{"type":"function"}]}"#).unwrap();
         assert!(
-            matches!(tools.enforce(&allowed, &plain), Err(Refusal::Key(message)) if message.contains("'tools' scope"))
+            matches!(tools.enforce(&allowed, &plain, None), Err(Refusal::Key(message)) if message.contains("'tools' scope"))
         );
     }
 

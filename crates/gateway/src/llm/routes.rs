@@ -139,7 +139,7 @@ async fn check_and_call(llm: &Llm, route: Route, request: Request, facts: &mut L
         .filter(|model| model.serves(route))
         .ok_or_else(|| ApiError::model_not_found(&request.model))?;
     let grant = authz::authorize::<Infer, _>(&principal, model)?;
-    request.enforce(&model.config, &principal.scopes).map_err(|refusal| match refusal {
+    request.enforce(&model.config, &principal.scopes, principal.limits.max_tokens).map_err(|refusal| match refusal {
         body::Refusal::Request(message) => ApiError::bad_request(message),
         body::Refusal::Key(message) => {
             ApiError::forbidden_because(message).with_audit_reason(crate::reason::AuditReason::ScopeMissing)

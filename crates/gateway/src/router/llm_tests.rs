@@ -116,6 +116,10 @@ impl Fronted {
     }
 
     async fn key_with_scopes(&self, models: &[&str], scopes: &str) -> String {
+        self.key_with(models, scopes, Default::default()).await
+    }
+
+    async fn key_with(&self, models: &[&str], scopes: &str, limits: crate::store::KeyLimits) -> String {
         let new = NewKey {
             name: "llm".into(),
             owner: None,
@@ -125,7 +129,7 @@ impl Fronted {
             widen_output: false,
             delegate: false,
             expires_in: None,
-            limits: Default::default(),
+            limits,
         };
         self.keyring.create(&new).await.unwrap().0.expose().to_owned()
     }
@@ -438,4 +442,19 @@ async fn a_client_that_hangs_up_cancels_the_upstream_request() {
         assert!(Instant::now() < deadline, "the upstream request was not cancelled: {record:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+#[tokio::test]
+async fn a_keys_own_token_cap_narrows_the_models() {
+    let fronted = Fronted::new().await;
+    let limits = crate::store::KeyLimits { max_tokens: Some(4), ..Default::default() };
+    let key = fronted.key_with(&["chat"], "infer", limits).await;
+    let answer = fronted.chat(&key, hello("chat")).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let record = fronted.stub.record().await;
+    let sent: Value = serde_json::from_str(record.last().unwrap()["body"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["max_tokens"], 4, "the key's cap, smaller than the model's default of 8");
+    let mut over = hello("chat");
+    over["max_tokens"] = json!(5);
+    assert_eq!(fronted.chat(&key, over).await.status, StatusCode::BAD_REQUEST);
 }

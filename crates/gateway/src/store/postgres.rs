@@ -45,9 +45,9 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
 const INSERT: &str = "INSERT INTO api_keys \
                       (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output, \
                        rate, burst, concurrency, quotas, row_quotas, \
-                       user_rate, user_burst, user_concurrency, user_quotas, max_users, delegate) \
+                       user_rate, user_burst, user_concurrency, user_quotas, max_users, max_tokens, delegate) \
                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                              $20, $21, $22)";
+                              $20, $21, $22, $23)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     bind_key_record!(sqlx::query(INSERT), key)
@@ -126,8 +126,8 @@ impl Store for PostgresStore {
         let result = bind_key_limits!(
             sqlx::query(
                 "UPDATE api_keys SET rate = $1, burst = $2, concurrency = $3, quotas = $4, row_quotas = $5, \
-                 user_rate = $6, user_burst = $7, user_concurrency = $8, user_quotas = $9, max_users = $10 \
-                 WHERE kid = $11",
+                 user_rate = $6, user_burst = $7, user_concurrency = $8, user_quotas = $9, max_users = $10, \
+                 max_tokens = $11 WHERE kid = $12",
             ),
             limits
         )

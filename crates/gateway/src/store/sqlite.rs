@@ -69,8 +69,8 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
 const INSERT: &str = "INSERT INTO api_keys \
                       (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output, \
                        rate, burst, concurrency, quotas, row_quotas, \
-                       user_rate, user_burst, user_concurrency, user_quotas, max_users, delegate) \
-                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                       user_rate, user_burst, user_concurrency, user_quotas, max_users, max_tokens, delegate) \
+                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     bind_key_record!(sqlx::query(INSERT), key)
@@ -149,7 +149,8 @@ impl Store for SqliteStore {
         let result = bind_key_limits!(
             sqlx::query(
                 "UPDATE api_keys SET rate = ?, burst = ?, concurrency = ?, quotas = ?, row_quotas = ?, \
-                 user_rate = ?, user_burst = ?, user_concurrency = ?, user_quotas = ?, max_users = ? WHERE kid = ?",
+                 user_rate = ?, user_burst = ?, user_concurrency = ?, user_quotas = ?, max_users = ?, max_tokens = ? \
+                 WHERE kid = ?",
             ),
             limits
         )
