@@ -13,8 +13,8 @@ struct Recorder {
 }
 
 impl Visit for Recorder {
-    fn file(&mut self, path: &[String], bytes: &[u8]) {
-        self.files.push((path.join("!"), bytes.to_vec()));
+    fn file(&mut self, path: &[String], bytes: Cow<'_, [u8]>) {
+        self.files.push((path.join("!"), bytes.into_owned()));
     }
     fn large_file(&mut self, path: &[String], reader: &mut dyn Read) {
         let mut sink = Vec::new();
@@ -39,7 +39,7 @@ fn zip_of(members: &[(&str, &[u8])]) -> Vec<u8> {
 
 fn run(bytes: &[u8], limits: Limits) -> Recorder {
     let mut recorder = Recorder::default();
-    Enumerator::new(limits, &mut recorder).bytes(&["app.zip".to_owned()], bytes, 0);
+    Enumerator::new(limits, &mut recorder).bytes(&["app.zip".to_owned()], Cow::Borrowed(bytes), 0);
     recorder
 }
 
@@ -70,7 +70,7 @@ fn gzip_and_tar_are_opened() {
     gz.write_all(&tar).unwrap();
     let gz = gz.finish().unwrap();
     let mut recorder = Recorder::default();
-    Enumerator::new(Limits::default(), &mut recorder).bytes(&["backup.tgz".to_owned()], &gz, 0);
+    Enumerator::new(Limits::default(), &mut recorder).bytes(&["backup.tgz".to_owned()], Cow::Borrowed(&gz), 0);
     assert_eq!(names(&recorder), ["backup.tgz!backup.tar!src/.env"]);
 }
 
