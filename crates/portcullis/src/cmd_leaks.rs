@@ -23,6 +23,10 @@ pub enum Format {
 }
 
 #[derive(Debug, clap::Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing the arguments moves the lint to the top-level command"
+)]
 pub enum Command {
     /// Scan files, directories and archives for embedded credentials. Exit 1 when a secret is
     /// found that the baseline does not accept, 0 when none is, 2 on error or when a run budget

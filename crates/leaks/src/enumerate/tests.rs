@@ -276,3 +276,25 @@ fn assembly_stores_and_compressed_assemblies_are_opened_under_the_caps() {
     assert_eq!(recorder.files, [("app.zip".to_owned(), packed)]);
     assert!(recorder.warnings[0].1.contains("more than the 16 allowed"), "{:?}", recorder.warnings);
 }
+
+#[test]
+fn a_run_budget_stops_inside_an_archive_and_says_where() {
+    let archive = zip_of(&[("a.txt", b"first"), ("b.txt", b"second"), ("c.txt", b"third")]);
+    let mut recorder = Recorder::default();
+    let budget = Budget { files: Some(1), ..Budget::default() };
+    let mut enumerator = Enumerator::new(Limits::default(), &mut recorder).with_budget(budget);
+    enumerator.bytes(&["app.zip".to_owned()], Cow::Borrowed(&archive), 0);
+    assert_eq!(enumerator.stopped(), Some(Stop::Files(1)));
+    assert_eq!(names(&recorder), ["app.zip!a.txt"]);
+    assert_eq!(recorder.warnings.len(), 1, "{:?}", recorder.warnings);
+    assert_eq!(recorder.warnings[0].0, "app.zip!b.txt");
+    assert!(recorder.warnings[0].1.contains("budget of 1 files"), "{:?}", recorder.warnings);
+
+    // Bytes: a member that would overrun the budget is not handed over, and the run stops there.
+    let mut recorder = Recorder::default();
+    let budget = Budget { bytes: Some(8), ..Budget::default() };
+    let mut enumerator = Enumerator::new(Limits::default(), &mut recorder).with_budget(budget);
+    enumerator.bytes(&["app.zip".to_owned()], Cow::Borrowed(&archive), 0);
+    assert_eq!(enumerator.stopped(), Some(Stop::Bytes(8)));
+    assert_eq!(names(&recorder), ["app.zip!a.txt"]);
+}
