@@ -2,7 +2,8 @@
 # `portcullis leaks scan` on the shared real apps (when ../shared/eval/apps is here), then side by
 # side with detect-secrets (PyPI) and secretlint (npm, with its
 # recommended preset): throughput on the seeded app corpus and on a source tree (TREE_MB), recall
-# per key kind and per storage place, precision; writes BENCHMARKS.md (bench/leaks_eval.py says how).
+# per key kind and per storage place, precision; throughput on one and two threads
+# (bench/leaks_threads.py); writes BENCHMARKS.md (bench/leaks_eval.py says how).
 #
 #   bash bench/leaks.sh              # RUNS=3 COPIES=20 by default
 #
@@ -95,6 +96,17 @@ fi
 if [ -f ../shared/eval/apps/truth.json ]; then
   python3 bench/leaks_real.py --binary target/release/portcullis --apps ../shared/eval/apps
 fi
+
+# 4b. One and two scanning threads (THREADS to change) on the corpus, the tree and the real apps:
+#     throughput, the ratio to one thread, and a check that every report is the one-thread report.
+thread_inputs=(--input "seeded corpus=$bench/corpus" --input "source tree=$bench/tree")
+if [ -f ../shared/eval/apps/truth.json ]; then
+  thread_inputs+=(--input "real apps=../shared/eval/apps")
+fi
+# shellcheck disable=SC2086
+python3 bench/leaks_threads.py --binary target/release/portcullis "${thread_inputs[@]}" \
+  --threads ${THREADS:-1 2} --runs "$((RUNS > 5 ? RUNS : 5))" \
+  --command "RUNS=$RUNS COPIES=$COPIES TREE_MB=$TREE_MB bash bench/leaks.sh"
 
 # 5-7. Run, score, write the table.
 exec "$venv/bin/python" bench/leaks_eval.py \

@@ -7,11 +7,19 @@
 //! leave the archive, and a zip bomb is cut off after a bounded amount of work. Every file that
 //! is not an archive goes to a [`Visit`]or with its path: the outer file first, then each
 //! member name (shown joined by `!`, the gitleaks convention).
+//!
+//! The enumerator also keeps the run's [`Budget`] (bytes and files handed over, wall-clock
+//! time, over all inputs together): when one runs out it says so once, as a warning located at
+//! the first file not scanned, and hands nothing more over. It decides in the order it walks,
+//! on one thread, so where a run stops on bytes or files does not depend on how many threads
+//! scan what it hands over.
 
 mod assembly;
 
+use std::borrow::Cow;
 use std::io::{Cursor, Read};
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 /// Hard caps on what one input (a file named or found in a directory) may unfold into.
 #[derive(Debug, Clone)]
@@ -43,13 +51,92 @@ impl Default for Limits {
     }
 }
 
+/// What one run (every input together) may scan at most; `None` is no limit. Unlike the
+/// [`Limits`], which cut one hostile input short and let the run go on, a budget stops the
+/// whole run and makes its report partial.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Budget {
+    /// Bytes handed over for scanning (files and members, decompressed), as the report counts them.
+    pub bytes: Option<u64>,
+    /// Files and archive members handed over for scanning, as the report counts them.
+    pub files: Option<u64>,
+    /// Wall-clock time from the start of the run. It is checked before each file or member and
+    /// between the pieces of a streamed one: a file being decoded when it runs out is finished.
+    pub time: Option<Duration>,
+}
+
+/// Which budget ran out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    Bytes(u64),
+    Files(u64),
+    Time(Duration),
+}
+
+impl Stop {
+    /// `bytes`, `files`, `time`: the budget's name in reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            Stop::Bytes(_) => "bytes",
+            Stop::Files(_) => "files",
+            Stop::Time(_) => "time",
+        }
+    }
+}
+
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Bytes(limit) => write!(f, "the run's budget of {limit} bytes scanned is spent"),
+            Stop::Files(limit) => write!(f, "the run's budget of {limit} files scanned is spent"),
+            Stop::Time(limit) => write!(f, "the run's time budget of {:.3} s ran out", limit.as_secs_f64()),
+        }
+    }
+}
+
+/// The run-wide counters a [`Budget`] is checked against.
+#[derive(Debug)]
+struct Spent {
+    budget: Budget,
+    deadline: Option<Instant>,
+    bytes: u64,
+    files: u64,
+    stopped: Option<Stop>,
+}
+
+impl Spent {
+    fn new(budget: Budget) -> Spent {
+        let deadline = budget.time.and_then(|time| Instant::now().checked_add(time));
+        Spent { budget, deadline, bytes: 0, files: 0, stopped: None }
+    }
+
+    fn out_of_time(&self) -> Option<Stop> {
+        match (self.deadline, self.budget.time) {
+            (Some(deadline), Some(time)) if Instant::now() >= deadline => Some(Stop::Time(time)),
+            _ => None,
+        }
+    }
+
+    /// The budget a file of `len` bytes (`None`: a stream of unknown length) would overrun.
+    fn overrun(&self, len: Option<u64>) -> Option<Stop> {
+        if let Some(files) = self.budget.files.filter(|&files| self.files >= files) {
+            return Some(Stop::Files(files));
+        }
+        if let Some(bytes) = self.budget.bytes.filter(|&bytes| self.bytes.saturating_add(len.unwrap_or(1)) > bytes) {
+            return Some(Stop::Bytes(bytes));
+        }
+        self.out_of_time()
+    }
+}
+
 /// Decompression slack below which the ratio cap does not apply (tiny members compress well).
 const RATIO_SLACK: u64 = 1 << 20;
 
 /// Receives what enumeration finds. `path` is the outer file, then each member name.
 pub trait Visit {
-    /// A file that is not an archive (or an archive that could not be opened), whole.
-    fn file(&mut self, path: &[String], bytes: &[u8]);
+    /// A file that is not an archive (or an archive that could not be opened), whole: owned
+    /// when the enumerator read it into a buffer of its own, so it can be handed on uncopied.
+    fn file(&mut self, path: &[String], bytes: Cow<'_, [u8]>);
     /// A file too large to hold in memory, as a stream.
     fn large_file(&mut self, path: &[String], reader: &mut dyn Read);
     /// Something was skipped or cut short; the scan goes on.
@@ -96,11 +183,87 @@ pub struct Enumerator<'v, V: Visit> {
     /// Members and bytes used so far by the current input.
     entries: u64,
     total_bytes: u64,
+    /// What the whole run has handed over, against its budget.
+    spent: Spent,
 }
 
 impl<'v, V: Visit> Enumerator<'v, V> {
     pub fn new(limits: Limits, visitor: &'v mut V) -> Enumerator<'v, V> {
-        Enumerator { limits, visitor, entries: 0, total_bytes: 0 }
+        Enumerator { limits, visitor, entries: 0, total_bytes: 0, spent: Spent::new(Budget::default()) }
+    }
+
+    /// The run's budget; its clock starts now.
+    pub fn with_budget(mut self, budget: Budget) -> Enumerator<'v, V> {
+        self.spent = Spent::new(budget);
+        self
+    }
+
+    /// Which budget stopped the run, if one did: the report is then partial.
+    pub fn stopped(&self) -> Option<Stop> {
+        self.spent.stopped
+    }
+
+    /// Records that `stop` ran out at `path` (the first file not scanned, or scanned in part).
+    fn stop(&mut self, path: &[String], stop: Stop) {
+        if self.spent.stopped.is_none() {
+            self.spent.stopped = Some(stop);
+            self.visitor.warning(
+                path,
+                format!("{stop}: the scan stopped here and what follows was not scanned; the report is partial"),
+            );
+        }
+    }
+
+    /// Whether the run goes on: not stopped, and time left (checked before reading anything).
+    fn running(&mut self, path: &[String]) -> bool {
+        if self.spent.stopped.is_some() {
+            return false;
+        }
+        if let Some(stop) = self.spent.out_of_time() {
+            self.stop(path, stop);
+            return false;
+        }
+        true
+    }
+
+    /// Hands a whole file to the visitor, if the budget allows it.
+    fn hand_over(&mut self, path: &[String], bytes: Cow<'_, [u8]>) {
+        if self.spent.stopped.is_some() {
+            return;
+        }
+        let len = bytes.len() as u64;
+        if let Some(stop) = self.spent.overrun(Some(len)) {
+            return self.stop(path, stop);
+        }
+        self.spent.files += 1;
+        self.spent.bytes = self.spent.bytes.saturating_add(len);
+        self.visitor.file(path, bytes);
+    }
+
+    /// Hands a stream to the visitor, if the budget allows it; the stream is cut where the
+    /// byte or time budget runs out.
+    fn hand_over_stream(&mut self, path: &[String], reader: &mut dyn Read) {
+        if self.spent.stopped.is_some() {
+            return;
+        }
+        if let Some(stop) = self.spent.overrun(None) {
+            return self.stop(path, stop);
+        }
+        self.spent.files += 1;
+        let allowed = self.spent.budget.bytes.map(|bytes| bytes.saturating_sub(self.spent.bytes));
+        let mut metered = Metered {
+            inner: reader,
+            read: 0,
+            allowed,
+            deadline: self.spent.deadline,
+            budget: self.spent.budget,
+            cut: None,
+        };
+        self.visitor.large_file(path, &mut metered);
+        self.spent.bytes = self.spent.bytes.saturating_add(metered.read);
+        if let Some(stop) = metered.cut {
+            self.stop(path, stop);
+        }
     }
 
     /// A file or a directory. With `gitignore`, what `.gitignore`, `.git/info/exclude` and
@@ -108,6 +271,9 @@ impl<'v, V: Visit> Enumerator<'v, V> {
     /// never followed inside a directory.
     pub fn input(&mut self, path: &Path, gitignore: bool) {
         let shown = vec![path.display().to_string()];
+        if !self.running(&shown) {
+            return;
+        }
         let metadata = match std::fs::metadata(path) {
             Ok(metadata) => metadata,
             Err(error) => return self.visitor.warning(&shown, format!("cannot read: {error}")),
@@ -131,7 +297,11 @@ impl<'v, V: Visit> Enumerator<'v, V> {
             match entry {
                 Ok(entry) if entry.file_type().is_some_and(|kind| kind.is_file()) => {
                     let path = entry.path();
-                    self.disk_file(path, vec![path.display().to_string()]);
+                    let shown = vec![path.display().to_string()];
+                    if !self.running(&shown) {
+                        break;
+                    }
+                    self.disk_file(path, shown);
                 }
                 Ok(_) => {}
                 Err(error) => self.visitor.warning(&shown, format!("cannot walk: {error}")),
@@ -163,7 +333,7 @@ impl<'v, V: Visit> Enumerator<'v, V> {
                     Err(message) => self.visitor.warning(&shown, format!("{message}; scanned as raw bytes")),
                 }
                 match std::fs::File::open(path) {
-                    Ok(mut file) => self.visitor.large_file(&shown, &mut file),
+                    Ok(mut file) => self.hand_over_stream(&shown, &mut file),
                     Err(error) => self.visitor.warning(&shown, format!("cannot read: {error}")),
                 }
                 return;
@@ -171,40 +341,44 @@ impl<'v, V: Visit> Enumerator<'v, V> {
             // Too large to decode whole: scan what was read and the rest as one stream.
             let mut rest = capped.into_inner();
             let mut stream = Cursor::new(bytes).chain(&mut rest);
-            self.visitor.large_file(&shown, &mut stream);
+            self.hand_over_stream(&shown, &mut stream);
             return;
         }
-        self.bytes(&shown, &bytes, 0);
+        self.bytes(&shown, Cow::Owned(bytes), 0);
     }
 
     /// Bytes in memory (a whole file or member): unfolds them if they are an archive.
-    pub fn bytes(&mut self, path: &[String], bytes: &[u8], depth: usize) {
-        let Some(kind) = container(bytes) else { return self.visitor.file(path, bytes) };
+    pub fn bytes(&mut self, path: &[String], bytes: Cow<'_, [u8]>, depth: usize) {
+        let Some(kind) = container(&bytes) else { return self.hand_over(path, bytes) };
         if depth >= self.limits.max_depth {
             self.visitor.warning(
                 path,
                 format!("archive nested more than {} deep: not opened, scanned as raw bytes", self.limits.max_depth),
             );
-            return self.visitor.file(path, bytes);
+            return self.hand_over(path, bytes);
         }
         let result = match kind {
-            Container::Zip => self.zip(path, Cursor::new(bytes), depth),
-            Container::Gzip => self.gzip(path, bytes, depth),
-            Container::Tar => self.tar(path, bytes, depth),
-            Container::AssemblyStore => self.assembly_store(path, bytes, depth),
-            Container::Xalz => self.xalz(path, bytes, depth),
-            Container::ElfPayload => self.elf_payload(path, bytes, depth),
+            Container::Zip => self.zip(path, Cursor::new(&bytes[..]), depth),
+            Container::Gzip => self.gzip(path, &bytes, depth),
+            Container::Tar => self.tar(path, &bytes, depth),
+            Container::AssemblyStore => self.assembly_store(path, &bytes, depth),
+            Container::Xalz => self.xalz(path, &bytes, depth),
+            Container::ElfPayload => self.elf_payload(path, &bytes, depth),
         };
         if let Err(message) = result {
             // A container that does not open may still hold stored (uncompressed) members:
             // the raw-byte pass sees those.
             self.visitor.warning(path, format!("{message}; scanned as raw bytes"));
-            self.visitor.file(path, bytes);
+            self.hand_over(path, bytes);
         }
     }
 
-    /// Counts one member against the entry cap; false once it, or the byte cap, is reached.
+    /// Counts one member against the entry cap; false once it, or the byte cap, is reached,
+    /// or the run is stopped by its budget.
     fn admit(&mut self, path: &[String]) -> bool {
+        if !self.running(path) {
+            return false;
+        }
         if self.total_bytes >= self.limits.max_total_bytes {
             // The read that reached the cap said so; the rest of every archive is skipped.
             return false;
@@ -258,7 +432,7 @@ impl<'v, V: Visit> Enumerator<'v, V> {
         let rest_cap = allowed.saturating_sub(bytes.len() as u64);
         let mut counted = Counted { inner: reader.take(rest_cap), read: 0 };
         let mut stream = Cursor::new(bytes).chain(&mut counted);
-        self.visitor.large_file(path, &mut stream);
+        self.hand_over_stream(path, &mut stream);
         self.total_bytes = self.total_bytes.saturating_add(counted.read);
         None
     }
@@ -310,7 +484,7 @@ impl<'v, V: Visit> Enumerator<'v, V> {
             };
             if let Some(member) = self.read_member(&inner, &mut entry, compressed) {
                 drop(entry);
-                self.bytes(&inner, &member, depth + 1);
+                self.bytes(&inner, Cow::Owned(member), depth + 1);
             }
         }
         Ok(())
@@ -330,7 +504,7 @@ impl<'v, V: Visit> Enumerator<'v, V> {
         inner.push(name);
         let mut decoder = flate2::read::MultiGzDecoder::new(bytes);
         if let Some(member) = self.read_member(&inner, &mut decoder, Some(bytes.len() as u64)) {
-            self.bytes(&inner, &member, depth + 1);
+            self.bytes(&inner, Cow::Owned(member), depth + 1);
         }
         Ok(())
     }
@@ -352,7 +526,7 @@ impl<'v, V: Visit> Enumerator<'v, V> {
                     self.visitor
                         .warning(path, format!("corrupt tar member: {error}; the rest is scanned as raw bytes"));
                     if let Some(rest) = bytes.get(resume..).filter(|rest| !rest.is_empty()) {
-                        self.visitor.file(path, rest);
+                        self.hand_over(path, Cow::Borrowed(rest));
                     }
                     break;
                 }
@@ -382,7 +556,7 @@ impl<'v, V: Visit> Enumerator<'v, V> {
                 );
             }
             if let Some(member) = self.read_member(&inner, &mut entry, None) {
-                self.bytes(&inner, &member, depth + 1);
+                self.bytes(&inner, Cow::Owned(member), depth + 1);
             }
         }
         Ok(())
@@ -411,6 +585,48 @@ struct Counted<R> {
 impl<R: Read> Read for Counted<R> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         let count = self.inner.read(buf)?;
+        self.read = self.read.saturating_add(count as u64);
+        Ok(count)
+    }
+}
+
+/// A stream handed over under the run's budget: it ends early where the bytes left or the time
+/// run out, and says which.
+struct Metered<'r> {
+    inner: &'r mut dyn Read,
+    read: u64,
+    /// Bytes the budget leaves; `None`: no byte budget.
+    allowed: Option<u64>,
+    deadline: Option<Instant>,
+    budget: Budget,
+    cut: Option<Stop>,
+}
+
+impl Read for Metered<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.cut.is_some() || buf.is_empty() {
+            return Ok(0);
+        }
+        if let (Some(deadline), Some(time)) = (self.deadline, self.budget.time)
+            && Instant::now() >= deadline
+        {
+            self.cut = Some(Stop::Time(time));
+            return Ok(0);
+        }
+        let mut want = buf.len();
+        if let (Some(allowed), Some(limit)) = (self.allowed, self.budget.bytes) {
+            let left = allowed.saturating_sub(self.read);
+            if left == 0 {
+                // At the budget: the stream was cut only if it had more to give.
+                let mut probe = [0u8; 1];
+                if self.inner.read(&mut probe)? > 0 {
+                    self.cut = Some(Stop::Bytes(limit));
+                }
+                return Ok(0);
+            }
+            want = want.min(usize::try_from(left).unwrap_or(usize::MAX));
+        }
+        let count = self.inner.read(&mut buf[..want])?;
         self.read = self.read.saturating_add(count as u64);
         Ok(count)
     }

@@ -5,6 +5,7 @@
 use std::fmt::Write as _;
 
 use crate::baseline::fingerprint;
+use crate::enumerate::Stop;
 use crate::rule::Rules;
 use crate::scan::{Finding, Warning};
 
@@ -43,8 +44,16 @@ fn verdict(finding: &Finding) -> &'static str {
     if finding.public { "public by design: check its restrictions" } else { "leaked: revoke and rotate it" }
 }
 
-/// One block per finding, then the warnings and a summary line.
-pub fn human(findings: &[Finding], warnings: &[Warning], show: Show, files: u64, bytes: u64) -> String {
+/// One block per finding, then the warnings and a summary line (and, when a budget stopped the
+/// run, a line that says the report is partial).
+pub fn human(
+    findings: &[Finding],
+    warnings: &[Warning],
+    show: Show,
+    files: u64,
+    bytes: u64,
+    partial: Option<Stop>,
+) -> String {
     let mut out = String::new();
     for finding in findings {
         let _ = writeln!(out, "{}  {}", finding.severity.name().to_uppercase(), finding.title);
@@ -71,6 +80,9 @@ pub fn human(findings: &[Finding], warnings: &[Warning], show: Show, files: u64,
         findings.len() - leaks,
         warnings.len(),
     );
+    if let Some(stop) = partial {
+        let _ = writeln!(out, "partial report: {stop}, so the scan stopped before the end");
+    }
     out
 }
 
@@ -97,11 +109,25 @@ fn finding_json(finding: &Finding, show: Show) -> serde_json::Value {
     })
 }
 
-pub fn json(findings: &[Finding], warnings: &[Warning], show: Show, files: u64, bytes: u64) -> String {
+/// `scanned.complete` is false when a budget stopped the run; `scanned.stopped_by` then names
+/// it (`bytes`, `files`, `time`).
+pub fn json(
+    findings: &[Finding],
+    warnings: &[Warning],
+    show: Show,
+    files: u64,
+    bytes: u64,
+    partial: Option<Stop>,
+) -> String {
     let document = serde_json::json!({
         "findings": findings.iter().map(|finding| finding_json(finding, show)).collect::<Vec<_>>(),
         "warnings": warnings,
-        "scanned": { "files": files, "bytes": bytes },
+        "scanned": {
+            "files": files,
+            "bytes": bytes,
+            "complete": partial.is_none(),
+            "stopped_by": partial.map(Stop::name),
+        },
     });
     let mut text = serde_json::to_string_pretty(&document).unwrap_or_default();
     text.push('\n');
@@ -136,8 +162,9 @@ fn level(finding: &Finding) -> &'static str {
 
 /// SARIF 2.1.0: every rule of the set in the driver, a result per finding. A finding inside
 /// an archive points at the archive file, names the member path as a logical location, and
-/// carries the full `!` path in its message.
-pub fn sarif(rules: &Rules, findings: &[Finding], warnings: &[Warning], show: Show) -> String {
+/// carries the full `!` path in its message. A run a budget stopped carries `complete: false`
+/// and `stoppedBy` in its invocation's properties (the tool itself ran as asked).
+pub fn sarif(rules: &Rules, findings: &[Finding], warnings: &[Warning], show: Show, partial: Option<Stop>) -> String {
     let rule_list: Vec<serde_json::Value> = rules
         .iter()
         .map(|rule| {
@@ -203,7 +230,11 @@ pub fn sarif(rules: &Rules, findings: &[Finding], warnings: &[Warning], show: Sh
                 "rules": rule_list,
             } },
             "columnKind": "unicodeCodePoints",
-            "invocations": [{ "executionSuccessful": true, "toolExecutionNotifications": notifications }],
+            "invocations": [{
+                "executionSuccessful": true,
+                "toolExecutionNotifications": notifications,
+                "properties": { "complete": partial.is_none(), "stoppedBy": partial.map(Stop::name) },
+            }],
             "results": results,
         }],
     });
@@ -235,7 +266,7 @@ mod tests {
     #[test]
     fn control_characters_in_names_cannot_rewrite_the_terminal() {
         let hostile = finding(&["app.apk", "assets/\u{1b}[1A\u{1b}[2Kclean.txt"]);
-        let text = human(&[hostile], &[], Show::default(), 1, 1);
+        let text = human(&[hostile], &[], Show::default(), 1, 1, None);
         assert!(!text.contains('\u{1b}'), "{text}");
         assert!(text.contains("\\u{1b}[1A"), "{text}");
     }
@@ -246,7 +277,7 @@ mod tests {
         assert_eq!(uri("src\\main.rs"), "src/main.rs");
         let rules = crate::Rules::builtin().unwrap_or_else(|error| panic!("{error}"));
         let document: serde_json::Value =
-            serde_json::from_str(&sarif(&rules, &[finding(&["my app/x.env"])], &[], Show::default()))
+            serde_json::from_str(&sarif(&rules, &[finding(&["my app/x.env"])], &[], Show::default(), None))
                 .unwrap_or_default();
         let run = &document["runs"][0];
         assert_eq!(run["columnKind"], "unicodeCodePoints");

@@ -5,13 +5,20 @@
 //! synthetic `name = value` line so name-context rules see it as they would see source code.
 //! When a decoder fails part-way, a raw-byte pass over the whole file follows, so a malformed
 //! or obfuscated file loses context, never a key.
+//!
+//! Each file is scanned on its own, so files can be scanned on several threads ([`pool`]): the
+//! enumerator walks on one thread and hands files to workers, and what each file gave is put
+//! back in the order they were handed over, so a report is the same for any thread count.
 
+mod pool;
+
+use std::borrow::Cow;
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::Path;
 
 use crate::decode::{self, DecodeError};
-use crate::enumerate::{Enumerator, Limits, Visit};
+use crate::enumerate::{Budget, Enumerator, Limits, Stop, Visit};
 use crate::rule::{Hit, Rules, Severity};
 use crate::secret::Secret;
 
@@ -67,29 +74,66 @@ pub struct Outcome {
     pub files: u64,
     /// Bytes looked at, decompressed.
     pub bytes: u64,
+    /// The run's budget that ran out, when one did: then the findings are those of the part
+    /// scanned, and a warning says where the scan stopped.
+    pub partial: Option<Stop>,
+}
+
+impl Outcome {
+    /// Appends what a later part of the run found.
+    fn append(&mut self, part: Outcome) {
+        self.findings.extend(part.findings);
+        self.warnings.extend(part.warnings);
+        self.files += part.files;
+        self.bytes += part.bytes;
+        self.partial = self.partial.or(part.partial);
+    }
 }
 
 #[derive(Debug, Clone, Default)]
 pub struct Options {
+    /// Caps per input.
     pub limits: Limits,
+    /// Caps on the whole run.
+    pub budget: Budget,
     /// Skip what `.gitignore` files exclude in directories.
     pub gitignore: bool,
+    /// Threads that scan files; 0 is one per core. With more than one, one more thread walks
+    /// the inputs and opens archives. The report is the same for any number.
+    pub threads: usize,
+}
+
+impl Options {
+    /// The threads a scan uses: `threads`, or one per core when it is 0.
+    pub fn scan_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get),
+            threads => threads,
+        }
+    }
 }
 
 /// Scans `inputs` (files or directories) with `rules`.
 pub fn scan(rules: &Rules, inputs: &[&Path], options: &Options) -> Outcome {
-    let mut scanner = Scanner { rules, outcome: Outcome::default() };
-    let mut enumerator = Enumerator::new(options.limits.clone(), &mut scanner);
+    let threads = options.scan_threads();
+    if threads > 1 {
+        return pool::scan(rules, inputs, options, threads);
+    }
+    let mut scanner = Scanner::new(rules);
+    let mut enumerator = Enumerator::new(options.limits.clone(), &mut scanner).with_budget(options.budget);
     for input in inputs {
         enumerator.input(input, options.gitignore);
     }
+    let stopped = enumerator.stopped();
+    scanner.outcome.partial = stopped;
     scanner.outcome
 }
 
-/// Scans one in-memory file (or archive) shown as `name`: for tests, fuzzing and embedding.
+/// Scans one in-memory file (or archive) shown as `name`, on the calling thread: for tests,
+/// fuzzing and embedding.
 pub fn scan_bytes(rules: &Rules, name: &str, bytes: &[u8], limits: &Limits) -> Outcome {
-    let mut scanner = Scanner { rules, outcome: Outcome::default() };
-    Enumerator::new(limits.clone(), &mut scanner).bytes(&[name.to_owned()], bytes, 0);
+    let mut scanner = Scanner::new(rules);
+    Enumerator::new(limits.clone(), &mut scanner).bytes(&[name.to_owned()], Cow::Borrowed(bytes), 0);
     scanner.outcome
 }
 
@@ -166,9 +210,16 @@ fn looks_like_text(head: &[u8]) -> bool {
     control * 100 <= head.len()
 }
 
+/// Scans the files handed to it, one after the other, into one [`Outcome`].
 struct Scanner<'r> {
     rules: &'r Rules,
     outcome: Outcome,
+}
+
+impl<'r> Scanner<'r> {
+    fn new(rules: &'r Rules) -> Scanner<'r> {
+        Scanner { rules, outcome: Outcome::default() }
+    }
 }
 
 impl std::fmt::Debug for Scanner<'_> {
@@ -178,7 +229,8 @@ impl std::fmt::Debug for Scanner<'_> {
 }
 
 impl Visit for Scanner<'_> {
-    fn file(&mut self, path: &[String], bytes: &[u8]) {
+    fn file(&mut self, path: &[String], bytes: Cow<'_, [u8]>) {
+        let bytes = &bytes[..];
         self.outcome.files += 1;
         self.outcome.bytes += bytes.len() as u64;
         match sniff(path, bytes) {

@@ -8,7 +8,12 @@ use std::{
 };
 
 use anyhow::Context;
-use leaks::{Rules, baseline::Baseline, enumerate::Limits, report};
+use leaks::{
+    Rules,
+    baseline::Baseline,
+    enumerate::{Budget, Limits},
+    report,
+};
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
 pub enum Format {
@@ -18,10 +23,15 @@ pub enum Format {
 }
 
 #[derive(Debug, clap::Subcommand)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "parsed once at start-up; boxing the arguments moves the lint to the top-level command"
+)]
 pub enum Command {
     /// Scan files, directories and archives for embedded credentials. Exit 1 when a secret is
-    /// found that the baseline does not accept, 0 when none is, 2 on error. Public-by-design
-    /// identifiers (Google AIza keys, publishable keys) are reported but do not fail the run.
+    /// found that the baseline does not accept, 0 when none is, 2 on error or when a run budget
+    /// stopped the scan before any was found. Public-by-design identifiers (Google AIza keys,
+    /// publishable keys) are reported but do not fail the run.
     Scan(ScanArgs),
     /// List the rules: id, severity, title.
     Rules,
@@ -67,10 +77,25 @@ pub struct ScanArgs {
     /// A member may decompress to at most this many times its compressed size.
     #[arg(long, default_value_t = 200)]
     max_ratio: u64,
+    /// Bytes scanned in the whole run at most (all inputs), e.g. 10G; then the scan stops and
+    /// the report is partial.
+    #[arg(long)]
+    max_run_bytes: Option<String>,
+    /// Files scanned in the whole run at most (archive members included); then the scan stops
+    /// and the report is partial.
+    #[arg(long)]
+    max_run_files: Option<u64>,
+    /// Time for the whole run at most, e.g. 90s, 10m; then the scan stops and the report is
+    /// partial.
+    #[arg(long, value_parser = gateway::time::parse_duration)]
+    timeout: Option<std::time::Duration>,
+    /// Threads that scan files (0: one per core); the report is the same for any number.
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
 }
 
-/// `512M`, `4G`, `100K`, `1000`.
-fn parse_size(text: &str) -> anyhow::Result<u64> {
+/// `512M`, `4G`, `100K`, `1000`, given to `flag`.
+fn parse_size(flag: &str, text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
     let (digits, scale) = match text.char_indices().last() {
         Some((at, 'K' | 'k')) => (&text[..at], 1u64 << 10),
@@ -83,7 +108,7 @@ fn parse_size(text: &str) -> anyhow::Result<u64> {
         .ok()
         .and_then(|number| number.checked_mul(scale))
         .filter(|&bytes| bytes > 0)
-        .with_context(|| format!("--max-bytes {text}: use a size such as 512M or 4G"))
+        .with_context(|| format!("{flag} {text}: use a size such as 512M or 4G"))
 }
 
 pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCode> {
@@ -124,11 +149,16 @@ async fn scan(config_path: &Path, args: ScanArgs) -> anyhow::Result<ExitCode> {
     let limits = Limits {
         max_depth: args.max_depth,
         max_entries: args.max_entries,
-        max_total_bytes: parse_size(&args.max_bytes)?,
+        max_total_bytes: parse_size("--max-bytes", &args.max_bytes)?,
         max_ratio: args.max_ratio,
         ..Limits::default()
     };
-    let options = leaks::Options { limits, gitignore: args.gitignore };
+    let budget = Budget {
+        bytes: args.max_run_bytes.as_deref().map(|text| parse_size("--max-run-bytes", text)).transpose()?,
+        files: args.max_run_files,
+        time: args.timeout,
+    };
+    let options = leaks::Options { limits, budget, gitignore: args.gitignore, threads: args.threads };
     let inputs: Vec<&Path> = args.paths.iter().map(PathBuf::as_path).collect();
     let outcome = tokio::task::block_in_place(|| leaks::scan(&rules, &inputs, &options));
 
@@ -140,6 +170,9 @@ async fn scan(config_path: &Path, args: ScanArgs) -> anyhow::Result<ExitCode> {
     if let Some(path) = &args.write_baseline {
         Baseline::write(path, &outcome.findings)?;
         eprintln!("Wrote {} finding(s) to the baseline {}.", outcome.findings.len(), path.display());
+        if let Some(stop) = outcome.partial {
+            eprintln!("The baseline is partial: {stop}, so the scan stopped before the end.");
+        }
         return Ok(if revoked_all { ExitCode::SUCCESS } else { ExitCode::from(2) });
     }
     let accepted = outcome.findings.iter().filter(|finding| baseline.contains(finding)).count();
@@ -148,14 +181,15 @@ async fn scan(config_path: &Path, args: ScanArgs) -> anyhow::Result<ExitCode> {
     let show = report::Show { secrets: args.show_secrets };
     let text = match args.format {
         Format::Human => {
-            let mut text = report::human(&findings, &outcome.warnings, show, outcome.files, outcome.bytes);
+            let mut text =
+                report::human(&findings, &outcome.warnings, show, outcome.files, outcome.bytes, outcome.partial);
             if accepted > 0 {
                 text.push_str(&format!("{accepted} finding(s) accepted by the baseline.\n"));
             }
             text
         }
-        Format::Json => report::json(&findings, &outcome.warnings, show, outcome.files, outcome.bytes),
-        Format::Sarif => report::sarif(&rules, &findings, &outcome.warnings, show),
+        Format::Json => report::json(&findings, &outcome.warnings, show, outcome.files, outcome.bytes, outcome.partial),
+        Format::Sarif => report::sarif(&rules, &findings, &outcome.warnings, show, outcome.partial),
     };
     match &args.output {
         Some(path) => {
@@ -168,10 +202,17 @@ async fn scan(config_path: &Path, args: ScanArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let leaked = findings.iter().any(|finding| !finding.public);
+    // A run a budget stopped and that found nothing has not shown there is nothing: it is not a
+    // pass (2). A secret found is reported as such (1) however far the run went.
+    if outcome.partial.is_some() && !leaked && revoked_all {
+        eprintln!("error: the scan stopped before the end (see the warning); nothing found in the part scanned");
+    }
     Ok(if !revoked_all {
         ExitCode::from(2)
     } else if leaked {
         ExitCode::from(1)
+    } else if outcome.partial.is_some() {
+        ExitCode::from(2)
     } else {
         ExitCode::SUCCESS
     })

@@ -7,6 +7,8 @@
 //! The formats are read by [`crate::decode::dotnet::store`]; the caps are the enumerator's:
 //! each assembly counts as a member, and a decompressed one against the ratio and total caps.
 
+use std::borrow::Cow;
+
 use super::{Enumerator, RATIO_SLACK, Visit};
 use crate::decode::dotnet::store;
 
@@ -20,7 +22,7 @@ impl<V: Visit> Enumerator<'_, V> {
             }
             let mut inner = path.to_vec();
             inner.push(name);
-            self.bytes(&inner, data, depth + 1);
+            self.bytes(&inner, Cow::Borrowed(data), depth + 1);
         }
         listed.map_err(|error| error.to_string())
     }
@@ -32,13 +34,13 @@ impl<V: Visit> Enumerator<'_, V> {
         let image =
             store::xalz(bytes, usize::try_from(allowed).unwrap_or(usize::MAX)).map_err(|error| error.to_string())?;
         self.total_bytes = self.total_bytes.saturating_add(image.len() as u64);
-        self.bytes(path, &image, depth + 1);
+        self.bytes(path, Cow::Owned(image), depth + 1);
         Ok(())
     }
 
     pub(super) fn elf_payload(&mut self, path: &[String], bytes: &[u8], depth: usize) -> Result<(), String> {
         let payload = store::elf_payload(bytes).ok_or("no payload section")?;
-        self.bytes(path, payload, depth + 1);
+        self.bytes(path, Cow::Borrowed(payload), depth + 1);
         Ok(())
     }
 }

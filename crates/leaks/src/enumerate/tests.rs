@@ -13,8 +13,8 @@ struct Recorder {
 }
 
 impl Visit for Recorder {
-    fn file(&mut self, path: &[String], bytes: &[u8]) {
-        self.files.push((path.join("!"), bytes.to_vec()));
+    fn file(&mut self, path: &[String], bytes: Cow<'_, [u8]>) {
+        self.files.push((path.join("!"), bytes.into_owned()));
     }
     fn large_file(&mut self, path: &[String], reader: &mut dyn Read) {
         let mut sink = Vec::new();
@@ -39,7 +39,7 @@ fn zip_of(members: &[(&str, &[u8])]) -> Vec<u8> {
 
 fn run(bytes: &[u8], limits: Limits) -> Recorder {
     let mut recorder = Recorder::default();
-    Enumerator::new(limits, &mut recorder).bytes(&["app.zip".to_owned()], bytes, 0);
+    Enumerator::new(limits, &mut recorder).bytes(&["app.zip".to_owned()], Cow::Borrowed(bytes), 0);
     recorder
 }
 
@@ -70,7 +70,7 @@ fn gzip_and_tar_are_opened() {
     gz.write_all(&tar).unwrap();
     let gz = gz.finish().unwrap();
     let mut recorder = Recorder::default();
-    Enumerator::new(Limits::default(), &mut recorder).bytes(&["backup.tgz".to_owned()], &gz, 0);
+    Enumerator::new(Limits::default(), &mut recorder).bytes(&["backup.tgz".to_owned()], Cow::Borrowed(&gz), 0);
     assert_eq!(names(&recorder), ["backup.tgz!backup.tar!src/.env"]);
 }
 
@@ -275,4 +275,26 @@ fn assembly_stores_and_compressed_assemblies_are_opened_under_the_caps() {
     let recorder = run(&packed, Limits { max_member_bytes: 16, ..Limits::default() });
     assert_eq!(recorder.files, [("app.zip".to_owned(), packed)]);
     assert!(recorder.warnings[0].1.contains("more than the 16 allowed"), "{:?}", recorder.warnings);
+}
+
+#[test]
+fn a_run_budget_stops_inside_an_archive_and_says_where() {
+    let archive = zip_of(&[("a.txt", b"first"), ("b.txt", b"second"), ("c.txt", b"third")]);
+    let mut recorder = Recorder::default();
+    let budget = Budget { files: Some(1), ..Budget::default() };
+    let mut enumerator = Enumerator::new(Limits::default(), &mut recorder).with_budget(budget);
+    enumerator.bytes(&["app.zip".to_owned()], Cow::Borrowed(&archive), 0);
+    assert_eq!(enumerator.stopped(), Some(Stop::Files(1)));
+    assert_eq!(names(&recorder), ["app.zip!a.txt"]);
+    assert_eq!(recorder.warnings.len(), 1, "{:?}", recorder.warnings);
+    assert_eq!(recorder.warnings[0].0, "app.zip!b.txt");
+    assert!(recorder.warnings[0].1.contains("budget of 1 files"), "{:?}", recorder.warnings);
+
+    // Bytes: a member that would overrun the budget is not handed over, and the run stops there.
+    let mut recorder = Recorder::default();
+    let budget = Budget { bytes: Some(8), ..Budget::default() };
+    let mut enumerator = Enumerator::new(Limits::default(), &mut recorder).with_budget(budget);
+    enumerator.bytes(&["app.zip".to_owned()], Cow::Borrowed(&archive), 0);
+    assert_eq!(enumerator.stopped(), Some(Stop::Bytes(8)));
+    assert_eq!(names(&recorder), ["app.zip!a.txt"]);
 }

@@ -297,6 +297,53 @@ fn hostile_inputs_are_located_warnings_and_the_scan_goes_on() {
 }
 
 #[test]
+fn one_thread_and_four_threads_give_the_same_report_byte_for_byte() {
+    let dir = tempfile::tempdir().unwrap();
+    leaks::corpus::app::write(dir.path(), 7, 2).unwrap();
+    let root = dir.path().to_str().unwrap();
+    for format in ["json", "sarif", "human"] {
+        let one = run(&["leaks", "scan", root, "--format", format, "--show-secrets", "--threads", "1"]);
+        let four = run(&["leaks", "scan", root, "--format", format, "--show-secrets", "--threads", "4"]);
+        assert_eq!(one.status.code(), Some(1));
+        assert_eq!(four.status.code(), Some(1));
+        assert!(one.stdout == four.stdout, "{format}: the reports differ");
+    }
+}
+
+#[test]
+fn a_run_budget_stops_the_scan_with_a_partial_report() {
+    let dir = tempfile::tempdir().unwrap();
+    corpus(dir.path());
+    let root = dir.path().to_str().unwrap();
+    let (_, full, _) = scan_json(&[root]);
+    for (flag, value, budget) in
+        [("--max-run-files", "10", "budget of 10 files"), ("--max-run-bytes", "20K", "budget of 20480 bytes")]
+    {
+        let (code, report, stderr) = scan_json(&[root, flag, value, "--threads", "2"]);
+        assert_eq!(report["scanned"]["complete"], false, "{flag}");
+        let warnings = report["warnings"].as_array().unwrap();
+        let last = warnings.last().unwrap()["message"].as_str().unwrap();
+        assert!(last.contains(budget) && last.contains("the report is partial"), "{flag}: {last}");
+        assert!(findings(&report).len() < findings(&full).len(), "{flag}");
+        // Findings in the part scanned still fail the run; none found there is not a pass.
+        let leaked = findings(&report).iter().any(|finding| finding["public"] == false);
+        assert_eq!(code, Some(if leaked { 1 } else { 2 }), "{flag}: {stderr}");
+    }
+    let (code, report, stderr) = scan_json(&[root, "--timeout", "0s"]);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert_eq!(report["scanned"]["stopped_by"], "time");
+    assert!(findings(&report).is_empty());
+    assert!(stderr.contains("stopped before the end"), "{stderr}");
+    let output = run(&["leaks", "scan", root, "--max-run-files", "1", "--format", "human"]);
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(text.contains("partial report: the run's budget of 1 files scanned is spent"), "{text}");
+    let (code, report, _) = scan_json(&[root, "--max-run-files", "100000", "--timeout", "1h", "--max-run-bytes", "1G"]);
+    assert_eq!(code, Some(1));
+    assert_eq!(report["scanned"]["complete"], true);
+    assert!(report == full, "a budget not reached changes nothing");
+}
+
+#[test]
 fn bad_arguments_exit_2_with_a_clear_message() {
     let output = run(&["leaks", "scan", "/nonexistent/app.apk"]);
     assert_eq!(output.status.code(), Some(2));
@@ -305,6 +352,12 @@ fn bad_arguments_exit_2_with_a_clear_message() {
     let output = run(&["leaks", "scan", dir.path().to_str().unwrap(), "--max-bytes", "lots"]);
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("--max-bytes lots"));
+    let output = run(&["leaks", "scan", dir.path().to_str().unwrap(), "--max-run-bytes", "lots"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("--max-run-bytes lots"));
+    let output = run(&["leaks", "scan", dir.path().to_str().unwrap(), "--timeout", "soon"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("is not a duration"));
     let rules = dir.path().join("rules.toml");
     std::fs::write(&rules, "[[rule]]\nid = \"mine\"\ntitle = \"Mine\"\nseverity = \"high\"\nkeywords = [\"x\"]\npattern = '''(x'''\nexamples = []\ncounterexamples = []\n").unwrap();
     let output = run(&["leaks", "scan", dir.path().to_str().unwrap(), "--rules", rules.to_str().unwrap()]);
