@@ -139,12 +139,14 @@ async fn check_and_call(llm: &Llm, route: Route, request: Request, facts: &mut L
         .filter(|model| model.serves(route))
         .ok_or_else(|| ApiError::model_not_found(&request.model))?;
     let grant = authz::authorize::<Infer, _>(&principal, model)?;
-    request.enforce(&model.config, &principal.scopes, principal.limits.max_tokens).map_err(|refusal| match refusal {
-        body::Refusal::Request(message) => ApiError::bad_request(message),
-        body::Refusal::Key(message) => {
-            ApiError::forbidden_because(message).with_audit_reason(crate::reason::AuditReason::ScopeMissing)
-        }
-    })?;
+    request.enforce(&model.config, &principal.scopes, principal.limits.max_tokens).map_err(
+        |refusal| match refusal {
+            body::Refusal::Request(message) => ApiError::bad_request(message),
+            body::Refusal::Key(message) => {
+                ApiError::forbidden_because(message).with_audit_reason(crate::reason::AuditReason::ScopeMissing)
+            }
+        },
+    )?;
     // The model's own rate, across all callers, spent only by callers that may use it (the
     // same bucket the limit layer uses for models named in the path).
     if let Some(rate) = model.config.rate {
