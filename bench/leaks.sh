@@ -10,9 +10,9 @@
 # Most of the time is detect-secrets on the tree (about 0.1 MB/s here, so ~3 minutes a run on
 # the default 16 MB tree; TREE_MB sets its size).
 #
-# Everything lives under target/: the corpus and the tree in target/leaks-bench, detect-secrets in
-# the virtualenv target/leaks-venv, secretlint in target/leaks-node. Extra arguments go to
-# bench/leaks_eval.py.
+# Everything lives under the cargo target directory (target/, or $CARGO_TARGET_DIR when set): the
+# corpus and the tree in leaks-bench, detect-secrets in the virtualenv leaks-venv, secretlint in
+# leaks-node, the binary in release/. Extra arguments go to bench/leaks_eval.py.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export RUST_BACKTRACE=0 RUST_LIB_BACKTRACE=0
@@ -21,7 +21,9 @@ COPIES=${COPIES:-20}
 TREE_MB=${TREE_MB:-16}
 DETECT_SECRETS_VERSION=1.5.0
 SECRETLINT_VERSION=12.0.0
-bench=target/leaks-bench
+target=${CARGO_TARGET_DIR:-target}
+binary=$target/release/portcullis
+bench=$target/leaks-bench
 mkdir -p "$bench"
 
 # 1. The binary and the seeded corpus (regenerated every time: it is deterministic and quick).
@@ -32,7 +34,7 @@ cargo run --release -p leaks --features corpus --example leaks_corpus -- "$bench
 mv "$bench/corpus/truth.json" "$bench/truth.json"
 
 # 2. The peers, pinned, installed once.
-venv=target/leaks-venv
+venv=$target/leaks-venv
 if [ ! -x "$venv/bin/python" ]; then
   python3 -m venv "$venv"
 fi
@@ -41,9 +43,9 @@ if ! command -v node >/dev/null || ! node -e 'process.exit(+process.versions.nod
   echo "secretlint $SECRETLINT_VERSION needs Node.js 20 or later (and npm) on the PATH" >&2
   exit 2
 fi
-node_prefix=target/leaks-node
-installed=$(node -p "require('./$node_prefix/node_modules/secretlint/package.json').version" 2>/dev/null || true)
-preset=$(node -p "require('./$node_prefix/node_modules/@secretlint/secretlint-rule-preset-recommend/package.json').version" 2>/dev/null || true)
+node_prefix=$target/leaks-node
+installed=$(node -p "require(require('path').resolve('$node_prefix/node_modules/secretlint/package.json')).version" 2>/dev/null || true)
+preset=$(node -p "require(require('path').resolve('$node_prefix/node_modules/@secretlint/secretlint-rule-preset-recommend/package.json')).version" 2>/dev/null || true)
 if [ "$installed" != "$SECRETLINT_VERSION" ] || [ "$preset" != "$SECRETLINT_VERSION" ]; then
   mkdir -p "$node_prefix"
   npm install --prefix "$node_prefix" --no-audit --no-fund --save-exact --loglevel=error \
@@ -94,7 +96,8 @@ fi
 # 4. The real apps others collected, when they are here: recall, precision, negative controls
 #    (bench/leaks_real.py; ids only, never a value).
 if [ -f ../shared/eval/apps/truth.json ]; then
-  python3 bench/leaks_real.py --binary target/release/portcullis --apps ../shared/eval/apps
+  python3 bench/leaks_real.py --binary "$binary" --apps ../shared/eval/apps --write BENCHMARKS.md \
+    --command "RUNS=$RUNS COPIES=$COPIES TREE_MB=$TREE_MB bash bench/leaks.sh"
 fi
 
 # 4b. One and two scanning threads (THREADS to change) on the corpus, the tree and the real apps:
@@ -104,13 +107,13 @@ if [ -f ../shared/eval/apps/truth.json ]; then
   thread_inputs+=(--input "real apps=../shared/eval/apps")
 fi
 # shellcheck disable=SC2086
-python3 bench/leaks_threads.py --binary target/release/portcullis "${thread_inputs[@]}" \
+python3 bench/leaks_threads.py --binary "$binary" "${thread_inputs[@]}" \
   --threads ${THREADS:-1 2} --runs "$((RUNS > 5 ? RUNS : 5))" \
   --command "RUNS=$RUNS COPIES=$COPIES TREE_MB=$TREE_MB bash bench/leaks.sh"
 
 # 5-7. Run, score, write the table.
 exec "$venv/bin/python" bench/leaks_eval.py \
-  --binary target/release/portcullis \
+  --binary "$binary" \
   --corpus "$bench/corpus" --truth "$bench/truth.json" --tree "$bench/tree" \
   --venv "$venv" --node "$node_prefix" --secretlintrc "$bench/secretlintrc.json" \
   --runs "$RUNS" --command "RUNS=$RUNS COPIES=$COPIES TREE_MB=$TREE_MB bash bench/leaks.sh" "$@"

@@ -281,6 +281,29 @@ def score(tool, root, findings, truth):
     return found, true, len(distinct)
 
 
+def decoys_reported(tool, root, findings, truth):
+    """Per decoy of the truth, whether the tool reported it: a finding in the decoy's file (or
+    under its directory, for the source trees) that matches the decoy as a planted key would be
+    matched, or whose value holds it or is held by it (at least eight characters in common)."""
+    decoys = truth.get("decoys", [])
+    lookup = tool.index({item["value"] for item in decoys}, root)
+    by_file = collections.defaultdict(list)
+    for finding in findings:
+        by_file[finding.file].append(finding)
+    reported = []
+    for decoy in decoys:
+        candidates = [
+            finding
+            for file, found in by_file.items()
+            if file == decoy["file"] or file.startswith(decoy["file"] + "/")
+            for finding in found
+        ]
+        reported.append(
+            any(decoy["value"] in lookup(finding) or overlaps(finding.key, decoy["value"]) for finding in candidates)
+        )
+    return reported
+
+
 def kind(item):
     if item["rule"] == "portcullis-secret-key":
         return "ptcl"
@@ -337,7 +360,13 @@ def main():
         found, true, reported = score(tool, args.corpus, corpus_findings, truth)
         # No truth on the tree: distinct (file, line, secret) as reported.
         tree_findings = {(f.file, f.line, f.key): f for f in tool.findings(args.tree, last[tool.name, "tree"])}
-        results[tool.name] = {"found": found, "true": true, "reported": reported, "tree": len(tree_findings)}
+        results[tool.name] = {
+            "found": found,
+            "true": true,
+            "reported": reported,
+            "tree": len(tree_findings),
+            "decoys": decoys_reported(tool, args.corpus, corpus_findings, truth),
+        }
         if isinstance(tool, Portcullis):
             results[tool.name]["tree_public"] = sum(f.public for f in tree_findings.values())
 
@@ -362,8 +391,8 @@ def main():
         f"medians of {args.runs} runs taken in rounds (every tool once per round), so ratios compare runs made side by side.",
         "Versions: " + ", ".join(f"{name} {version}" for name, version in versions.items())
         + " (secretlint with `@secretlint/secretlint-rule-preset-recommend`).",
-        f"Corpus: `leaks_corpus` seed 7, {sizes['corpus'][0]:,} files, {mb['corpus']:.1f} MB (APK-, AAB- and IPA-like archives "
-        f"and source trees), {len(planted)} planted keys ({in_archives} inside archives; {totals['ptcl']} `ptcl_`, "
+        f"Corpus: `leaks_corpus` seed 7, {sizes['corpus'][0]:,} files, {mb['corpus']:.1f} MB (APK-like archives: plain, React Native with Hermes, .NET MAUI, "
+        f"Flutter, Unity IL2CPP; AAB-like; IPA-like: plain, Flutter; and source trees), {len(planted)} planted keys ({in_archives} inside archives; {totals['ptcl']} `ptcl_`, "
         f"{totals['other']} other secrets, {totals['public']} public identifiers) and {len(truth.get('decoys', []))} decoys. "
         f"Tree: {sizes['tree'][0]:,} files, {mb['tree']:.1f} MB of crate sources from the cargo registry (no truth: findings are counted).",
         "",
@@ -413,17 +442,29 @@ def main():
         "keys and high-entropy strings, so these are mostly noise, not leaks."
     )
     lines.append("")
-    places = list(dict.fromkeys(item["place"] for item in planted))
+    decoys = truth.get("decoys", [])
+    places = list(dict.fromkeys([item["place"] for item in planted] + [item["place"] for item in decoys]))
     lines += [
         "Recall per storage place (found/planted), where the text scanners' blind spots show (compressed archive members, DEX, "
-        "ARSC, binary XML, Mach-O):",
+        "ARSC, binary XML, Mach-O, Hermes bytecode, .NET assemblies, Dart AOT snapshots, IL2CPP metadata), and the decoys "
+        "of each place reported (reported/decoys; `source` holds the source trees' decoys):",
         "",
-        "| place | " + " | ".join(tool.name for tool in tools) + " |",
-        "|---|" + "---:|" * len(tools),
+        "| place | " + " | ".join(tool.name for tool in tools) + " | " + " | ".join(f"decoys: {tool.name}" for tool in tools) + " |",
+        "|---|" + "---:|" * (2 * len(tools)),
     ]
     for place in places:
         indices = [index for index, item in enumerate(planted) if item["place"] == place]
-        cells = [f"{sum(results[tool.name]['found'][index] for index in indices)}/{len(indices)}" for tool in tools]
+        decoy_indices = [index for index, item in enumerate(decoys) if item["place"] == place]
+        cells = [
+            f"{sum(results[tool.name]['found'][index] for index in indices)}/{len(indices)}" if indices else "-"
+            for tool in tools
+        ]
+        cells += [
+            f"{sum(results[tool.name]['decoys'][index] for index in decoy_indices)}/{len(decoy_indices)}"
+            if decoy_indices
+            else "-"
+            for tool in tools
+        ]
         lines.append(f"| {place} | " + " | ".join(cells) + " |")
     block = "\n".join(lines)
     print(block)

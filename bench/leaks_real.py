@@ -18,13 +18,21 @@ Recall is printed over all secrets and over the secrets whose name is in the bin
 (`named_in_binary`), which name-context rules can be expected to find.
 
     python3 bench/leaks_real.py [--binary target/debug/portcullis] [--apps ../shared/eval/apps] [--json out.json]
+        [--write BENCHMARKS.md --command "bash bench/leaks.sh"]
+
+With `--write`, the table (per app and in all, ids and counts only) goes between the
+`<!-- leaks-real:begin -->` and `<!-- leaks-real:end -->` markers of that file (the section is
+appended when missing).
 """
 
 import argparse
+import datetime
 import json
 import os
+import re
 import subprocess
 import sys
+import time
 
 
 def matches(found, value):
@@ -54,6 +62,8 @@ def main():
     parser.add_argument("--binary", default=os.path.join(target, "debug", "portcullis"))
     parser.add_argument("--apps", default=os.path.join(root, "..", "shared", "eval", "apps"))
     parser.add_argument("--json", help="also write the figures (ids only, no values) here")
+    parser.add_argument("--write", help="write the table between the leaks-real markers of this file")
+    parser.add_argument("--command", default="python3 bench/leaks_real.py", help="the command line shown")
     args = parser.parse_args()
 
     truth_path = os.path.join(args.apps, "truth.json")
@@ -66,7 +76,9 @@ def main():
     negatives = []
     per_app = {}
     for app, entry in sorted(truth["apps"].items()):
+        started = time.perf_counter()
         report = scan(args.binary, os.path.join(args.apps, entry["file"]))
+        seconds = time.perf_counter() - started
         secrets = entry.get("secrets", [])
         ambiguous = [item["value"] for item in entry.get("ambiguous", [])]
         # Each distinct (rule, secret) once per app: the same value in seven ABIs is one finding.
@@ -95,7 +107,17 @@ def main():
                 false_positives.append(shown)
                 if not secrets:
                     negatives.append(f"{app}: {shown}")
-        per_app[app] = {"found": found_ids, "missed": missed_ids, "false_positives": false_positives}
+        per_app[app] = {
+            "found": found_ids,
+            "missed": missed_ids,
+            "false_positives": false_positives,
+            "named": sum(bool(secret.get("named_in_binary")) for secret in secrets),
+            "named_found": sum(
+                bool(secret.get("named_in_binary")) and secret["id"] in found_ids for secret in secrets
+            ),
+            "seconds": seconds,
+            "bytes": os.path.getsize(os.path.join(args.apps, entry["file"])),
+        }
         control = " (negative control)" if not secrets else ""
         print(f"{app}{control}: found {len(found_ids)}/{len(secrets)}")
         for secret_id in found_ids:
@@ -127,7 +149,53 @@ def main():
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump({"figures": figures, "apps": per_app}, handle, indent=1)
+    if args.write:
+        write_table(args, truth, figures, per_app, judged)
     return 0
+
+
+def write_table(args, truth, figures, per_app, judged):
+    """The real-app table (ids and counts only, never a value) between the leaks-real markers."""
+
+    def fraction(part, whole):
+        return f"{part / whole:.2f} ({part}/{whole})" if whole else "-"
+
+    controls = sum(not entry.get("secrets") for entry in truth["apps"].values())
+    lines = [
+        f"Run on {datetime.date.today()} (`{args.command}`, step 4: `bench/leaks_real.py`) over the "
+        f"{len(truth['apps'])} shared real APK/IPA files (`../shared/eval/apps/`, ground truth in its `truth.json`: "
+        f"{figures['secrets']} secrets, {figures['named']} of them named in the binary; {controls} negative controls). "
+        "A secret is found when a finding's value equals it or holds it (or is held by it, with at least eight characters "
+        "and half of the longer); precision counts each distinct (rule, value) of an app once, values the truth marks "
+        "ambiguous counted neither way. Time is the whole `leaks scan` process on one app.",
+        "",
+        "| app | size | time | found | named found | false positives | missed (truth ids) |",
+        "|---|---:|---:|---:|---:|---:|---|",
+    ]
+    for app, item in per_app.items():
+        secrets = len(item["found"]) + len(item["missed"])
+        found = f"{len(item['found'])}/{secrets}" if secrets else "negative control"
+        named = f"{item['named_found']}/{item['named']}" if item["named"] else "-"
+        missed = ", ".join(f"`{secret_id}`" for secret_id in item["missed"]) or "-"
+        lines.append(
+            f"| {app} | {item['bytes'] / 1e6:.1f} MB | {item['seconds']:.2f} s | {found} | {named} "
+            f"| {len(item['false_positives'])} | {missed} |"
+        )
+    lines += [
+        "",
+        f"In all: recall of the named secrets **{fraction(figures['named_found'], figures['named'])}**, of all secrets "
+        f"{fraction(figures['found'], figures['secrets'])}; precision **{fraction(figures['true'], judged)}** "
+        f"({figures['ambiguous']} ambiguous not counted); findings in the negative controls: "
+        f"**{figures['negative_control_findings']}**.",
+    ]
+    block = "\n".join(lines)
+    text = open(args.write, encoding="utf-8").read()
+    section = f"<!-- leaks-real:begin -->\n{block}\n<!-- leaks-real:end -->"
+    if "<!-- leaks-real:begin -->" in text:
+        text = re.sub(r"<!-- leaks-real:begin -->.*?<!-- leaks-real:end -->", lambda _: section, text, flags=re.S)
+    else:
+        text = text.rstrip("\n") + "\n\n### leaks scan on real apps written by others\n\n" + section + "\n"
+    open(args.write, "w", encoding="utf-8").write(text)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-//! Seeded test apps: APK-like (plain, React Native with Hermes, .NET MAUI), AAB-like and
-//! IPA-like archives and a source tree, each with a key planted in every place an app keeps
-//! strings, and decoys that must not match. The same seed always gives the same bytes, so tests
-//! and benchmarks score against a fixed truth (`truth.json`).
+//! Seeded test apps: APK-like (plain, React Native with Hermes, .NET MAUI, Flutter, Unity with
+//! IL2CPP), AAB-like and IPA-like (plain, Flutter) archives and a source tree, each with a key
+//! planted in every place an app keeps strings, and decoys that must not match. The same seed
+//! always gives the same bytes, so tests and benchmarks score against a fixed truth
+//! (`truth.json`).
 
 use std::io::{Cursor, Write};
 use std::path::Path;
@@ -401,6 +402,129 @@ pub fn maui(file: &str, random: &mut Random, truth: &mut Truth) -> Vec<u8> {
     ])
 }
 
+/// Where `needle` starts in the isolate snapshot data holding `strings`: the offset the Dart
+/// reader names (`dart:isolate_snapshot_data+0x…`), as the truth records it.
+fn dart_offset(strings: &[&str], layout: super::dart::Layout, wide: bool, needle: &str) -> Option<String> {
+    let data = super::dart::snapshot(strings, layout, wide);
+    let at = data.windows(needle.len()).position(|window| window == needle.as_bytes())?;
+    Some(format!("dart:isolate_snapshot_data+0x{at:x}"))
+}
+
+/// A Flutter APK: the app's Dart code compiled ahead of time into `lib/<abi>/libapp.so`, its
+/// string literals in the isolate snapshot: in the `String` cluster on arm64 (compressed
+/// pointers), as read-only objects in the data image on 32-bit ARM. Decoys sit right after the
+/// keys, so a key glued to its neighbour would be reported wrong.
+pub fn flutter(file: &str, random: &mut Random, truth: &mut Truth) -> Vec<u8> {
+    use super::dart::Layout;
+    let decoys = decoy_values(random);
+    let mut app = App { file: file.to_owned(), truth };
+    let mut keys = Keys(random);
+    let arm64_member = "lib/arm64-v8a/libapp.so";
+    let (rule, openai) = keys.openai();
+    let (google_rule, google) = keys.google_api_key();
+    let arm64_strings = [
+        "package:example/main.dart",
+        "https://api.example.com/v1",
+        openai.as_str(),
+        decoys[6].as_str(),
+        decoys[2].as_str(),
+        google.as_str(),
+        decoys[3].as_str(),
+        decoys[5].as_str(),
+    ];
+    for (rule, key) in [(rule, &openai), (google_rule, &google)] {
+        let within = dart_offset(&arm64_strings, Layout::Clustered, true, key);
+        app.plant(&[arm64_member], within, "dart", (rule, key.clone()));
+    }
+    for value in [&decoys[6], &decoys[2], &decoys[3], &decoys[5]] {
+        app.decoy("dart", value);
+    }
+    let arm_member = "lib/armeabi-v7a/libapp.so";
+    let (rule, stripe) = keys.stripe();
+    let arm_strings =
+        ["package:example/payments.dart", stripe.as_str(), decoys[0].as_str(), decoys[1].as_str(), "Authorization"];
+    let within = dart_offset(&arm_strings, Layout::ReadOnly, false, &stripe);
+    app.plant(&[arm_member], within, "dart-arm32", (rule, stripe.clone()));
+    for value in [&decoys[0], &decoys[1]] {
+        app.decoy("dart-arm32", value);
+    }
+    zip_of(&[
+        ("classes.dex".into(), super::dex::build(&["Lio/flutter/embedding/android/FlutterActivity;"]), false),
+        (arm64_member.into(), super::dart::build(&arm64_strings), false),
+        (arm_member.into(), super::dart::build_arm(&arm_strings), false),
+        ("assets/flutter_assets/AssetManifest.json".into(), b"{}".to_vec(), false),
+    ])
+}
+
+/// A Flutter IPA: the Dart snapshot in `Frameworks/App.framework/App`, a Mach-O dylib (not
+/// encrypted: a development or CI build).
+pub fn flutter_ios(file: &str, random: &mut Random, truth: &mut Truth) -> Vec<u8> {
+    use super::dart::Layout;
+    let decoys = decoy_values(random);
+    let mut app = App { file: file.to_owned(), truth };
+    let mut keys = Keys(random);
+    let root = "Payload/Runner.app";
+    let framework_member = format!("{root}/Frameworks/App.framework/App");
+    let (rule, sendgrid) = keys.sendgrid();
+    let strings = ["package:example/mail.dart", sendgrid.as_str(), decoys[6].as_str(), decoys[8].as_str()];
+    let within = dart_offset(&strings, Layout::Clustered, true, &sendgrid);
+    app.plant(&[&framework_member], within, "dart-ios", (rule, sendgrid.clone()));
+    app.decoy("dart-ios", &decoys[6]);
+    let info_member = format!("{root}/Info.plist");
+    let info = binary_plist(&[("CFBundleIdentifier", "com.example.flutter"), ("BuildHash", &decoys[4])]);
+    app.decoy("binary-plist", &decoys[4]);
+    zip_of(&[
+        (info_member, info, false),
+        (framework_member, super::dart::build_ios(&strings, false), false),
+        (format!("{root}/Runner"), super::macho::build(&["FlutterAppDelegate"], b"", false), false),
+    ])
+}
+
+/// A Unity APK built with IL2CPP: the C# string literals and constants in
+/// `assets/bin/Data/Managed/Metadata/global-metadata.dat` (version 29, compressed blob lengths),
+/// a named `const string` among them; the code itself in `libil2cpp.so`.
+pub fn unity(file: &str, random: &mut Random, truth: &mut Truth) -> Vec<u8> {
+    use super::il2cpp::Constant;
+    let decoys = decoy_values(random);
+    let mut app = App { file: file.to_owned(), truth };
+    let mut keys = Keys(random);
+    let member = "assets/bin/Data/Managed/Metadata/global-metadata.dat";
+    // Literals 2 and 5 are keys; the decoys lie back to back with them.
+    let github = app.plant(&[member], Some("il2cpp:literal 2".into()), "il2cpp", keys.github());
+    let twilio = app.plant(&[member], Some("il2cpp:literal 5".into()), "il2cpp", keys.twilio());
+    let literals = [
+        "https://api.example.com/v1",
+        decoys[2].as_str(),
+        github.as_str(),
+        decoys[6].as_str(),
+        decoys[3].as_str(),
+        twilio.as_str(),
+        decoys[5].as_str(),
+    ];
+    for value in [&decoys[2], &decoys[6], &decoys[3], &decoys[5]] {
+        app.decoy("il2cpp", value);
+    }
+    // Field 0 is the secret, named only by the field; field 1 a build hash, which is not.
+    let generic = app.plant(&[member], Some("il2cpp:field 0".into()), "il2cpp-field", keys.generic());
+    let build_hash = decoys[4].replace(' ', "");
+    app.decoy("il2cpp-field", &build_hash);
+    let metadata = super::il2cpp::build(
+        29,
+        &literals,
+        &[
+            ("API_SECRET", Some(Constant::Text(&generic))),
+            ("BUILD_HASH", Some(Constant::Text(&build_hash))),
+            ("MAX_RETRIES", Some(Constant::Int(3))),
+        ],
+        &["https://api.example.com"],
+    );
+    zip_of(&[
+        ("classes.dex".into(), super::dex::build(&["Lcom/unity3d/player/UnityPlayerActivity;"]), false),
+        (member.into(), metadata, false),
+        ("lib/arm64-v8a/libil2cpp.so".into(), super::elf::build(b"il2cpp_init\0il2cpp_domain_get\0"), false),
+    ])
+}
+
 fn xml_plist(entries: &[(&str, &str)]) -> Vec<u8> {
     let mut text = String::from(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<!DOCTYPE plist PUBLIC \"-//Apple//DTD PLIST 1.0//EN\" \"http://www.apple.com/DTDs/PropertyList-1.0.dtd\">\n<plist version=\"1.0\">\n<dict>\n",
@@ -564,6 +688,7 @@ pub fn source_tree(prefix: &str, random: &mut Random, truth: &mut Truth) -> Vec<
 pub fn write(directory: &Path, seed: u64, copies: usize) -> std::io::Result<Truth> {
     let mut truth = Truth::default();
     let mut random = Random::new(seed);
+    let mut later = Random::new(seed ^ 0x5eed_f1a7_7e12_0000);
     for copy in 0..copies {
         for (name, build) in [
             (format!("android/app-{copy}.apk"), android as fn(&str, &mut Random, &mut Truth) -> Vec<u8>),
@@ -573,6 +698,19 @@ pub fn write(directory: &Path, seed: u64, copies: usize) -> std::io::Result<Trut
             (format!("android/maui-{copy}.apk"), maui),
         ] {
             let bytes = build(&name, &mut random, &mut truth);
+            let path = directory.join(&name);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            std::fs::write(path, bytes)?;
+        }
+        // Apps added later draw from their own stream, so the apps above keep their bytes.
+        for (name, build) in [
+            (format!("android/flutter-{copy}.apk"), flutter as fn(&str, &mut Random, &mut Truth) -> Vec<u8>),
+            (format!("ios/flutter-{copy}.ipa"), flutter_ios),
+            (format!("android/unity-{copy}.apk"), unity),
+        ] {
+            let bytes = build(&name, &mut later, &mut truth);
             let path = directory.join(&name);
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;

@@ -36,6 +36,22 @@ fn every_planted_key_is_found_in_its_place_and_no_decoy_is() {
     let found = findings(&report);
     let places: std::collections::BTreeSet<&str> = truth.planted.iter().map(|planted| planted.place.as_str()).collect();
     assert!(places.len() >= 14, "storage places covered: {places:?}");
+    // The places of cross-platform apps: React Native (Hermes), .NET MAUI, Flutter, Unity.
+    for place in [
+        "hermes",
+        "dotnet-const",
+        "dotnet-us",
+        "dotnet-xalz",
+        "dotnet-elf-store",
+        "dart",
+        "dart-arm32",
+        "dart-ios",
+        "il2cpp",
+        "il2cpp-field",
+    ] {
+        assert!(places.contains(place), "no key planted in {place}: {places:?}");
+        assert!(truth.decoys.iter().any(|decoy| decoy.place == place), "no decoy in {place}");
+    }
     for planted in &truth.planted {
         let matching: Vec<&serde_json::Value> = found
             .iter()
