@@ -96,6 +96,7 @@ impl Fronted {
         toml += &openai("failing", "fault-500", "");
         toml += &openai("busy", "fault-429", "");
         toml += &openai("hangup", "fault-slow-first-token", "");
+        toml += &openai("no-usage", "fault-no-usage", "");
         toml += &format!(
             "[[llm]]\nname = \"local\"\napi = \"ollama\"\nurl = \"http://127.0.0.1:{port}\"\nmodel = \"stub-chat\"\ncredential_file = \"upstream-token\"\n"
         );
@@ -457,4 +458,21 @@ async fn a_keys_own_token_cap_narrows_the_models() {
     let mut over = hello("chat");
     over["max_tokens"] = json!(5);
     assert_eq!(fronted.chat(&key, over).await.status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn an_upstream_that_reports_no_usage_still_leaves_its_record() {
+    let fronted = Fronted::new().await;
+    let key = fronted.key(&["no-usage"]).await;
+    let mut body = hello("no-usage");
+    body["stream"] = json!(true);
+    body["stream_options"] = json!({"include_usage": true});
+    let answer = fronted.chat(&key, body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    assert!(answer.text.trim_end().ends_with("data: [DONE]"), "{}", answer.text);
+    let records = fronted.audit_records().await;
+    let record = records.last().unwrap();
+    assert_eq!((record["model"].as_str(), record["decision"].as_str()), (Some("no-usage"), Some("allow")));
+    assert!(record.get("tokens").is_none(), "no counts were reported, none are made up: {record}");
+    assert_eq!(record["prompt_sha256"].as_str().map(str::len), Some(64));
 }
