@@ -48,6 +48,22 @@ impl DecodeError {
     }
 }
 
+/// Bounded little-endian reads, for every decoder: `None` past the end of the buffer (or on an
+/// offset that overflows), never a panic.
+pub(crate) mod le {
+    pub(crate) fn u16(bytes: &[u8], at: usize) -> Option<u16> {
+        Some(u16::from_le_bytes(bytes.get(at..at.checked_add(2)?)?.try_into().ok()?))
+    }
+
+    pub(crate) fn u32(bytes: &[u8], at: usize) -> Option<u32> {
+        Some(u32::from_le_bytes(bytes.get(at..at.checked_add(4)?)?.try_into().ok()?))
+    }
+
+    pub(crate) fn u64(bytes: &[u8], at: usize) -> Option<u64> {
+        Some(u64::from_le_bytes(bytes.get(at..at.checked_add(8)?)?.try_into().ok()?))
+    }
+}
+
 /// Most strings a decoder emits from one file; the rest are left to the raw-byte pass.
 pub const MAX_STRINGS: usize = 4_000_000;
 
@@ -130,6 +146,11 @@ pub(crate) mod testing {
             found.push((location.to_owned(), name.map(str::to_owned), value.to_owned()));
         });
         (found, result)
+    }
+
+    /// The values alone, in order.
+    pub(crate) fn values(found: &Found) -> Vec<&str> {
+        found.iter().map(|(_, _, value)| value.as_str()).collect()
     }
 
     pub(crate) fn found(location: &str, name: Option<&str>, value: &str) -> (String, Option<String>, String) {

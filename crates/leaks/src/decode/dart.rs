@@ -52,6 +52,7 @@ use goblin::elf::section_header::{SHF_ALLOC, SHT_DYNSYM, SHT_NOBITS, SHT_SYMTAB,
 
 use super::runs::scan_runs;
 use super::{DecodeError, Emitter, Sink, output_budget};
+use crate::decode::le::{u32 as u32_le, u64 as u64_le};
 
 const FORMAT: &str = "dart";
 /// `Snapshot::kMagicValue`, stored little-endian.
@@ -694,16 +695,6 @@ fn file_range(bytes: &[u8], offset: u64, size: u64) -> Option<&[u8]> {
 fn c_string(table: &[u8], offset: usize) -> Option<&[u8]> {
     let rest = table.get(offset..)?;
     rest.get(..rest.iter().position(|&b| b == 0)?)
-}
-
-fn u32_le(bytes: &[u8], offset: usize) -> Option<u32> {
-    let field = bytes.get(offset..offset.checked_add(4)?)?;
-    Some(u32::from_le_bytes(field.try_into().ok()?))
-}
-
-fn u64_le(bytes: &[u8], offset: usize) -> Option<u64> {
-    let field = bytes.get(offset..offset.checked_add(8)?)?;
-    Some(u64::from_le_bytes(field.try_into().ok()?))
 }
 
 fn i64_le(bytes: &[u8], offset: usize) -> Option<i64> {

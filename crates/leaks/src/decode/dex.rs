@@ -11,6 +11,7 @@
 mod field;
 
 use super::{DecodeError, Emitter, Sink, output_budget};
+use crate::decode::le::u32 as u32_at;
 
 const FORMAT: &str = "dex";
 const HEADER_SIZE: usize = 0x70;
@@ -127,24 +128,15 @@ pub fn decode_mutf8(bytes: &[u8]) -> String {
     String::from_utf16_lossy(&units)
 }
 
-fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
-    let field = bytes.get(offset..offset.checked_add(4)?)?;
-    Some(u32::from_le_bytes(field.try_into().ok()?))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::corpus::dex::{build, encode_mutf8, uleb128};
-    use crate::decode::testing::{Found, collect};
+    use crate::decode::testing::{Found, collect, values};
     use proptest::prelude::*;
 
     fn run(bytes: &[u8]) -> (Found, Result<(), DecodeError>) {
         collect(|sink| decode(bytes, sink))
-    }
-
-    fn values(found: &Found) -> Vec<&str> {
-        found.iter().map(|(_, _, value)| value.as_str()).collect()
     }
 
     /// A DEX header whose string pool is given by `count` and `ids_off`, followed by `rest`.

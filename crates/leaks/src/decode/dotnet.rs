@@ -22,6 +22,7 @@ pub mod store;
 mod table;
 
 use super::{DecodeError, Emitter, Sink, output_budget};
+use crate::decode::le::{u16 as u16_at, u32 as u32_at};
 
 const FORMAT: &str = "dotnet";
 /// Strings with fewer characters are not emitted.
@@ -288,16 +289,6 @@ fn compressed_length(bytes: &[u8]) -> Option<(usize, usize)> {
         }
         _ => None,
     }
-}
-
-fn u16_at(bytes: &[u8], offset: usize) -> Option<u16> {
-    let field = bytes.get(offset..offset.checked_add(2)?)?;
-    Some(u16::from_le_bytes(field.try_into().ok()?))
-}
-
-fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
-    let field = bytes.get(offset..offset.checked_add(4)?)?;
-    Some(u32::from_le_bytes(field.try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@
 //! for UTF-16 strings) are skipped.
 
 use super::{DecodeError, Emitter, Sink, output_budget};
+use crate::decode::le::u32 as u32_at;
 
 const FORMAT: &str = "hermes";
 /// `Ἑρμῆ` ("Hermes") in UTF-16BE, read as a little-endian `u64`.
@@ -184,11 +185,6 @@ fn check_kinds(bytes: &[u8], layout: &Layout) -> Result<(), DecodeError> {
     }
 }
 
-fn u32_at(bytes: &[u8], offset: usize) -> Option<u32> {
-    let field = bytes.get(offset..offset.checked_add(4)?)?;
-    Some(u32::from_le_bytes(field.try_into().ok()?))
-}
-
 fn pair_at(bytes: &[u8], offset: usize) -> Option<(u32, u32)> {
     Some((u32_at(bytes, offset)?, u32_at(bytes, offset.checked_add(4)?)?))
 }
@@ -197,15 +193,11 @@ fn pair_at(bytes: &[u8], offset: usize) -> Option<(u32, u32)> {
 mod tests {
     use super::*;
     use crate::corpus::hermes::{Kind, VERSION, build, build_with_kinds};
-    use crate::decode::testing::{Found, collect, found};
+    use crate::decode::testing::{Found, collect, found, values};
     use proptest::prelude::*;
 
     fn run(bytes: &[u8]) -> (Found, Result<(), DecodeError>) {
         collect(|sink| decode(bytes, sink))
-    }
-
-    fn values(found: &Found) -> Vec<&str> {
-        found.iter().map(|(_, _, value)| value.as_str()).collect()
     }
 
     fn put(bytes: &mut [u8], at: usize, value: u32) {

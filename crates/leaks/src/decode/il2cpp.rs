@@ -34,6 +34,7 @@ use std::ops::{ControlFlow, Range};
 
 use super::runs::scan_runs;
 use super::{DecodeError, Emitter, Sink, cut_name, output_budget};
+use crate::decode::le::u32 as u32_le;
 
 const FORMAT: &str = "il2cpp";
 /// `kSanity`, stored little-endian.
@@ -345,11 +346,6 @@ fn rest(bytes: &[u8], out: &mut Emitter<'_>) -> Result<(), DecodeError> {
         }
     }
     Ok(())
-}
-
-fn u32_le(bytes: &[u8], offset: usize) -> Option<u32> {
-    let field = bytes.get(offset..offset.checked_add(4)?)?;
-    Some(u32::from_le_bytes(field.try_into().ok()?))
 }
 
 #[cfg(test)]

@@ -1,6 +1,6 @@
 use super::*;
 use crate::corpus::dart::{FEATURES_ARM, FEATURES_ARM64, Layout, VERSION, build, build_arm, build_ios, elf, snapshot};
-use crate::decode::testing::{Found as Emitted, collect};
+use crate::decode::testing::{Found as Emitted, collect, values};
 use proptest::prelude::*;
 
 const KEY: &str = "AIzaSyD-planted-key-0123456789abcdefghi";
@@ -10,10 +10,6 @@ const DECOY: &str = "AIzaSyD-decoy-key-0123456789abcdefghi";
 
 fn run(bytes: &[u8]) -> (Emitted, Result<SnapshotInfo, DecodeError>) {
     collect(|sink| decode(bytes, sink))
-}
-
-fn values(found: &Emitted) -> Vec<&str> {
-    found.iter().map(|(_, _, value)| value.as_str()).collect()
 }
 
 /// A string of `length` characters that is no key: its record's first length byte is `x`

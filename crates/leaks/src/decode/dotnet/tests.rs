@@ -1,14 +1,10 @@
 use super::*;
 use crate::corpus::dotnet::build;
-use crate::decode::testing::{Found, collect, found};
+use crate::decode::testing::{Found, collect, found, values};
 use proptest::prelude::*;
 
 fn run(bytes: &[u8]) -> (Found, Result<(), DecodeError>) {
     collect(|sink| decode(bytes, sink))
-}
-
-fn values(found: &Found) -> Vec<&str> {
-    found.iter().map(|(_, _, value)| value.as_str()).collect()
 }
 
 /// Where the metadata root of a corpus assembly starts: the section, then the CLI header.

@@ -1,6 +1,6 @@
 use super::*;
 use crate::corpus::il2cpp::{Constant, build};
-use crate::decode::testing::{Found, collect, found as entry};
+use crate::decode::testing::{Found, collect, found as entry, values};
 use proptest::prelude::*;
 
 const KEY: &str = "AIzaSyD-planted-key-0123456789abcdefghi";
@@ -12,10 +12,6 @@ const SECRET: &str = "q8Zt1Lmw9Pxv0RsT7uYb2Nc4Kd6Hf3Jg";
 
 fn run(bytes: &[u8]) -> (Found, Result<u32, DecodeError>) {
     collect(|sink| decode(bytes, sink))
-}
-
-fn values(found: &Found) -> Vec<&str> {
-    found.iter().map(|(_, _, value)| value.as_str()).collect()
 }
 
 fn structured(found: &Found) -> Found {
