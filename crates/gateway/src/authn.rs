@@ -316,8 +316,9 @@ fn on_behalf_of(mut principal: Principal, headers: &HeaderMap) -> Result<Princip
         .ok_or_else(|| {
             ApiError::bad_request("Portcullis-On-Behalf-Of must be a user id of 1 to 128 printable ASCII characters")
         })?;
-    principal.delegator = Some(std::mem::take(&mut principal.id));
-    principal.id = principal.delegator.as_ref().map(|key| key.on_behalf_of(user)).unwrap_or_default();
+    let key = std::mem::take(&mut principal.id);
+    principal.id = key.on_behalf_of(user);
+    principal.delegator = Some(key);
     Ok(principal)
 }
 

@@ -599,15 +599,8 @@ impl RawConfig {
                     )));
                 }
             };
-            let rate = match (model.rate, model.burst) {
-                (None, None) => None,
-                (None, Some(_)) => return Err(invalid(format!("model '{}': a burst needs a rate", model.name))),
-                (Some(text), burst) => Some(
-                    text.parse()
-                        .and_then(|rate| rate_limit(rate, burst))
-                        .map_err(|e| invalid(format!("model '{}': rate: {e}", model.name)))?,
-                ),
-            };
+            let rate =
+                model_rate(model.rate, model.burst).map_err(|e| invalid(format!("model '{}': {e}", model.name)))?;
             models.push(ModelConfig {
                 rate,
                 output,
@@ -712,6 +705,17 @@ impl RawConfig {
             models,
             llm,
         })
+    }
+}
+
+/// A model's own `rate` and `burst` (for `[[models]]` and `[[llm]]`): a burst needs a rate.
+fn model_rate(rate: Option<String>, burst: Option<u32>) -> Result<Option<RateLimit>, String> {
+    match (rate, burst) {
+        (None, None) => Ok(None),
+        (None, Some(_)) => Err("a burst needs a rate".into()),
+        (Some(text), burst) => {
+            text.parse().and_then(|rate| rate_limit(rate, burst)).map(Some).map_err(|e| format!("rate: {e}"))
+        }
     }
 }
 

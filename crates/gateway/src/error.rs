@@ -351,13 +351,9 @@ impl ApiError {
     }
 
     /// The JSON body, in the Open Inference Protocol's `{"error": ...}` shape plus our fields.
-    pub fn body(&self, request_id: &str) -> String {
-        self.body_in(request_id, false)
-    }
-
-    /// The body in OpenAI's shape when `openai` (the error an object with a `type` its SDKs
-    /// map to exceptions), with our `code` and `request_id` beside it.
-    pub fn body_in(&self, request_id: &str, openai: bool) -> String {
+    /// In OpenAI's shape when `openai` (the error an object with a `type` its SDKs map to
+    /// exceptions), with our `code` and `request_id` beside it.
+    pub fn body(&self, request_id: &str, openai: bool) -> String {
         if openai && !self.oauth {
             let kind = match self.status.as_u16() {
                 400 | 413 | 415 | 422 => "invalid_request_error",
@@ -435,7 +431,7 @@ pub async fn render(request: Request, next: Next) -> Response {
     for (name, value) in &error.headers {
         parts.headers.insert(name.clone(), value.clone());
     }
-    Response::from_parts(parts, error.body_in(&request_id, openai).into())
+    Response::from_parts(parts, error.body(&request_id, openai).into())
 }
 
 #[cfg(test)]
@@ -444,7 +440,8 @@ mod tests {
 
     #[test]
     fn error_body_has_the_protocol_shape_and_our_fields() {
-        let body: serde_json::Value = serde_json::from_str(&ApiError::model_not_found("churn").body("req-1")).unwrap();
+        let body: serde_json::Value =
+            serde_json::from_str(&ApiError::model_not_found("churn").body("req-1", false)).unwrap();
         assert_eq!(body["error"], "model 'churn' not found");
         assert_eq!(body["code"], "model_not_found");
         assert_eq!(body["request_id"], "req-1");

@@ -145,10 +145,6 @@ impl LlmRegistry {
     pub fn iter(&self) -> impl Iterator<Item = &Arc<LlmModel>> {
         self.models.values()
     }
-
-    pub fn is_empty(&self) -> bool {
-        self.models.is_empty()
-    }
 }
 
 /// Calls the model `grant` is for with `request`, and answers the client: a whole answer, or a
@@ -162,8 +158,8 @@ pub async fn call(
 ) -> Result<Response, ApiError> {
     let model = Arc::clone(grant.model());
     let config = &model.config;
-    let slot = model.slots.admit().map_err(|_| ApiError::busy("the model is busy; try again shortly"))?.ready().await;
-    let slot = slot.map_err(|_| ApiError::busy("the model is busy; try again shortly"))?;
+    let busy = |_| ApiError::busy("the model is busy; try again shortly");
+    let slot = model.slots.admit().map_err(busy)?.ready().await.map_err(busy)?;
     let route = request.route;
     let stream = request.stream;
     let started = Instant::now();

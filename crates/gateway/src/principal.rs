@@ -67,11 +67,6 @@ impl PrincipalId {
     pub fn after_key(&self) -> Option<&str> {
         self.0.strip_prefix("key:")
     }
-
-    /// Whether this is an anonymous caller's id.
-    pub fn is_anonymous(&self) -> bool {
-        self.0.starts_with("anonymous:")
-    }
 }
 
 impl fmt::Display for PrincipalId {
@@ -89,12 +84,6 @@ impl PartialEq<str> for PrincipalId {
 impl PartialEq<&str> for PrincipalId {
     fn eq(&self, other: &&str) -> bool {
         self.0 == *other
-    }
-}
-
-impl From<PrincipalId> for String {
-    fn from(id: PrincipalId) -> String {
-        id.0
     }
 }
 

@@ -338,7 +338,7 @@ mod tests {
     #[test]
     fn oauth_errors_have_the_rfc_shape_and_no_store() {
         let error = ApiError::oauth(crate::error::ErrorCode::InvalidGrant);
-        let body: serde_json::Value = serde_json::from_str(&error.body("r")).unwrap();
+        let body: serde_json::Value = serde_json::from_str(&error.body("r", false)).unwrap();
         assert_eq!(body["error"], "invalid_grant");
         assert!(error.headers.iter().any(|(name, value)| name == header::CACHE_CONTROL && value == "no-store"));
     }

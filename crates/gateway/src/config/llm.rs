@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::{ConfigError, RateLimit, invalid, rate_limit, upstream::CredentialSource};
+use super::{ConfigError, RateLimit, invalid, upstream::CredentialSource};
 use crate::time::deserialize_duration;
 
 /// Which API the upstream speaks.
@@ -41,7 +41,7 @@ pub struct RawLlm {
     pub ca_file: Option<String>,
     #[serde(default)]
     pub public: bool,
-    #[serde(default = "default_connect_timeout", deserialize_with = "deserialize_duration")]
+    #[serde(default = "super::upstream::default_connect_timeout", deserialize_with = "deserialize_duration")]
     pub connect_timeout: Duration,
     /// The longest a whole answer may take (a stream: from the request to its last event).
     #[serde(default = "default_timeout", deserialize_with = "deserialize_duration")]
@@ -49,9 +49,9 @@ pub struct RawLlm {
     /// The longest a stream may go without sending anything (the first token included).
     #[serde(default = "default_stall_timeout", deserialize_with = "deserialize_duration")]
     pub stall_timeout: Duration,
-    #[serde(default = "default_max_connections")]
+    #[serde(default = "super::upstream::default_max_connections")]
     pub max_connections: usize,
-    #[serde(default = "default_queue")]
+    #[serde(default = "super::upstream::default_upstream_queue")]
     pub queue: usize,
     /// The largest answer accepted from the upstream (a stream: the largest single event).
     #[serde(default = "default_max_response_bytes")]
@@ -79,20 +79,11 @@ pub struct RawLlm {
     pub burst: Option<u32>,
 }
 
-fn default_connect_timeout() -> Duration {
-    Duration::from_secs(2)
-}
 fn default_timeout() -> Duration {
     Duration::from_secs(300)
 }
 fn default_stall_timeout() -> Duration {
     Duration::from_secs(30)
-}
-fn default_max_connections() -> usize {
-    64
-}
-fn default_queue() -> usize {
-    256
 }
 fn default_max_response_bytes() -> usize {
     16 * 1024 * 1024
@@ -172,13 +163,7 @@ impl RawLlm {
         if self.max_n == 0 || self.max_n > 128 {
             return Err(fail("max_n must be between 1 and 128".into()));
         }
-        let rate = match self.rate {
-            None => None,
-            Some(text) => {
-                let rate = text.parse().map_err(|error: String| fail(format!("rate: {error}")))?;
-                Some(rate_limit(rate, self.burst).map_err(|error| fail(format!("rate: {error}")))?)
-            }
-        };
+        let rate = super::model_rate(self.rate, self.burst).map_err(fail)?;
         if url.starts_with("http://") && !super::upstream::host_is_loopback_url(&url) {
             tracing::warn!(llm = %name, url = %url, "LLM upstream is plain HTTP off this host: prompts and answers cross the network unencrypted");
         }
@@ -240,6 +225,7 @@ mod tests {
             ("credential_env = \"A\"\ncredential_file = \"f\"", "give one"),
             ("model = \"has space\"", "printable"),
             ("stall_timeout = \"0s\"", "longer than zero"),
+            ("burst = 5", "a burst needs a rate"),
         ] {
             let error = load(extra).unwrap_err().to_string();
             assert!(error.contains(message), "{extra}: {error}");

@@ -53,16 +53,16 @@ pub struct RawUpstream {
 fn default_credential_header() -> String {
     "authorization".into()
 }
-fn default_connect_timeout() -> Duration {
+pub(super) fn default_connect_timeout() -> Duration {
     Duration::from_secs(2)
 }
 fn default_upstream_timeout() -> Duration {
     Duration::from_secs(10)
 }
-fn default_max_connections() -> usize {
+pub(super) fn default_max_connections() -> usize {
     64
 }
-fn default_upstream_queue() -> usize {
+pub(super) fn default_upstream_queue() -> usize {
     256
 }
 fn default_metadata_ttl() -> Duration {

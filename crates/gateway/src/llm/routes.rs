@@ -122,8 +122,15 @@ async fn forward(llm: Llm, route: Route, request: Request) -> Response {
     response
 }
 
-async fn check_and_call(llm: &Llm, route: Route, request: Request, facts: &mut LlmFacts) -> Result<Response, ApiError> {
-    let principal = principal(&request)?.clone();
+async fn check_and_call(
+    llm: &Llm,
+    route: Route,
+    mut request: Request,
+    facts: &mut LlmFacts,
+) -> Result<Response, ApiError> {
+    // The handler is the last to need the principal: take it rather than copy it.
+    principal(&request)?;
+    let principal = request.extensions_mut().remove::<Principal>().ok_or_else(ApiError::internal)?;
     let request_id = request.extensions().get::<RequestId>().map(|id| id.0.clone()).unwrap_or_default();
     let (parts, body) = request.into_parts();
     json_content(&parts.headers)?;
