@@ -35,6 +35,7 @@ crate::reason::named! {
         Overloaded => "overloaded",
         PayloadTooLarge => "payload_too_large",
         QuotaExhausted => "quota_exhausted",
+        BudgetExhausted => "budget_exhausted",
         RateLimited => "rate_limited",
         Timeout => "timeout",
         Unauthenticated => "unauthenticated",
@@ -229,6 +230,15 @@ impl ApiError {
         );
         error.headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after.max(1))));
         error.audit_reason = Some(AuditReason::QuotaExhausted);
+        error
+    }
+
+    /// 429: a token or spend budget has no room for this request's worst case. `retry_after`
+    /// is when the budget's window ends (a smaller request may fit sooner).
+    pub fn budget_exhausted(message: String, retry_after: i64) -> ApiError {
+        let mut error = ApiError::new(StatusCode::TOO_MANY_REQUESTS, ErrorCode::BudgetExhausted, message);
+        error.headers.push((header::RETRY_AFTER, HeaderValue::from(retry_after.max(1))));
+        error.audit_reason = Some(AuditReason::BudgetExhausted);
         error
     }
 

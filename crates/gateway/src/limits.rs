@@ -7,6 +7,7 @@
 //! Refusals are 429 (`rate_limited`, `quota_exhausted`) or 503 (`overloaded`), with
 //! `Retry-After`; allowed requests carry `RateLimit-*` headers for the principal's bucket.
 
+pub mod budget;
 pub mod gcra;
 pub mod memory;
 pub mod redis;
@@ -99,6 +100,54 @@ pub struct Admission {
 struct Counts {
     requests: u64,
     rows: u64,
+    tokens_in: u64,
+    tokens_out: u64,
+    micros: u64,
+    estimated: u64,
+}
+
+impl Counts {
+    fn of(usage: &Usage) -> Counts {
+        Counts {
+            requests: usage.requests,
+            rows: usage.rows,
+            tokens_in: usage.tokens_in,
+            tokens_out: usage.tokens_out,
+            micros: usage.spend_micros,
+            estimated: usage.estimated,
+        }
+    }
+
+    fn plus(self, other: Counts) -> Counts {
+        Counts {
+            requests: self.requests.saturating_add(other.requests),
+            rows: self.rows.saturating_add(other.rows),
+            tokens_in: self.tokens_in.saturating_add(other.tokens_in),
+            tokens_out: self.tokens_out.saturating_add(other.tokens_out),
+            micros: self.micros.saturating_add(other.micros),
+            estimated: self.estimated.saturating_add(other.estimated),
+        }
+    }
+
+    fn minus(self, other: Counts) -> Counts {
+        Counts {
+            requests: self.requests.saturating_sub(other.requests),
+            rows: self.rows.saturating_sub(other.rows),
+            tokens_in: self.tokens_in.saturating_sub(other.tokens_in),
+            tokens_out: self.tokens_out.saturating_sub(other.tokens_out),
+            micros: self.micros.saturating_sub(other.micros),
+            estimated: self.estimated.saturating_sub(other.estimated),
+        }
+    }
+
+    fn is_zero(&self) -> bool {
+        self.requests == 0
+            && self.rows == 0
+            && self.tokens_in == 0
+            && self.tokens_out == 0
+            && self.micros == 0
+            && self.estimated == 0
+    }
 }
 
 /// The limiter: this node's state, and Redis's when configured.
@@ -119,6 +168,8 @@ pub struct Limiter {
     refusals: memory::Buckets,
     /// Usage not yet written to the store: (kid, model, day) → counts.
     pending: Mutex<HashMap<(String, String, String), Counts>>,
+    /// Token and spend budgets on this node (when not in Redis).
+    budgets: Mutex<budget::Counters>,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -216,6 +267,7 @@ impl Limiter {
             store,
             quota_counts: tokio::sync::Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
+            budgets: Mutex::new(budget::Counters::default()),
         })
     }
 
@@ -282,7 +334,7 @@ impl Limiter {
         let ask = Ask { buckets: &buckets, headers: own.is_some(), quotas: &quotas, amount: 1, rows: false };
         admission.headers = self.decide(&ask).await?;
         if let Some(kid) = kid {
-            self.record_usage(kid, model.map(|(name, _)| name), 1, 0);
+            self.record_usage(kid, model.map(|(name, _)| name), Counts { requests: 1, ..Counts::default() });
         }
         Ok(admission)
     }
@@ -359,7 +411,7 @@ impl Limiter {
         let quotas = [(whole, limits.row_quotas.as_slice())];
         let ask = Ask { buckets: &[], headers: false, quotas: &quotas, amount: rows, rows: true };
         self.decide(&ask).await?;
-        self.record_usage(kid, Some(model), 0, rows);
+        self.record_usage(kid, Some(model), Counts { rows, ..Counts::default() });
         Ok(())
     }
 
@@ -499,10 +551,28 @@ impl Limiter {
             tracing::error!(%error, "usage lookup failed; refusing the request");
             ApiError::limiter_unavailable()
         })?;
-        Ok(stored.iter().fold(self.pending_since(kid, &since), |total, row| Counts {
-            requests: total.requests + row.requests,
-            rows: total.rows + row.rows,
-        }))
+        Ok(stored.iter().fold(self.pending_since(kid, &since), |total, row| total.plus(Counts::of(row))))
+    }
+
+    /// All callers' usage of `model` in the window that contains `now`: the store's, plus this
+    /// node's not yet written.
+    async fn stored_model_usage(&self, model: &str, window: Window, now: i64) -> Result<Counts, ApiError> {
+        let since = match window {
+            Window::Day => crate::time::day_of(now),
+            Window::Month => crate::time::month_start(now),
+        };
+        let stored = self.store.usage(None, &since).await.map_err(|error| {
+            tracing::error!(%error, "usage lookup failed; refusing the request");
+            ApiError::limiter_unavailable()
+        })?;
+        let pending = {
+            let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
+            pending
+                .iter()
+                .filter(|((_, m, day), _)| m == model && day.as_str() >= since.as_str())
+                .fold(Counts::default(), |total, (_, counts)| total.plus(*counts))
+        };
+        Ok(stored.iter().filter(|row| row.model == model).fold(pending, |total, row| total.plus(Counts::of(row))))
     }
 
     /// Checks and counts `amount` (requests, or rows when `rows`) against each group's quotas
@@ -551,13 +621,12 @@ impl Limiter {
     }
 
     /// Counts usage for the store (written by the flusher).
-    fn record_usage(&self, kid: &str, model: Option<&str>, requests: u64, rows: u64) {
+    fn record_usage(&self, kid: &str, model: Option<&str>, counts: Counts) {
         let Some(model) = model else { return };
         let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
         let entry =
             pending.entry((kid.to_owned(), model.to_owned(), crate::time::day_of(crate::time::now()))).or_default();
-        entry.requests += requests;
-        entry.rows += rows;
+        *entry = entry.plus(counts);
     }
 
     fn pending_since(&self, kid: &str, since: &str) -> Counts {
@@ -565,10 +634,10 @@ impl Limiter {
         // A key's usage includes that of the end users it named (`<kid>/user:<id>`).
         let includes =
             |k: &str| k == kid || (!kid.contains('/') && k.strip_prefix(kid).is_some_and(|rest| rest.starts_with('/')));
-        pending.iter().filter(|((k, _, day), _)| includes(k) && day.as_str() >= since).fold(
-            Counts::default(),
-            |total, (_, counts)| Counts { requests: total.requests + counts.requests, rows: total.rows + counts.rows },
-        )
+        pending
+            .iter()
+            .filter(|((k, _, day), _)| includes(k) && day.as_str() >= since)
+            .fold(Counts::default(), |total, (_, counts)| total.plus(*counts))
     }
 
     /// Writes the usage counted since the last flush to the store. On failure the counts are
@@ -584,6 +653,10 @@ impl Limiter {
                     day: day.clone(),
                     requests: counts.requests,
                     rows: counts.rows,
+                    tokens_in: counts.tokens_in,
+                    tokens_out: counts.tokens_out,
+                    spend_micros: counts.micros,
+                    estimated: counts.estimated,
                 })
                 .collect()
         };
@@ -594,11 +667,11 @@ impl Limiter {
             Ok(()) => {
                 let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
                 for row in batch {
+                    let written = Counts::of(&row);
                     let key = (row.kid, row.model, row.day);
                     if let Some(counts) = pending.get_mut(&key) {
-                        counts.requests = counts.requests.saturating_sub(row.requests);
-                        counts.rows = counts.rows.saturating_sub(row.rows);
-                        if counts.requests == 0 && counts.rows == 0 {
+                        *counts = counts.minus(written);
+                        if counts.is_zero() {
                             pending.remove(&key);
                         }
                     }

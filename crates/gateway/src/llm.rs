@@ -10,6 +10,7 @@
 pub mod body;
 pub mod relay;
 pub mod routes;
+pub mod tokens;
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
@@ -22,7 +23,8 @@ use crate::{
     config::{Config, LlmApi, LlmConfig},
     error::ApiError,
     minimise::OutputPolicy,
-    request::{LlmFacts, REQUEST_ID_HEADER},
+    limits::budget::Reservation,
+    request::{LlmFacts, REQUEST_ID_HEADER, TokenUsage},
 };
 use body::{LlmRequest, Route};
 use relay::{Deadlines, Framing, Relay, Scrub, StreamFault};
@@ -41,6 +43,8 @@ pub struct LlmModel {
     credential: Option<HeaderValue>,
     /// At most `max_connections` requests at once, `queue` more waiting.
     slots: Pool,
+    /// Counts the tokens of prompts and of answers whose usage the upstream does not report.
+    pub tokens: tokens::TokenCounter,
 }
 
 impl std::fmt::Debug for LlmModel {
@@ -97,6 +101,7 @@ impl LlmModel {
             client,
             credential,
             slots: Pool::new(config.max_connections, config.queue),
+            tokens: tokens::TokenCounter::estimate(),
         })
     }
 
@@ -150,12 +155,7 @@ impl LlmRegistry {
 /// Calls the model `grant` is for with `request`, and answers the client: a whole answer, or a
 /// stream passed on as it comes. Nothing of the client's request but its body (checked) reaches
 /// the upstream, and nothing of the upstream's answer but its cleaned body reaches the client.
-pub async fn call(
-    grant: &LlmGrant,
-    request: LlmRequest,
-    request_id: &str,
-    facts: &LlmFacts,
-) -> Result<Response, ApiError> {
+pub async fn call(grant: &LlmGrant, request: LlmRequest, request_id: &str, mut meter: Meter) -> Result<Response, ApiError> {
     let model = Arc::clone(grant.model());
     let config = &model.config;
     let busy = |_| ApiError::busy("the model is busy; try again shortly");
@@ -168,6 +168,7 @@ pub async fn call(
         id: format!("{}-{request_id}", if route == Route::Completions { "cmpl" } else { "chatcmpl" }),
         logprobs: config.logprobs,
         keep_only: (route == Route::OllamaShow).then_some(SHOW_FIELDS),
+        hide_usage: stream && !request.stream_usage,
     };
     let mut upstream = model
         .client
@@ -195,6 +196,7 @@ pub async fn call(
     if !status.is_success() {
         return Err(refused_by_upstream(&config.name, status, response).await);
     }
+    meter.answered = true;
     if !stream {
         let left = config.timeout.saturating_sub(started.elapsed());
         let bytes = match tokio::time::timeout(left, read_limited(response, config.max_response_bytes)).await {
@@ -205,12 +207,13 @@ pub async fn call(
             }
             Ok(Ok(bytes)) => bytes,
         };
-        let Some((clean, usage)) = scrub.answer(&bytes) else {
+        let Some((clean, usage, generated)) = scrub.answer(&bytes) else {
             tracing::warn!(model = %config.name, "LLM upstream answered with something that is not a JSON object");
             return Err(ApiError::upstream_error());
         };
+        meter.generated(&generated);
         if let Some(usage) = usage {
-            facts.set_usage(usage);
+            meter.reported(usage);
         }
         drop(slot);
         return Ok(json_response(StatusCode::OK, "application/json", Body::from(clean)));
@@ -218,7 +221,7 @@ pub async fn call(
     let framing = if route.is_ollama() { Framing::Lines } else { Framing::Sse };
     let relay = Relay::new(framing, scrub, config.max_response_bytes);
     let deadlines = Deadlines { end: started + config.timeout, stall: config.stall_timeout };
-    let state = Streaming { response, relay, deadlines, facts: facts.clone(), finished: false, _slot: slot };
+    let state = Streaming { response, relay, deadlines, meter, finished: false, _slot: slot };
     let events = futures_util::stream::unfold(state, Streaming::next);
     let content_type = match framing {
         Framing::Sse => "text/event-stream",
@@ -270,7 +273,7 @@ struct Streaming {
     response: reqwest::Response,
     relay: Relay,
     deadlines: Deadlines,
-    facts: LlmFacts,
+    meter: Meter,
     finished: bool,
     _slot: crate::backend::Slot,
 }
@@ -294,8 +297,10 @@ impl Streaming {
                 }
                 Ok(Ok(Some(piece))) => self.relay.feed(&piece),
             };
+            let generated = self.relay.take_generated();
+            self.meter.generated(&generated);
             if let Some(usage) = self.relay.usage() {
-                self.facts.set_usage(usage);
+                self.meter.reported(usage);
             }
             match piece {
                 Ok(bytes) if bytes.is_empty() && !self.finished => {}
@@ -307,6 +312,80 @@ impl Streaming {
                     return Some((Ok(event), self));
                 }
             }
+        }
+    }
+}
+
+/// What one request uses, as it goes: the tokens of its prompt (counted before it left), of
+/// what the model generated so far, and the upstream's own report when it comes. The audit
+/// record's `tokens` follow it; when the request ends (answered, failed, or its client gone
+/// mid-stream) its budget reservation is settled to it. A request the upstream refused or never
+/// answered used nothing; one cut short is charged for what was generated.
+pub struct Meter {
+    reservation: Option<Reservation>,
+    facts: LlmFacts,
+    counter: tokens::TokenCounter,
+    prompt: u64,
+    completion: u64,
+    /// The upstream accepted the request (2xx).
+    answered: bool,
+    /// The upstream reported the usage: it stands.
+    reported: bool,
+}
+
+impl std::fmt::Debug for Meter {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Meter").field("prompt", &self.prompt).field("completion", &self.completion).finish_non_exhaustive()
+    }
+}
+
+impl Meter {
+    /// `prompt` is the prompt's tokens as counted by `counter`.
+    pub fn new(reservation: Reservation, facts: LlmFacts, counter: tokens::TokenCounter, prompt: u64) -> Meter {
+        Meter { reservation: Some(reservation), facts, counter, prompt, completion: 0, answered: false, reported: false }
+    }
+
+    fn counted(&self) -> TokenUsage {
+        TokenUsage { prompt: self.prompt, completion: self.completion, estimated: !self.counter.exact() }
+    }
+
+    fn generated(&mut self, text: &str) {
+        if text.is_empty() {
+            return;
+        }
+        self.completion = self.completion.saturating_add(self.counter.generated_tokens(text));
+        if !self.reported {
+            self.facts.set_usage(self.counted());
+        }
+    }
+
+    fn reported(&mut self, usage: TokenUsage) {
+        self.reported = true;
+        self.facts.set_usage(usage);
+    }
+
+    /// What the request used, as far as the gateway knows.
+    fn used(&self) -> TokenUsage {
+        if !self.answered {
+            return TokenUsage::default();
+        }
+        if self.reported
+            && let Some(usage) = self.facts.usage()
+        {
+            return usage;
+        }
+        self.counted()
+    }
+}
+
+impl Drop for Meter {
+    fn drop(&mut self) {
+        let used = self.used();
+        if self.answered && !self.reported {
+            self.facts.set_usage(used);
+        }
+        if let Some(reservation) = self.reservation.take() {
+            reservation.settle(used);
         }
     }
 }

@@ -89,6 +89,10 @@ named! {
         RateLimited => "rate_limited",
         /// A request or row quota.
         QuotaExhausted => "quota_exhausted",
+        /// A token or spend budget without room for the request's worst case.
+        BudgetExhausted => "budget_exhausted",
+        /// A model with no price, called by a caller with a spend cap.
+        Unpriced => "unpriced_model",
         /// A delegate key's cap on distinct end users.
         UserCap => "user_cap",
         /// A concurrency limit.

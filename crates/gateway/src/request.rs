@@ -24,11 +24,14 @@ pub fn speaks_openai(path: &str) -> bool {
 #[derive(Debug, Clone, Copy)]
 pub struct InputRows(pub u64);
 
-/// Tokens an LLM request used, as its upstream reported them.
+/// Tokens an LLM request used: as its upstream reported them, or counted by the gateway
+/// (`estimated`) where it reported none.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
 pub struct TokenUsage {
     pub prompt: u64,
     pub completion: u64,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub estimated: bool,
 }
 
 /// What an LLM handler tells the audit record: the model the body named (it is not in the

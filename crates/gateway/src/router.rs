@@ -543,6 +543,8 @@ async fn limit(State(gateway): State<Arc<Gateway>>, mut request: Request, next: 
 }
 
 #[cfg(test)]
+mod budget_tests;
+#[cfg(test)]
 mod limits_tests;
 #[cfg(test)]
 mod llm_tests;

@@ -79,6 +79,8 @@ mod row {
                         .try_get::<Option<i64>, _>("max_tokens")
                         .map_err(corrupt)?
                         .and_then(|n| u32::try_from(n).ok()),
+                    budget: crate::limit_spec::Budget::default(),
+                    user_budget: crate::limit_spec::Budget::default(),
                 },
             })
         }};
@@ -242,6 +244,10 @@ mod row {
                 day: row.try_get("day").map_err(corrupt)?,
                 requests: u64::try_from(row.try_get::<i64, _>("requests").map_err(corrupt)?).unwrap_or(0),
                 rows: u64::try_from(row.try_get::<i64, _>("rows").map_err(corrupt)?).unwrap_or(0),
+                tokens_in: 0,
+                tokens_out: 0,
+                spend_micros: 0,
+                estimated: 0,
             })
         }};
     }
@@ -388,6 +394,10 @@ pub struct KeyLimits {
     pub max_users: Option<crate::limit_spec::UserCap>,
     /// Language models: the most tokens a request may ask for (the model's cap also holds).
     pub max_tokens: Option<u32>,
+    /// Language models: the key's token and spend budget (all its end users together).
+    pub budget: crate::limit_spec::Budget,
+    /// Language models: each end user's budget, for a delegate key.
+    pub user_budget: crate::limit_spec::Budget,
 }
 
 impl KeyLimits {
@@ -406,7 +416,7 @@ impl KeyLimits {
 }
 
 /// Usage of one key on one model on one UTC day.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Usage {
     pub kid: String,
     pub model: String,
@@ -414,6 +424,13 @@ pub struct Usage {
     pub day: String,
     pub requests: u64,
     pub rows: u64,
+    /// Language models: tokens read (prompts) and written (answers).
+    pub tokens_in: u64,
+    pub tokens_out: u64,
+    /// Language models: what the tokens cost at the model's price, in micro-dollars.
+    pub spend_micros: u64,
+    /// Requests whose tokens were estimated (the upstream reported none).
+    pub estimated: u64,
 }
 
 impl std::fmt::Debug for KeyRecord {
@@ -644,6 +661,7 @@ pub(crate) mod tests {
             day: day.into(),
             requests,
             rows,
+            ..Usage::default()
         };
         store
             .add_usage(&[usage("AAAA0001", "m", "2026-11-01", 2, 10), usage("AAAA0002", "m", "2026-11-02", 1, 1)])

@@ -84,6 +84,8 @@ pub struct LimitsConfig {
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub backend: LimitsBackend,
     pub local_fallback: bool,
+    /// Language models: each principal's token and spend budget, where its key sets none.
+    pub budget: crate::limit_spec::Budget,
 }
 
 /// A rate and a burst from config or a key; the burst defaults to one second's worth (at
@@ -176,6 +178,7 @@ impl RawLimits {
             row_quotas: quotas("row_quota", self.row_quota)?,
             anonymous: rate("anonymous_rate", self.anonymous_rate, self.anonymous_burst)?,
             trusted_proxies,
+            budget: crate::limit_spec::Budget::default(),
         })
     }
 }
@@ -193,6 +196,7 @@ impl Default for LimitsConfig {
             trusted_proxies: Vec::new(),
             backend: LimitsBackend::Memory,
             local_fallback: false,
+            budget: crate::limit_spec::Budget::default(),
         }
     }
 }

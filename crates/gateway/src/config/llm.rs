@@ -122,6 +122,10 @@ pub struct LlmConfig {
     pub logprobs: bool,
     pub images: bool,
     pub rate: Option<RateLimit>,
+    /// Dollars per million tokens read and written; spend caps need it.
+    pub price: Option<crate::limit_spec::Price>,
+    /// The model's own token and spend budget, all callers together.
+    pub budget: crate::limit_spec::Budget,
 }
 
 /// An upstream's model name: printable, no blank, at most 256 bytes (`org/model:tag` included).
@@ -187,6 +191,8 @@ impl RawLlm {
             logprobs: self.logprobs,
             images: self.images,
             rate,
+            price: None,
+            budget: crate::limit_spec::Budget::default(),
             name,
         })
     }

@@ -87,6 +87,20 @@ end
 return 1
 ";
 
+/// Settles budget reservations: adds each delta to its counter if the counter still exists
+/// (its window may have ended), never below zero.
+const ADJUST: &str = r"
+for i = 1, #KEYS do
+  local used = redis.call('GET', KEYS[i])
+  if used then
+    local value = tonumber(used) + tonumber(ARGV[i])
+    if value < 0 then value = 0 end
+    redis.call('SET', KEYS[i], value, 'KEEPTTL')
+  end
+end
+return 1
+";
+
 /// A quota counter the script spends.
 #[derive(Debug, Clone)]
 pub struct Counter {
@@ -127,6 +141,7 @@ pub struct Shared {
     prefix: String,
     admit: redis::Script,
     admit_member: redis::Script,
+    adjust: redis::Script,
     connection: tokio::sync::Mutex<Option<ConnectionManager>>,
     last_failure: Mutex<Option<Instant>>,
 }
@@ -161,6 +176,7 @@ impl Shared {
             prefix: prefix.to_owned(),
             admit: redis::Script::new(ADMIT),
             admit_member: redis::Script::new(ADMIT_MEMBER),
+            adjust: redis::Script::new(ADJUST),
             connection: tokio::sync::Mutex::new(None),
             last_failure: Mutex::new(None),
         })
@@ -243,6 +259,20 @@ impl Shared {
             .map_err(|_| SharedError("timed out".into()))?
             .map_err(|e| SharedError(e.to_string()))?;
         Ok(reply == 1)
+    }
+
+    /// Adds each delta to its counter (budget settlements), atomically, in one round trip.
+    pub async fn adjust(&self, deltas: &[(String, i64)]) -> Result<(), SharedError> {
+        let mut connection = self.connection().await?;
+        let mut invocation = self.adjust.prepare_invoke();
+        for (key, delta) in deltas {
+            invocation.key(key).arg(*delta);
+        }
+        let _: i64 = tokio::time::timeout(TIMEOUT, invocation.invoke_async(&mut connection))
+            .await
+            .map_err(|_| SharedError("timed out".into()))?
+            .map_err(|e| SharedError(e.to_string()))?;
+        Ok(())
     }
 
     /// Creates a counter with the store's count unless another node did first.

@@ -159,6 +159,9 @@ pub struct LlmRequest {
     pub body: Map<String, Value>,
     pub model: String,
     pub stream: bool,
+    /// The client asked for the stream's usage (`stream_options.include_usage`). The upstream
+    /// is always asked for it, to settle budgets; this says whether the client sees it.
+    pub stream_usage: bool,
 }
 
 /// Parses `bytes` as the body of `route`. The message says exactly what is wrong.
@@ -187,7 +190,16 @@ pub fn parse(route: Route, bytes: &[u8]) -> Result<LlmRequest, String> {
     if body.contains_key("stream_options") && !stream {
         return Err("'stream_options' is only for streams ('stream': true)".into());
     }
-    Ok(LlmRequest { route, body, model, stream })
+    let stream_usage = match body.get("stream_options") {
+        None | Some(Value::Null) => false,
+        Some(Value::Object(options)) => match options.get("include_usage") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(include)) => *include,
+            Some(_) => return Err("'stream_options.include_usage' must be true or false".into()),
+        },
+        Some(_) => return Err("'stream_options' must be an object".into()),
+    };
+    Ok(LlmRequest { route, body, model, stream, stream_usage })
 }
 
 impl LlmRequest {
@@ -323,6 +335,27 @@ impl LlmRequest {
         })
     }
 
+    /// The most tokens the answer may hold, over all its choices: the token cap (set by
+    /// [`LlmRequest::enforce`] where the request had none) times `n` (or `best_of`, which is
+    /// generated whole and billed though only `n` are returned). Zero for routes that generate
+    /// nothing.
+    pub fn max_generated(&self) -> u64 {
+        if !self.route.generates() {
+            return 0;
+        }
+        let number = |value: Option<&Value>| value.and_then(Value::as_u64);
+        let cap = if self.route.is_ollama() {
+            number(self.body.get("options").and_then(|options| options.get("num_predict")))
+        } else {
+            ["max_tokens", "max_completion_tokens", "max_output_tokens"]
+                .iter()
+                .filter_map(|field| number(self.body.get(*field)))
+                .min()
+        };
+        let choices = ["n", "best_of"].iter().filter_map(|field| number(self.body.get(*field))).max().unwrap_or(1);
+        cap.unwrap_or(0).saturating_mul(choices.max(1))
+    }
+
     /// SHA-256 of the prompt fields, hex: the audit record's link to a prompt without its text.
     pub fn prompt_sha256(&self) -> String {
         use sha2::{Digest, Sha256};
@@ -341,6 +374,14 @@ impl LlmRequest {
     /// The body for the upstream: the same object with the upstream's model name.
     pub fn into_upstream(mut self, upstream_model: &str) -> Vec<u8> {
         self.body.insert("model".into(), Value::from(upstream_model));
+        if self.stream && matches!(self.route, Route::ChatCompletions | Route::Completions) {
+            // The stream's usage settles budgets: always asked for (and not passed on to a
+            // client that did not ask for it).
+            let options = self.body.entry("stream_options").or_insert_with(|| Value::Object(Map::new()));
+            if let Value::Object(options) = options {
+                options.insert("include_usage".into(), Value::Bool(true));
+            }
+        }
         if self.route.is_ollama() && self.route != Route::OllamaShow && self.route != Route::OllamaEmbed {
             // Ollama streams by default: say which, so the answer has the shape expected.
             self.body.insert("stream".into(), Value::Bool(self.stream));

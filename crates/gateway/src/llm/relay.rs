@@ -27,6 +27,9 @@ pub struct Scrub {
     /// Keep only these top-level fields (Ollama's `show`: its details, never its modelfile with
     /// the upstream's paths), or all but the upstream's own.
     pub keep_only: Option<&'static [&'static str]>,
+    /// The client did not ask for a stream's usage (the gateway did, for budgets): its usage
+    /// chunk is dropped and `usage` taken off the other chunks.
+    pub hide_usage: bool,
 }
 
 /// Fields an answer never carries out: they name or fingerprint the upstream.
@@ -69,13 +72,60 @@ impl Scrub {
         usage_of(object)
     }
 
-    /// Cleans a whole JSON answer; `None` if it is not a JSON object.
-    pub fn answer(&self, bytes: &[u8]) -> Option<(Bytes, Option<TokenUsage>)> {
+    /// Cleans a whole JSON answer; `None` if it is not a JSON object. With it: the usage it
+    /// reports and the text it generated.
+    pub fn answer(&self, bytes: &[u8]) -> Option<(Bytes, Option<TokenUsage>, String)> {
         let Ok(Value::Object(mut object)) = serde_json::from_slice::<Value>(bytes) else {
             return None;
         };
         let usage = self.object(&mut object);
-        Some((Bytes::from(serde_json::to_vec(&Value::Object(object)).ok()?), usage))
+        let mut generated = String::new();
+        generated_text(&object, &mut generated);
+        Some((Bytes::from(serde_json::to_vec(&Value::Object(object)).ok()?), usage, generated))
+    }
+}
+
+/// Appends the text an answer (or one stream chunk) generated, over all its choices: what is
+/// counted when the upstream reports no usage, or a stream is cut short.
+pub fn generated_text(object: &Map<String, Value>, out: &mut String) {
+    let mut take = |value: Option<&Value>| {
+        if let Some(Value::String(text)) = value {
+            out.push_str(text);
+        }
+    };
+    if let Some(Value::Array(choices)) = object.get("choices") {
+        for choice in choices {
+            take(choice.get("text"));
+            for part in ["delta", "message"] {
+                let Some(message) = choice.get(part) else { continue };
+                take(message.get("content"));
+                take(message.get("reasoning_content"));
+                if let Some(Value::Array(calls)) = message.get("tool_calls") {
+                    for call in calls {
+                        take(call.get("function").and_then(|function| function.get("arguments")));
+                    }
+                }
+            }
+        }
+    }
+    // Ollama: `message` (chat) or `response` (generate); Responses API: text deltas.
+    if let Some(message) = object.get("message") {
+        take(message.get("content"));
+        take(message.get("thinking"));
+    }
+    take(object.get("response").filter(|value| value.is_string()));
+    take(object.get("thinking"));
+    if object.get("type").and_then(Value::as_str).is_some_and(|kind| kind.ends_with(".delta")) {
+        take(object.get("delta"));
+    }
+    if let Some(Value::Array(output)) = object.get("output") {
+        for item in output {
+            if let Some(Value::Array(content)) = item.get("content") {
+                for part in content {
+                    take(part.get("text"));
+                }
+            }
+        }
     }
 }
 
@@ -87,10 +137,10 @@ fn usage_of(object: &Map<String, Value>) -> Option<TokenUsage> {
         let prompt = count(usage.get("prompt_tokens")).or_else(|| count(usage.get("input_tokens")))?;
         let completion =
             count(usage.get("completion_tokens")).or_else(|| count(usage.get("output_tokens"))).unwrap_or(0);
-        return Some(TokenUsage { prompt, completion });
+        return Some(TokenUsage { prompt, completion, estimated: false });
     }
     let prompt = count(object.get("prompt_eval_count"))?;
-    Some(TokenUsage { prompt, completion: count(object.get("eval_count")).unwrap_or(0) })
+    Some(TokenUsage { prompt, completion: count(object.get("eval_count")).unwrap_or(0), estimated: false })
 }
 
 /// How a stream is framed.
@@ -140,16 +190,23 @@ pub struct Relay {
     max_event: usize,
     usage: Option<TokenUsage>,
     done: bool,
+    /// Text generated in the events read since [`Relay::take_generated`] was last called.
+    generated: String,
 }
 
 impl Relay {
     pub fn new(framing: Framing, scrub: Scrub, max_event: usize) -> Relay {
-        Relay { framing, scrub, pending: BytesMut::new(), max_event, usage: None, done: false }
+        Relay { framing, scrub, pending: BytesMut::new(), max_event, usage: None, done: false, generated: String::new() }
     }
 
     /// The usage the stream reported (OpenAI: with `stream_options.include_usage`).
     pub fn usage(&self) -> Option<TokenUsage> {
         self.usage
+    }
+
+    /// The text generated since the last call.
+    pub fn take_generated(&mut self) -> String {
+        std::mem::take(&mut self.generated)
     }
 
     /// Takes a piece of the upstream stream; returns the clean bytes to send now.
@@ -194,6 +251,9 @@ impl Relay {
                     return Ok(());
                 }
                 let clean = self.clean_json(line)?;
+                if clean.is_empty() {
+                    return Ok(());
+                }
                 out.extend_from_slice(&clean);
                 out.extend_from_slice(b"\n");
             }
@@ -220,6 +280,9 @@ impl Relay {
                     return Ok(());
                 }
                 let clean = self.clean_json(&data)?;
+                if clean.is_empty() {
+                    return Ok(());
+                }
                 if let Some(name) =
                     name.filter(|name| name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_'))
                 {
@@ -250,6 +313,13 @@ impl Relay {
         }
         if self.framing == Framing::Lines && object.get("done") == Some(&Value::Bool(true)) {
             self.done = true;
+        }
+        generated_text(&object, &mut self.generated);
+        if self.scrub.hide_usage && object.remove("usage").is_some_and(|usage| !usage.is_null()) {
+            // The usage chunk the gateway asked for: no choices, only usage. Not passed on.
+            if object.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
+                return Ok(Vec::new());
+            }
         }
         serde_json::to_vec(&Value::Object(object)).map_err(|_| StreamFault::Malformed)
     }
@@ -307,7 +377,7 @@ mod tests {
     use super::*;
 
     fn scrub() -> Scrub {
-        Scrub { model: "chat".into(), id: "chatcmpl-ours".into(), logprobs: false, keep_only: None }
+        Scrub { model: "chat".into(), id: "chatcmpl-ours".into(), logprobs: false, keep_only: None, hide_usage: false }
     }
 
     #[test]
@@ -315,7 +385,7 @@ mod tests {
         let upstream = br#"{"id":"chatcmpl-up","model":"org/secret-7b","system_fingerprint":"b0-x","timings":{"a":1},
             "choices":[{"index":0,"message":{"content":"hi"},"logprobs":{"content":[]}}],
             "usage":{"prompt_tokens":5,"completion_tokens":2,"total_tokens":7}}"#;
-        let (clean, usage) = scrub().answer(upstream).unwrap();
+        let (clean, usage, generated) = scrub().answer(upstream).unwrap();
         let text = String::from_utf8(clean.to_vec()).unwrap();
         for leak in ["secret-7b", "b0-x", "timings", "chatcmpl-up"] {
             assert!(!text.contains(leak), "{leak} in {text}");
@@ -323,7 +393,8 @@ mod tests {
         let value: Value = serde_json::from_str(&text).unwrap();
         assert_eq!((value["model"].as_str(), value["id"].as_str()), (Some("chat"), Some("chatcmpl-ours")));
         assert!(value["choices"][0]["logprobs"].is_null());
-        assert_eq!(usage, Some(TokenUsage { prompt: 5, completion: 2 }));
+        assert_eq!(usage, Some(TokenUsage { prompt: 5, completion: 2, estimated: false }));
+        assert_eq!(generated, "hi");
     }
 
     #[test]
@@ -343,7 +414,7 @@ mod tests {
             assert!(!text.contains("fp") && !text.contains("\"up\"") && !text.contains("ping"), "{text}");
             assert_eq!(text.matches("data: ").count(), 3, "{text}");
             assert!(text.ends_with("data: [DONE]\n\n"));
-            assert_eq!(relay.usage(), Some(TokenUsage { prompt: 3, completion: 1 }));
+            assert_eq!(relay.usage(), Some(TokenUsage { prompt: 3, completion: 1, estimated: false }));
         }
     }
 
@@ -373,7 +444,7 @@ mod tests {
             .unwrap();
         let text = String::from_utf8(out.to_vec()).unwrap();
         assert!(!text.contains("llama3") && text.lines().count() == 2, "{text}");
-        assert_eq!(relay.usage(), Some(TokenUsage { prompt: 4, completion: 2 }));
+        assert_eq!(relay.usage(), Some(TokenUsage { prompt: 4, completion: 2, estimated: false }));
         relay.finish().unwrap();
     }
 }

@@ -22,6 +22,7 @@ use super::{
 use crate::{
     authz::{self, Infer, Metadata},
     error::ApiError,
+    limits::budget::{Charge, ModelBudget},
     principal::Principal,
     request::{LlmFacts, RequestId},
 };
@@ -160,7 +161,15 @@ async fn check_and_call(
         llm.limiter.spend(&[(format!("m:{}", model.config.name), rate)]).await?;
     }
     facts.prompt_sha256 = request.prompt_sha256();
-    super::call(&grant, request, &request_id, facts).await
+    // Reserve the worst case from every budget before anything leaves; settled by the meter
+    // when the answer ends.
+    let budget = ModelBudget { name: &model.config.name, budget: &model.config.budget, price: model.config.price };
+    let lines = llm.limiter.budget_lines(&principal, budget)?;
+    let prompt = model.tokens.prompt_tokens(route, &request.body);
+    let worst = Charge::of(model.config.price, prompt, request.max_generated());
+    let reservation = llm.limiter.reserve(&lines, worst, &principal, budget).await?;
+    let meter = super::Meter::new(reservation, facts.clone(), model.tokens.clone(), prompt);
+    super::call(&grant, request, &request_id, meter).await
 }
 
 /// The body must be JSON (`application/json`, any parameters) and not compressed.

@@ -27,9 +27,9 @@ use crate::{
 const UPSTREAM_KEY: &str = "upstream-secret-token";
 
 /// The stub, killed when dropped.
-struct Stub {
+pub(super) struct Stub {
     child: Child,
-    port: u16,
+    pub(super) port: u16,
 }
 
 impl Stub {
@@ -48,7 +48,7 @@ impl Stub {
     }
 
     /// What the stub was sent, oldest first.
-    async fn record(&self) -> Vec<Value> {
+    pub(super) async fn record(&self) -> Vec<Value> {
         let url = format!("http://127.0.0.1:{}/__requests", self.port);
         let client = crate::backend::upstream::http_client(&url, None, Duration::from_secs(2), 2, false)
             .unwrap()
@@ -66,15 +66,23 @@ impl Drop for Stub {
     }
 }
 
-struct Fronted {
-    _dir: tempfile::TempDir,
-    gateway: Arc<Gateway>,
+pub(super) struct Fronted {
+    dir: tempfile::TempDir,
+    pub(super) gateway: Arc<Gateway>,
     keyring: Keyring,
-    stub: Stub,
+    pub(super) stub: Stub,
+    toml: String,
+    pub(super) store: Arc<dyn Store>,
 }
 
 impl Fronted {
-    async fn new() -> Fronted {
+    pub(super) async fn new() -> Fronted {
+        Fronted::with("").await
+    }
+
+    /// The gateway in front of a new stub; `extra` is added to its config (more `[[llm]]`, a
+    /// `[limits]` section). `{port}` in it is the stub's port.
+    pub(super) async fn with(extra: &str) -> Fronted {
         let stub = Stub::start();
         let port = stub.port;
         let dir = tempfile::tempdir().unwrap();
@@ -100,19 +108,31 @@ impl Fronted {
         toml += &format!(
             "[[llm]]\nname = \"local\"\napi = \"ollama\"\nurl = \"http://127.0.0.1:{port}\"\nmodel = \"stub-chat\"\ncredential_file = \"upstream-token\"\n"
         );
-        let config = Config::from_toml(&toml, dir.path()).unwrap();
+        toml += &extra.replace("{port}", &port.to_string());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
-        let pepper = Pepper::from_bytes(vec![3; 32]);
-        let gateway = Gateway::builder(config)
-            .models(crate::backend::Registry::default())
-            .store(store, pepper.clone())
-            .build()
-            .unwrap();
-        let keyring = gateway.keyring(pepper);
-        Fronted { _dir: dir, gateway, keyring, stub }
+        let gateway = Fronted::node_of(&toml, &dir, &store);
+        let keyring = gateway.keyring(Pepper::from_bytes(vec![3; 32]));
+        Fronted { dir, gateway, keyring, stub, toml, store }
     }
 
-    async fn key(&self, models: &[&str]) -> String {
+    fn node_of(toml: &str, dir: &tempfile::TempDir, store: &Arc<dyn Store>) -> Arc<Gateway> {
+        let config = Config::from_toml(toml, dir.path()).unwrap();
+        Gateway::builder(config)
+            .models(crate::backend::Registry::default())
+            .store(Arc::clone(store), Pepper::from_bytes(vec![3; 32]))
+            .build()
+            .unwrap()
+    }
+
+    /// Another gateway node: the same config and store (and Redis, if the config names it).
+    pub(super) fn another_node(&self) -> Arc<Gateway> {
+        let mut toml = self.toml.clone();
+        // Its own audit log: two writers never share one chain.
+        toml = toml.replacen("[store]", "[audit]\npath = \"audit-2.jsonl\"\n[store]", 1);
+        Fronted::node_of(&toml, &self.dir, &self.store)
+    }
+
+    pub(super) async fn key(&self, models: &[&str]) -> String {
         self.key_with_scopes(models, "infer,metadata").await
     }
 
@@ -120,7 +140,26 @@ impl Fronted {
         self.key_with(models, scopes, Default::default()).await
     }
 
-    async fn key_with(&self, models: &[&str], scopes: &str, limits: crate::store::KeyLimits) -> String {
+    pub(super) async fn key_with(&self, models: &[&str], scopes: &str, limits: crate::store::KeyLimits) -> String {
+        self.key_and_kid_with(models, scopes, limits).await.0
+    }
+
+    /// A key to call `models` with `limits`, and its key id.
+    pub(super) async fn key_and_kid(&self, models: &[&str], limits: crate::store::KeyLimits) -> (String, String) {
+        self.key_and_kid_with(models, "infer,metadata", limits).await
+    }
+
+    /// An admin key: it opens the admin listener, nothing else.
+    pub(super) async fn admin_key(&self) -> String {
+        self.keyring.create_admin("ops", None, None).await.unwrap().0.expose().to_owned()
+    }
+
+    async fn key_and_kid_with(
+        &self,
+        models: &[&str],
+        scopes: &str,
+        limits: crate::store::KeyLimits,
+    ) -> (String, String) {
         let new = NewKey {
             name: "llm".into(),
             owner: None,
@@ -132,10 +171,22 @@ impl Fronted {
             expires_in: None,
             limits,
         };
-        self.keyring.create(&new).await.unwrap().0.expose().to_owned()
+        let (secret, record) = self.keyring.create(&new).await.unwrap();
+        (secret.expose().to_owned(), record.kid)
     }
 
     async fn send(&self, method: Method, path: &str, key: Option<&str>, body: Option<Value>) -> Answer {
+        self.send_to(&self.gateway, method, path, key, body).await
+    }
+
+    pub(super) async fn send_to(
+        &self,
+        gateway: &Arc<Gateway>,
+        method: Method,
+        path: &str,
+        key: Option<&str>,
+        body: Option<Value>,
+    ) -> Answer {
         let mut request = Request::builder().method(method).uri(path).header(header::HOST, "localhost");
         if let Some(key) = key {
             request = request.header(header::AUTHORIZATION, format!("Bearer {key}"));
@@ -146,18 +197,18 @@ impl Fronted {
         // Client headers that must never reach the upstream.
         request = request.header("cookie", "session=abc").header("openai-organization", "org-client");
         let body = body.map_or_else(Body::empty, |body| Body::from(body.to_string()));
-        let response = super::public(Arc::clone(&self.gateway)).oneshot(request.body(body).unwrap()).await.unwrap();
+        let response = super::public(Arc::clone(gateway)).oneshot(request.body(body).unwrap()).await.unwrap();
         let (status, headers) = (response.status(), response.headers().clone());
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         Answer { status, headers, text: String::from_utf8_lossy(&bytes).into_owned() }
     }
 
-    async fn chat(&self, key: &str, body: Value) -> Answer {
+    pub(super) async fn chat(&self, key: &str, body: Value) -> Answer {
         self.send(Method::POST, "/v1/chat/completions", Some(key), Some(body)).await
     }
 
     /// The audit log's request records, once the log is closed.
-    async fn audit_records(&self) -> Vec<Value> {
+    pub(super) async fn audit_records(&self) -> Vec<Value> {
         self.gateway.audit().unwrap().close().await;
         let path = self.gateway.config().audit.as_ref().unwrap().path.clone();
         std::fs::read_to_string(path)
@@ -169,14 +220,14 @@ impl Fronted {
     }
 }
 
-struct Answer {
-    status: StatusCode,
-    headers: HeaderMap,
-    text: String,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) headers: HeaderMap,
+    pub(super) text: String,
 }
 
 impl Answer {
-    fn json(&self) -> Value {
+    pub(super) fn json(&self) -> Value {
         serde_json::from_str(&self.text).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.text))
     }
 
@@ -193,7 +244,7 @@ impl Answer {
     }
 }
 
-fn hello(model: &str) -> Value {
+pub(super) fn hello(model: &str) -> Value {
     json!({"model": model, "messages": [{"role": "user", "content": "the secret plan"}]})
 }
 
@@ -473,6 +524,8 @@ async fn an_upstream_that_reports_no_usage_still_leaves_its_record() {
     let records = fronted.audit_records().await;
     let record = records.last().unwrap();
     assert_eq!((record["model"].as_str(), record["decision"].as_str()), (Some("no-usage"), Some("allow")));
-    assert!(record.get("tokens").is_none(), "no counts were reported, none are made up: {record}");
+    // No counts were reported: the gateway's own are recorded, marked as estimated.
+    assert_eq!(record["tokens"]["estimated"], true, "{record}");
+    assert!(record["tokens"]["completion"].as_u64().unwrap() > 0, "{record}");
     assert_eq!(record["prompt_sha256"].as_str().map(str::len), Some(64));
 }
