@@ -178,9 +178,13 @@ pub struct RequestRecord {
     /// LLM routes: SHA-256 of the prompt (never its text).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub prompt_sha256: Option<String>,
-    /// LLM routes: the tokens the upstream reported.
+    /// LLM routes: the tokens the upstream reported, or the gateway counted (`estimated`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tokens: Option<crate::request::TokenUsage>,
+    /// LLM routes with `redact_prompts`: values of each kind of personal data replaced in the
+    /// prompt (counts, never the values).
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub redacted: std::collections::BTreeMap<String, u32>,
 }
 
 #[derive(Debug, thiserror::Error)]

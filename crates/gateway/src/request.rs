@@ -41,6 +41,8 @@ pub struct TokenUsage {
 pub struct LlmFacts {
     pub model: String,
     pub prompt_sha256: String,
+    /// Personal data replaced in the prompt, by kind (`redact_prompts`).
+    pub redacted: std::collections::BTreeMap<String, u32>,
     pub usage: std::sync::Arc<std::sync::Mutex<Option<TokenUsage>>>,
 }
 

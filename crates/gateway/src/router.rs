@@ -366,6 +366,7 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
             latency_us: 0,
             rows: None,
             prompt_sha256: None,
+            redacted: std::collections::BTreeMap::new(),
             tokens: None,
         }),
     };
@@ -398,6 +399,7 @@ async fn audit(State(gateway): State<Arc<Gateway>>, request: Request, next: Next
     if let Some(facts) = response.extensions().get::<crate::request::LlmFacts>().cloned() {
         record.model = Some(facts.model.clone());
         record.prompt_sha256 = Some(facts.prompt_sha256.clone()).filter(|hash| !hash.is_empty());
+        record.redacted.clone_from(&facts.redacted);
         record.tokens = facts.usage();
         if status.is_success() {
             // A streamed answer's tokens are known at its end: the record is written then

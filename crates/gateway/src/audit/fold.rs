@@ -143,6 +143,7 @@ mod tests {
             latency_us: 1,
             rows: None,
             prompt_sha256: None,
+            redacted: std::collections::BTreeMap::new(),
             tokens: None,
         }
     }

@@ -34,6 +34,7 @@ url = "http://127.0.0.1:{port}/v1"
 model = "stub-chat"
 credential_file = "upstream-token"
 max_tokens = 2000
+max_n = 4
 price = { input = "1", output = "2" }
 max_connections = 64
 queue = 64
