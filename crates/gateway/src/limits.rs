@@ -584,6 +584,10 @@ impl Limiter {
                     day: day.clone(),
                     requests: counts.requests,
                     rows: counts.rows,
+                    tokens_in: 0,
+                    tokens_out: 0,
+                    spend_micros: 0,
+                    estimated: 0,
                 })
                 .collect()
         };
