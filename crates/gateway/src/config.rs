@@ -24,7 +24,7 @@ pub use broker::{
     AppConfig, Attestation, BrokerConfig, IdentityProvider, JwksSource, RawBroker, RawIdentityProvider, TokenUse,
     parse_algorithm,
 };
-pub use limits::{DEFAULT_MAX_USERS, LimitsBackend, LimitsConfig, RateLimit, RawLimits, rate_limit};
+pub use limits::{DEFAULT_MAX_USERS, LimitsBackend, LimitsConfig, RateLimit, RawCount, RawLimits, rate_limit};
 pub use llm::{LlmApi, LlmConfig};
 pub use tls::{CertMatch, ClientAuth, RawTls, RawTlsClient, TlsClient, TlsConfig};
 pub use upstream::{CredentialSource, RawUpstream, UpstreamConfig};

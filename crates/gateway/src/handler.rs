@@ -38,8 +38,8 @@ pub async fn metrics(State(gateway): State<Arc<Gateway>>) -> Response {
         .into_response()
 }
 
-/// `GET /usage?key=ID&since=YYYY-MM-DD` on the admin listener: requests and rows per key,
-/// model and UTC day, as `portcullis keys usage --json` prints them.
+/// `GET /usage?key=ID&since=YYYY-MM-DD` on the admin listener: requests, rows, tokens and spend
+/// per key, model and UTC day, as `portcullis keys usage --json` prints them.
 pub async fn usage(
     State(gateway): State<Arc<Gateway>>,
     axum::extract::Query(query): axum::extract::Query<HashMap<String, String>>,
@@ -53,10 +53,7 @@ pub async fn usage(
         tracing::error!(%error, "usage lookup failed");
         ApiError::unavailable("the store is unavailable; try again")
     })?;
-    let rows: Vec<serde_json::Value> = rows
-        .iter()
-        .map(|row| serde_json::json!({"id": row.kid, "model": row.model, "day": row.day, "requests": row.requests, "rows": row.rows}))
-        .collect();
+    let rows: Vec<serde_json::Value> = rows.iter().map(crate::store::Usage::to_json).collect();
     Ok(Json(rows).into_response())
 }
 

@@ -22,8 +22,8 @@ use crate::{
     backend::{BackendError, Pool},
     config::{Config, LlmApi, LlmConfig},
     error::ApiError,
-    minimise::OutputPolicy,
     limits::budget::Reservation,
+    minimise::OutputPolicy,
     request::{LlmFacts, REQUEST_ID_HEADER, TokenUsage},
 };
 use body::{LlmRequest, Route};
@@ -155,7 +155,12 @@ impl LlmRegistry {
 /// Calls the model `grant` is for with `request`, and answers the client: a whole answer, or a
 /// stream passed on as it comes. Nothing of the client's request but its body (checked) reaches
 /// the upstream, and nothing of the upstream's answer but its cleaned body reaches the client.
-pub async fn call(grant: &LlmGrant, request: LlmRequest, request_id: &str, mut meter: Meter) -> Result<Response, ApiError> {
+pub async fn call(
+    grant: &LlmGrant,
+    request: LlmRequest,
+    request_id: &str,
+    mut meter: Meter,
+) -> Result<Response, ApiError> {
     let model = Arc::clone(grant.model());
     let config = &model.config;
     let busy = |_| ApiError::busy("the model is busy; try again shortly");
@@ -335,14 +340,25 @@ pub struct Meter {
 
 impl std::fmt::Debug for Meter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Meter").field("prompt", &self.prompt).field("completion", &self.completion).finish_non_exhaustive()
+        f.debug_struct("Meter")
+            .field("prompt", &self.prompt)
+            .field("completion", &self.completion)
+            .finish_non_exhaustive()
     }
 }
 
 impl Meter {
     /// `prompt` is the prompt's tokens as counted by `counter`.
     pub fn new(reservation: Reservation, facts: LlmFacts, counter: tokens::TokenCounter, prompt: u64) -> Meter {
-        Meter { reservation: Some(reservation), facts, counter, prompt, completion: 0, answered: false, reported: false }
+        Meter {
+            reservation: Some(reservation),
+            facts,
+            counter,
+            prompt,
+            completion: 0,
+            answered: false,
+            reported: false,
+        }
     }
 
     fn counted(&self) -> TokenUsage {

@@ -79,8 +79,16 @@ mod row {
                         .try_get::<Option<i64>, _>("max_tokens")
                         .map_err(corrupt)?
                         .and_then(|n| u32::try_from(n).ok()),
-                    budget: crate::limit_spec::Budget::default(),
-                    user_budget: crate::limit_spec::Budget::default(),
+                    budget: KeyLimits::budget_from_stored(
+                        row.try_get::<Option<i64>, _>("tpm").map_err(corrupt)?,
+                        row.try_get::<Option<String>, _>("token_quotas").map_err(corrupt)?.as_deref(),
+                        row.try_get::<Option<String>, _>("spend_caps").map_err(corrupt)?.as_deref(),
+                    )?,
+                    user_budget: KeyLimits::budget_from_stored(
+                        row.try_get::<Option<i64>, _>("user_tpm").map_err(corrupt)?,
+                        row.try_get::<Option<String>, _>("user_token_quotas").map_err(corrupt)?.as_deref(),
+                        row.try_get::<Option<String>, _>("user_spend_caps").map_err(corrupt)?.as_deref(),
+                    )?,
                 },
             })
         }};
@@ -109,8 +117,9 @@ mod row {
         }};
     }
 
-    /// Binds `KeyLimits` as its eleven columns: rate, burst, concurrency, quotas, row_quotas,
-    /// user_rate, user_burst, user_concurrency, user_quotas, max_users, max_tokens.
+    /// Binds `KeyLimits` as its seventeen columns: rate, burst, concurrency, quotas, row_quotas,
+    /// user_rate, user_burst, user_concurrency, user_quotas, max_users, max_tokens, tpm,
+    /// token_quotas, spend_caps, user_tpm, user_token_quotas, user_spend_caps.
     macro_rules! bind_key_limits {
         ($query:expr, $limits:expr) => {{
             let limits = $limits;
@@ -126,6 +135,12 @@ mod row {
                 .bind(KeyLimits::quotas_to_stored(&limits.user_quotas))
                 .bind(limits.max_users.map(|cap| cap.to_string()))
                 .bind(limits.max_tokens.map(i64::from))
+                .bind(KeyLimits::tpm_to_stored(limits.budget.tpm))
+                .bind(KeyLimits::quotas_to_stored(&limits.budget.tokens))
+                .bind(crate::limit_spec::spend_caps_to_text(&limits.budget.spend))
+                .bind(KeyLimits::tpm_to_stored(limits.user_budget.tpm))
+                .bind(KeyLimits::quotas_to_stored(&limits.user_budget.tokens))
+                .bind(crate::limit_spec::spend_caps_to_text(&limits.user_budget.spend))
         }};
     }
 
@@ -244,10 +259,10 @@ mod row {
                 day: row.try_get("day").map_err(corrupt)?,
                 requests: u64::try_from(row.try_get::<i64, _>("requests").map_err(corrupt)?).unwrap_or(0),
                 rows: u64::try_from(row.try_get::<i64, _>("rows").map_err(corrupt)?).unwrap_or(0),
-                tokens_in: 0,
-                tokens_out: 0,
-                spend_micros: 0,
-                estimated: 0,
+                tokens_in: u64::try_from(row.try_get::<i64, _>("tokens_in").map_err(corrupt)?).unwrap_or(0),
+                tokens_out: u64::try_from(row.try_get::<i64, _>("tokens_out").map_err(corrupt)?).unwrap_or(0),
+                spend_micros: u64::try_from(row.try_get::<i64, _>("spend_micros").map_err(corrupt)?).unwrap_or(0),
+                estimated: u64::try_from(row.try_get::<i64, _>("estimated").map_err(corrupt)?).unwrap_or(0),
             })
         }};
     }
@@ -394,9 +409,10 @@ pub struct KeyLimits {
     pub max_users: Option<crate::limit_spec::UserCap>,
     /// Language models: the most tokens a request may ask for (the model's cap also holds).
     pub max_tokens: Option<u32>,
-    /// Language models: the key's token and spend budget (all its end users together).
+    /// Language models: the key's tokens per minute, tokens per day or month and spend caps,
+    /// all its end users together (`[limits]` tpm, token_quota and spend otherwise).
     pub budget: crate::limit_spec::Budget,
-    /// Language models: each end user's budget, for a delegate key.
+    /// A delegate key's budget for each end user it names.
     pub user_budget: crate::limit_spec::Budget,
 }
 
@@ -413,6 +429,29 @@ impl KeyLimits {
             .map(|part| part.parse().map_err(StoreError::Corrupt))
             .collect()
     }
+
+    /// Tokens per minute as stored: a positive integer, or `None` for none.
+    pub fn tpm_to_stored(tpm: Option<u64>) -> Option<i64> {
+        tpm.map(|tpm| i64::try_from(tpm).unwrap_or(i64::MAX))
+    }
+
+    /// A budget from its three columns (`tpm`, `token_quotas`, `spend_caps` or their `user_`
+    /// twins). A value that does not read back as written is corrupt, never a missing limit.
+    pub fn budget_from_stored(
+        tpm: Option<i64>,
+        tokens: Option<&str>,
+        spend: Option<&str>,
+    ) -> Result<crate::limit_spec::Budget, StoreError> {
+        let tpm = tpm
+            .map(|tpm| u64::try_from(tpm).ok().filter(|tpm| *tpm > 0).ok_or(tpm))
+            .transpose()
+            .map_err(|tpm| StoreError::Corrupt(format!("tokens per minute {tpm} is not a positive number")))?;
+        Ok(crate::limit_spec::Budget {
+            tpm,
+            tokens: KeyLimits::quotas_from_stored(tokens)?,
+            spend: crate::limit_spec::spend_caps_from_text(spend.unwrap_or("")).map_err(StoreError::Corrupt)?,
+        })
+    }
 }
 
 /// Usage of one key on one model on one UTC day.
@@ -424,13 +463,31 @@ pub struct Usage {
     pub day: String,
     pub requests: u64,
     pub rows: u64,
-    /// Language models: tokens read (prompts) and written (answers).
+    /// Language models: tokens read (the prompt) and written (the completion).
     pub tokens_in: u64,
     pub tokens_out: u64,
     /// Language models: what the tokens cost at the model's price, in micro-dollars.
     pub spend_micros: u64,
-    /// Requests whose tokens were estimated (the upstream reported none).
+    /// Requests whose tokens were estimated (the upstream reported none) rather than reported.
     pub estimated: u64,
+}
+
+impl Usage {
+    /// One row as `keys usage --json` and the admin listener's `/usage` give it.
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.kid,
+            "model": self.model,
+            "day": self.day,
+            "requests": self.requests,
+            "rows": self.rows,
+            "tokens_in": self.tokens_in,
+            "tokens_out": self.tokens_out,
+            "spend_micros": self.spend_micros,
+            "spend_usd": crate::limit_spec::format_usd(self.spend_micros),
+            "estimated": self.estimated,
+        })
+    }
 }
 
 impl std::fmt::Debug for KeyRecord {
@@ -636,18 +693,33 @@ pub(crate) mod tests {
             user_quotas: vec!["10/day".parse().unwrap()],
             max_users: Some("100/h".parse().unwrap()),
             max_tokens: Some(256),
+            budget: crate::limit_spec::Budget {
+                tpm: Some(100_000),
+                tokens: vec!["1000000/day".parse().unwrap(), "20000000/month".parse().unwrap()],
+                spend: vec!["20usd/day".parse().unwrap(), "0.5usd/month".parse().unwrap()],
+            },
+            user_budget: crate::limit_spec::Budget {
+                tpm: Some(5_000),
+                tokens: vec!["10000/month".parse().unwrap()],
+                spend: vec!["0.000125usd/day".parse().unwrap()],
+            },
             ..KeyLimits::default()
         };
         assert!(store.update_limits("AAAA0001", &delegate).await.unwrap());
         assert_eq!(store.find_key("AAAA0001").await.unwrap().unwrap().limits, delegate);
+        // A new key carries its budgets from the start.
+        let budgeted = KeyRecord { limits: delegate.clone(), ..key("AAAA0004") };
+        store.insert_key(&budgeted).await.unwrap();
+        assert_eq!(store.find_key("AAAA0004").await.unwrap(), Some(budgeted));
 
         // Every change to a key, by any writer, is in the change feed, in order.
         let changes = store.key_changes(Some(start.cursor)).await.unwrap();
-        // Created 0001; rotated to 0002 (0002 created, 0001 changed); 0002 revoked; 0001's limits twice.
-        assert_eq!(changes.kids, ["AAAA0001", "AAAA0002", "AAAA0001", "AAAA0002", "AAAA0001", "AAAA0001"]);
+        // Created 0001; rotated to 0002 (0002 created, 0001 changed); 0002 revoked; 0001's limits
+        // twice; 0004 created.
+        assert_eq!(changes.kids, ["AAAA0001", "AAAA0002", "AAAA0001", "AAAA0002", "AAAA0001", "AAAA0001", "AAAA0004"]);
         let mut kids = store.list_kids().await.unwrap();
         kids.sort();
-        assert_eq!(kids, ["AAAA0001", "AAAA0002"]);
+        assert_eq!(kids, ["AAAA0001", "AAAA0002", "AAAA0004"]);
         let later = store.key_changes(Some(changes.cursor)).await.unwrap();
         assert_eq!(later, KeyChanges { cursor: changes.cursor, kids: Vec::new() });
         assert_eq!(store.key_changes(None).await.unwrap().cursor, changes.cursor);
@@ -663,6 +735,14 @@ pub(crate) mod tests {
             rows,
             ..Usage::default()
         };
+        // Language models' tokens, spend and estimates add up the same way.
+        let tokens = |requests, tokens_in, tokens_out, spend_micros, estimated| Usage {
+            tokens_in,
+            tokens_out,
+            spend_micros,
+            estimated,
+            ..usage("AAAA0001", "llm", "2026-11-03", requests, 0)
+        };
         store
             .add_usage(&[usage("AAAA0001", "m", "2026-11-01", 2, 10), usage("AAAA0002", "m", "2026-11-02", 1, 1)])
             .await
@@ -676,6 +756,9 @@ pub(crate) mod tests {
             [usage("AAAA0001", "m", "2026-11-01", 5, 15)]
         );
         assert_eq!(store.usage(None, "2026-10-01").await.unwrap().len(), 3);
+        store.add_usage(&[tokens(1, 100, 20, 450, 0)]).await.unwrap();
+        store.add_usage(&[tokens(2, 1_000, 500, 1_000_000, 1)]).await.unwrap();
+        assert_eq!(store.usage(Some("AAAA0001"), "2026-11-03").await.unwrap(), [tokens(3, 1_100, 520, 1_000_450, 1)]);
         // A delegate key's usage includes its end users'; an end user's is its own only, even
         // when its id reads like a prefix of another's.
         store
@@ -707,6 +790,24 @@ pub(crate) mod tests {
         assert_eq!(store.prune_signing_keys(15).await.unwrap(), 0);
         assert_eq!(store.prune_signing_keys(21).await.unwrap(), 1);
         assert_eq!(store.signing_keys().await.unwrap(), [signing("k2", 20)]);
+    }
+
+    #[test]
+    fn a_corrupt_stored_budget_is_an_error_not_a_missing_limit() {
+        let budget = KeyLimits::budget_from_stored(Some(10), Some("5/day"), Some("1usd/month")).unwrap();
+        assert_eq!(budget.tpm, Some(10));
+        assert_eq!(KeyLimits::budget_from_stored(None, None, None).unwrap(), crate::limit_spec::Budget::default());
+        for (tpm, tokens, spend) in [
+            (Some(-1), None, None),
+            (Some(0), None, None),
+            (None, Some("5/week"), None),
+            (None, None, Some("5eur/day")),
+        ] {
+            assert!(
+                matches!(KeyLimits::budget_from_stored(tpm, tokens, spend), Err(StoreError::Corrupt(_))),
+                "{tpm:?} {tokens:?} {spend:?}"
+            );
+        }
     }
 
     /// A fresh PostgreSQL database for one test, from `PORTCULLIS_TEST_POSTGRES_URL`; `None`

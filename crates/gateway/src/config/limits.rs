@@ -1,4 +1,5 @@
-//! `[limits]`: rates, bursts, quotas, anonymous limits, trusted proxies, and where limit state lives.
+//! `[limits]`: rates, bursts, quotas, token budgets, anonymous limits, trusted proxies, and where
+//! limit state lives.
 
 use serde::Deserialize;
 
@@ -19,6 +20,14 @@ pub struct RawLimits {
     /// Inference rows per day or month per key.
     #[serde(default)]
     pub row_quota: Vec<String>,
+    /// Language models: tokens (read and written) per minute per key, e.g. 100000.
+    pub tpm: Option<RawCount>,
+    /// Language models: tokens per day or month per key, e.g. ["1000000/day"].
+    #[serde(default)]
+    pub token_quota: Vec<String>,
+    /// Language models: dollars per day or month per key, e.g. ["20usd/day"].
+    #[serde(default)]
+    pub spend: Vec<String>,
     /// Per client address, for anonymous calls to public models.
     pub anonymous_rate: Option<String>,
     pub anonymous_burst: Option<u32>,
@@ -41,6 +50,61 @@ pub struct RawLimits {
     /// When Redis is unreachable: "closed" (refuse limited requests, 503) or "local" (decide
     /// with this node's own counters: weaker, each node then allows the full limit).
     pub on_unavailable: Option<String>,
+}
+
+/// A count written as a TOML integer or as a string, as on the command line (`100000`,
+/// `"100_000"`); checked when the section is validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawCount(String);
+
+impl<'de> Deserialize<'de> for RawCount {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawCount, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawCount;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a whole number such as 100000 or \"100_000\"")
+            }
+            fn visit_i64<E>(self, value: i64) -> Result<RawCount, E> {
+                Ok(RawCount(value.to_string()))
+            }
+            fn visit_u64<E>(self, value: u64) -> Result<RawCount, E> {
+                Ok(RawCount(value.to_string()))
+            }
+            fn visit_str<E>(self, value: &str) -> Result<RawCount, E> {
+                Ok(RawCount(value.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
+}
+
+/// A token and spend budget as `[limits]` and `[[llm]]` write it: `tpm`, `token_quota`,
+/// `spend`, one quota and one cap per window. `fail` names the field in errors.
+pub(super) fn budget(
+    tpm: Option<&RawCount>,
+    token_quota: &[String],
+    spend: &[String],
+    fail: &dyn Fn(&str, String) -> ConfigError,
+) -> Result<crate::limit_spec::Budget, ConfigError> {
+    let tpm = tpm.map(|tpm| crate::limit_spec::parse_tpm(&tpm.0).map_err(|e| fail("tpm", e))).transpose()?;
+    let mut tokens: Vec<crate::limit_spec::Quota> = Vec::new();
+    for text in token_quota {
+        let quota: crate::limit_spec::Quota = text.parse().map_err(|e| fail("token_quota", e))?;
+        if tokens.iter().any(|other| other.window == quota.window) {
+            return Err(fail("token_quota", format!("two token quotas per {}", quota.window.as_str())));
+        }
+        tokens.push(quota);
+    }
+    let mut caps: Vec<crate::limit_spec::SpendCap> = Vec::new();
+    for text in spend {
+        let cap: crate::limit_spec::SpendCap = text.parse().map_err(|e| fail("spend", e))?;
+        if caps.iter().any(|other| other.window == cap.window) {
+            return Err(fail("spend", format!("two spend caps per {}", cap.window.as_str())));
+        }
+        caps.push(cap);
+    }
+    Ok(crate::limit_spec::Budget { tpm, tokens, spend: caps })
 }
 
 /// Where limit state lives.
@@ -80,12 +144,13 @@ pub struct LimitsConfig {
     pub concurrency: Option<u32>,
     pub quotas: Vec<crate::limit_spec::Quota>,
     pub row_quotas: Vec<crate::limit_spec::Quota>,
+    /// Language models: each key's token and spend budget where the key sets none (limit by
+    /// limit: see `Budget::over`).
+    pub budget: crate::limit_spec::Budget,
     pub anonymous: Option<RateLimit>,
     pub trusted_proxies: Vec<ipnet::IpNet>,
     pub backend: LimitsBackend,
     pub local_fallback: bool,
-    /// Language models: each principal's token and spend budget, where its key sets none.
-    pub budget: crate::limit_spec::Budget,
 }
 
 /// A rate and a burst from config or a key; the burst defaults to one second's worth (at
@@ -167,8 +232,10 @@ impl RawLimits {
             }
             (Some(text), burst) => rate("unauthenticated_rate", Some(text), burst)?.unwrap_or(DEFAULT_UNAUTHENTICATED),
         };
+        let budget = budget(self.tpm.as_ref(), &self.token_quota, &self.spend, &fail)?;
         Ok(LimitsConfig {
             max_users,
+            budget,
             unauthenticated,
             backend,
             local_fallback,
@@ -178,7 +245,6 @@ impl RawLimits {
             row_quotas: quotas("row_quota", self.row_quota)?,
             anonymous: rate("anonymous_rate", self.anonymous_rate, self.anonymous_burst)?,
             trusted_proxies,
-            budget: crate::limit_spec::Budget::default(),
         })
     }
 }
@@ -192,11 +258,51 @@ impl Default for LimitsConfig {
             concurrency: None,
             quotas: Vec::new(),
             row_quotas: Vec::new(),
+            budget: crate::limit_spec::Budget::default(),
             anonymous: None,
             trusted_proxies: Vec::new(),
             backend: LimitsBackend::Memory,
             local_fallback: false,
-            budget: crate::limit_spec::Budget::default(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::Config;
+
+    fn load(table: &str) -> Result<super::LimitsConfig, String> {
+        Config::from_toml(&format!("[limits]\n{table}"), std::path::Path::new("/etc/portcullis"))
+            .map(|config| config.limits)
+            .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn token_budgets_are_read_as_the_flags_write_them() {
+        let limits =
+            load("tpm = 100000\ntoken_quota = [\"1000000/day\", \"20000000/month\"]\nspend = [\"20usd/day\"]").unwrap();
+        assert_eq!(limits.budget.tpm, Some(100_000));
+        assert_eq!(limits.budget.tokens, ["1000000/day".parse().unwrap(), "20000000/month".parse().unwrap()]);
+        assert_eq!(limits.budget.spend, ["20usd/day".parse().unwrap()]);
+        assert_eq!(load("tpm = \"100_000\"").unwrap().budget.tpm, Some(100_000));
+        assert!(load("").unwrap().budget.is_empty());
+    }
+
+    #[test]
+    fn bad_token_budgets_are_refused_naming_the_field() {
+        for (table, message) in [
+            ("tpm = 0", "limits.tpm: tokens per minute '0': zero"),
+            ("tpm = -5", "limits.tpm: tokens per minute '-5': '-5' is negative"),
+            ("tpm = \"lots\"", "limits.tpm: tokens per minute 'lots': 'lots' is not a whole number"),
+            ("tpm = 1.5", "expected a whole number such as 100000"),
+            ("token_quota = [\"5/week\"]", "limits.token_quota: quota '5/week': unknown window 'week'"),
+            ("token_quota = [\"5/day\", \"6/day\"]", "limits.token_quota: two token quotas per day"),
+            ("spend = [\"20eur/day\"]", "limits.spend: spend cap '20eur/day': write a spend cap as"),
+            ("spend = [\"1usd/month\", \"2usd/month\"]", "limits.spend: two spend caps per month"),
+            ("spend = \"20usd/day\"", "invalid type"),
+        ] {
+            let error = load(table).unwrap_err();
+            assert!(error.contains(message), "{table}: {error}");
         }
     }
 }

@@ -8,7 +8,7 @@ use std::{path::PathBuf, time::Duration};
 
 use serde::Deserialize;
 
-use super::{ConfigError, RateLimit, invalid, upstream::CredentialSource};
+use super::{ConfigError, RateLimit, RawCount, invalid, upstream::CredentialSource};
 use crate::time::deserialize_duration;
 
 /// Which API the upstream speaks.
@@ -77,6 +77,63 @@ pub struct RawLlm {
     /// A limit on the model as a whole, across all callers, e.g. "50/s".
     pub rate: Option<String>,
     pub burst: Option<u32>,
+    /// Dollars per million tokens read and written: `{ input = "0.15", output = "0.60" }`.
+    pub price: Option<RawPrice>,
+    /// The model's own token budget, all callers together: tokens per minute, tokens per day or
+    /// month, dollars per day or month (the last needs `price`).
+    pub tpm: Option<RawCount>,
+    #[serde(default)]
+    pub token_quota: Vec<String>,
+    #[serde(default)]
+    pub spend: Vec<String>,
+    /// A Hugging Face `tokenizer.json` for counting the model's tokens.
+    pub tokenizer: Option<String>,
+    /// Replace personal data in prompts before they reach the upstream.
+    #[serde(default)]
+    pub redact_prompts: bool,
+    /// Put the redacted values back into the answer (needs `redact_prompts`).
+    #[serde(default)]
+    pub restore_redacted: bool,
+}
+
+/// `price = { input = "0.15", output = "0.60" }`: dollars per million tokens.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPrice {
+    pub input: RawDollars,
+    pub output: RawDollars,
+}
+
+/// Dollars written as a TOML string or number (`"0.15"`, `0.15`, `2`); checked when the
+/// section is validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RawDollars(String);
+
+impl<'de> Deserialize<'de> for RawDollars {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<RawDollars, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = RawDollars;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("dollars per million tokens, such as \"0.15\" or 0.15")
+            }
+            fn visit_i64<E>(self, value: i64) -> Result<RawDollars, E> {
+                Ok(RawDollars(value.to_string()))
+            }
+            fn visit_u64<E>(self, value: u64) -> Result<RawDollars, E> {
+                Ok(RawDollars(value.to_string()))
+            }
+            // `Display` of an `f64` is its shortest exact spelling, never an exponent: 0.15 is
+            // "0.15", 1e-7 is "0.0000001" (then refused for its seventh decimal).
+            fn visit_f64<E>(self, value: f64) -> Result<RawDollars, E> {
+                Ok(RawDollars(value.to_string()))
+            }
+            fn visit_str<E>(self, value: &str) -> Result<RawDollars, E> {
+                Ok(RawDollars(value.to_owned()))
+            }
+        }
+        deserializer.deserialize_any(Visitor)
+    }
 }
 
 fn default_timeout() -> Duration {
@@ -122,10 +179,14 @@ pub struct LlmConfig {
     pub logprobs: bool,
     pub images: bool,
     pub rate: Option<RateLimit>,
-    /// Dollars per million tokens read and written; spend caps need it.
+    /// What the model costs; `None`: no price, so no spend is counted or capped.
     pub price: Option<crate::limit_spec::Price>,
-    /// The model's own token and spend budget, all callers together.
+    /// The model's own budget, all callers together.
     pub budget: crate::limit_spec::Budget,
+    /// A `tokenizer.json` (resolved against the config's folder, not yet read).
+    pub tokenizer: Option<PathBuf>,
+    pub redact_prompts: bool,
+    pub restore_redacted: bool,
 }
 
 /// An upstream's model name: printable, no blank, at most 256 bytes (`org/model:tag` included).
@@ -168,6 +229,27 @@ impl RawLlm {
             return Err(fail("max_n must be between 1 and 128".into()));
         }
         let rate = super::model_rate(self.rate, self.burst).map_err(fail)?;
+        let price = self
+            .price
+            .map(|price| crate::limit_spec::Price::from_usd(&price.input.0, &price.output.0))
+            .transpose()
+            .map_err(fail)?;
+        let budget = super::limits::budget(
+            self.tpm.as_ref(),
+            &self.token_quota,
+            &self.spend,
+            &|field: &str, message: String| fail(format!("{field}: {message}")),
+        )?;
+        if !budget.spend.is_empty() && price.is_none() {
+            return Err(fail(
+                "spend caps need the model's price: add price = { input = \"...\", output = \"...\" } \
+                 (dollars per million tokens)"
+                    .into(),
+            ));
+        }
+        if self.restore_redacted && !self.redact_prompts {
+            return Err(fail("restore_redacted needs redact_prompts = true".into()));
+        }
         if url.starts_with("http://") && !super::upstream::host_is_loopback_url(&url) {
             tracing::warn!(llm = %name, url = %url, "LLM upstream is plain HTTP off this host: prompts and answers cross the network unencrypted");
         }
@@ -191,8 +273,11 @@ impl RawLlm {
             logprobs: self.logprobs,
             images: self.images,
             rate,
-            price: None,
-            budget: crate::limit_spec::Budget::default(),
+            price,
+            budget,
+            tokenizer: self.tokenizer.as_deref().map(resolve),
+            redact_prompts: self.redact_prompts,
+            restore_redacted: self.restore_redacted,
             name,
         })
     }
@@ -246,5 +331,78 @@ mod tests {
             std::path::Path::new("/"),
         );
         assert!(clash.unwrap_err().to_string().contains("same name"));
+    }
+
+    fn llm(extra: &str) -> Result<super::LlmConfig, String> {
+        Config::from_toml(
+            &format!("[[llm]]\nname = \"m\"\napi = \"openai\"\nurl = \"http://127.0.0.1:1/v1\"\n{extra}"),
+            std::path::Path::new("/etc/portcullis"),
+        )
+        .map(|mut config| config.llm.remove(0))
+        .map_err(|error| error.to_string())
+    }
+
+    #[test]
+    fn prices_are_dollars_per_million_tokens_as_strings_or_numbers() {
+        let price = crate::limit_spec::Price::from_usd("0.15", "0.60").unwrap();
+        assert_eq!(llm("price = { input = \"0.15\", output = \"0.60\" }").unwrap().price, Some(price));
+        assert_eq!(llm("price = { input = 0.15, output = 0.6 }").unwrap().price, Some(price));
+        assert_eq!(
+            llm("price = { input = 2, output = \"10\" }").unwrap().price,
+            Some(crate::limit_spec::Price { input_per_million: 2_000_000, output_per_million: 10_000_000 })
+        );
+        assert_eq!(llm("").unwrap().price, None);
+        for (extra, message) in [
+            ("price = { input = \"0.15\" }", "missing field `output`"),
+            ("price = { input = 1, output = 1, cached = 1 }", "unknown field `cached`"),
+            ("price = { input = \"-1\", output = \"1\" }", "llm 'm': price.input: '-1' is negative"),
+            (
+                "price = { input = 1, output = 0.0000001 }",
+                "llm 'm': price.output: '0.0000001' has more than six decimals",
+            ),
+            ("price = { input = \"cheap\", output = 1 }", "price.input: 'cheap' is not an amount of dollars"),
+            ("price = { input = true, output = 1 }", "expected dollars per million tokens"),
+        ] {
+            let error = llm(extra).unwrap_err();
+            assert!(error.contains(message), "{extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn a_model_budget_is_checked_and_spend_needs_a_price() {
+        let config = llm(
+            "price = { input = 1, output = 2 }\ntpm = \"50_000\"\ntoken_quota = [\"1000000/day\"]\nspend = [\"100usd/month\"]",
+        )
+        .unwrap();
+        assert_eq!(config.budget.tpm, Some(50_000));
+        assert_eq!(config.budget.tokens, ["1000000/day".parse().unwrap()]);
+        assert_eq!(config.budget.spend, ["100usd/month".parse().unwrap()]);
+        assert!(llm("").unwrap().budget.is_empty());
+        assert_eq!(llm("tpm = 10").unwrap().budget.tpm, Some(10));
+        for (extra, message) in [
+            ("spend = [\"100usd/month\"]", "llm 'm': spend caps need the model's price"),
+            ("tpm = 0", "llm 'm': tpm: tokens per minute '0': zero"),
+            ("token_quota = [\"1/day\", \"2/day\"]", "llm 'm': token_quota: two token quotas per day"),
+            ("price = { input = 1, output = 1 }\nspend = [\"5eur/day\"]", "llm 'm': spend: spend cap '5eur/day'"),
+        ] {
+            let error = llm(extra).unwrap_err();
+            assert!(error.contains(message), "{extra}: {error}");
+        }
+    }
+
+    #[test]
+    fn tokenizer_paths_and_redaction_switches_are_read() {
+        let config = llm("tokenizer = \"tokenizers/m.json\"\nredact_prompts = true\nrestore_redacted = true").unwrap();
+        assert_eq!(config.tokenizer.as_deref(), Some(std::path::Path::new("/etc/portcullis/tokenizers/m.json")));
+        assert!(config.redact_prompts && config.restore_redacted);
+        assert_eq!(
+            llm("tokenizer = \"/abs/t.json\"").unwrap().tokenizer.as_deref(),
+            Some(std::path::Path::new("/abs/t.json"))
+        );
+        let plain = llm("").unwrap();
+        assert!(plain.tokenizer.is_none() && !plain.redact_prompts && !plain.restore_redacted);
+        assert!(llm("redact_prompts = true").is_ok());
+        let error = llm("restore_redacted = true").unwrap_err();
+        assert!(error.contains("llm 'm': restore_redacted needs redact_prompts = true"), "{error}");
     }
 }

@@ -196,7 +196,15 @@ pub struct Relay {
 
 impl Relay {
     pub fn new(framing: Framing, scrub: Scrub, max_event: usize) -> Relay {
-        Relay { framing, scrub, pending: BytesMut::new(), max_event, usage: None, done: false, generated: String::new() }
+        Relay {
+            framing,
+            scrub,
+            pending: BytesMut::new(),
+            max_event,
+            usage: None,
+            done: false,
+            generated: String::new(),
+        }
     }
 
     /// The usage the stream reported (OpenAI: with `stream_options.include_usage`).

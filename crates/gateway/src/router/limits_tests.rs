@@ -271,7 +271,10 @@ async fn quotas_are_spent_persisted_and_reset_by_day() {
     limited.gateway.limiter().flush_usage().await;
     let today = crate::time::day_of(crate::time::now());
     let usage = limited.store.usage(Some(&kid), &today).await.unwrap();
-    assert_eq!(usage, [Usage { kid: kid.clone(), model: "mlp".into(), day: today.clone(), requests: 3, rows: 5, ..Usage::default() }]);
+    assert_eq!(
+        usage,
+        [Usage { kid: kid.clone(), model: "mlp".into(), day: today.clone(), requests: 3, rows: 5, ..Usage::default() }]
+    );
 
     // The admin listener shows the same rows to an admin key; a malformed day is a 400.
     let (admin_key, _) = limited.keyring.create_admin("ops", None, None).await.unwrap();
@@ -294,7 +297,11 @@ async fn quotas_are_spent_persisted_and_reset_by_day() {
     };
     let (status, rows) = admin(format!("/usage?key={kid}&since={today}")).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(rows, serde_json::json!([{"id": kid, "model": "mlp", "day": today, "requests": 3, "rows": 5}]));
+    let expected = serde_json::json!([{
+        "id": kid, "model": "mlp", "day": today, "requests": 3, "rows": 5,
+        "tokens_in": 0, "tokens_out": 0, "spend_micros": 0, "spend_usd": "0", "estimated": 0,
+    }]);
+    assert_eq!(rows, expected);
     assert_eq!(admin("/usage?since=last-week".into()).await.0, StatusCode::BAD_REQUEST);
 
     // A restarted node (same store) still sees the quota spent.
@@ -305,7 +312,8 @@ async fn quotas_are_spent_persisted_and_reset_by_day() {
     // Yesterday's usage does not count today.
     let (fresh, fresh_kid) = restarted.key(limits(&[("quota", "3/day")])).await;
     let yesterday = crate::time::day_of(crate::time::now() - 86_400);
-    let old = Usage { kid: fresh_kid, model: "mlp".into(), day: yesterday, requests: 1_000, rows: 1_000, ..Usage::default() };
+    let old =
+        Usage { kid: fresh_kid, model: "mlp".into(), day: yesterday, requests: 1_000, rows: 1_000, ..Usage::default() };
     store.add_usage(&[old]).await.unwrap();
     assert_eq!(restarted.infer("mlp", Some(&fresh), PEER, None, 1).await.status, StatusCode::OK);
 }

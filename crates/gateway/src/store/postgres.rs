@@ -45,9 +45,10 @@ fn record(row: &PgRow) -> Result<KeyRecord, StoreError> {
 const INSERT: &str = "INSERT INTO api_keys \
                       (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output, \
                        rate, burst, concurrency, quotas, row_quotas, \
-                       user_rate, user_burst, user_concurrency, user_quotas, max_users, max_tokens, delegate) \
+                       user_rate, user_burst, user_concurrency, user_quotas, max_users, max_tokens, \
+                       tpm, token_quotas, spend_caps, user_tpm, user_token_quotas, user_spend_caps, delegate) \
                       VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                              $20, $21, $22, $23)";
+                              $20, $21, $22, $23, $24, $25, $26, $27, $28, $29)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Postgres, sqlx::postgres::PgArguments> {
     bind_key_record!(sqlx::query(INSERT), key)
@@ -127,7 +128,8 @@ impl Store for PostgresStore {
             sqlx::query(
                 "UPDATE api_keys SET rate = $1, burst = $2, concurrency = $3, quotas = $4, row_quotas = $5, \
                  user_rate = $6, user_burst = $7, user_concurrency = $8, user_quotas = $9, max_users = $10, \
-                 max_tokens = $11 WHERE kid = $12",
+                 max_tokens = $11, tpm = $12, token_quotas = $13, spend_caps = $14, user_tpm = $15, \
+                 user_token_quotas = $16, user_spend_caps = $17 WHERE kid = $18",
             ),
             limits
         )
@@ -142,15 +144,23 @@ impl Store for PostgresStore {
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
         for row in usage {
             sqlx::query(
-                "INSERT INTO usage (kid, model, day, requests, rows) VALUES ($1, $2, $3, $4, $5) \
+                "INSERT INTO usage (kid, model, day, requests, rows, tokens_in, tokens_out, spend_micros, estimated) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9) \
                  ON CONFLICT (kid, model, day) DO UPDATE SET \
-                 requests = usage.requests + excluded.requests, rows = usage.rows + excluded.rows",
+                 requests = usage.requests + excluded.requests, rows = usage.rows + excluded.rows, \
+                 tokens_in = usage.tokens_in + excluded.tokens_in, tokens_out = usage.tokens_out + excluded.tokens_out, \
+                 spend_micros = usage.spend_micros + excluded.spend_micros, \
+                 estimated = usage.estimated + excluded.estimated",
             )
             .bind(&row.kid)
             .bind(&row.model)
             .bind(&row.day)
             .bind(i64::try_from(row.requests).unwrap_or(i64::MAX))
             .bind(i64::try_from(row.rows).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.tokens_in).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.tokens_out).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.spend_micros).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.estimated).unwrap_or(i64::MAX))
             .execute(&mut *transaction)
             .await
             .map_err(unavailable)?;
@@ -160,7 +170,8 @@ impl Store for PostgresStore {
 
     async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kid, model, day, requests, rows FROM usage WHERE day >= $1 AND ($2::text IS NULL OR kid = $2 \
+            "SELECT kid, model, day, requests, rows, tokens_in, tokens_out, spend_micros, estimated \
+             FROM usage WHERE day >= $1 AND ($2::text IS NULL OR kid = $2 \
              OR (strpos($2, '/') = 0 AND left(kid, length($2) + 1) = $2 || '/')) \
              ORDER BY day, kid, model",
         )

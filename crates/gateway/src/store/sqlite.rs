@@ -69,8 +69,9 @@ fn record(row: &SqliteRow) -> Result<KeyRecord, StoreError> {
 const INSERT: &str = "INSERT INTO api_keys \
                       (kid, kind, name, owner, hash, models, scopes, created_at, expires_at, output, widen_output, \
                        rate, burst, concurrency, quotas, row_quotas, \
-                       user_rate, user_burst, user_concurrency, user_quotas, max_users, max_tokens, delegate) \
-                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
+                       user_rate, user_burst, user_concurrency, user_quotas, max_users, max_tokens, \
+                       tpm, token_quotas, spend_caps, user_tpm, user_token_quotas, user_spend_caps, delegate) \
+                      VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)";
 
 fn insert_query(key: &KeyRecord) -> sqlx::query::Query<'_, sqlx::Sqlite, sqlx::sqlite::SqliteArguments> {
     bind_key_record!(sqlx::query(INSERT), key)
@@ -149,7 +150,8 @@ impl Store for SqliteStore {
         let result = bind_key_limits!(
             sqlx::query(
                 "UPDATE api_keys SET rate = ?, burst = ?, concurrency = ?, quotas = ?, row_quotas = ?, \
-                 user_rate = ?, user_burst = ?, user_concurrency = ?, user_quotas = ?, max_users = ?, max_tokens = ? \
+                 user_rate = ?, user_burst = ?, user_concurrency = ?, user_quotas = ?, max_users = ?, max_tokens = ?, \
+                 tpm = ?, token_quotas = ?, spend_caps = ?, user_tpm = ?, user_token_quotas = ?, user_spend_caps = ? \
                  WHERE kid = ?",
             ),
             limits
@@ -165,15 +167,22 @@ impl Store for SqliteStore {
         let mut transaction = self.pool.begin().await.map_err(unavailable)?;
         for row in usage {
             sqlx::query(
-                "INSERT INTO usage (kid, model, day, requests, rows) VALUES (?, ?, ?, ?, ?) \
+                "INSERT INTO usage (kid, model, day, requests, rows, tokens_in, tokens_out, spend_micros, estimated) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) \
                  ON CONFLICT (kid, model, day) DO UPDATE SET \
-                 requests = requests + excluded.requests, rows = rows + excluded.rows",
+                 requests = requests + excluded.requests, rows = rows + excluded.rows, \
+                 tokens_in = tokens_in + excluded.tokens_in, tokens_out = tokens_out + excluded.tokens_out, \
+                 spend_micros = spend_micros + excluded.spend_micros, estimated = estimated + excluded.estimated",
             )
             .bind(&row.kid)
             .bind(&row.model)
             .bind(&row.day)
             .bind(i64::try_from(row.requests).unwrap_or(i64::MAX))
             .bind(i64::try_from(row.rows).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.tokens_in).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.tokens_out).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.spend_micros).unwrap_or(i64::MAX))
+            .bind(i64::try_from(row.estimated).unwrap_or(i64::MAX))
             .execute(&mut *transaction)
             .await
             .map_err(unavailable)?;
@@ -183,7 +192,8 @@ impl Store for SqliteStore {
 
     async fn usage(&self, kid: Option<&str>, since_day: &str) -> Result<Vec<Usage>, StoreError> {
         let rows = sqlx::query(
-            "SELECT kid, model, day, requests, rows FROM usage WHERE day >= ?1 AND (?2 IS NULL OR kid = ?2 \
+            "SELECT kid, model, day, requests, rows, tokens_in, tokens_out, spend_micros, estimated \
+             FROM usage WHERE day >= ?1 AND (?2 IS NULL OR kid = ?2 \
              OR (instr(?2, '/') = 0 AND substr(kid, 1, length(?2) + 1) = ?2 || '/')) \
              ORDER BY day, kid, model",
         )
