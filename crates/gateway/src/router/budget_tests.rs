@@ -51,6 +51,15 @@ max_connections = 64
 queue = 64
 
 [[llm]]
+name = "metered"
+api = "openai"
+url = "http://127.0.0.1:{port}/v1"
+model = "stub-chat"
+credential_file = "upstream-token"
+price = { input = "1", output = "2" }
+tpm = 60
+
+[[llm]]
 name = "quiet"
 api = "openai"
 url = "http://127.0.0.1:{port}/v1"
@@ -337,6 +346,61 @@ async fn no_credential_skips_the_budget_and_admin_keys_call_no_model() {
         let answer = fronted.send_to(&fronted.gateway, method, path, Some(&admin), body).await;
         assert_eq!(answer.status, StatusCode::UNAUTHORIZED, "{path}: {}", answer.text);
     }
+}
+
+#[tokio::test]
+async fn a_delegate_keys_end_users_each_have_a_budget_inside_the_keys() {
+    let fronted = Fronted::with(PRICED).await;
+    let mut body = hello("priced");
+    body["max_tokens"] = json!(9);
+    // The worst case the gateway reserves: the prompt as it counts it, and 9 tokens.
+    let prompt = crate::llm::tokens::TokenCounter::estimate()
+        .prompt_tokens(crate::llm::body::Route::ChatCompletions, body.as_object().unwrap());
+    let worst = prompt + 9;
+    // Each user: room for one worst case, not two; the key: room for three used (12 each) and
+    // one more worst case.
+    let mut limits = budget(Some(&format!("{}/day", 3 * (PROMPT_TOKENS + ANSWER_TOKENS) + worst)), None);
+    limits.user_budget = budget(Some(&format!("{worst}/day")), None).budget;
+    let key = fronted.delegate_key(&["priced"], limits).await;
+    let ask = |user: &'static str| {
+        let body = body.clone();
+        let request = Request::post("/v1/chat/completions")
+            .header(header::HOST, "localhost")
+            .header(header::AUTHORIZATION, format!("Bearer {key}"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("portcullis-on-behalf-of", user)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let gateway = Arc::clone(&fronted.gateway);
+        async move { super::public(gateway).oneshot(request).await.unwrap().status() }
+    };
+    assert_eq!(ask("ada").await, StatusCode::OK);
+    // Ada's own budget has less than a worst case left: refused; Bob is not.
+    assert_eq!(ask("ada").await, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(ask("bob").await, StatusCode::OK);
+    assert_eq!(ask("cyd").await, StatusCode::OK);
+    // The key has room for one more worst case, not two: a new user gains nothing.
+    assert_eq!(ask("dee").await, StatusCode::OK);
+    assert_eq!(ask("eve").await, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[tokio::test]
+async fn a_models_tokens_per_minute_hold_across_keys() {
+    let fronted = Fronted::with(PRICED).await;
+    let (first, _) = fronted.key_and_kid(&["metered"], KeyLimits::default()).await;
+    let (second, _) = fronted.key_and_kid(&["metered"], KeyLimits::default()).await;
+    let mut body = hello("metered");
+    body["max_tokens"] = json!(9);
+    let mut statuses = Vec::new();
+    for key in [&first, &second, &first, &second, &first, &second] {
+        statuses.push(fronted.chat(key, body.clone()).await.status.as_u16());
+    }
+    // 60 tokens a minute for all callers: each request uses 12 and reserves at most 12 + the
+    // prompt's count, so four or five fit and the sixth never does within the minute.
+    let served = statuses.iter().filter(|status| **status == 200).count();
+    assert!((3..=5).contains(&served), "{statuses:?}");
+    assert_eq!(statuses.last(), Some(&429), "{statuses:?}");
+    assert!(statuses.iter().all(|status| *status == 200 || *status == 429), "{statuses:?}");
 }
 
 /// A Redis server of this test's own, to stop and start again.

@@ -154,11 +154,26 @@ impl Fronted {
         self.keyring.create_admin("ops", None, None).await.unwrap().0.expose().to_owned()
     }
 
+    /// A delegate key (it names the end user it acts for) to call `models` with `limits`.
+    pub(super) async fn delegate_key(&self, models: &[&str], limits: crate::store::KeyLimits) -> String {
+        self.key_and_kid_full(models, "infer,metadata", limits, true).await.0
+    }
+
     async fn key_and_kid_with(
         &self,
         models: &[&str],
         scopes: &str,
         limits: crate::store::KeyLimits,
+    ) -> (String, String) {
+        self.key_and_kid_full(models, scopes, limits, false).await
+    }
+
+    async fn key_and_kid_full(
+        &self,
+        models: &[&str],
+        scopes: &str,
+        limits: crate::store::KeyLimits,
+        delegate: bool,
     ) -> (String, String) {
         let new = NewKey {
             name: "llm".into(),
@@ -167,7 +182,7 @@ impl Fronted {
             scopes: Scopes::parse(scopes).unwrap(),
             output: None,
             widen_output: false,
-            delegate: false,
+            delegate,
             expires_in: None,
             limits,
         };
