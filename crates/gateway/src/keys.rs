@@ -300,6 +300,7 @@ pub fn describe_limits(limits: &KeyLimits) -> String {
     for quota in &limits.row_quotas {
         parts.push(format!("row_quota={quota}"));
     }
+    describe_budget(&mut parts, "", &limits.budget);
     if let Some(rate) = limits.user_rate {
         parts.push(format!("user_rate={rate}"));
     }
@@ -312,6 +313,7 @@ pub fn describe_limits(limits: &KeyLimits) -> String {
     for quota in &limits.user_quotas {
         parts.push(format!("user_quota={quota}"));
     }
+    describe_budget(&mut parts, "user_", &limits.user_budget);
     if let Some(cap) = limits.max_users {
         parts.push(format!("max_users={cap}"));
     }
@@ -319,6 +321,18 @@ pub fn describe_limits(limits: &KeyLimits) -> String {
         parts.push(format!("max_tokens={tokens}"));
     }
     if parts.is_empty() { "defaults".to_owned() } else { parts.join(" ") }
+}
+
+fn describe_budget(parts: &mut Vec<String>, prefix: &str, budget: &crate::limit_spec::Budget) {
+    if let Some(tpm) = budget.tpm {
+        parts.push(format!("{prefix}tpm={tpm}"));
+    }
+    for quota in &budget.tokens {
+        parts.push(format!("{prefix}token_quota={quota}"));
+    }
+    for cap in &budget.spend {
+        parts.push(format!("{prefix}spend={cap}"));
+    }
 }
 
 fn validate_limits(limits: &KeyLimits, delegate: bool) -> Result<(), KeyError> {
@@ -337,16 +351,32 @@ fn validate_limits(limits: &KeyLimits, delegate: bool) -> Result<(), KeyError> {
     let per_user = limits.user_rate.is_some()
         || limits.user_concurrency.is_some()
         || !limits.user_quotas.is_empty()
+        || !limits.user_budget.is_empty()
         || limits.max_users.is_some();
     if per_user && !delegate {
         return Err(KeyError::Invalid(
-            "--user-rate, --user-concurrency, --user-quota and --max-users are for --delegate keys".into(),
+            "--user-rate, --user-concurrency, --user-quota, --user-tpm, --user-token-quota, --user-spend and \
+             --max-users are for --delegate keys"
+                .into(),
         ));
     }
-    for quotas in [&limits.quotas, &limits.row_quotas, &limits.user_quotas] {
+    for (what, quotas) in [
+        ("quotas", &limits.quotas),
+        ("quotas", &limits.row_quotas),
+        ("quotas", &limits.user_quotas),
+        ("token quotas", &limits.budget.tokens),
+        ("token quotas", &limits.user_budget.tokens),
+    ] {
         for (index, quota) in quotas.iter().enumerate() {
             if quotas[..index].iter().any(|other| other.window == quota.window) {
-                return Err(KeyError::Invalid(format!("two quotas per {}: give one", quota.window.as_str())));
+                return Err(KeyError::Invalid(format!("two {what} per {}: give one", quota.window.as_str())));
+            }
+        }
+    }
+    for caps in [&limits.budget.spend, &limits.user_budget.spend] {
+        for (index, cap) in caps.iter().enumerate() {
+            if caps[..index].iter().any(|other| other.window == cap.window) {
+                return Err(KeyError::Invalid(format!("two spend caps per {}: give one", cap.window.as_str())));
             }
         }
     }

@@ -5,6 +5,7 @@ use std::{path::Path, process::ExitCode};
 use anyhow::Context;
 use gateway::{
     keys::{Keyring, NewKey, describe_limits},
+    limit_spec::{Budget, format_usd, parse_tpm},
     store::{KeyLimits, KeyRecord, ModelScope, Scopes},
     time::{format_timestamp, now, parse_duration},
 };
@@ -45,12 +46,41 @@ pub struct LimitArgs {
     /// Language models: the most tokens a request may ask for (the model's own cap also holds).
     #[arg(long)]
     max_tokens: Option<u32>,
+    /// Language models: tokens (read and written) per minute, e.g. 100000.
+    #[arg(long)]
+    tpm: Option<String>,
+    /// Language models: tokens per day or month, e.g. 1000000/day (repeat for both windows).
+    #[arg(long)]
+    token_quota: Vec<String>,
+    /// Language models: dollars per day or month at the models' prices, e.g. 20usd/day (repeat
+    /// for both windows).
+    #[arg(long)]
+    spend: Vec<String>,
+    /// Delegate keys: each end user's tokens per minute.
+    #[arg(long)]
+    user_tpm: Option<String>,
+    /// Delegate keys: each end user's tokens per day or month, e.g. 50000/day.
+    #[arg(long)]
+    user_token_quota: Vec<String>,
+    /// Delegate keys: each end user's dollars per day or month, e.g. 0.50usd/day.
+    #[arg(long)]
+    user_spend: Vec<String>,
 }
 
 impl LimitArgs {
     fn parse(&self) -> anyhow::Result<KeyLimits> {
         let quotas = |texts: &[String]| -> anyhow::Result<Vec<_>> {
             texts.iter().map(|text| text.parse().map_err(anyhow::Error::msg)).collect()
+        };
+        let budget = |tpm: Option<&str>, tokens: &[String], spend: &[String]| -> anyhow::Result<Budget> {
+            Ok(Budget {
+                tpm: tpm.map(parse_tpm).transpose().map_err(anyhow::Error::msg)?,
+                tokens: quotas(tokens)?,
+                spend: spend
+                    .iter()
+                    .map(|text| text.parse().map_err(anyhow::Error::msg))
+                    .collect::<anyhow::Result<_>>()?,
+            })
         };
         Ok(KeyLimits {
             rate: self.rate.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
@@ -64,6 +94,8 @@ impl LimitArgs {
             user_quotas: quotas(&self.user_quota)?,
             max_users: self.max_users.as_deref().map(str::parse).transpose().map_err(anyhow::Error::msg)?,
             max_tokens: self.max_tokens,
+            budget: budget(self.tpm.as_deref(), &self.token_quota, &self.spend)?,
+            user_budget: budget(self.user_tpm.as_deref(), &self.user_token_quota, &self.user_spend)?,
         })
     }
 }
@@ -116,7 +148,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Requests and inference rows per key, model and UTC day.
+    /// Requests, inference rows, tokens and spend per key, model and UTC day.
     Usage {
         /// One key (default: all).
         id: Option<String>,
@@ -218,23 +250,26 @@ pub async fn run(config_path: &Path, command: Command) -> anyhow::Result<ExitCod
             };
             let rows = keyring.usage(id.as_deref(), &since).await?;
             if json {
-                let rows: Vec<_> = rows
-                    .iter()
-                    .map(|row| serde_json::json!({"id": row.kid, "model": row.model, "day": row.day, "requests": row.requests, "rows": row.rows}))
-                    .collect();
-                println!("{}", serde_json::Value::Array(rows));
+                println!("{}", serde_json::Value::Array(rows.iter().map(gateway::store::Usage::to_json).collect()));
             } else if rows.is_empty() {
                 println!("No usage since {since}.");
             } else {
-                println!("{:<10}  {:<8}  {:<24}  {:>12}  {:>14}", "DAY", "ID", "MODEL", "REQUESTS", "ROWS");
+                println!(
+                    "{:<10}  {:<8}  {:<24}  {:>10}  {:>12}  {:>12}  {:>12}  {:>12}  {:>9}",
+                    "DAY", "ID", "MODEL", "REQUESTS", "ROWS", "TOKENS IN", "TOKENS OUT", "SPEND USD", "ESTIMATED"
+                );
                 for row in &rows {
                     println!(
-                        "{:<10}  {:<8}  {:<24}  {:>12}  {:>14}",
+                        "{:<10}  {:<8}  {:<24}  {:>10}  {:>12}  {:>12}  {:>12}  {:>12}  {:>9}",
                         row.day,
                         row.kid,
                         truncate(&row.model, 24),
                         row.requests,
-                        row.rows
+                        row.rows,
+                        row.tokens_in,
+                        row.tokens_out,
+                        format_usd(row.spend_micros),
+                        row.estimated
                     );
                 }
             }

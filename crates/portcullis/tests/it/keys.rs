@@ -197,3 +197,124 @@ async fn usage_on_the_admin_listener_needs_an_admin_key_made_by_the_command_line
     let metadata = http.get(server.url("/v2/models/mlp")).bearer_auth(&admin).send().await.unwrap();
     assert_eq!(metadata.status(), 401, "admin keys are refused on the public listener");
 }
+
+#[tokio::test]
+async fn token_budgets_are_set_changed_and_refused_precisely_on_the_command_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let config = config.to_str().unwrap();
+    let refused = |args: &[&str], message: &str| {
+        let mut all = vec!["keys", "create", "--name", "x", "--models", "mlp", "--config", config];
+        all.extend_from_slice(args);
+        let output = run(&all);
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    };
+    refused(
+        &["--spend", "20eur/day"],
+        "spend cap '20eur/day': write a spend cap as <dollars>usd/day or <dollars>usd/month",
+    );
+    refused(&["--spend", "1usd/day", "--spend", "2usd/day"], "two spend caps per day");
+    refused(&["--tpm", "0"], "tokens per minute '0': zero");
+    refused(&["--tpm", "many"], "tokens per minute 'many': 'many' is not a whole number");
+    refused(&["--token-quota", "5/week"], "quota '5/week': unknown window 'week'");
+    refused(&["--token-quota", "5/day", "--token-quota", "6/day"], "two token quotas per day");
+    // Per-user budgets are for keys that name their users.
+    for flag in ["--user-tpm=100", "--user-token-quota=100/day", "--user-spend=1usd/day"] {
+        refused(&[flag], "are for --delegate keys");
+    }
+
+    let output = run(&[
+        "keys",
+        "create",
+        "--name",
+        "app",
+        "--models",
+        "mlp",
+        "--delegate",
+        "--tpm",
+        "100_000",
+        "--token-quota",
+        "1000000/day",
+        "--token-quota",
+        "20000000/month",
+        "--spend",
+        "20usd/day",
+        "--user-tpm",
+        "5000",
+        "--user-token-quota",
+        "50000/day",
+        "--user-spend",
+        "0.50usd/day",
+        "--json",
+        "--config",
+        config,
+    ]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let created: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let budgets = "tpm=100000 token_quota=1000000/day token_quota=20000000/month spend=20usd/day \
+                   user_tpm=5000 user_token_quota=50000/day user_spend=0.5usd/day";
+    assert_eq!(created["limits"], budgets);
+    let id = created["id"].as_str().unwrap();
+    let output = run(&["keys", "show", id, "--config", config]);
+    assert!(String::from_utf8_lossy(&output.stdout).contains(budgets), "stored, not just printed");
+
+    // An update replaces the limits whole: what it does not give returns to the defaults.
+    let output = run(&["keys", "update", id, "--spend", "500usd/month", "--json", "--config", config]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let updated: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(updated["limits"], "spend=500usd/month");
+    let output = run(&["keys", "update", id, "--spend", "20eur/day", "--config", config]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("spend cap '20eur/day'"));
+    let output = run(&["keys", "show", id, "--json", "--config", config]);
+    let shown: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(shown["limits"], "spend=500usd/month", "a refused update changes nothing");
+}
+
+#[tokio::test]
+async fn usage_shows_tokens_spend_and_estimates_per_row() {
+    use gateway::store::{Store, Usage, sqlite::SqliteStore};
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), "");
+    let config = config.to_str().unwrap();
+    let created = create_key(config, "mlp");
+    let id = created["id"].as_str().unwrap().to_owned();
+    // What the gateway records for a language model's answers, written as it writes it.
+    let store = SqliteStore::open(&dir.path().join("portcullis.db")).await.unwrap();
+    let row = Usage {
+        kid: id.clone(),
+        model: "chat".into(),
+        day: "2026-11-03".into(),
+        requests: 3,
+        rows: 0,
+        tokens_in: 1_200,
+        tokens_out: 345,
+        spend_micros: 1_250_450,
+        estimated: 1,
+    };
+    store.add_usage(std::slice::from_ref(&row)).await.unwrap();
+
+    let output = run(&["keys", "usage", &id, "--since", "2026-11-01", "--config", config]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8_lossy(&output.stdout);
+    let lines: Vec<&str> = text.lines().collect();
+    let words = |line: &str| line.split_whitespace().map(str::to_owned).collect::<Vec<_>>();
+    assert_eq!(
+        words(lines[0]),
+        ["DAY", "ID", "MODEL", "REQUESTS", "ROWS", "TOKENS", "IN", "TOKENS", "OUT", "SPEND", "USD", "ESTIMATED"]
+    );
+    assert_eq!(words(lines[1]), ["2026-11-03", &id, "chat", "3", "0", "1200", "345", "1.25045", "1"]);
+
+    let output = run(&["keys", "usage", &id, "--since", "2026-11-01", "--json", "--config", config]);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let rows: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        rows,
+        serde_json::json!([{
+            "id": id, "model": "chat", "day": "2026-11-03", "requests": 3, "rows": 0,
+            "tokens_in": 1200, "tokens_out": 345, "spend_micros": 1_250_450, "spend_usd": "1.25045", "estimated": 1,
+        }])
+    );
+}
