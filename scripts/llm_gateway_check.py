@@ -181,6 +181,54 @@ def openai_checks(base: str, key: str, limited_key: str) -> None:
     check("a retrying client waits out Retry-After and is served", answer.model == "tiny", time.monotonic() - started)
 
 
+def budget_checks(base: str, portcullis: str, config: str, key: str, kid: str) -> None:
+    """A key with a token budget of 300 a day: the SDK gets its answers while the budget has
+    room, then RateLimitError (budget_exhausted, Retry-After); a request that could never fit is a
+    BadRequestError; `keys usage` shows the tokens the upstream reported."""
+    import json
+
+    client = openai.OpenAI(base_url=base, api_key=key, max_retries=0)
+    try:
+        client.chat.completions.create(model="tiny", messages=[{"role": "user", "content": "x"}], max_tokens=400)
+        check("budget: a request larger than the whole budget is BadRequestError", False, "answered")
+    except openai.BadRequestError as error:
+        check("budget: a request larger than the whole budget is BadRequestError", "whole budget" in str(error), error)
+    served, refused = 0, None
+    for _ in range(20):
+        try:
+            stream = client.chat.completions.create(
+                model="tiny", messages=[{"role": "user", "content": "Hello"}], max_tokens=60, stream=True
+            )
+            chunks = list(stream)
+            if any(chunk.usage is not None for chunk in chunks):
+                check("budget: a stream that did not ask for usage gets none", False, chunks[-1])
+                return
+            served += 1
+        except openai.RateLimitError as error:
+            refused = error
+            break
+    check("budget: served while it had room", served >= 2, served)
+    check(
+        "budget: then RateLimitError budget_exhausted with Retry-After",
+        refused is not None
+        and refused.code == "budget_exhausted"
+        and (refused.response.headers.get("retry-after") or "").isdigit(),
+        refused,
+    )
+    deadline = time.monotonic() + 10
+    while True:
+        out = subprocess.run(
+            [portcullis, "keys", "usage", kid, "--config", config, "--json"], check=True, capture_output=True, text=True
+        ).stdout
+        rows = [row for row in json.loads(out) if row["model"] == "tiny" and row["tokens_out"] > 0]
+        charged = sum(row["requests"] for row in rows)
+        if charged >= served or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    tokens = sum(row["tokens_in"] + row["tokens_out"] for row in rows)
+    check("budget: keys usage shows the streams' tokens", charged >= served and 0 < tokens <= 300, out)
+
+
 def ollama_checks(host: str, key: str) -> None:
     client = ollama.Client(host=host, headers={"Authorization": f"Bearer {key}"})
     names = [model.model for model in client.list().models]
@@ -248,16 +296,24 @@ def main() -> int:
         config = str(data / "portcullis.toml")
 
         def create_key(*extra: str) -> str:
+            return create_key_and_id(*extra)[0]
+
+        def create_key_and_id(*extra: str) -> tuple[str, str]:
+            import json
+
             out = subprocess.run(
-                [portcullis, "keys", "create", "--config", config, "--name", "check", *extra],
+                [portcullis, "keys", "create", "--config", config, "--name", "check", "--json", *extra],
                 check=True, capture_output=True, text=True,
             ).stdout
-            return re.search(r"ptcl_sk_\w+", out).group(0)
+            created = json.loads(out)
+            return created["key"], created["id"]
 
         all_key = create_key("--models", "tiny,tiny-embed")
         limited_key = create_key("--models", "tiny", "--rate", "1/s", "--burst", "1")
         ollama_key = create_key("--models", "stub-chat:latest")
+        budget_key, budget_kid = create_key_and_id("--models", "tiny", "--token-quota", "300/day")
         openai_checks(base, all_key, limited_key)
+        budget_checks(base, portcullis, config, budget_key, budget_kid)
         ollama_checks(base.removesuffix("/v1"), ollama_key)
         # The demo key itself, as the demo prints it.
         demo_client = openai.OpenAI(base_url=base, api_key=key, max_retries=0)
