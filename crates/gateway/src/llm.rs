@@ -10,6 +10,7 @@
 pub mod body;
 pub mod relay;
 pub mod routes;
+pub mod tokens;
 
 use std::{collections::BTreeMap, sync::Arc, time::Instant};
 
