@@ -8,6 +8,7 @@
 //! by event ([`relay`]). [`routes`] are the handlers.
 
 pub mod body;
+pub mod redact;
 pub mod relay;
 pub mod routes;
 pub mod tokens;

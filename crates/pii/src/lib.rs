@@ -7,6 +7,7 @@
 //! says). At the edge, [`read`] streams records with bounded memory, [`scan`] accumulates a
 //! report per column, and [`report`] writes it for people, programs or code-scanning UIs.
 
+#[cfg(feature = "data")]
 pub mod act;
 pub mod column;
 pub mod date;
@@ -14,13 +15,19 @@ pub mod detect;
 pub mod kind;
 pub mod mask;
 pub mod names;
+#[cfg(feature = "data")]
 pub mod parquet;
 pub mod phone;
+#[cfg(feature = "data")]
 pub mod protect;
+#[cfg(feature = "data")]
 pub mod read;
+#[cfg(feature = "data")]
 pub mod report;
+#[cfg(feature = "data")]
 pub mod risk;
 pub mod rules;
+#[cfg(feature = "data")]
 pub mod scan;
 pub mod validate;
 

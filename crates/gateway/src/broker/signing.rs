@@ -378,7 +378,7 @@ mod tests {
         assert!(SigningSecret::load(&file, None, false).is_err());
         let first = SigningSecret::load(&file, None, true).unwrap();
         let again = SigningSecret::load(&file, None, true).unwrap();
-        assert_eq!(first.0.as_ref(), again.0.as_ref());
+        assert_eq!(first.0.as_slice(), again.0.as_slice());
         std::fs::write(&file, "abcd").unwrap();
         assert!(SigningSecret::load(&file, None, false).is_err());
         assert!(SigningSecret::load(&file, Some("zz"), false).is_err());
