@@ -30,6 +30,9 @@ unless `dimensions` or --embed-dims says otherwise). Any model named in --models
 `stub-chat,stub-embed`; Ollama also accepts the `:latest` tag) or starting with `fault-` is
 served; any other answers 404 in the route's error shape.
 
+The model `echo` answers with the last message's text (or the prompt) instead, in three-character
+pieces: what a gateway sent comes back, split across stream chunks.
+
 Faults, chosen per request by the model name in the body (so concurrent tests do not interfere,
 and a gateway test maps one of its model names to, say, `fault-stall` upstream):
   fault-stall             non-streaming: nothing is sent; streaming: headers and the first chunk,
@@ -166,6 +169,19 @@ def answer_tokens(limit) -> tuple[list[str], str]:
     if isinstance(limit, int) and not isinstance(limit, bool) and 0 <= limit < len(WORDS):
         return [(" " if i else "") + w for i, w in enumerate(WORDS[:limit])], "length"
     return [(" " if i else "") + w for i, w in enumerate(WORDS)], "stop"
+
+
+def echo_tokens(body: dict) -> list[str]:
+    """The `echo` model's reply: the last message's text (or the prompt), in three-character
+    pieces, so that anything a gateway put in the prompt comes back split across chunks."""
+    text = ""
+    messages = body.get("messages")
+    if isinstance(messages, list) and messages and isinstance(messages[-1], dict):
+        content = messages[-1].get("content")
+        text = content if isinstance(content, str) else ""
+    elif isinstance(body.get("prompt"), str):
+        text = body["prompt"]
+    return [text[i:i + 3] for i in range(0, len(text), 3)] or [""]
 
 
 def embedding(text: str, dims: int) -> list[float]:
@@ -460,7 +476,7 @@ class Handler(BaseHTTPRequestHandler):
         getattr(self, route.replace(".", "_"))(body)
 
     def known(self, model: str, ollama: bool) -> bool:
-        if model.startswith("fault-"):
+        if model.startswith("fault-") or model == "echo":
             return True
         if ollama and model.endswith(":latest"):
             model = model.removesuffix(":latest")
@@ -584,6 +600,8 @@ class Handler(BaseHTTPRequestHandler):
             self.bad_request(False, "'max_tokens' must be a non-negative integer")
             return None
         tokens, finish = answer_tokens(limit)
+        if self.item_model == "echo":
+            tokens, finish = echo_tokens(body), "stop"
         if self.item_model == "fault-huge-chunk":
             tokens, finish = ["x" * self.server.args.huge_bytes], "stop"
         n = body.get("n") if isinstance(body.get("n"), int) and 1 <= body.get("n") <= 16 else 1
@@ -824,6 +842,8 @@ class Handler(BaseHTTPRequestHandler):
         self.item_model = body["model"]
         options = body.get("options") if isinstance(body.get("options"), dict) else {}
         tokens, finish = answer_tokens(options.get("num_predict"))
+        if self.item_model == "echo":
+            tokens, finish = echo_tokens(body), "stop"
         if self.item_model == "fault-huge-chunk":
             tokens, finish = ["x" * self.server.args.huge_bytes], "stop"
         base = {"model": body["model"], "created_at": self.now()}

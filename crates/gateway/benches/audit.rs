@@ -33,6 +33,7 @@ fn bench(c: &mut Criterion) {
             latency_us: 812,
             rows: Some(1),
             prompt_sha256: None,
+            redacted: Default::default(),
             tokens: None,
         });
         log.push_str(&position.append("2026-11-25T22:49:27.123Z", &event).unwrap());

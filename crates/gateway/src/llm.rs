@@ -48,6 +48,9 @@ pub struct LlmModel {
     pub tokens: tokens::TokenCounter,
 }
 
+/// What a request's answer must get back: the personal data taken out of its prompt.
+pub type Restore = Option<Arc<redact::Redaction>>;
+
 impl std::fmt::Debug for LlmModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LlmModel")
@@ -102,7 +105,10 @@ impl LlmModel {
             client,
             credential,
             slots: Pool::new(config.max_connections, config.queue),
-            tokens: tokens::TokenCounter::estimate(),
+            tokens: match &config.tokenizer {
+                Some(path) => tokens::TokenCounter::load(path).map_err(fail)?,
+                None => tokens::TokenCounter::estimate(),
+            },
         })
     }
 
@@ -132,6 +138,8 @@ impl LlmModel {
 #[derive(Debug, Default)]
 pub struct LlmRegistry {
     models: BTreeMap<String, Arc<LlmModel>>,
+    /// The personal-data detector, when a model redacts prompts (built once, shared).
+    redactor: Option<redact::Redactor>,
 }
 
 impl LlmRegistry {
@@ -140,7 +148,24 @@ impl LlmRegistry {
         for llm in &config.llm {
             models.insert(llm.name.clone(), Arc::new(LlmModel::new(llm)?));
         }
-        Ok(LlmRegistry { models })
+        let redactor = config.llm.iter().any(|llm| llm.redact_prompts).then(redact::Redactor::new);
+        Ok(LlmRegistry { models, redactor })
+    }
+
+    /// Takes the personal data out of `request`'s prompt if `model` says so: the counts per
+    /// kind for the audit record, and what the answer must get back (`restore_redacted`).
+    pub fn redact(
+        &self,
+        model: &LlmModel,
+        request: &mut LlmRequest,
+    ) -> (std::collections::BTreeMap<String, u32>, Restore) {
+        let (true, Some(redactor)) = (model.config.redact_prompts, &self.redactor) else {
+            return (std::collections::BTreeMap::new(), None);
+        };
+        let redaction = redactor.redact(request.route, &mut request.body);
+        let counts = redaction.counts().iter().map(|(kind, count)| ((*kind).to_owned(), *count)).collect();
+        let restore = (model.config.restore_redacted && !redaction.is_empty()).then(|| Arc::new(redaction));
+        (counts, restore)
     }
 
     /// The model named exactly `name`.
@@ -161,6 +186,7 @@ pub async fn call(
     request: LlmRequest,
     request_id: &str,
     mut meter: Meter,
+    restore: Restore,
 ) -> Result<Response, ApiError> {
     let model = Arc::clone(grant.model());
     let config = &model.config;
@@ -175,6 +201,7 @@ pub async fn call(
         logprobs: config.logprobs,
         keep_only: (route == Route::OllamaShow).then_some(SHOW_FIELDS),
         hide_usage: stream && !request.stream_usage,
+        restore: restore.clone(),
     };
     let mut upstream = model
         .client
@@ -225,7 +252,10 @@ pub async fn call(
         return Ok(json_response(StatusCode::OK, "application/json", Body::from(clean)));
     }
     let framing = if route.is_ollama() { Framing::Lines } else { Framing::Sse };
-    let relay = Relay::new(framing, scrub, config.max_response_bytes);
+    let mut relay = Relay::new(framing, scrub, config.max_response_bytes);
+    if let Some(redaction) = &restore {
+        relay = relay.restoring(redaction.stream());
+    }
     let deadlines = Deadlines { end: started + config.timeout, stall: config.stall_timeout };
     let state = Streaming { response, relay, deadlines, meter, finished: false, _slot: slot };
     let events = futures_util::stream::unfold(state, Streaming::next);
@@ -330,7 +360,7 @@ impl Streaming {
 pub struct Meter {
     reservation: Option<Reservation>,
     facts: LlmFacts,
-    counter: tokens::TokenCounter,
+    model: Arc<LlmModel>,
     prompt: u64,
     completion: u64,
     /// The upstream accepted the request (2xx).
@@ -349,28 +379,20 @@ impl std::fmt::Debug for Meter {
 }
 
 impl Meter {
-    /// `prompt` is the prompt's tokens as counted by `counter`.
-    pub fn new(reservation: Reservation, facts: LlmFacts, counter: tokens::TokenCounter, prompt: u64) -> Meter {
-        Meter {
-            reservation: Some(reservation),
-            facts,
-            counter,
-            prompt,
-            completion: 0,
-            answered: false,
-            reported: false,
-        }
+    /// `prompt` is the prompt's tokens as `model` counts them.
+    pub fn new(reservation: Reservation, facts: LlmFacts, model: Arc<LlmModel>, prompt: u64) -> Meter {
+        Meter { reservation: Some(reservation), facts, model, prompt, completion: 0, answered: false, reported: false }
     }
 
     fn counted(&self) -> TokenUsage {
-        TokenUsage { prompt: self.prompt, completion: self.completion, estimated: !self.counter.exact() }
+        TokenUsage { prompt: self.prompt, completion: self.completion, estimated: !self.model.tokens.exact() }
     }
 
     fn generated(&mut self, text: &str) {
         if text.is_empty() {
             return;
         }
-        self.completion = self.completion.saturating_add(self.counter.generated_tokens(text));
+        self.completion = self.completion.saturating_add(self.model.tokens.generated_tokens(text));
         if !self.reported {
             self.facts.set_usage(self.counted());
         }

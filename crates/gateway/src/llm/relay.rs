@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use serde_json::{Map, Value};
 
+use super::redact::StreamRestore;
 use crate::request::TokenUsage;
 
 /// How one answer is cleaned.
@@ -30,6 +31,8 @@ pub struct Scrub {
     /// The client did not ask for a stream's usage (the gateway did, for budgets): its usage
     /// chunk is dropped and `usage` taken off the other chunks.
     pub hide_usage: bool,
+    /// The personal data taken out of the prompt, put back in the answer (`restore_redacted`).
+    pub restore: super::Restore,
 }
 
 /// Fields an answer never carries out: they name or fingerprint the upstream.
@@ -81,6 +84,9 @@ impl Scrub {
         let usage = self.object(&mut object);
         let mut generated = String::new();
         generated_text(&object, &mut generated);
+        if let Some(redaction) = &self.restore {
+            redaction.restore_answer(&mut object);
+        }
         Some((Bytes::from(serde_json::to_vec(&Value::Object(object)).ok()?), usage, generated))
     }
 }
@@ -126,6 +132,45 @@ pub fn generated_text(object: &Map<String, Value>, out: &mut String) {
                 }
             }
         }
+    }
+}
+
+/// Puts redacted values back into one stream chunk's text, choice by choice, holding back a
+/// tail that may be half a placeholder until the next chunk (or the choice's end) completes it.
+fn restore_chunk(restore: &mut StreamRestore, object: &mut Map<String, Value>) {
+    fn text(restore: &mut StreamRestore, index: usize, slot: &mut Map<String, Value>, field: &str, last: bool) {
+        let mut out = match slot.get(field) {
+            Some(Value::String(text)) => restore.push(index, text),
+            _ => String::new(),
+        };
+        if last {
+            out.push_str(&restore.finish(index));
+        }
+        if slot.get(field).is_some_and(Value::is_string) || !out.is_empty() {
+            slot.insert(field.to_owned(), Value::String(out));
+        }
+    }
+    if let Some(Value::Array(choices)) = object.get_mut("choices") {
+        for choice in choices.iter_mut().filter_map(Value::as_object_mut) {
+            let index = choice.get("index").and_then(Value::as_u64).and_then(|i| usize::try_from(i).ok()).unwrap_or(0);
+            let last = choice.get("finish_reason").is_some_and(|reason| !reason.is_null());
+            if let Some(Value::Object(delta)) = choice.get_mut("delta") {
+                text(restore, index, delta, "content", last);
+            } else {
+                text(restore, index, choice, "text", last);
+            }
+        }
+        return;
+    }
+    // Ollama: `message.content` (chat) or `response` (generate), the last line `done`; the
+    // Responses API: `*.delta` events.
+    let last = object.get("done") == Some(&Value::Bool(true));
+    if let Some(Value::Object(message)) = object.get_mut("message") {
+        text(restore, 0, message, "content", last);
+    } else if object.get("response").is_some_and(Value::is_string) {
+        text(restore, 0, object, "response", last);
+    } else if object.get("type").and_then(Value::as_str).is_some_and(|kind| kind.ends_with(".delta")) {
+        text(restore, 0, object, "delta", false);
     }
 }
 
@@ -192,6 +237,8 @@ pub struct Relay {
     done: bool,
     /// Text generated in the events read since [`Relay::take_generated`] was last called.
     generated: String,
+    /// Puts redacted personal data back into the stream's text.
+    restore: Option<StreamRestore>,
 }
 
 impl Relay {
@@ -204,7 +251,14 @@ impl Relay {
             usage: None,
             done: false,
             generated: String::new(),
+            restore: None,
         }
+    }
+
+    /// Puts the personal data taken out of the prompt back into the stream's text.
+    pub fn restoring(mut self, restore: StreamRestore) -> Relay {
+        self.restore = Some(restore);
+        self
     }
 
     /// The usage the stream reported (OpenAI: with `stream_options.include_usage`).
@@ -323,6 +377,9 @@ impl Relay {
             self.done = true;
         }
         generated_text(&object, &mut self.generated);
+        if let Some(restore) = &mut self.restore {
+            restore_chunk(restore, &mut object);
+        }
         if self.scrub.hide_usage && object.remove("usage").is_some_and(|usage| !usage.is_null()) {
             // The usage chunk the gateway asked for: no choices, only usage. Not passed on.
             if object.get("choices").and_then(Value::as_array).is_some_and(Vec::is_empty) {
@@ -385,7 +442,14 @@ mod tests {
     use super::*;
 
     fn scrub() -> Scrub {
-        Scrub { model: "chat".into(), id: "chatcmpl-ours".into(), logprobs: false, keep_only: None, hide_usage: false }
+        Scrub {
+            model: "chat".into(),
+            id: "chatcmpl-ours".into(),
+            logprobs: false,
+            keep_only: None,
+            hide_usage: false,
+            restore: None,
+        }
     }
 
     #[test]

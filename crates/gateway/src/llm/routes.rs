@@ -161,6 +161,10 @@ async fn check_and_call(
         llm.limiter.spend(&[(format!("m:{}", model.config.name), rate)]).await?;
     }
     facts.prompt_sha256 = request.prompt_sha256();
+    // Personal data out of the prompt before it is counted or sent (the hash above is of what
+    // the caller sent).
+    let (redacted, restore) = llm.registry.redact(model, &mut request);
+    facts.redacted = redacted;
     // Reserve the worst case from every budget before anything leaves; settled by the meter
     // when the answer ends.
     let budget = ModelBudget { name: &model.config.name, budget: &model.config.budget, price: model.config.price };
@@ -168,8 +172,8 @@ async fn check_and_call(
     let prompt = model.tokens.prompt_tokens(route, &request.body);
     let worst = Charge::of(model.config.price, prompt, request.max_generated());
     let reservation = llm.limiter.reserve(&lines, worst, &principal, budget).await?;
-    let meter = super::Meter::new(reservation, facts.clone(), model.tokens.clone(), prompt);
-    super::call(&grant, request, &request_id, meter).await
+    let meter = super::Meter::new(reservation, facts.clone(), Arc::clone(model), prompt);
+    super::call(&grant, request, &request_id, meter, restore).await
 }
 
 /// The body must be JSON (`application/json`, any parameters) and not compressed.

@@ -403,6 +403,24 @@ async fn a_models_tokens_per_minute_hold_across_keys() {
     assert!(statuses.iter().all(|status| *status == 200 || *status == 429), "{statuses:?}");
 }
 
+#[tokio::test]
+async fn an_upstream_without_usage_is_counted_with_the_models_tokenizer() {
+    let tokenizer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer.json");
+    let extra = format!(
+        "[[llm]]\nname = \"counted\"\napi = \"openai\"\nurl = \"http://127.0.0.1:{{port}}/v1\"\nmodel = \"fault-no-usage\"\n\
+         credential_file = \"upstream-token\"\ntokenizer = \"{tokenizer}\"\n"
+    );
+    let fronted = Fronted::with(&extra).await;
+    let (key, kid) = fronted.key_and_kid(&["counted"], budget(Some("100000/day"), None)).await;
+    assert_eq!(fronted.chat(&key, streamed("counted", 50)).await.status, StatusCode::OK);
+    assert_eq!(fronted.chat(&key, hello("counted")).await.status, StatusCode::OK);
+    let used = usage(&fronted, &[&fronted.gateway], &kid).await;
+    // One word, one token in the fixture's vocabulary: the answer's nine words exactly, twice;
+    // the prompt's three words and the chat's per-message overhead.
+    assert_eq!((used.tokens_out, used.estimated), (2 * ANSWER_TOKENS, 0), "{used:?}");
+    assert!(used.tokens_in >= 2 * PROMPT_TOKENS && used.tokens_in <= 2 * (PROMPT_TOKENS + 10), "{used:?}");
+}
+
 /// A Redis server of this test's own, to stop and start again.
 struct OwnRedis {
     child: std::process::Child,

@@ -544,3 +544,145 @@ async fn an_upstream_that_reports_no_usage_still_leaves_its_record() {
     assert!(record["tokens"]["completion"].as_u64().unwrap() > 0, "{record}");
     assert_eq!(record["prompt_sha256"].as_str().map(str::len), Some(64));
 }
+
+/// Models that take personal data out of prompts; `echo` answers with the prompt it got, in
+/// three-character pieces, so the answer shows what reached the upstream.
+const REDACTING: &str = r#"
+[[llm]]
+name = "private"
+api = "openai"
+url = "http://127.0.0.1:{port}/v1"
+model = "stub-chat"
+credential_file = "upstream-token"
+redact_prompts = true
+
+[[llm]]
+name = "echoed"
+api = "openai"
+url = "http://127.0.0.1:{port}/v1"
+model = "echo"
+credential_file = "upstream-token"
+redact_prompts = true
+
+[[llm]]
+name = "restored"
+api = "openai"
+url = "http://127.0.0.1:{port}/v1"
+model = "echo"
+credential_file = "upstream-token"
+redact_prompts = true
+restore_redacted = true
+
+[[llm]]
+name = "restored-local"
+api = "ollama"
+url = "http://127.0.0.1:{port}"
+model = "echo"
+credential_file = "upstream-token"
+redact_prompts = true
+restore_redacted = true
+"#;
+
+/// One value of each kind that is redacted, in a prompt.
+const PERSONAL: &[(&str, &str)] = &[
+    ("email", "jane.doe@example.co.uk"),
+    ("phone", "+44 20 7946 0958"),
+    ("payment_card", "4111 1111 1111 1111"),
+    ("iban", "GB82 WEST 1234 5698 7654 32"),
+    ("us_ssn", "536-90-4399"),
+    ("uk_nhs", "943 476 5919"),
+    ("ip_address", "192.168.1.20"),
+    ("mac_address", "00:1A:2B:3C:4D:5E"),
+    ("credential", "AKIAIOSFODNN7EXAMPLE"),
+];
+
+fn personal_prompt() -> String {
+    let mut prompt = String::from("Please summarise this account note.");
+    for (kind, value) in PERSONAL {
+        prompt += &format!(" The customer's {} is {value}.", kind.replace('_', " "));
+    }
+    prompt
+}
+
+/// The text of an answer, a whole one or a stream (SSE or JSON lines), in order.
+fn answer_text(answer: &Answer) -> String {
+    let mut text = String::new();
+    let mut take = |object: &Value| {
+        for pointer in ["/choices/0/message/content", "/choices/0/delta/content", "/message/content", "/response"] {
+            if let Some(piece) = object.pointer(pointer).and_then(Value::as_str) {
+                text.push_str(piece);
+            }
+        }
+    };
+    if let Ok(object) = serde_json::from_str::<Value>(&answer.text) {
+        take(&object);
+        return text;
+    }
+    for line in answer.text.lines() {
+        let line = line.strip_prefix("data: ").unwrap_or(line);
+        if let Ok(object) = serde_json::from_str::<Value>(line) {
+            take(&object);
+        }
+    }
+    text
+}
+
+#[tokio::test]
+async fn personal_data_in_a_prompt_reaches_the_upstream_as_placeholders_only() {
+    let fronted = Fronted::with(REDACTING).await;
+    let key = fronted.key(&["private", "echoed", "restored", "restored-local"]).await;
+    let prompt = personal_prompt();
+    let body = json!({"model": "private", "messages": [
+        {"role": "system", "content": "You are careful."},
+        {"role": "user", "content": [{"type": "text", "text": prompt}]},
+    ]});
+    let answer = fronted.chat(&key, body).await;
+    assert_eq!(answer.status, StatusCode::OK, "{}", answer.text);
+    let record = fronted.stub.record().await;
+    let sent = record.last().unwrap()["body"].as_str().unwrap().to_owned();
+    for (kind, value) in PERSONAL {
+        assert!(!sent.contains(value), "{kind} {value} reached the upstream: {sent}");
+        let placeholder = format!("<{}_1>", kind.to_uppercase());
+        assert!(sent.contains(&placeholder), "{placeholder} is not in {sent}");
+    }
+    assert!(sent.contains("Please summarise this account note."), "the rest is left as it was: {sent}");
+
+    // Without restore_redacted, the caller gets the placeholders back, not the values.
+    let echoed =
+        fronted.chat(&key, json!({"model": "echoed", "messages": [{"role": "user", "content": prompt}]})).await;
+    let text = answer_text(&echoed);
+    assert!(text.contains("<EMAIL_1>") && !text.contains("jane.doe"), "{text}");
+
+    // With it, the same caller gets its own text back: whole, streamed in pieces that cut the
+    // placeholders in two, and from Ollama.
+    let whole =
+        fronted.chat(&key, json!({"model": "restored", "messages": [{"role": "user", "content": prompt}]})).await;
+    assert_eq!(answer_text(&whole), prompt);
+    let streamed = fronted
+        .chat(&key, json!({"model": "restored", "stream": true, "messages": [{"role": "user", "content": prompt}]}))
+        .await;
+    assert_eq!(answer_text(&streamed), prompt, "{}", streamed.text);
+    let local = fronted
+        .send(
+            Method::POST,
+            "/api/chat",
+            Some(&key),
+            Some(json!({"model": "restored-local", "messages": [{"role": "user", "content": prompt}]})),
+        )
+        .await;
+    assert_eq!(answer_text(&local), prompt, "{}", local.text);
+    for sent in fronted.stub.record().await.iter().filter_map(|request| request["body"].as_str()) {
+        assert!(!sent.contains("jane.doe") && !sent.contains("4111 1111"), "{sent}");
+    }
+
+    // The audit record counts what was replaced, never the values.
+    let records = fronted.audit_records().await;
+    let first = records.iter().find(|record| record["model"] == "private").unwrap();
+    for (kind, _) in PERSONAL {
+        assert_eq!(first["redacted"][kind], 1, "{kind}: {first}");
+    }
+    let log = records.iter().map(ToString::to_string).collect::<String>();
+    for (kind, value) in PERSONAL {
+        assert!(!log.contains(value), "{kind} in the audit log");
+    }
+}
