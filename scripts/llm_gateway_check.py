@@ -229,6 +229,92 @@ def budget_checks(base: str, portcullis: str, config: str, key: str, kid: str) -
     check("budget: keys usage shows the streams' tokens", charged >= served and 0 < tokens <= 300, out)
 
 
+PERSONAL = {
+    "email": "jane.doe@example.co.uk",
+    "phone": "+44 20 7946 0958",
+    "payment_card": "4111 1111 1111 1111",
+    "iban": "GB82 WEST 1234 5698 7654 32",
+    "ip_address": "192.168.1.20",
+}
+
+
+def redaction_checks(portcullis: str, chat_port: int, stub_port: int, folder: Path) -> None:
+    """`portcullis serve` with prompt redaction and a price, in front of llama-server and the
+    stub's `echo` model (it answers with the prompt it received): the SDK's prompt reaches the
+    upstream with placeholders only, the same caller gets its text back, whole and streamed,
+    and the spend is counted."""
+    import json
+
+    port, admin = free_port(), free_port()
+    config = folder / "redact.toml"
+    config.write_text(
+        f"""
+[server]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+
+[[llm]]
+name = "tiny-private"
+api = "openai"
+url = "http://127.0.0.1:{chat_port}/v1"
+model = "tiny"
+redact_prompts = true
+restore_redacted = true
+price = {{ input = "0.5", output = "1.5" }}
+
+[[llm]]
+name = "echo"
+api = "openai"
+url = "http://127.0.0.1:{stub_port}/v1"
+redact_prompts = true
+restore_redacted = true
+"""
+    )
+    created = json.loads(
+        subprocess.run(
+            [portcullis, "keys", "create", "--config", str(config), "--name", "sdk", "--json",
+             "--models", "tiny-private,echo", "--spend", "1usd/day"],
+            check=True, capture_output=True, text=True,
+        ).stdout
+    )
+    server = start([portcullis, "serve", "--config", str(config)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_http(f"http://127.0.0.1:{port}/v2/health/ready")
+        client = openai.OpenAI(base_url=f"http://127.0.0.1:{port}/v1", api_key=created["key"], max_retries=0)
+        prompt = "Note: " + "; ".join(f"{kind} {value}" for kind, value in PERSONAL.items())
+        whole = client.chat.completions.create(model="echo", messages=[{"role": "user", "content": prompt}])
+        check("redaction: the same caller gets its text back", whole.choices[0].message.content == prompt, whole)
+        pieces = client.chat.completions.create(
+            model="echo", messages=[{"role": "user", "content": prompt}], stream=True
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in pieces if chunk.choices)
+        check("redaction: ... and streamed, placeholders cut across chunks", text == prompt, text)
+        with urllib.request.urlopen(f"http://127.0.0.1:{stub_port}/__requests", timeout=5) as reply:
+            sent = [r["body"] or "" for r in json.load(reply) if r["route"] == "openai.chat"][-2:]
+        leaked = [kind for kind, value in PERSONAL.items() if any(value in body for body in sent)]
+        check("redaction: the upstream got placeholders only", not leaked and all("<EMAIL_1>" in b for b in sent), leaked or sent)
+        stream = client.chat.completions.create(
+            model="tiny-private", messages=[{"role": "user", "content": f"Mail {PERSONAL['email']}"}],
+            max_tokens=8, stream=True, stream_options={"include_usage": True},
+        )
+        chunks = list(stream)
+        check("redaction: a real server streams through it, with usage", chunks and chunks[-1].usage is not None, chunks[-1:])
+        deadline = time.monotonic() + 10
+        spend = 0
+        while time.monotonic() < deadline and spend == 0:
+            rows = json.loads(
+                subprocess.run(
+                    [portcullis, "keys", "usage", created["id"], "--config", str(config), "--json"],
+                    check=True, capture_output=True, text=True,
+                ).stdout
+            )
+            spend = sum(row["spend_micros"] for row in rows if row["model"] == "tiny-private")
+            time.sleep(0.3)
+        check("spend: counted at the model's price", spend > 0, rows)
+    finally:
+        stop(server)
+
+
 def ollama_checks(host: str, key: str) -> None:
     client = ollama.Client(host=host, headers={"Authorization": f"Bearer {key}"})
     names = [model.model for model in client.list().models]
@@ -314,6 +400,7 @@ def main() -> int:
         budget_key, budget_kid = create_key_and_id("--models", "tiny", "--token-quota", "300/day")
         openai_checks(base, all_key, limited_key)
         budget_checks(base, portcullis, config, budget_key, budget_kid)
+        redaction_checks(portcullis, chat_port, stub_port, Path(work.name))
         ollama_checks(base.removesuffix("/v1"), ollama_key)
         # The demo key itself, as the demo prints it.
         demo_client = openai.OpenAI(base_url=base, api_key=key, max_retries=0)
