@@ -583,7 +583,7 @@ redact_prompts = true
 restore_redacted = true
 "#;
 
-/// One value of each kind that is redacted, in a prompt.
+/// One value of each kind that is redacted (`llm::redact::REDACTED`), in a prompt.
 const PERSONAL: &[(&str, &str)] = &[
     ("email", "jane.doe@example.co.uk"),
     ("phone", "+44 20 7946 0958"),
@@ -594,6 +594,11 @@ const PERSONAL: &[(&str, &str)] = &[
     ("ip_address", "192.168.1.20"),
     ("mac_address", "00:1A:2B:3C:4D:5E"),
     ("credential", "AKIAIOSFODNN7EXAMPLE"),
+    ("uk_nino", "JG103759A"),
+    ("date_of_birth", "1984-07-23"),
+    ("crypto_wallet", "1BvBMSEYstWetqTFn5Au4m4GFg7xJaNVN2"),
+    ("imei", "490154203237518"),
+    ("passport", "K12345678"),
 ];
 
 fn personal_prompt() -> String {
@@ -629,6 +634,9 @@ fn answer_text(answer: &Answer) -> String {
 
 #[tokio::test]
 async fn personal_data_in_a_prompt_reaches_the_upstream_as_placeholders_only() {
+    for kind in crate::llm::redact::REDACTED {
+        assert!(PERSONAL.iter().any(|(name, _)| *name == kind.name()), "no {kind} in the test's prompt");
+    }
     let fronted = Fronted::with(REDACTING).await;
     let key = fronted.key(&["private", "echoed", "restored", "restored-local"]).await;
     let prompt = personal_prompt();
