@@ -25,6 +25,18 @@ pub enum Route {
 }
 
 impl Route {
+    /// Every route with a body.
+    pub const ALL: [Route; 8] = [
+        Route::ChatCompletions,
+        Route::Completions,
+        Route::Embeddings,
+        Route::Responses,
+        Route::OllamaChat,
+        Route::OllamaGenerate,
+        Route::OllamaEmbed,
+        Route::OllamaShow,
+    ];
+
     /// The top-level fields a request may carry: OpenAI's and Ollama's documented ones.
     fn fields(self) -> &'static [&'static str] {
         match self {

@@ -468,16 +468,7 @@ mod tests {
             json!({"input": {"nested": true}, "instructions": 5}),
             json!({"prompt": [null, true, {"a": 1}], "context": "no"}),
         ] {
-            for route in [
-                Route::ChatCompletions,
-                Route::Completions,
-                Route::Embeddings,
-                Route::Responses,
-                Route::OllamaChat,
-                Route::OllamaGenerate,
-                Route::OllamaEmbed,
-                Route::OllamaShow,
-            ] {
+            for route in Route::ALL {
                 let _ = counter.prompt_tokens(route, &object(body.clone()));
             }
         }

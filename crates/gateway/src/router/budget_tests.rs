@@ -12,7 +12,10 @@ use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use super::llm_tests::{Answer, Fronted, hello};
+use super::{
+    limits_tests::{redis_url, unique_prefix},
+    llm_tests::{Answer, Fronted, hello},
+};
 use crate::{
     limit_spec::{Budget, Quota, SpendCap},
     state::Gateway,
@@ -94,21 +97,8 @@ fn budget(tokens: Option<&str>, spend: Option<&str>) -> KeyLimits {
     }
 }
 
-fn redis_url() -> Option<String> {
-    match std::env::var("PORTCULLIS_TEST_REDIS_URL") {
-        Ok(url) => Some(url),
-        Err(_) if std::env::var("CI").is_ok() => panic!("CI must set PORTCULLIS_TEST_REDIS_URL"),
-        Err(_) => {
-            eprintln!("skipping: PORTCULLIS_TEST_REDIS_URL is not set (.ci/run sets it)");
-            None
-        }
-    }
-}
-
 fn shared_limits(url: &str) -> String {
-    let mut bytes = [0u8; 6];
-    getrandom::fill(&mut bytes).unwrap();
-    format!("[limits]\nbackend = \"{url}\"\nredis_prefix = \"ptcl-budget-{}:\"\n", crate::hex::encode(&bytes))
+    format!("[limits]\nbackend = \"{url}\"\nredis_prefix = \"{}\"\n", unique_prefix())
 }
 
 /// The key's usage today, once every node has written what it counted.

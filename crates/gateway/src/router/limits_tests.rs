@@ -333,7 +333,7 @@ async fn requests_in_flight_are_capped_per_principal() {
 }
 
 /// The Redis URL CI provides; without it the shared-limiter tests say so and pass.
-fn redis_url() -> Option<String> {
+pub(super) fn redis_url() -> Option<String> {
     match std::env::var("PORTCULLIS_TEST_REDIS_URL") {
         Ok(url) => Some(url),
         Err(_) if std::env::var("CI").is_ok() => panic!("CI must set PORTCULLIS_TEST_REDIS_URL"),
@@ -344,7 +344,7 @@ fn redis_url() -> Option<String> {
     }
 }
 
-fn unique_prefix() -> String {
+pub(super) fn unique_prefix() -> String {
     format!("ptcl-test-{}-{}:", std::process::id(), crate::hex::encode(&rand_bytes()))
 }
 

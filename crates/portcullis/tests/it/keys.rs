@@ -75,14 +75,7 @@ async fn limits_are_set_changed_and_refused_precisely_on_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let config = config.to_str().unwrap();
-    let refused = |args: &[&str], message: &str| {
-        let mut all = vec!["keys", "create", "--name", "x", "--models", "mlp", "--config", config];
-        all.extend_from_slice(args);
-        let output = run(&all);
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
-    };
+    let refused = |args: &[&str], message: &str| create_is_refused(config, args, message);
     refused(&["--rate", "0/s"], "zero");
     refused(&["--rate=-3/s"], "negative");
     refused(&["--rate", "5/fortnight"], "unknown unit");
@@ -203,14 +196,7 @@ async fn token_budgets_are_set_changed_and_refused_precisely_on_the_command_line
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), "");
     let config = config.to_str().unwrap();
-    let refused = |args: &[&str], message: &str| {
-        let mut all = vec!["keys", "create", "--name", "x", "--models", "mlp", "--config", config];
-        all.extend_from_slice(args);
-        let output = run(&all);
-        assert_eq!(output.status.code(), Some(2), "{args:?}");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(stderr.contains(message), "{args:?}: {stderr}");
-    };
+    let refused = |args: &[&str], message: &str| create_is_refused(config, args, message);
     refused(
         &["--spend", "20eur/day"],
         "spend cap '20eur/day': write a spend cap as <dollars>usd/day or <dollars>usd/month",
@@ -317,4 +303,14 @@ async fn usage_shows_tokens_spend_and_estimates_per_row() {
             "tokens_in": 1200, "tokens_out": 345, "spend_micros": 1_250_450, "spend_usd": "1.25045", "estimated": 1,
         }])
     );
+}
+
+/// `keys create` with `args` exits 2 and says `message`.
+fn create_is_refused(config: &str, args: &[&str], message: &str) {
+    let mut all = vec!["keys", "create", "--name", "x", "--models", "mlp", "--config", config];
+    all.extend_from_slice(args);
+    let output = run(&all);
+    assert_eq!(output.status.code(), Some(2), "{args:?}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(message), "{args:?}: {stderr}");
 }

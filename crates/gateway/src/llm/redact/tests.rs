@@ -249,15 +249,7 @@ fn hostile_bodies_neither_panic_nor_explode() {
         json!({"messages": deep.clone(), "prompt": deep.clone(), "input": deep}),
         json!({"messages": {"content": "ann@example.com"}, "prompt": {"a": 1}, "input": 5, "instructions": []}),
     ] {
-        for route in [
-            Route::ChatCompletions,
-            Route::Completions,
-            Route::Embeddings,
-            Route::Responses,
-            Route::OllamaChat,
-            Route::OllamaGenerate,
-            Route::OllamaEmbed,
-        ] {
+        for route in Route::ALL {
             let mut body = object(body.clone());
             let _ = redactor().redact(route, &mut body);
         }
