@@ -268,6 +268,7 @@ api = "openai"
 url = "http://127.0.0.1:{stub_port}/v1"
 redact_prompts = true
 restore_redacted = true
+price = {{ input = "0", output = "0" }}
 """
     )
     created = json.loads(
