@@ -197,8 +197,8 @@ def main() -> None:
     elif len(sys.argv) == 7 and sys.argv[1] == "overload":
         overload(sys.argv[2].split(","), sys.argv[3], sys.argv[4], int(sys.argv[5]), int(sys.argv[6]))
     elif len(sys.argv) == 10 and sys.argv[1] == "report":
-        work, rounds, duration, cores, n, worst, cap, delay = sys.argv[2:]
-        report(pathlib.Path(work), rounds, duration, cores, int(n), int(worst), int(cap), delay)
+        work, rounds, duration, cores, n, most, cap, delay = sys.argv[2:]
+        report(pathlib.Path(work), rounds, duration, cores, int(n), int(most), int(cap), delay)
     else:
         sys.exit(__doc__)
 
