@@ -1,10 +1,15 @@
 //! A fast scripted OpenAI-compatible upstream for `bench/llm.sh`: canned answers at once, so a
 //! benchmark measures the gateway in front of it, not a model. Loopback only.
 //!
-//!     cargo run --release -p gateway --example llm_upstream -- [PORT]
+//!     cargo run --release -p gateway --example llm_upstream -- [PORT] [DELAY_MS]
 //!
 //! Prints the port it listens on, then serves `GET /v1/models` and `POST /v1/chat/completions`
-//! (a whole answer, or with `"stream": true` 16 SSE chunks, a usage chunk and `[DONE]`).
+//! (a whole answer, or with `"stream": true` 16 SSE chunks, a usage chunk and `[DONE]`). Every
+//! answer reports its `usage` and has at most 16 completion tokens (9 whole, 16 streamed), so
+//! it stays within any `max_tokens` of 16 or more. With `DELAY_MS` each answer waits that long
+//! first, so that many requests are in flight at once (the budget accuracy run of the bench).
+
+use std::time::Duration;
 
 use axum::{
     Router,
@@ -27,7 +32,10 @@ fn stream() -> String {
     events
 }
 
-async fn chat(body: Bytes) -> Response {
+async fn chat(delay: Duration, body: Bytes) -> Response {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
     let streaming = std::str::from_utf8(&body).is_ok_and(|text| text.contains("\"stream\":true"));
     if streaming {
         ([("content-type", "text/event-stream")], Body::from(stream())).into_response()
@@ -39,9 +47,10 @@ async fn chat(body: Bytes) -> Response {
 #[tokio::main]
 async fn main() -> std::io::Result<()> {
     let port: u16 = std::env::args().nth(1).and_then(|port| port.parse().ok()).unwrap_or(0);
+    let delay = Duration::from_millis(std::env::args().nth(2).and_then(|ms| ms.parse().ok()).unwrap_or(0));
     let app = Router::new()
         .route("/v1/models", get(|| async { r#"{"object":"list","data":[{"id":"stub-chat","object":"model"}]}"# }))
-        .route("/v1/chat/completions", post(chat));
+        .route("/v1/chat/completions", post(move |body: Bytes| chat(delay, body)));
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await?;
     println!("{}", listener.local_addr()?.port());
     axum::serve(listener, app).await
