@@ -170,6 +170,10 @@ pub struct Limiter {
     pending: Mutex<HashMap<(String, String, String), Counts>>,
     /// Token and spend budgets on this node (when not in Redis).
     budgets: Mutex<budget::Counters>,
+    /// Budget settlements for Redis not yet sent, merged by counter (one script call carries
+    /// every settlement made while the previous one was in flight).
+    settling: Mutex<HashMap<String, i64>>,
+    settler: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Limiter {
@@ -268,6 +272,8 @@ impl Limiter {
             quota_counts: tokio::sync::Mutex::new(HashMap::new()),
             pending: Mutex::new(HashMap::new()),
             budgets: Mutex::new(budget::Counters::default()),
+            settling: Mutex::new(HashMap::new()),
+            settler: std::sync::atomic::AtomicBool::new(false),
         })
     }
 

@@ -413,13 +413,47 @@ impl Limiter {
         }
     }
 
-    async fn adjust_shared(&self, deltas: &[(String, i64)]) {
-        if let Some(redis) = &self.shared
-            && let Err(error) = redis.adjust(deltas).await
+    /// Queues settlements for Redis. One task at a time sends them: what is settled while it
+    /// waits for Redis goes in its next call, merged by counter, so under load a node makes far
+    /// fewer than one settlement call per request (and a budget is held a moment longer, never
+    /// less).
+    fn adjust_shared(self: &Arc<Self>, deltas: Vec<(String, i64)>) {
+        use std::sync::atomic::Ordering;
         {
-            // The reservation stays counted: the budget errs on the side of the payer.
-            tracing::warn!(%error, "a budget reservation could not be settled; it stays charged in full");
+            let mut settling = self.settling.lock().unwrap_or_else(PoisonError::into_inner);
+            for (id, delta) in deltas {
+                let merged = settling.entry(id).or_insert(0);
+                *merged = merged.saturating_add(delta);
+            }
         }
+        if self.settler.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let limiter = Arc::clone(self);
+        tokio::spawn(async move {
+            loop {
+                let batch: Vec<(String, i64)> = {
+                    let mut settling = limiter.settling.lock().unwrap_or_else(PoisonError::into_inner);
+                    settling.drain().filter(|(_, delta)| *delta != 0).collect()
+                };
+                if batch.is_empty() {
+                    limiter.settler.store(false, Ordering::Release);
+                    // A settlement queued after the drain and before the store above finds the
+                    // flag still set and leaves it to this task: look once more.
+                    let waiting = !limiter.settling.lock().unwrap_or_else(PoisonError::into_inner).is_empty();
+                    if waiting && !limiter.settler.swap(true, Ordering::AcqRel) {
+                        continue;
+                    }
+                    return;
+                }
+                if let Some(redis) = &limiter.shared
+                    && let Err(error) = redis.adjust(&batch).await
+                {
+                    // The reservations stay counted: the budget errs on the side of the payer.
+                    tracing::warn!(%error, "budget reservations could not be settled; they stay charged in full");
+                }
+            }
+        });
     }
 }
 
@@ -486,8 +520,7 @@ impl Reservation {
             return;
         }
         if self.shared {
-            let limiter = Arc::clone(&self.limiter);
-            tokio::spawn(async move { limiter.adjust_shared(&deltas).await });
+            self.limiter.adjust_shared(deltas);
         } else {
             self.limiter.adjust_local(&deltas);
         }

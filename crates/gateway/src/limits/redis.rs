@@ -66,7 +66,6 @@ for j = 1, nq do
   if increment > 0 then
     redis.call('INCRBY', KEYS[nb + j], increment)
   end
-  redis.call('EXPIRE', KEYS[nb + j], tonumber(ARGV[base + 3 * j]))
 end
 return {1, 0, remaining, reset, 0}
 ";
@@ -101,7 +100,9 @@ end
 return 1
 ";
 
-/// A quota counter the script spends.
+/// A quota counter the script spends. It exists before it is spent from: a missing one is
+/// answered `NeedsSeed`, and [`Shared::seed`] creates it with its expiry, so spending it is one
+/// `INCRBY` and no `EXPIRE`.
 #[derive(Debug, Clone)]
 pub struct Counter {
     pub key: String,

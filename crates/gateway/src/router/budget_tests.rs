@@ -197,6 +197,28 @@ async fn two_nodes_sharing_redis_hold_one_budget_under_a_race() {
 }
 
 #[tokio::test]
+async fn settlements_in_redis_give_back_what_a_request_did_not_use() {
+    let Some(url) = redis_url() else { return };
+    let fronted = Fronted::with(&format!("{PRICED}\n{}", shared_limits(&url))).await;
+    let nodes = [Arc::clone(&fronted.gateway), fronted.another_node()];
+    // Room for one worst case at a time (a prompt of a few tokens and 1000), used 12 at a time.
+    let (key, _) = fronted.key_and_kid(&["priced"], budget(Some("1100/day"), None)).await;
+    for round in 0..8 {
+        let node = Arc::clone(&nodes[round % 2]);
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        loop {
+            let answer = race_one(Arc::clone(&node), key.clone(), streamed("priced", 1000)).await;
+            if answer.status == StatusCode::OK {
+                break;
+            }
+            assert_eq!(answer.status, StatusCode::TOO_MANY_REQUESTS, "{}", answer.text);
+            assert!(std::time::Instant::now() < deadline, "round {round}: the last request was never settled");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[tokio::test]
 async fn what_was_used_is_charged_whatever_the_answer_looked_like() {
     let fronted = Fronted::with(PRICED).await;
     let all = ["priced", "quiet", "slow", "fails"];
