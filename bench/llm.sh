@@ -226,6 +226,9 @@ python3 bench/llm_budget.py overload \
 for pid in "${node_pids[@]}"; do stop_server "$pid"; done
 "$bin" keys usage --config "$work/node0/portcullis.toml" --json "$cap_kid" >"$work/cap.usage.json"
 
+# Prompt redaction (and the token count a reservation makes) per 1 KB of prompt: criterion.
+cargo bench -q -p gateway --bench redact -- --warm-up-time 1 --measurement-time 3 >"$work/redact.txt" 2>&1 || true
+
 budget_table="$work/budgets.md"
 if ! python3 bench/llm_budget.py report "$work" "$ROUNDS" "$DURATION" "$(nproc)" "$CAP_N" "$worst" "$cap" \
   "$UPSTREAM_DELAY_MS" >"$budget_table"; then
