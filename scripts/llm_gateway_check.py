@@ -215,18 +215,31 @@ def budget_checks(base: str, portcullis: str, config: str, key: str, kid: str) -
         and (refused.response.headers.get("retry-after") or "").isdigit(),
         refused,
     )
+    rows = key_usage(
+        portcullis, config, kid, lambda rows: sum(r["requests"] for r in rows if r["tokens_out"] > 0) >= served
+    )
+    rows = [row for row in rows if row["model"] == "tiny" and row["tokens_out"] > 0]
+    charged = sum(row["requests"] for row in rows)
+    tokens = sum(row["tokens_in"] + row["tokens_out"] for row in rows)
+    check("budget: keys usage shows the streams' tokens", charged >= served and 0 < tokens <= 300, rows)
+
+
+def key_usage(portcullis: str, config: str, kid: str, done) -> list[dict]:
+    """`keys usage KID --json`, asked again (servers write usage every second) until `done(rows)`
+    or ten seconds have passed."""
+    import json
+
     deadline = time.monotonic() + 10
     while True:
-        out = subprocess.run(
-            [portcullis, "keys", "usage", kid, "--config", config, "--json"], check=True, capture_output=True, text=True
-        ).stdout
-        rows = [row for row in json.loads(out) if row["model"] == "tiny" and row["tokens_out"] > 0]
-        charged = sum(row["requests"] for row in rows)
-        if charged >= served or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    tokens = sum(row["tokens_in"] + row["tokens_out"] for row in rows)
-    check("budget: keys usage shows the streams' tokens", charged >= served and 0 < tokens <= 300, out)
+        rows = json.loads(
+            subprocess.run(
+                [portcullis, "keys", "usage", kid, "--config", config, "--json"],
+                check=True, capture_output=True, text=True,
+            ).stdout
+        )
+        if done(rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.3)
 
 
 PERSONAL = {
@@ -300,18 +313,11 @@ price = {{ input = "0", output = "0" }}
         )
         chunks = list(stream)
         check("redaction: a real server streams through it, with usage", chunks and chunks[-1].usage is not None, chunks[-1:])
-        deadline = time.monotonic() + 10
-        spend = 0
-        while time.monotonic() < deadline and spend == 0:
-            rows = json.loads(
-                subprocess.run(
-                    [portcullis, "keys", "usage", created["id"], "--config", str(config), "--json"],
-                    check=True, capture_output=True, text=True,
-                ).stdout
-            )
-            spend = sum(row["spend_micros"] for row in rows if row["model"] == "tiny-private")
-            time.sleep(0.3)
-        check("spend: counted at the model's price", spend > 0, rows)
+        def spent(rows: list[dict]) -> int:
+            return sum(row["spend_micros"] for row in rows if row["model"] == "tiny-private")
+
+        rows = key_usage(portcullis, str(config), created["id"], lambda rows: spent(rows) > 0)
+        check("spend: counted at the model's price", spent(rows) > 0, rows)
     finally:
         stop(server)
 

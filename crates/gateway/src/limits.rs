@@ -199,6 +199,14 @@ fn period_id(window: Window, now: i64) -> String {
     }
 }
 
+/// The first day of the window holding `now`: `2026-12-02`, or `2026-12-01` for the month.
+fn window_start(window: Window, now: i64) -> String {
+    match window {
+        Window::Day => crate::time::day_of(now),
+        Window::Month => crate::time::month_start(now),
+    }
+}
+
 /// Seconds until a window's period ends (for `Retry-After` on `quota_exhausted`).
 fn seconds_left(window: Window, now: i64) -> i64 {
     match window {
@@ -549,28 +557,16 @@ impl Limiter {
     /// A key's usage in the window that contains `now`: the store's, plus this node's not yet
     /// written.
     async fn stored_usage(&self, kid: &str, window: Window, now: i64) -> Result<Counts, ApiError> {
-        let since = match window {
-            Window::Day => crate::time::day_of(now),
-            Window::Month => crate::time::month_start(now),
-        };
-        let stored = self.store.usage(Some(kid), &since).await.map_err(|error| {
-            tracing::error!(%error, "usage lookup failed; refusing the request");
-            ApiError::limiter_unavailable()
-        })?;
+        let since = window_start(window, now);
+        let stored = self.stored_rows(Some(kid), &since).await?;
         Ok(stored.iter().fold(self.pending_since(kid, &since), |total, row| total.plus(Counts::of(row))))
     }
 
     /// All callers' usage of `model` in the window that contains `now`: the store's, plus this
     /// node's not yet written.
     async fn stored_model_usage(&self, model: &str, window: Window, now: i64) -> Result<Counts, ApiError> {
-        let since = match window {
-            Window::Day => crate::time::day_of(now),
-            Window::Month => crate::time::month_start(now),
-        };
-        let stored = self.store.usage(None, &since).await.map_err(|error| {
-            tracing::error!(%error, "usage lookup failed; refusing the request");
-            ApiError::limiter_unavailable()
-        })?;
+        let since = window_start(window, now);
+        let stored = self.stored_rows(None, &since).await?;
         let pending = {
             let pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             pending
@@ -579,6 +575,15 @@ impl Limiter {
                 .fold(Counts::default(), |total, (_, counts)| total.plus(*counts))
         };
         Ok(stored.iter().filter(|row| row.model == model).fold(pending, |total, row| total.plus(Counts::of(row))))
+    }
+
+    /// The store's usage rows of `kid` (every key's for `None`) since `since`; a store that does
+    /// not answer refuses the request.
+    async fn stored_rows(&self, kid: Option<&str>, since: &str) -> Result<Vec<Usage>, ApiError> {
+        self.store.usage(kid, since).await.map_err(|error| {
+            tracing::error!(%error, "usage lookup failed; refusing the request");
+            ApiError::limiter_unavailable()
+        })
     }
 
     /// Checks and counts `amount` (requests, or rows when `rows`) against each group's quotas

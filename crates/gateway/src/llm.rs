@@ -392,7 +392,7 @@ impl Meter {
         if text.is_empty() {
             return;
         }
-        self.completion = self.completion.saturating_add(self.model.tokens.generated_tokens(text));
+        self.completion = self.completion.saturating_add(self.model.tokens.count(text));
         if !self.reported {
             self.facts.set_usage(self.counted());
         }

@@ -155,7 +155,6 @@ pub struct Reservation {
     held: Vec<(String, Measure, u64)>,
     /// Whether `held` lives in Redis (else in this node's memory).
     shared: bool,
-    worst: Charge,
     price: Option<Price>,
     /// Where the usage is counted for the store: (usage id, model).
     usage: Option<(String, String)>,
@@ -164,7 +163,7 @@ pub struct Reservation {
 
 impl std::fmt::Debug for Reservation {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reservation").field("held", &self.held).field("worst", &self.worst).finish_non_exhaustive()
+        f.debug_struct("Reservation").field("held", &self.held).finish_non_exhaustive()
     }
 }
 
@@ -243,7 +242,6 @@ impl Limiter {
             limiter: Arc::clone(self),
             held: Vec::new(),
             shared: false,
-            worst,
             price: model.price,
             usage: principal.usage_id().map(|id| (id.to_owned(), model.name.to_owned())),
             settled: false,
@@ -336,35 +334,30 @@ impl Limiter {
         worst: Charge,
         now: i64,
     ) -> Result<Vec<(String, Measure, u64)>, ApiError> {
+        let ids: Vec<String> = lines.iter().map(|line| line.counter(now)).collect();
         // Start missing counters from the store first, outside the lock.
-        let mut starts = Vec::new();
-        {
+        let missing: Vec<usize> = {
             let counters = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
-            for line in lines {
-                let id = line.counter(now);
-                if !counters.used.contains_key(&id) {
-                    starts.push((id, *line));
-                }
-            }
-        }
-        let mut started = Vec::with_capacity(starts.len());
-        for (id, line) in starts {
-            started.push((id, line.period, self.budget_used(line, now).await?));
+            (0..lines.len()).filter(|index| !counters.used.contains_key(&ids[*index])).collect()
+        };
+        let mut started = Vec::with_capacity(missing.len());
+        for index in missing {
+            started.push((index, self.budget_used(lines[index], now).await?));
         }
         let mut counters = self.budgets.lock().unwrap_or_else(PoisonError::into_inner);
         counters.sweep(now);
-        for (id, period, used) in started {
-            counters.used.entry(id).or_insert_with(|| (period, period.id(now), used));
+        for (index, used) in started {
+            let period = lines[index].period;
+            counters.used.entry(ids[index].clone()).or_insert_with(|| (period, period.id(now), used));
         }
-        for line in lines {
-            let used = counters.used.get(&line.counter(now)).map_or(0, |(_, _, used)| *used);
+        for (line, id) in lines.iter().zip(&ids) {
+            let used = counters.used.get(id).map_or(0, |(_, _, used)| *used);
             if used.saturating_add(worst.amount(line.measure)) > line.limit {
                 return Err(exhausted(line, now));
             }
         }
         let mut held = Vec::with_capacity(lines.len());
-        for line in lines {
-            let id = line.counter(now);
+        for (line, id) in lines.iter().zip(ids) {
             let amount = worst.amount(line.measure);
             let entry = counters.used.entry(id.clone()).or_insert_with(|| (line.period, line.period.id(now), 0));
             entry.2 = entry.2.saturating_add(amount);
@@ -491,11 +484,6 @@ fn exhausted(line: &Line, now: i64) -> ApiError {
 }
 
 impl Reservation {
-    /// What the request may cost at most.
-    pub fn worst(&self) -> Charge {
-        self.worst
-    }
-
     /// Settles to what the request used: the budgets get back what was held beyond it, and the
     /// usage is counted for the store. Budgets in Redis are settled in the background.
     pub fn settle(mut self, usage: TokenUsage) {

@@ -105,11 +105,6 @@ impl TokenCounter {
         }
     }
 
-    /// The tokens of an answer's text; the same count as [`TokenCounter::count`].
-    pub fn generated_tokens(&self, text: &str) -> u64 {
-        self.count(text)
-    }
-
     /// The tokens of everything `route` sends the model from `body` (see the module doc).
     pub fn prompt_tokens(&self, route: Route, body: &Map<String, Value>) -> u64 {
         let field = |name: &str| body.get(name);
@@ -305,7 +300,6 @@ mod tests {
             ("fn main() { return 0; }", 8),
         ] {
             assert_eq!(counter.count(text), expected, "{text:?}");
-            assert_eq!(counter.generated_tokens(text), expected, "{text:?}");
         }
     }
 

@@ -14,7 +14,7 @@ use tower::ServiceExt;
 
 use super::{
     limits_tests::{redis_url, unique_prefix},
-    llm_tests::{Answer, Fronted, hello},
+    llm_tests::{Answer, Fronted, hello, stub_llm},
 };
 use crate::{
     limit_spec::{Budget, Quota, SpendCap},
@@ -29,62 +29,19 @@ const PROMPT_TOKENS: u64 = 3;
 
 /// Models with a price ($1 in, $2 out per million tokens) and room for 64 requests at once;
 /// `slow` waits two seconds before its first token, so every racer is in flight together.
-const PRICED: &str = r#"
-[[llm]]
-name = "priced"
-api = "openai"
-url = "http://127.0.0.1:{port}/v1"
-model = "stub-chat"
-credential_file = "upstream-token"
-max_tokens = 2000
-max_n = 4
-price = { input = "1", output = "2" }
-max_connections = 64
-queue = 64
-
-[[llm]]
-name = "slow"
-api = "openai"
-url = "http://127.0.0.1:{port}/v1"
-model = "fault-slow-first-token"
-credential_file = "upstream-token"
-max_tokens = 2000
-price = { input = "1", output = "2" }
-max_connections = 64
-queue = 64
-
-[[llm]]
-name = "metered"
-api = "openai"
-url = "http://127.0.0.1:{port}/v1"
-model = "stub-chat"
-credential_file = "upstream-token"
-price = { input = "1", output = "2" }
-tpm = 60
-
-[[llm]]
-name = "quiet"
-api = "openai"
-url = "http://127.0.0.1:{port}/v1"
-model = "fault-no-usage"
-credential_file = "upstream-token"
-price = { input = "1", output = "2" }
-
-[[llm]]
-name = "fails"
-api = "openai"
-url = "http://127.0.0.1:{port}/v1"
-model = "fault-500"
-credential_file = "upstream-token"
-price = { input = "1", output = "2" }
-
-[[llm]]
-name = "unpriced"
-api = "openai"
-url = "http://127.0.0.1:{port}/v1"
-model = "stub-chat"
-credential_file = "upstream-token"
-"#;
+fn priced() -> String {
+    let price = "price = { input = \"1\", output = \"2\" }";
+    let roomy = "max_tokens = 2000\nmax_connections = 64\nqueue = 64";
+    [
+        stub_llm("priced", "openai", "stub-chat", &format!("{price}\n{roomy}\nmax_n = 4")),
+        stub_llm("slow", "openai", "fault-slow-first-token", &format!("{price}\n{roomy}")),
+        stub_llm("metered", "openai", "stub-chat", &format!("{price}\ntpm = 60")),
+        stub_llm("quiet", "openai", "fault-no-usage", price),
+        stub_llm("fails", "openai", "fault-500", price),
+        stub_llm("unpriced", "openai", "stub-chat", ""),
+    ]
+    .concat()
+}
 
 fn budget(tokens: Option<&str>, spend: Option<&str>) -> KeyLimits {
     KeyLimits {
@@ -184,14 +141,14 @@ async fn ten_of_fifty(fronted: &Fronted, nodes: &[Arc<Gateway>]) {
 
 #[tokio::test]
 async fn fifty_concurrent_streams_on_a_key_with_room_for_ten_serve_ten() {
-    let fronted = Fronted::with(PRICED).await;
+    let fronted = Fronted::with(&priced()).await;
     ten_of_fifty(&fronted, &[Arc::clone(&fronted.gateway)]).await;
 }
 
 #[tokio::test]
 async fn two_nodes_sharing_redis_hold_one_budget_under_a_race() {
     let Some(url) = redis_url() else { return };
-    let fronted = Fronted::with(&format!("{PRICED}\n{}", shared_limits(&url))).await;
+    let fronted = Fronted::with(&format!("{}\n{}", priced(), shared_limits(&url))).await;
     let nodes = [Arc::clone(&fronted.gateway), fronted.another_node()];
     ten_of_fifty(&fronted, &nodes).await;
 }
@@ -199,7 +156,7 @@ async fn two_nodes_sharing_redis_hold_one_budget_under_a_race() {
 #[tokio::test]
 async fn settlements_in_redis_give_back_what_a_request_did_not_use() {
     let Some(url) = redis_url() else { return };
-    let fronted = Fronted::with(&format!("{PRICED}\n{}", shared_limits(&url))).await;
+    let fronted = Fronted::with(&format!("{}\n{}", priced(), shared_limits(&url))).await;
     let nodes = [Arc::clone(&fronted.gateway), fronted.another_node()];
     // Room for one worst case at a time (a prompt of a few tokens and 1000), used 12 at a time.
     let (key, _) = fronted.key_and_kid(&["priced"], budget(Some("1100/day"), None)).await;
@@ -220,7 +177,7 @@ async fn settlements_in_redis_give_back_what_a_request_did_not_use() {
 
 #[tokio::test]
 async fn what_was_used_is_charged_whatever_the_answer_looked_like() {
-    let fronted = Fronted::with(PRICED).await;
+    let fronted = Fronted::with(&priced()).await;
     let all = ["priced", "quiet", "slow", "fails"];
     let (key, kid) = fronted.key_and_kid(&all, budget(Some("1000000/day"), None)).await;
     let mut expected = Usage::default();
@@ -313,7 +270,7 @@ async fn what_was_used_is_charged_whatever_the_answer_looked_like() {
 
 #[tokio::test]
 async fn a_request_that_cannot_fit_is_refused_before_the_upstream_sees_it() {
-    let fronted = Fronted::with(PRICED).await;
+    let fronted = Fronted::with(&priced()).await;
     let (key, _) =
         fronted.key_and_kid(&["priced", "slow", "unpriced"], budget(Some("500/day"), Some("1usd/day"))).await;
     let before = fronted.stub.record().await.len();
@@ -341,7 +298,7 @@ async fn a_request_that_cannot_fit_is_refused_before_the_upstream_sees_it() {
 
 #[tokio::test]
 async fn no_credential_skips_the_budget_and_admin_keys_call_no_model() {
-    let fronted = Fronted::with(&format!("{PRICED}\n[limits]\ntoken_quota = [\"40/day\"]\n")).await;
+    let fronted = Fronted::with(&format!("{}\n[limits]\ntoken_quota = [\"40/day\"]\n", priced())).await;
     // A key without a budget of its own has the defaults: it is not a master key.
     let (key, _) = fronted.key_and_kid(&["priced"], KeyLimits::default()).await;
     let mut small = hello("priced");
@@ -362,7 +319,7 @@ async fn no_credential_skips_the_budget_and_admin_keys_call_no_model() {
 
 #[tokio::test]
 async fn a_delegate_keys_end_users_each_have_a_budget_inside_the_keys() {
-    let fronted = Fronted::with(PRICED).await;
+    let fronted = Fronted::with(&priced()).await;
     let mut body = hello("priced");
     body["max_tokens"] = json!(9);
     // The worst case the gateway reserves: the prompt as it counts it, and 9 tokens.
@@ -398,7 +355,7 @@ async fn a_delegate_keys_end_users_each_have_a_budget_inside_the_keys() {
 
 #[tokio::test]
 async fn a_models_tokens_per_minute_hold_across_keys() {
-    let fronted = Fronted::with(PRICED).await;
+    let fronted = Fronted::with(&priced()).await;
     let (first, _) = fronted.key_and_kid(&["metered"], KeyLimits::default()).await;
     let (second, _) = fronted.key_and_kid(&["metered"], KeyLimits::default()).await;
     let mut body = hello("metered");
@@ -418,10 +375,7 @@ async fn a_models_tokens_per_minute_hold_across_keys() {
 #[tokio::test]
 async fn an_upstream_without_usage_is_counted_with_the_models_tokenizer() {
     let tokenizer = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/tokenizer.json");
-    let extra = format!(
-        "[[llm]]\nname = \"counted\"\napi = \"openai\"\nurl = \"http://127.0.0.1:{{port}}/v1\"\nmodel = \"fault-no-usage\"\n\
-         credential_file = \"upstream-token\"\ntokenizer = \"{tokenizer}\"\n"
-    );
+    let extra = stub_llm("counted", "openai", "fault-no-usage", &format!("tokenizer = \"{tokenizer}\""));
     let fronted = Fronted::with(&extra).await;
     let (key, kid) = fronted.key_and_kid(&["counted"], budget(Some("100000/day"), None)).await;
     assert_eq!(fronted.chat(&key, streamed("counted", 50)).await.status, StatusCode::OK);
@@ -477,7 +431,8 @@ async fn budgets_fail_closed_while_redis_is_down_and_recover_when_it_is_back() {
     }
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let Some(redis) = OwnRedis::start(port) else { return };
-    let fronted = Fronted::with(&format!("{PRICED}\n{}", shared_limits(&format!("redis://127.0.0.1:{port}")))).await;
+    let fronted =
+        Fronted::with(&format!("{}\n{}", priced(), shared_limits(&format!("redis://127.0.0.1:{port}")))).await;
     let (budgeted, _) = fronted.key_and_kid(&["priced"], budget(Some("100000/day"), None)).await;
     let (free, _) = fronted.key_and_kid(&["priced"], KeyLimits::default()).await;
     assert_eq!(fronted.chat(&budgeted, hello("priced")).await.status, StatusCode::OK);

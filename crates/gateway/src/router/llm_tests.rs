@@ -66,6 +66,16 @@ impl Drop for Stub {
     }
 }
 
+/// One `[[llm]]` in front of the stub (`api` is "openai" or "ollama"; `{port}` stands for the
+/// stub's port until [`Fronted::with`] fills it in).
+pub(super) fn stub_llm(name: &str, api: &str, upstream: &str, extra: &str) -> String {
+    let path = if api == "openai" { "/v1" } else { "" };
+    format!(
+        "[[llm]]\nname = \"{name}\"\napi = \"{api}\"\nurl = \"http://127.0.0.1:{{port}}{path}\"\nmodel = \"{upstream}\"\n\
+         credential_file = \"upstream-token\"\n{extra}\n"
+    )
+}
+
 pub(super) struct Fronted {
     dir: tempfile::TempDir,
     pub(super) gateway: Arc<Gateway>,
@@ -87,11 +97,7 @@ impl Fronted {
         let port = stub.port;
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("upstream-token"), format!("{UPSTREAM_KEY}\n")).unwrap();
-        let openai = |name: &str, upstream: &str, extra: &str| {
-            format!(
-                "[[llm]]\nname = \"{name}\"\napi = \"openai\"\nurl = \"http://127.0.0.1:{port}/v1\"\nmodel = \"{upstream}\"\ncredential_file = \"upstream-token\"\n{extra}\n"
-            )
-        };
+        let openai = |name: &str, upstream: &str, extra: &str| stub_llm(name, "openai", upstream, extra);
         let mut toml = String::from("[store]\nkey_cache_ttl = \"0s\"\n");
         toml += &openai("chat", "stub-chat", "max_tokens = 50\ndefault_max_tokens = 8");
         toml += &openai("other-chat", "stub-chat", "");
@@ -105,10 +111,9 @@ impl Fronted {
         toml += &openai("busy", "fault-429", "");
         toml += &openai("hangup", "fault-slow-first-token", "");
         toml += &openai("no-usage", "fault-no-usage", "");
-        toml += &format!(
-            "[[llm]]\nname = \"local\"\napi = \"ollama\"\nurl = \"http://127.0.0.1:{port}\"\nmodel = \"stub-chat\"\ncredential_file = \"upstream-token\"\n"
-        );
-        toml += &extra.replace("{port}", &port.to_string());
+        toml += &stub_llm("local", "ollama", "stub-chat", "");
+        toml += extra;
+        let toml = toml.replace("{port}", &port.to_string());
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("k.db")).await.unwrap());
         let gateway = Fronted::node_of(&toml, &dir, &store);
         let keyring = gateway.keyring(Pepper::from_bytes(vec![3; 32]));
@@ -547,41 +552,17 @@ async fn an_upstream_that_reports_no_usage_still_leaves_its_record() {
 
 /// Models that take personal data out of prompts; `echo` answers with the prompt it got, in
 /// three-character pieces, so the answer shows what reached the upstream.
-const REDACTING: &str = r#"
-[[llm]]
-name = "private"
-api = "openai"
-url = "http://127.0.0.1:{port}/v1"
-model = "stub-chat"
-credential_file = "upstream-token"
-redact_prompts = true
-
-[[llm]]
-name = "echoed"
-api = "openai"
-url = "http://127.0.0.1:{port}/v1"
-model = "echo"
-credential_file = "upstream-token"
-redact_prompts = true
-
-[[llm]]
-name = "restored"
-api = "openai"
-url = "http://127.0.0.1:{port}/v1"
-model = "echo"
-credential_file = "upstream-token"
-redact_prompts = true
-restore_redacted = true
-
-[[llm]]
-name = "restored-local"
-api = "ollama"
-url = "http://127.0.0.1:{port}"
-model = "echo"
-credential_file = "upstream-token"
-redact_prompts = true
-restore_redacted = true
-"#;
+fn redacting() -> String {
+    let redact = "redact_prompts = true";
+    let restore = "redact_prompts = true\nrestore_redacted = true";
+    [
+        stub_llm("private", "openai", "stub-chat", redact),
+        stub_llm("echoed", "openai", "echo", redact),
+        stub_llm("restored", "openai", "echo", restore),
+        stub_llm("restored-local", "ollama", "echo", restore),
+    ]
+    .concat()
+}
 
 /// One value of each kind that is redacted (`llm::redact::REDACTED`), in a prompt.
 const PERSONAL: &[(&str, &str)] = &[
@@ -637,7 +618,7 @@ async fn personal_data_in_a_prompt_reaches_the_upstream_as_placeholders_only() {
     for kind in crate::llm::redact::REDACTED {
         assert!(PERSONAL.iter().any(|(name, _)| *name == kind.name()), "no {kind} in the test's prompt");
     }
-    let fronted = Fronted::with(REDACTING).await;
+    let fronted = Fronted::with(&redacting()).await;
     let key = fronted.key(&["private", "echoed", "restored", "restored-local"]).await;
     let prompt = personal_prompt();
     let body = json!({"model": "private", "messages": [
