@@ -24,10 +24,10 @@ const KINDS: &[(&str, &str)] = &[
     ("US_SSN", "us_ssn"),
 ];
 
-fn main() {
+fn main() -> Result<(), String> {
     let path = std::env::args().nth(1).unwrap_or_else(|| "../shared/eval/pii/synth_dataset_v2.json".into());
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    let sentences: Vec<Value> = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{path} is not JSON: {e}"));
+    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {path}: {e}"))?;
+    let sentences: Vec<Value> = serde_json::from_str(&text).map_err(|e| format!("{path} is not JSON: {e}"))?;
     let redactor = Redactor::new();
     // kind → (labelled, removed)
     let mut recall: BTreeMap<&str, (u32, u32)> = BTreeMap::new();
@@ -94,4 +94,5 @@ fn main() {
     if !wrong.is_empty() {
         println!("Outside a labelled span, for example: {}.", wrong.join("; "));
     }
+    Ok(())
 }
