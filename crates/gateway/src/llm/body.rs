@@ -566,6 +566,32 @@ mod tests {
     }
 
     #[test]
+    fn the_worst_case_counts_every_choice_and_stream_usage_is_asked_for() {
+        let mut two = chat(r#"{"model":"chat","messages":[],"n":2,"max_tokens":7}"#).unwrap();
+        two.enforce(&LlmConfig { max_n: 4, ..caps() }, &all(), None).unwrap();
+        assert_eq!(two.max_generated(), 14);
+        let mut default = chat(r#"{"model":"chat","messages":[]}"#).unwrap();
+        default.enforce(&caps(), &all(), None).unwrap();
+        assert_eq!(default.max_generated(), 10, "the default cap the gateway set");
+        let mut ollama = parse(Route::OllamaGenerate, br#"{"model":"chat","options":{"num_predict":3}}"#).unwrap();
+        ollama.enforce(&caps(), &all(), None).unwrap();
+        assert_eq!(ollama.max_generated(), 3);
+        assert_eq!(parse(Route::Embeddings, br#"{"model":"chat","input":"x"}"#).unwrap().max_generated(), 0);
+
+        // A stream always asks the upstream for its usage; whether the client sees it is its own.
+        let quiet = chat(r#"{"model":"chat","messages":[],"stream":true}"#).unwrap();
+        assert!(!quiet.stream_usage);
+        let sent: Value = serde_json::from_slice(&quiet.into_upstream("up")).unwrap();
+        assert_eq!(sent["stream_options"]["include_usage"], true);
+        let asked = chat(r#"{"model":"chat","messages":[],"stream":true,"stream_options":{"include_usage":true}}"#);
+        assert!(asked.unwrap().stream_usage);
+        for bad in [r#"{"include_usage":"yes"}"#, r#"true"#] {
+            let body = format!(r#"{{"model":"chat","messages":[],"stream":true,"stream_options":{bad}}}"#);
+            assert!(chat(&body).unwrap_err().contains("stream_options"), "{bad}");
+        }
+    }
+
+    #[test]
     fn costly_and_leaky_switches_are_off_unless_the_model_allows_them() {
         for body in [
             r#"{"model":"chat","n":2}"#,
